@@ -1,0 +1,183 @@
+"""The embedded catalog: offline facts about GPUs, machines, zones, images and prices.
+
+Each data file (``*.yaml`` beside this module) carries a ``meta`` block with its
+snapshot date and sources. The catalog always answers, instantly and without
+credentials; live GCP data (``gpuwizard.gcp``) refines it when credentials exist.
+Files are parsed once, on first use, with PyYAML's C loader.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+_DIR = os.path.dirname(__file__)
+
+
+@functools.lru_cache(maxsize=None)
+def data(name: str) -> dict[str, Any]:
+    """The parsed data file ``name`` (without ``.yaml``)."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(os.path.join(_DIR, f"{name}.yaml"), encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=loader)
+
+
+@dataclass(frozen=True)
+class GpuType:
+    """One Compute Engine accelerator type."""
+
+    name: str                 # accelerator type, e.g. nvidia-tesla-t4
+    label: str                # what people call it, e.g. T4
+    memory_gb: int
+    arch: str                 # kepler, pascal, volta, turing, ampere, ada, hopper, blackwell
+    cc: str                   # compute capability, e.g. "7.5"
+    families: tuple[str, ...]
+    counts: tuple[int, ...]
+    quota_metric: str
+    spot_quota_metric: str
+    n1_limits: dict[int, tuple[int, float]] = field(default_factory=dict)
+    price_hour: float = 0.0   # per GPU, for attachable GPUs; 0 where the machine price includes it
+    spot_price_hour: float = 0.0
+    retired: str | None = None
+    notes: str | None = None
+
+    @property
+    def attachable(self) -> bool:
+        """True for GPUs attached to N1 VMs; False for GPUs bundled with the machine type."""
+        return "n1" in self.families
+
+    @property
+    def cc_float(self) -> float:
+        return float(self.cc)
+
+
+@dataclass(frozen=True)
+class MachineType:
+    name: str
+    family: str
+    vcpus: int
+    memory_gb: float
+    gpu_type: str | None
+    gpu_count: int
+    price_hour: float
+    spot_price_hour: float
+    spot_only: bool = False
+
+
+@dataclass(frozen=True)
+class Image:
+    family: str
+    project: str
+    os: str                   # ubuntu2204, ubuntu2404, debian12
+    label: str
+    dlvm: bool = False
+    driver: str | None = None
+    cuda: str | None = None
+    torch: str | None = None
+
+
+@functools.lru_cache(maxsize=None)
+def gpus() -> dict[str, GpuType]:
+    out = {}
+    for name, g in data("gpus")["gpus"].items():
+        out[name] = GpuType(
+            name=name, label=g["label"], memory_gb=g["memory_gb"], arch=g["arch"], cc=str(g["cc"]),
+            families=tuple(g["families"]), counts=tuple(g["counts"]), quota_metric=g["quota_metric"],
+            spot_quota_metric=g["spot_quota_metric"],
+            n1_limits={int(k): (int(v[0]), float(v[1])) for k, v in (g.get("n1_limits") or {}).items()},
+            price_hour=float(g.get("price_hour") or 0), spot_price_hour=float(g.get("spot_price_hour") or 0),
+            retired=g.get("retired"), notes=g.get("notes"))
+    return out
+
+
+def gpu(name: str) -> GpuType | None:
+    return gpus().get(name)
+
+
+def gpu_by_label(label: str) -> GpuType | None:
+    """Find a GPU by what people call it ("T4", "a100") or by its accelerator type."""
+    key = label.strip().lower()
+    for g in gpus().values():
+        if key in (g.name, g.label.lower(), g.label.lower().replace(" ", "")):
+            return g
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def machine_types() -> dict[str, MachineType]:
+    d = data("machines")
+    spot_only = set(d.get("spot_only") or [])
+    out = {}
+    for name, (vcpus, mem, gtype, gcount, price, spot) in d["machine_types"].items():
+        out[name] = MachineType(name=name, family=name.split("-", 1)[0], vcpus=int(vcpus), memory_gb=float(mem),
+                                gpu_type=gtype, gpu_count=int(gcount), price_hour=float(price),
+                                spot_price_hour=float(spot), spot_only=name in spot_only)
+    return out
+
+
+def machine_type(name: str) -> MachineType | None:
+    return machine_types().get(name)
+
+
+def family(name: str) -> dict[str, Any] | None:
+    return data("machines")["families"].get(name)
+
+
+def machine_types_for(gpu_name: str, count: int) -> list[MachineType]:
+    """Machine types that can carry ``count`` GPUs of ``gpu_name``, cheapest first."""
+    g = gpu(gpu_name)
+    if g is None:
+        return []
+    out = []
+    for mt in machine_types().values():
+        if mt.gpu_type is not None:
+            if mt.gpu_type == gpu_name and mt.gpu_count == count:
+                out.append(mt)
+        elif mt.family in g.families:
+            limit = g.n1_limits.get(count)
+            if limit and mt.vcpus <= limit[0] and mt.memory_gb <= limit[1]:
+                out.append(mt)
+    return sorted(out, key=lambda m: (m.price_hour, m.vcpus))
+
+
+@functools.lru_cache(maxsize=None)
+def images() -> dict[str, Image]:
+    return {fam: Image(family=fam, project=i["project"], os=i["os"], label=i["label"], dlvm=bool(i.get("dlvm")),
+                       driver=i.get("driver"), cuda=i.get("cuda"), torch=i.get("torch"))
+            for fam, i in data("images")["images"].items()}
+
+
+def image(family_or_path: str) -> Image | None:
+    """Look up an image family; ``projects/P/global/images/family/F`` paths resolve by F."""
+    name = family_or_path.rstrip("/").rsplit("/", 1)[-1]
+    return images().get(name)
+
+
+def zones_for(gpu_name: str) -> list[str]:
+    return list(data("zones")["zones"].get(gpu_name, []))
+
+
+def region_of(zone: str) -> str:
+    return zone.rsplit("-", 1)[0]
+
+
+def hourly_price(machine: str, gpu_name: str | None, gpu_count: int, spot: bool = False) -> float | None:
+    """Approximate USD/hour for one VM (machine + attached GPUs), or None when unknown."""
+    mt = machine_type(machine)
+    if mt is None:
+        return None
+    price = mt.spot_price_hour if spot else mt.price_hour
+    if gpu_name and mt.gpu_type is None:
+        g = gpu(gpu_name)
+        if g is None:
+            return None
+        price += gpu_count * (g.spot_price_hour if spot else g.price_hour)
+    return round(price, 4)
+
+
+def meta(name: str) -> dict[str, Any]:
+    return data(name).get("meta", {})

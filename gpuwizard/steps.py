@@ -1,0 +1,52 @@
+"""The unit of work the planner produces and the executor runs.
+
+A Step is plain data: the exact bash it runs, an optional cheap "already done" check
+(pyinfra's facts-before-operations idea: a re-run of a finished recipe changes nothing),
+and the few flags the executor needs (sudo, reboot, timeout, retries, uploads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file copied to the host over SFTP before the step runs.
+
+    ``secret`` files are written with mode 0600 and their contents are masked in every
+    log line and event (the executor learns the values to mask from them).
+    """
+
+    local: str
+    remote: str
+    mode: int = 0o600
+    secret: bool = True
+
+
+@dataclass(frozen=True)
+class Step:
+    """One ordered, idempotent piece of work on one host.
+
+    ``run`` and ``check`` are bash snippets; the executor runs them under
+    ``bash -euo pipefail``. ``check`` exiting 0 means "already done: skip". ``sudo``
+    runs the snippet through ``sudo -n`` when the SSH user is not root. ``reboot``
+    asks the executor to reboot the host after the step and wait for SSH to return.
+    ``progress`` names a parser for progress lines (``"rclone"``) or is None.
+    """
+
+    id: str
+    title: str
+    run: str
+    check: str | None = None
+    sudo: bool = False
+    reboot: bool = False
+    timeout: float = 3600.0
+    retries: int = 0
+    env: tuple[tuple[str, str], ...] = ()
+    uploads: tuple[Upload, ...] = ()
+    progress: str | None = None
+    phase: str = "setup"
+
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
