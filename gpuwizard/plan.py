@@ -1,16 +1,84 @@
 """Recipe -> ordered Steps. Pure functions: nothing here touches a host or the network.
 
-Order: NVIDIA stack (drivers) -> Python environment -> rclone + datasets ->
-verification -> the user's own steps. Every recipe string that reaches the shell is
-quoted by the module that builds the step.
+Order on every host: the NVIDIA stack (``drivers``) -> the Python environment
+(``envsteps``) -> rclone and the datasets (``rclone``) -> verification (``verify``) ->
+the user's own steps. Each part builds its steps from the recipe and quotes every
+recipe string that reaches the shell (:mod:`gpuwizard.shell`). For a ``target.gcp``
+recipe, provisioning happens before these steps run; :func:`describe_provision` says
+what will be created and what it costs.
 """
 
 from __future__ import annotations
 
-from gpuwizard.recipe import Recipe
+from dataclasses import dataclass
+
+from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
 
+def user_step(s: UserStep) -> Step:
+    """The recipe's own step, run as written (its ``run`` is the user's shell code)."""
+    return Step(id=f"user.{s.name}", title=s.name, run=s.run, check=s.check, sudo=s.sudo,
+                reboot=s.reboot, timeout=s.timeout, retries=s.retries,
+                env=tuple(sorted(s.env.items())), phase="user")
+
+
 def build(recipe: Recipe) -> list[Step]:
-    """The full ordered step list for one host of ``recipe``."""
-    raise NotImplementedError  # filled in by the lead
+    """The full ordered step list for each host of ``recipe``."""
+    from gpuwizard import drivers, envsteps, rclone, verify
+
+    steps: list[Step] = []
+    steps += drivers.steps(recipe)
+    steps += envsteps.steps(recipe)
+    steps += rclone.steps(recipe)
+    steps += verify.steps(recipe)
+    steps += [user_step(s) for s in recipe.steps]
+    seen: set[str] = set()
+    for st in steps:
+        if st.id in seen:  # pragma: no cover - a planner bug, not a user error
+            raise ValueError(f"duplicate step id {st.id}")
+        seen.add(st.id)
+    return steps
+
+
+def select(steps: list[Step], only: list[str] | None) -> list[Step]:
+    """Steps whose id equals or starts with one of ``only`` (``--only driver`` takes all driver.*)."""
+    if not only:
+        return steps
+    return [s for s in steps if any(s.id == o or s.id.startswith(o + ".") for o in only)]
+
+
+@dataclass(frozen=True)
+class ProvisionSummary:
+    """What ``gpuwizard run`` will create on Compute Engine, in words and dollars."""
+
+    vms: int
+    machine_type: str
+    gpu: str
+    zones: list[str]
+    spot: bool
+    image: str
+    disk_gb: int
+    hourly: float | None
+
+    def lines(self) -> list[str]:
+        cost = f"~${self.hourly:.2f}/hour per VM" if self.hourly is not None else "price unknown"
+        total = f", ~${self.hourly * self.vms:.2f}/hour in all" if self.hourly is not None and self.vms > 1 else ""
+        model = "spot" if self.spot else "on-demand"
+        return [
+            f"create {self.vms} x {self.machine_type} with {self.gpu} ({model}), {self.image}, {self.disk_gb} GB disk",
+            f"zones, tried in order: {', '.join(self.zones) or '(none)'}",
+            f"cost: {cost}{total} (catalog prices, us-central1; delete with `gpuwizard down`)",
+        ]
+
+
+def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
+    g = recipe.target.gcp
+    if g is None:
+        return None
+    from gpuwizard import catalog
+
+    gpu = f"{g.gpu.count} x {g.gpu.type}" if g.gpu else "no GPU"
+    hourly = catalog.hourly_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot)
+    return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
+                            image=g.image, disk_gb=g.disk_gb, hourly=hourly)

@@ -37,10 +37,12 @@ class Problem:
     col: int
     path: str
     message: str
+    warning: bool = False
 
     def format(self, filename: str) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{filename}:{self.line}:{self.col}: {where}{self.message}"
+        level = "warning: " if self.warning else ""
+        return f"{filename}:{self.line}:{self.col}: {level}{where}{self.message}"
 
 
 class RecipeError(Exception):
@@ -301,9 +303,9 @@ class Recipe:
             p = re.sub(r"(\.[^.\[]+|\[[0-9]+\])$", "", p) if re.search(r"(\.[^.\[]+|\[[0-9]+\])$", p) else ""
         return (1, 1)
 
-    def problem(self, path: str, message: str) -> Problem:
+    def problem(self, path: str, message: str, warning: bool = False) -> Problem:
         line, col = self.mark(path)
-        return Problem(line, col, path, message)
+        return Problem(line, col, path, message, warning)
 
     @property
     def hosts(self) -> list[str]:
@@ -357,6 +359,9 @@ class _Loader:
 
         if not isinstance(node, yaml.ScalarNode):
             self.err(node, path, f"expected {_type_word(tp)}, got a {'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
+            return _BAD
+        if not node.tag.startswith("tag:yaml.org,2002:") or node.tag.rsplit(":", 1)[-1] not in _STD_TAGS:
+            self.err(node, path, "YAML tags (!something) are not allowed in a recipe; write a plain value")
             return _BAD
         tag = node.tag.rsplit(":", 1)[-1]
         raw = node.value
@@ -508,7 +513,11 @@ class _Loader:
                 bad = True
                 continue
             kwargs[f.name] = v
+        misspelt = {difflib.get_close_matches(k, list(flds), n=1, cutoff=0.6)[0]
+                    for k in seen if k not in flds and difflib.get_close_matches(k, list(flds), n=1, cutoff=0.6)}
         for key, f in flds.items():
+            if key in misspelt:
+                continue  # "unknown key 'traget'; did you mean 'target'?" already says it
             if f.metadata.get("required") and key not in seen and not f.metadata.get("inline"):
                 self.err(node, f"{path}.{key}" if path else key,
                          f"missing required field {key!r}: {f.metadata['doc']}")
@@ -547,6 +556,9 @@ class _Loader:
                 continue
             opts[key] = value
         return opts
+
+
+_STD_TAGS = {"str", "int", "float", "bool", "null", "timestamp", "binary"}
 
 
 class _Bad:
@@ -600,15 +612,22 @@ def _pattern_message(path: str, value: str) -> str:
         "type": "a backend type is a lower-case word such as drive or http",
         "version": "a version such as 1.68.2",
         "cudnn": "cuDNN is a version such as '9'",
+        "tensorrt": "use true, false or a TensorRT version such as '10.4'",
     }
     return f"{shown!r} is not valid: {hints.get(leaf, 'unexpected characters')}"
 
 
 def _problem_for_yaml_error(exc: Exception) -> Problem:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    context = getattr(exc, "context", None) or ""
     problem = getattr(exc, "problem", None) or str(exc)
+    if "quoted scalar" in context and getattr(exc, "context_mark", None) is not None:
+        m = exc.context_mark  # type: ignore[attr-defined]
+        return Problem(m.line + 1, m.column + 1, "", "YAML syntax error: the quoted string that starts here is never closed")
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     msg = f"YAML syntax error: {problem}"
+    if "did not find expected key" in problem or "expected <block end>" in problem:
+        msg += " (check the indentation of this line: it must line up with its siblings)"
     if "\t" in problem or "tab" in problem:
         msg = "YAML syntax error: a tab character; indent with spaces"
     elif "mapping values are not allowed" in problem:
@@ -622,6 +641,26 @@ def _problem_for_yaml_error(exc: Exception) -> Problem:
 
 def loads(text: str | bytes, filename: str = "<recipe>") -> Recipe:
     """Parse a recipe, raising :class:`RecipeError` with every problem found."""
+    recipe, problems = parse(text, filename)
+    if recipe is None or any(not p.warning for p in problems):
+        raise RecipeError(filename, problems or [Problem(1, 1, "", "invalid recipe")])
+    return recipe
+
+
+def parse(text: str | bytes, filename: str = "<recipe>") -> tuple[Recipe | None, list[Problem]]:
+    """Parse a recipe and collect every shape problem without raising.
+
+    The recipe comes back even when some fields were wrong (they keep their defaults),
+    so later checks (:mod:`gpuwizard.validate`) can add their problems to the same
+    report; it is None only when the text is not a YAML mapping at all.
+    """
+    try:
+        return _parse(text, filename)
+    except RecipeError as exc:
+        return None, exc.problems
+
+
+def _parse(text: str | bytes, filename: str) -> tuple[Recipe | None, list[Problem]]:
     import yaml
 
     if isinstance(text, bytes):
@@ -661,14 +700,12 @@ def loads(text: str | bytes, filename: str = "<recipe>") -> Recipe:
     ld = _Loader()
     recipe = ld.dataclass(node, "", Recipe)
     if recipe is _BAD:
-        raise RecipeError(filename, ld.problems or [Problem(1, 1, "", "invalid recipe")])
+        return None, ld.problems or [Problem(1, 1, "", "invalid recipe")]
     recipe.marks = ld.marks
     recipe.source = text
     problems = merge_problems(ld.problems, structural_problems(recipe))
-    if problems:
-        raise RecipeError(filename, problems)
     recipe.pristine = to_data(recipe)
-    return recipe
+    return recipe, problems
 
 
 def _related(a: str, b: str) -> bool:
@@ -702,21 +739,25 @@ def _check_aliases(root: Any, filename: str) -> None:
                 stack.extend((k, v))
 
 
-def load(path: str) -> Recipe:
-    """Read and parse a recipe file (see :func:`loads`)."""
+def read(path: str) -> bytes:
+    """The bytes of a recipe file, or :class:`RecipeError` saying why they can't be read."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_RECIPE_BYTES + 1)
+            return fh.read(MAX_RECIPE_BYTES + 1)
     except OSError as exc:
         raise RecipeError(path, [Problem(1, 1, "", f"cannot read the file: {exc.strerror}")]) from None
-    return loads(data, path)
+
+
+def load(path: str) -> Recipe:
+    """Read and parse a recipe file (see :func:`loads`)."""
+    return loads(read(path), path)
 
 
 def structural_problems(r: Recipe) -> list[Problem]:
     """Checks that need more than one field but no catalog."""
     out: list[Problem] = []
     t = r.target
-    if t.gcp is None and t.ssh is None:
+    if t.gcp is None and t.ssh is None and ("target" in r.marks or not r.marks):
         out.append(r.problem("target", "set target.gcp (provision VMs) or target.ssh.hosts (existing machines)"))
     if t.gcp is not None and t.ssh is not None:
         out.append(r.problem("target.ssh", "target.gcp and target.ssh exclude each other; keep one"))
