@@ -1,0 +1,555 @@
+"""The executor: hosts x steps over SSH -> one ordered stream of events.
+
+Hosts run concurrently, steps in order on each host, over one connection per host
+that every step reuses. Everything the user sees or that is written down comes out of
+the ``sink`` callable as :mod:`gpuwizard.events` dataclasses; the executor knows
+nothing about screens, terminals or files.
+
+Why the remote wrapper: OpenSSH ignores "signal" channel requests for sessions without
+a pty, and closing a channel does not stop the command. sshd puts each session's
+command in its own session/process group, so the wrapper prints its PID (the group id)
+as the first line on stderr and ``exec``s the step; a timeout or Ctrl-C kills the whole
+group over a second channel of the same connection.
+
+Why read 64 KiB chunks, not lines: per-line handling costs 10-40x at log rates such as
+pip or apt output; consumers split lines themselves where they need to.
+
+asyncssh is imported inside methods so the module imports in no time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import hashlib
+import json
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+
+from gpuwizard import events as ev
+from gpuwizard.secrets import Masker, values_from_file_text
+from gpuwizard.ssh import HostKeyError, HostSpec, SshError, connect
+from gpuwizard.steps import Step, Upload
+
+if TYPE_CHECKING:  # pragma: no cover
+    import asyncssh
+
+Sink = Callable[[ev.Event], None]
+T = TypeVar("T")
+
+CHUNK = 65536
+NOTE = "gpuwizard"  # Output.stream of the executor's own notes (reconnecting, rebooting ...)
+PID_MARK = b"\x1egwpid:"  # precedes the remote process group id on the step's stderr
+
+
+def fingerprint(step: Step) -> str:
+    """What makes a finished step still count as done: its shell, flags and env.
+    A changed step gets a new fingerprint and re-runs on resume."""
+    data = [step.run, step.check, step.sudo, step.reboot, sorted(step.env),
+            [(u.local, u.remote, u.mode) for u in step.uploads]]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ExecOptions:
+    """Knobs for a run; the defaults are the production ones."""
+
+    run_id: str = ""
+    recipe: str = ""
+    connect_timeout: float = 600.0          # keep retrying a (re)connect this long
+    reboot_command: str = "sudo -n systemctl reboot"
+    reboot_down_timeout: float = 300.0      # how long a rebooting host may take to drop SSH
+    max_reconnects: int = 5                 # re-runs of one step after lost connections
+    keepalive: float = 15.0
+    retry_auth: bool = False                # fresh VMs install our key late
+    kill_grace: float = 3.0                 # TERM -> KILL on timeout / Ctrl-C
+    done: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # resume: host -> step -> fingerprint
+    emit_run_events: bool = True            # RunStarted / RunFinished
+
+
+class _Stopped(Exception):
+    """Raised inside a host's flow when the run is being cancelled."""
+
+
+class _Lost(Exception):
+    """The connection dropped; the step is re-run after reconnecting."""
+
+
+@dataclass
+class _Result:
+    status: str               # ok, failed, timeout, lost, cancelled
+    exit_code: int | None = None
+    message: str = ""
+
+
+class _Host:
+    """Per-host state: the connection, secrets to mask, cached facts about the login."""
+
+    def __init__(self, spec: HostSpec, steps: Sequence[Step]):
+        self.spec = spec
+        self.steps = list(steps)
+        self.conn: Any = None
+        self.is_root: bool | None = None
+        self.secrets: set[str] = set()
+        self.secret_errors: dict[str, str] = {}
+
+
+class Executor:
+    """Runs ``steps`` on every host of ``hosts`` and reports through ``sink``.
+
+    ``steps`` is one list for all hosts, or a mapping ``host name -> list``.
+    ``await run()`` returns True when every host finished every step. ``cancel()``
+    (call it on the loop's thread, e.g. from ``loop.add_signal_handler``) stops
+    cleanly: remote processes are killed, running steps end as ``cancelled``, later
+    ones as ``not_run``, and ``run()`` returns False with ``interrupted`` set.
+    """
+
+    def __init__(self, hosts: Sequence[HostSpec], steps: Sequence[Step] | Mapping[str, Sequence[Step]],
+                 sink: Sink, options: ExecOptions | None = None):
+        self.options = options or ExecOptions()
+        self.sink = sink
+        per_host = steps if isinstance(steps, Mapping) else {h.name: steps for h in hosts}
+        self.hosts = [_Host(h, per_host.get(h.name, ())) for h in hosts]
+        self.interrupted = False
+        self._stop: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ public
+
+    async def run(self) -> bool:
+        self._stop = asyncio.Event()
+        if self.interrupted:
+            self._stop.set()
+        t0 = time.monotonic()
+        if self.options.emit_run_events:
+            all_steps: list[str] = []
+            for h in self.hosts:
+                all_steps += [s.id for s in h.steps if s.id not in all_steps]
+            self.sink(ev.RunStarted(run_id=self.options.run_id, recipe=self.options.recipe,
+                                    hosts=[h.spec.name for h in self.hosts], steps=all_steps))
+        for h in self.hosts:
+            self._load_secrets(h)
+        results = await asyncio.gather(*(self._run_host(h) for h in self.hosts))
+        ok = all(results) and not self.interrupted
+        if self.options.emit_run_events:
+            self.sink(ev.RunFinished(ok=ok, seconds=round(time.monotonic() - t0, 3), interrupted=self.interrupted))
+        return ok
+
+    def cancel(self) -> None:
+        """Stop the run cleanly (idempotent)."""
+        self.interrupted = True
+        if self._stop is not None:
+            self._stop.set()
+
+    # ------------------------------------------------------------------ per host
+
+    def _load_secrets(self, h: _Host) -> None:
+        for step in h.steps:
+            for up in step.uploads:
+                if not up.secret:
+                    continue
+                try:
+                    with open(os.path.expanduser(up.local), encoding="utf-8", errors="replace") as fh:
+                        h.secrets |= values_from_file_text(fh.read())
+                except OSError as exc:
+                    h.secret_errors[up.local] = exc.strerror or str(exc)
+
+    async def _run_host(self, h: _Host) -> bool:
+        name = h.spec.name
+        try:
+            await self._connect(h)
+        except _Stopped:
+            return self._finish_host(h, 0, "not_run", "interrupted before connecting")
+        except SshError as exc:
+            return self._finish_host(h, 0, "not_run", str(exc))
+        for i, step in enumerate(h.steps):
+            done_fp = self.options.done.get(name, {}).get(step.id)
+            if done_fp is not None and done_fp == fingerprint(step):
+                self.sink(ev.StepFinished(host=name, step=step.id, status="skipped",
+                                          message="done in an earlier attempt of this run"))
+                continue
+            try:
+                result = await self._run_step(h, step)
+            except _Stopped:
+                result = _Result("cancelled", message="interrupted")
+            if result.status not in ("ok", "skipped"):
+                return self._finish_host(h, i + 1, "not_run",
+                                         result.message or f"step {step.id} {result.status}")
+        self._close(h)
+        self.sink(ev.HostFinished(host=name, ok=True, message=f"{len(h.steps)} steps done"))
+        return True
+
+    def _finish_host(self, h: _Host, start: int, status: str, message: str) -> bool:
+        for step in h.steps[start:]:
+            self.sink(ev.StepFinished(host=h.spec.name, step=step.id, status=status))
+        self._close(h)
+        self.sink(ev.HostFinished(host=h.spec.name, ok=False, message=message))
+        return False
+
+    def _close(self, h: _Host) -> None:
+        if h.conn is not None:
+            h.conn.close()
+            h.conn = None
+
+    async def _connect(self, h: _Host) -> None:
+        self._close(h)
+        deadline = time.monotonic() + self.options.connect_timeout
+
+        def attempt(n: int) -> None:
+            self.sink(ev.HostConnecting(host=h.spec.name, attempt=n))
+
+        h.conn = await self._until_stopped(connect(h.spec, deadline=deadline, on_attempt=attempt,
+                                                   keepalive=self.options.keepalive,
+                                                   retry_auth=self.options.retry_auth))
+        self.sink(ev.HostConnected(host=h.spec.name))
+
+    async def _until_stopped(self, aw: Awaitable[T]) -> T:
+        """Await ``aw`` unless the run is cancelled first (then raise _Stopped)."""
+        assert self._stop is not None
+        task = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # noqa: BLE001 - we are abandoning it
+            pass
+        raise _Stopped()
+
+    def _note(self, h: _Host, step: str, text: str) -> None:
+        self.sink(ev.Output(host=h.spec.name, step=step, stream=NOTE, data=f"[gpuwizard] {text}\n"))
+
+    # ------------------------------------------------------------------ steps
+
+    async def _run_step(self, h: _Host, step: Step) -> _Result:
+        name = h.spec.name
+        t0 = time.monotonic()
+        attempt = 0
+        reconnects = 0
+        failures = 0
+        while True:
+            attempt += 1
+            self.sink(ev.StepStarted(host=name, step=step.id, title=step.title, attempt=attempt))
+            try:
+                result = await self._attempt(h, step)
+                if result.status == "ok" and step.reboot:
+                    result = await self._reboot(h, step)
+            except _Lost as exc:
+                result = _Result("lost", message=str(exc))
+            except _Stopped:
+                self.sink(ev.StepFinished(host=name, step=step.id, status="cancelled",
+                                          seconds=round(time.monotonic() - t0, 3), message="interrupted"))
+                raise
+            except SshError as exc:
+                result = _Result("failed", message=str(exc))
+            except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
+                result = _Result("failed", message=f"{type(exc).__name__}: {exc}")
+            if result.status == "lost":
+                reconnects += 1
+                if reconnects > self.options.max_reconnects:
+                    result = _Result("failed", message=f"the connection dropped {reconnects} times during this step")
+                else:
+                    self._note(h, step.id, f"connection lost during {step.id}; reconnecting to re-run it")
+                    try:
+                        await self._connect(h)
+                    except SshError as exc:
+                        result = _Result("failed", message=str(exc))
+                    except _Stopped:
+                        self.sink(ev.StepFinished(host=name, step=step.id, status="cancelled",
+                                                  seconds=round(time.monotonic() - t0, 3), message="interrupted"))
+                        raise
+                    else:
+                        continue
+            if result.status in ("failed", "timeout") and failures < step.retries:
+                failures += 1
+                self._note(h, step.id, f"{step.id} {result.status}; retry {failures} of {step.retries}")
+                continue
+            self.sink(ev.StepFinished(host=name, step=step.id, status=result.status, exit_code=result.exit_code,
+                                      seconds=round(time.monotonic() - t0, 3), message=result.message))
+            return result
+
+    async def _attempt(self, h: _Host, step: Step) -> _Result:
+        missing = [u.local for u in step.uploads if u.local in h.secret_errors]
+        if missing:
+            return _Result("failed", message=f"cannot read {missing[0]} to upload: {h.secret_errors[missing[0]]}")
+        if h.conn is None or h.conn.is_closed():
+            raise _Lost("not connected")
+        sudo = step.sudo and not await self._is_root(h)
+        if step.uploads:
+            await self._upload(h, step.uploads)
+        if step.check:
+            code = await self._check(h, step, sudo)
+            if code == 0:
+                return _Result("skipped", 0, "already done (check passed)")
+        return await self._exec(h, step, _script(step), sudo=sudo, timeout=step.timeout)
+
+    async def _is_root(self, h: _Host) -> bool:
+        if h.is_root is None:
+            if h.spec.user is not None:
+                h.is_root = h.spec.user == "root"
+            else:
+                r = await self._guard(h.conn.run("id -u", check=False, timeout=30))
+                h.is_root = (r.stdout or "").strip() == "0"
+        return h.is_root
+
+    async def _guard(self, aw: Awaitable[T]) -> T:
+        """Await a remote operation, turning a dropped connection into _Lost."""
+        import asyncssh
+
+        try:
+            return await self._until_stopped(aw)
+        except (asyncssh.ConnectionLost, asyncssh.ChannelOpenError, asyncssh.DisconnectError,
+                ConnectionError, BrokenPipeError) as exc:
+            raise _Lost(str(exc) or type(exc).__name__) from None
+
+    async def _check(self, h: _Host, step: Step, sudo: bool) -> int | None:
+        """Run the step's "already done" check; its output is not shown."""
+        import asyncssh
+
+        assert step.check is not None
+        cmd = _wrap(_env_prelude(step) + step.check, sudo, report_pid=False)
+        try:
+            r = await self._guard(h.conn.run(cmd, check=False, timeout=min(step.timeout, 600), stdin=asyncssh.DEVNULL))
+        except asyncssh.TimeoutError:
+            return None
+        return r.exit_status
+
+    async def _upload(self, h: _Host, uploads: Sequence[Upload]) -> None:
+        """SFTP each file: written to a temporary name with its mode, then renamed,
+        so the content never sits on disk readable by others, even for a moment."""
+        import asyncssh
+
+        async def go() -> None:
+            async with h.conn.start_sftp_client() as sftp:
+                for up in uploads:
+                    remote = _sftp_path(up.remote)
+                    parent = os.path.dirname(remote)
+                    if parent and parent not in (".", "/"):
+                        await sftp.makedirs(parent, exist_ok=True)
+                    tmp = f"{remote}.gwtmp{os.getpid()}"
+                    with open(os.path.expanduser(up.local), "rb") as fh:
+                        data = fh.read()
+                    async with sftp.open(tmp, "wb", attrs=asyncssh.SFTPAttrs(permissions=up.mode)) as f:
+                        await f.write(data)
+                    await sftp.chmod(tmp, up.mode)
+                    await sftp.posix_rename(tmp, remote)
+
+        try:
+            await self._guard(go())
+        except asyncssh.SFTPError as exc:
+            raise SshError(f"{h.spec.name}: uploading to {uploads[0].remote} failed: {exc.reason}") from None
+
+    async def _exec(self, h: _Host, step: Step, script: str, *, sudo: bool, timeout: float) -> _Result:
+        """Run one step's shell, streaming its output as events, within ``timeout``."""
+        import asyncssh
+
+        name = h.spec.name
+        proc = await self._guard(h.conn.create_process(_wrap(script, sudo), encoding=None))
+        proc.stdin.write_eof()
+        pid: list[int] = []
+        sink = self.sink
+        parse = _progress_parser(step.progress)
+
+        async def pump(stream: str, reader: Any) -> None:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            masker = Masker(h.secrets)
+            lines = _LineSplitter() if parse else None
+            head = stream == "stderr"
+            buf = b""
+            while True:
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                if head:  # the wrapper's marker line on stderr carries the process group id
+                    buf += data
+                    at = buf.find(PID_MARK)
+                    nl = buf.find(b"\n", at) if at >= 0 else -1
+                    if nl < 0:
+                        if at < 0 and len(buf) > CHUNK:  # no marker coming: pass through
+                            head, data = False, buf
+                        else:
+                            continue
+                    else:
+                        head = False
+                        pid.append(int(buf[at + len(PID_MARK):nl] or 0))
+                        data = buf[:at] + buf[nl + 1:]
+                        if not data:
+                            continue
+                text = masker.feed(decoder.decode(data))
+                if text:
+                    sink(ev.Output(host=name, step=step.id, stream=stream, data=text))
+                    if lines is not None:
+                        for line in lines.feed(text):
+                            _emit_progress(sink, name, step.id, parse, line)
+            text = masker.feed(decoder.decode(b"", final=True)) + masker.flush()
+            if text:
+                sink(ev.Output(host=name, step=step.id, stream=stream, data=text))
+            if lines is not None:
+                for line in lines.feed(text) + lines.flush():
+                    _emit_progress(sink, name, step.id, parse, line)
+
+        async def work() -> Any:
+            await asyncio.gather(pump("stdout", proc.stdout), pump("stderr", proc.stderr))
+            return await proc.wait()
+
+        task = asyncio.ensure_future(work())
+        assert self._stop is not None
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task in done:
+            try:
+                completed = task.result()
+            except (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError) as exc:
+                raise _Lost(str(exc)) from None
+            if completed.exit_status is None and completed.exit_signal is None:
+                if h.conn.is_closed():
+                    raise _Lost("connection closed")
+                return _Result("failed", None, "the remote command ended without an exit status")
+            if completed.exit_signal is not None:
+                return _Result("failed", None, f"killed by signal {completed.exit_signal[0]}")
+            code = completed.exit_status
+            return _Result("ok" if code == 0 else "failed", code, "" if code == 0 else f"exit code {code}")
+        # timed out or cancelled: kill the remote process group, then stop reading
+        await self._kill(h, pid[0] if pid else None, task)
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # noqa: BLE001 - the command is being abandoned
+            pass
+        proc.close()
+        if self._stop.is_set():
+            raise _Stopped()
+        self._note(h, step.id, f"{step.id} timed out after {timeout:g}s; stopped it")
+        return _Result("timeout", None, f"timed out after {timeout:g}s")
+
+    async def _kill(self, h: _Host, pid: int | None, task: asyncio.Future[Any]) -> None:
+        """TERM the remote process group, KILL it if it lingers past the grace period."""
+        if pid is None or h.conn is None or h.conn.is_closed():
+            return
+        grace = self.options.kill_grace
+        for sig in ("TERM", "KILL"):
+            cmd = f"kill -{sig} -- -{pid} 2>/dev/null || kill -{sig} {pid} 2>/dev/null; true"
+            try:
+                await asyncio.wait_for(h.conn.run(cmd, check=False), 10)
+            except Exception:  # noqa: BLE001 - best effort: the host may be gone
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace)
+                return
+            except BaseException:  # noqa: BLE001 - still running (or failed): escalate
+                if task.done():
+                    return
+
+    async def _reboot(self, h: _Host, step: Step) -> _Result:
+        """Reboot after a step: send the command, wait for SSH to drop, then come back."""
+        import asyncssh
+
+        cmd = self.options.reboot_command
+        if cmd.startswith("sudo -n ") and await self._is_root(h):
+            cmd = cmd[len("sudo -n "):]
+        self._note(h, step.id, "rebooting the host")
+        conn = h.conn
+        try:
+            proc = await conn.create_process(cmd, stdin=asyncssh.DEVNULL)
+            done = await self._until_stopped(asyncio.wait_for(proc.wait(), 60))
+            if done.exit_status not in (0, None) and not conn.is_closed():
+                err = (done.stderr or "").strip()[-300:]
+                return _Result("failed", done.exit_status,
+                               f"the reboot command failed (exit {done.exit_status}): {err}")
+        except (asyncssh.Error, OSError, asyncio.TimeoutError):
+            pass  # the connection dropping under the command is what a reboot looks like
+        try:
+            await self._until_stopped(asyncio.wait_for(conn.wait_closed(), self.options.reboot_down_timeout))
+        except asyncio.TimeoutError:
+            return _Result("failed", None, f"the host did not go down within {self.options.reboot_down_timeout:g}s "
+                                           f"after the reboot command")
+        h.conn = None
+        self._note(h, step.id, "host went down; waiting for it to come back")
+        try:
+            await self._connect(h)
+        except SshError as exc:
+            return _Result("failed", None, f"the host did not come back after the reboot: {exc}")
+        return _Result("ok", 0)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _env_prelude(step: Step) -> str:
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in step.env)
+
+
+def _script(step: Step) -> str:
+    return _env_prelude(step) + step.run
+
+
+def _wrap(script: str, sudo: bool, report_pid: bool = True) -> str:
+    """The command line sent to sshd (run by the login shell).
+
+    ``echo $$ >&2; exec ...`` reports the process group id (sshd makes each session's
+    command a session leader) before becoming the step, so no extra process stays
+    around. ``sudo -n`` never prompts: a missing sudo right fails at once.
+    """
+    inner = f"bash -euo pipefail -c {shlex.quote(script)}"
+    if sudo:
+        inner = f"sudo -n -- {inner}"
+    return f"printf '\\036gwpid:%d\\n' $$ >&2; exec {inner}" if report_pid else f"exec {inner}"
+
+
+def _sftp_path(remote: str) -> str:
+    """SFTP paths are relative to the login user's home, which is what ``~`` means."""
+    if remote == "~":
+        return "."
+    if remote.startswith("~/"):
+        return remote[2:]
+    return remote
+
+
+class _LineSplitter:
+    """Splits a text stream into lines on \\n and \\r (progress bars redraw with \\r)."""
+
+    _SPLIT = re.compile(r"\r\n|\r|\n")
+
+    def __init__(self) -> None:
+        self._rest = ""
+
+    def feed(self, text: str) -> list[str]:
+        parts = self._SPLIT.split(self._rest + text)
+        self._rest = parts.pop()
+        return [p for p in parts if p]
+
+    def flush(self) -> list[str]:
+        rest, self._rest = self._rest, ""
+        return [rest] if rest else []
+
+
+def _progress_parser(kind: str | None) -> Callable[[str], dict[str, Any] | None] | None:
+    if not kind:
+        return None
+    from gpuwizard import progress
+
+    return lambda line: progress.parse(kind, line)
+
+
+def _emit_progress(sink: Sink, host: str, step: str, parse: Callable[[str], dict[str, Any] | None], line: str) -> None:
+    try:
+        d = parse(line)
+    except Exception:  # noqa: BLE001 - a parser bug must not stop the step
+        return
+    if not d:
+        return
+    names = {"fraction", "text", "bytes_done", "bytes_total", "speed", "eta"}
+    kw = {k: v for k, v in d.items() if k in names}
+    kw.setdefault("fraction", 0.0)
+    sink(ev.Progress(host=host, step=step, **kw))

@@ -1,0 +1,124 @@
+"""GPU quota: the global GPUS_ALL_REGIONS and every region's NVIDIA_*_GPUS metrics.
+
+Two requests for the whole world, sent together: ``projects.get`` (global quotas) and
+one ``regions.list`` (every region with its quotas). Free is ``limit - usage`` (dstack's
+rule) rather than SkyPilot's ``limit == 0``, because a region whose quota is all in use
+is just as useless for the next VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuwizard.gcp import client as _client
+from gpuwizard.gcp.errors import GcpError, console_link
+
+__all__ = ["QuotaRow", "QuotaReport", "fetch_quota", "console_link", "gpu_metric", "parse_quotas"]
+
+GPU_METRIC_RE = re.compile(r"^(PREEMPTIBLE_)?NVIDIA_[A-Z0-9_]+_GPUS$")
+
+
+@dataclass(frozen=True)
+class QuotaRow:
+    """One quota metric in one region (or globally when region is None)."""
+
+    metric: str
+    region: str | None
+    limit: float
+    usage: float
+
+    @property
+    def free(self) -> float:
+        return max(0.0, self.limit - self.usage)
+
+    def link(self, project: str | None = None) -> str:
+        return console_link(self.metric, self.region, project)
+
+
+@dataclass
+class QuotaReport:
+    """Global GPU quota plus per-region GPU rows (filtered by GPU and spot when asked)."""
+
+    project: str
+    global_limit: float
+    global_usage: float
+    rows: list[QuotaRow] = field(default_factory=list)
+    metric: str | None = None      # the metric asked for (None: all GPU metrics)
+
+    @property
+    def global_free(self) -> float:
+        return max(0.0, self.global_limit - self.global_usage)
+
+    def free_in(self, region: str, metric: str | None = None) -> float | None:
+        """Free quota of ``metric`` in ``region``; None when the region does not list it."""
+        metric = metric or self.metric
+        for r in self.rows:
+            if r.region == region and r.metric == metric:
+                return r.free
+        return None
+
+    def regions(self) -> dict[str, QuotaRow]:
+        """region -> row of the asked metric."""
+        return {r.region: r for r in self.rows if r.region and (self.metric is None or r.metric == self.metric)}
+
+
+def gpu_metric(gpu_type: str, spot: bool) -> str:
+    """The regional quota metric for an accelerator type or label (T4, nvidia-l4 ...)."""
+    from gpuwizard import catalog
+
+    g = catalog.gpu(gpu_type) or catalog.gpu_by_label(gpu_type)
+    if g is None:
+        raise GcpError(f"Unknown GPU '{gpu_type}': see `gpuwizard catalog gpus` for the names.", kind="usage")
+    return g.spot_quota_metric if spot else g.quota_metric
+
+
+def parse_quotas(project_json: dict[str, Any], regions_json: list[dict[str, Any]], project: str,
+                 metric: str | None) -> QuotaReport:
+    """Build a report from projects.get and regions.list payloads (camelCase dicts)."""
+    glim = gusage = 0.0
+    for q in project_json.get("quotas") or []:
+        if q.get("metric") == "GPUS_ALL_REGIONS":
+            glim, gusage = float(q.get("limit") or 0), float(q.get("usage") or 0)
+    rows = []
+    for reg in regions_json:
+        for q in reg.get("quotas") or []:
+            m = str(q.get("metric") or "")
+            if (metric and m == metric) or (not metric and GPU_METRIC_RE.match(m)):
+                rows.append(QuotaRow(m, reg.get("name"), float(q.get("limit") or 0), float(q.get("usage") or 0)))
+    rows.sort(key=lambda r: (-r.free, r.region or "", r.metric))
+    return QuotaReport(project=project, global_limit=glim, global_usage=gusage, rows=rows, metric=metric)
+
+
+async def _project_and_regions(project: str | None) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    creds, project = await _client.call(_client.credentials_and_project, project)
+    from google.cloud import compute_v1
+
+    projects = _client.compute("ProjectsClient", creds)
+    regions = _client.compute("RegionsClient", creds)
+
+    def list_regions() -> list[dict[str, Any]]:
+        req = compute_v1.ListRegionsRequest(project=project, max_results=500)
+        return [_client.to_dict(r) for r in regions.list(request=req)]
+
+    p, rs = await asyncio.gather(_client.call(projects.get, project=project), _client.call(list_regions))
+    return project, _client.to_dict(p), rs
+
+
+async def fetch_quota(project: str | None, gpu_type: str | None, spot: bool) -> QuotaReport:
+    """Global and per-region GPU quota. ``gpu_type`` None: every NVIDIA metric (spot or not)."""
+    metric = gpu_metric(gpu_type, spot) if gpu_type else None
+    from gpuwizard.gcp.errors import api_error
+
+    try:
+        project, pj, rs = await _project_and_regions(project)
+    except GcpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - turn API errors into one sentence
+        raise api_error(exc, "reading quotas") from None
+    report = parse_quotas(pj, rs, project, metric)
+    if not gpu_type:
+        report.rows = [r for r in report.rows if r.metric.startswith("PREEMPTIBLE_") == spot]
+    return report

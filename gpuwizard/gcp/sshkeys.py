@@ -1,0 +1,108 @@
+"""gpuwizard's own SSH key for GCE VMs, and the VMs' host keys from guest attributes.
+
+The login key goes into instance metadata ``ssh-keys`` as ``user:key``; the user's own
+keys are never uploaded unless the recipe names one (``ssh.identity``). Host keys are
+read from the VM's guest attributes (the guest agent publishes them under
+``hostkeys/`` when metadata ``enable-guest-attributes`` is TRUE) and pinned in a per-run
+known_hosts file, so the first connection is verified instead of trusted blindly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+from gpuwizard.gcp.errors import GcpError
+
+KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+_lock = threading.Lock()
+
+
+def config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/gpuwizard`` (absolute paths only), else ``~/.config/gpuwizard``."""
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "gpuwizard"
+
+
+def default_key_path() -> Path:
+    return config_dir() / "ssh" / "id_ed25519"
+
+
+def _generate(path: Path) -> None:
+    """Create an ed25519 key pair at ``path`` (0600) with ssh-keygen, else with cryptography."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if shutil.which("ssh-keygen"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gpuwizard", "-f", str(path)],
+                       check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    else:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                 serialization.NoEncryption())
+        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(priv)
+        path.with_suffix(".pub").write_bytes(pub + b" gpuwizard\n")
+    os.chmod(path, 0o600)
+
+
+def ensure_identity(identity: str | None = None) -> tuple[str, str]:
+    """(private key path, public key line) to log in with; creates gpuwizard's key when needed."""
+    if identity:
+        priv = Path(os.path.expanduser(identity))
+        pub = Path(str(priv) + ".pub")
+        if pub.exists():
+            return str(priv), pub.read_text(encoding="utf-8").strip()
+        if priv.exists() and shutil.which("ssh-keygen"):
+            out = subprocess.run(["ssh-keygen", "-y", "-f", str(priv)], capture_output=True, text=True,
+                                 stdin=subprocess.DEVNULL, timeout=30)
+            if out.returncode == 0:
+                return str(priv), out.stdout.strip()
+        raise GcpError(f"ssh.identity {identity} has no public key beside it ({pub}): create it with "
+                       f"`ssh-keygen -y -f {identity} > {pub}`, or drop ssh.identity to use gpuwizard's own key.")
+    priv = default_key_path()
+    with _lock:
+        if not priv.exists():
+            _generate(priv)
+    return str(priv), Path(str(priv) + ".pub").read_text(encoding="utf-8").strip()
+
+
+def parse_host_keys(items: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """(key type, base64) pairs from guest attribute items (namespace hostkeys)."""
+    out = []
+    for it in items:
+        ns, key, value = it.get("namespace", "hostkeys"), it.get("key", ""), (it.get("value") or "").strip()
+        if ns != "hostkeys" or not value:
+            continue
+        parts = value.split()
+        if len(parts) >= 2 and parts[0] in KEY_TYPES:  # some agents publish "type base64"
+            key, value = parts[0], parts[1]
+        if key in KEY_TYPES:
+            out.append((key, value))
+    return out
+
+
+def known_hosts_lines(addresses: list[str], port: int, keys: list[tuple[str, str]]) -> list[str]:
+    """OpenSSH known_hosts lines for a host reachable at ``addresses``."""
+    pats = ",".join(a if port == 22 else f"[{a}]:{port}" for a in addresses if a)
+    return [f"{pats} {t} {b}" for t, b in keys]
+
+
+def add_known_hosts(path: str, lines: list[str]) -> None:
+    """Append ``lines`` to ``path`` (0600, parents created), skipping ones already there."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with _lock:
+        have = set(p.read_text(encoding="utf-8").splitlines()) if p.exists() else set()
+        new = [ln for ln in lines if ln not in have]
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            for ln in new:
+                fh.write(ln + "\n")

@@ -1,0 +1,123 @@
+"""Zones that offer a GPU at a given count, with the region's free quota and a price.
+
+Two round trips for the whole world, sent together: ``acceleratorTypes.aggregatedList``
+(filtered to the one type; ``maximumCardsPerInstance`` per zone) and ``regions.list``
+(quotas). Never one request per zone or region: SkyPilot users waited 25 s for per-zone
+look-ups (skypilot #2405).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from gpuwizard.gcp import client as _client
+from gpuwizard.gcp.errors import GcpError
+from gpuwizard.gcp.quota import gpu_metric, parse_quotas
+
+
+@dataclass(frozen=True)
+class ZoneOption:
+    """One candidate zone. ``free_quota`` None: unknown (offline, or not listed by regions.list)."""
+
+    zone: str
+    region: str
+    max_count: int
+    free_quota: float | None
+    price_hour: float | None
+
+    def fits(self, count: int) -> bool:
+        return self.max_count >= count and (self.free_quota is None or self.free_quota >= count)
+
+
+def _gpu(gpu_type: str) -> Any:
+    from gpuwizard import catalog
+
+    g = catalog.gpu(gpu_type) or catalog.gpu_by_label(gpu_type)
+    if g is None:
+        raise GcpError(f"Unknown GPU '{gpu_type}': see `gpuwizard catalog gpus` for the names.", kind="usage")
+    return g
+
+
+def price_for(gpu_name: str, count: int, spot: bool) -> float | None:
+    """The cheapest catalog price of a VM carrying ``count`` such GPUs (USD/hour)."""
+    from gpuwizard import catalog
+
+    mts = catalog.machine_types_for(gpu_name, count)
+    prices = [p for p in (catalog.hourly_price(m.name, gpu_name, count, spot) for m in mts) if p]
+    return min(prices) if prices else None
+
+
+def sort_options(options: list[ZoneOption], count: int, order: list[str] | None = None) -> list[ZoneOption]:
+    """Best first: fits with known quota, then unknown quota, then no quota; cheaper first; catalog order."""
+    rank = {z: i for i, z in enumerate(order or [])}
+
+    def key(o: ZoneOption) -> tuple[Any, ...]:
+        q = 0 if o.free_quota is not None and o.free_quota >= count else 1 if o.free_quota is None else 2
+        return (q, o.price_hour if o.price_hour is not None else float("inf"),
+                -(o.free_quota or 0), rank.get(o.zone, len(rank)), o.zone)
+
+    return sorted(options, key=key)
+
+
+def zones_offline(gpu_type: str, count: int = 1, spot: bool = False) -> list[ZoneOption]:
+    """The catalog snapshot's zones for the GPU (no quota known), for --offline and the wizard's first paint."""
+    from gpuwizard import catalog
+
+    g = _gpu(gpu_type)
+    if count not in g.counts and count > max(g.counts):
+        return []
+    price = price_for(g.name, count, spot)
+    zones = catalog.zones_for(g.name)
+    opts = [ZoneOption(z, catalog.region_of(z), max(g.counts), None, price) for z in zones]
+    return sort_options(opts, count, zones)
+
+
+def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name: str, count: int, spot: bool,
+         project: str) -> list[ZoneOption]:
+    """Join an aggregated accelerator list with the regions' quotas (pure, for tests and the UI)."""
+    from gpuwizard import catalog
+
+    metric = gpu_metric(gpu_name, spot)
+    report = parse_quotas({}, regions_json, project, metric)
+    price = price_for(gpu_name, count, spot)
+    opts = []
+    for scope, scoped in acc_items.items():
+        for acc in scoped.get("acceleratorTypes") or []:
+            if acc.get("name") != gpu_name:
+                continue
+            zone = str(acc.get("zone") or scope).rsplit("/", 1)[-1]
+            n = int(acc.get("maximumCardsPerInstance") or 0)
+            if n < count:
+                continue
+            region = catalog.region_of(zone)
+            opts.append(ZoneOption(zone, region, n, report.free_in(region), price))
+    return sort_options(opts, count, catalog.zones_for(gpu_name))
+
+
+async def zones_for_gpu(project: str | None, gpu_type: str, count: int = 1, spot: bool = False) -> list[ZoneOption]:
+    """Live zones offering ``count`` x ``gpu_type``, best candidates first (two round trips)."""
+    g = _gpu(gpu_type)
+    creds, project = await _client.call(_client.credentials_and_project, project)
+    from google.cloud import compute_v1
+
+    accs = _client.compute("AcceleratorTypesClient", creds)
+    regions = _client.compute("RegionsClient", creds)
+
+    def acc_list() -> dict[str, Any]:
+        req = compute_v1.AggregatedListAcceleratorTypesRequest(
+            project=project, filter=f"name = {g.name}", return_partial_success=True, max_results=500)
+        return {scope: _client.to_dict(scoped) for scope, scoped in accs.aggregated_list(request=req)}
+
+    def reg_list() -> list[dict[str, Any]]:
+        req = compute_v1.ListRegionsRequest(project=project, max_results=500)
+        return [_client.to_dict(r) for r in regions.list(request=req)]
+
+    from gpuwizard.gcp.errors import api_error
+
+    try:
+        items, rs = await asyncio.gather(_client.call(acc_list), _client.call(reg_list))
+    except Exception as exc:  # noqa: BLE001
+        raise api_error(exc, "listing zones") from None
+    return join(items, rs, g.name, count, spot, project)

@@ -1,0 +1,167 @@
+"""The wizard App: one Recipe draft, seven screens editing it, and the run screen.
+
+``gpuwizard`` / ``gpuwizard new`` call :func:`cmd_new`; ``gpuwizard edit RECIPE`` calls
+:func:`cmd_edit`. Screens are imported when first shown, so the first paint only pays
+for Textual and the first screen; live Google Cloud data loads in thread workers after
+that paint (``google.cloud`` is never imported at App import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Any, Callable, ClassVar, Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from gpuwizard.recipe import GcpTarget, Recipe, RecipeError, Target
+from screens import WIZARD_STEPS
+from screens.live import LiveState
+
+#: screen name -> "module:Class", imported on first use.
+SCREEN_CLASSES: dict[str, str] = {
+    "quota": "screens.quota:QuotaScreen",
+    "zone": "screens.zone:ZoneScreen",
+    "machine": "screens.machine:MachineScreen",
+    "driver": "screens.driver:DriverScreen",
+    "environment": "screens.environment:EnvironmentScreen",
+    "dataset": "screens.dataset:DatasetScreen",
+    "review": "screens.review:ReviewScreen",
+}
+STEP_NAMES = [n for n, _ in WIZARD_STEPS]
+
+
+def new_draft() -> Recipe:
+    """An empty draft: a Compute Engine target with catalog defaults and no zones yet."""
+    return Recipe(target=Target(gcp=GcpTarget()))
+
+
+def screen_class(name: str) -> type[Screen[Any]]:
+    module, _, cls = SCREEN_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class WizardApp(App[int]):
+    """The gpuwizard wizard. ``draft`` is the one shared state every screen edits."""
+
+    TITLE = "gpuwizard"
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
+        Binding("f1", "help", "Help", show=False, id="app.help"),
+    ]
+
+    def __init__(self, draft: Recipe | None = None, *, path: str | None = None, source_path: str | None = None,
+                 start: str = "quota", live: bool = True, run_source: Any = None) -> None:
+        """``path``: where Review saves; ``source_path``: the file being edited (if any);
+        ``live``: False keeps every look-up on the catalog (tests, snapshots);
+        ``run_source``: a factory for the run screen's event source (tests)."""
+        super().__init__()
+        self.draft: Recipe = draft if draft is not None else new_draft()
+        """The Recipe being edited; screens read it on mount and write it on leave."""
+        self.path: str | None = path
+        self.source_path: str | None = source_path
+        self.start = start if start in SCREEN_CLASSES else "quota"
+        self.live_enabled = live and os.environ.get("GPUWIZARD_OFFLINE") != "1"
+        self.live = LiveState()
+        """Live GCP results kept across screen visits."""
+        self.dirty = False
+        self.saved_path: str | None = None
+        self.exit_message: str | None = None
+        self.run_source = run_source
+        self.first_paint: float | None = None
+
+    # ---------------------------------------------------------------- start
+
+    def on_mount(self) -> None:
+        self.push_screen(screen_class(self.start)())
+        self.call_after_refresh(self._painted)
+
+    def _painted(self) -> None:
+        import time
+
+        self.first_paint = time.perf_counter()
+        hook = os.environ.get("GPUWIZARD_PAINT_MARK")
+        if hook:  # bench/tui.py: write the paint time and whether google.cloud was imported
+            with open(hook, "w", encoding="utf-8") as fh:
+                fh.write(f"{time.time()} {int('google.cloud' in sys.modules or 'google.cloud.compute_v1' in sys.modules)}\n")
+
+    # ---------------------------------------------------------------- navigation
+
+    def goto(self, name: str) -> None:
+        """Show wizard screen ``name`` (state lives in the draft, so screens are rebuilt)."""
+        cur = self.screen
+        commit = getattr(cur, "commit", None)
+        if callable(commit):
+            commit()
+        self.switch_screen(screen_class(name)())
+
+    def go_next(self, current: str) -> None:
+        i = STEP_NAMES.index(current)
+        if i + 1 < len(STEP_NAMES):
+            self.switch_screen(screen_class(STEP_NAMES[i + 1])())
+
+    def go_back(self, current: str) -> None:
+        i = STEP_NAMES.index(current)
+        if i > 0:
+            self.switch_screen(screen_class(STEP_NAMES[i - 1])())
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for i, (name, title) in enumerate(WIZARD_STEPS, 1):
+            yield SystemCommand(f"Go to {i} {title}", f"Open the {title} screen of the wizard",
+                                self._goto_cb(name))
+
+    def _goto_cb(self, name: str) -> Callable[[], None]:
+        def cb() -> None:
+            if getattr(self.screen, "NAME", None) in SCREEN_CLASSES:
+                self.goto(name)
+        return cb
+
+    # ---------------------------------------------------------------- quitting
+
+    async def action_quit(self) -> None:
+        confirm = getattr(self.screen, "confirm_quit", None)
+        if callable(confirm):
+            confirm()
+            return
+        self.exit(0)
+
+
+# -------------------------------------------------------------------- CLI entry points
+
+
+def _run_app(app: WizardApp) -> int:
+    code = app.run()
+    if app.exit_message:
+        print(app.exit_message)
+    elif app.saved_path:
+        print(f"Saved {app.saved_path}. Next: gpuwizard validate {app.saved_path} && gpuwizard run {app.saved_path}")
+    return int(code or 0)
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    """``gpuwizard`` / ``gpuwizard new [-o PATH]``: the wizard on an empty draft."""
+    return _run_app(WizardApp(path=getattr(args, "output", None)))
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """``gpuwizard edit RECIPE [--screen NAME]``: the wizard on a saved recipe."""
+    from gpuwizard import recipe as rc
+
+    screen = getattr(args, "screen", None) or "quota"
+    if screen not in SCREEN_CLASSES:
+        print(f"gpuwizard: no screen {screen!r}; choose one of {', '.join(STEP_NAMES)}", file=sys.stderr)
+        return 2
+    try:
+        draft = rc.load(args.recipe)
+    except RecipeError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 2
+    return _run_app(WizardApp(draft, path=args.recipe, source_path=args.recipe, start=screen))

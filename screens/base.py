@@ -1,0 +1,183 @@
+"""What every wizard screen shares: the step bar, Next/Back gating, the "why" line.
+
+A screen reads the Recipe draft in :meth:`WizardScreen.load` (on mount), reports what
+stops it from being valid in :meth:`WizardScreen.problems`, and writes the draft back in
+:meth:`WizardScreen.apply` when the user leaves it. ``apply`` only runs when the user
+changed something or the screen proposed values the draft did not have, so walking an
+existing recipe with Next and saving it rewrites nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Button, Checkbox, Footer, Input, OptionList, RadioSet, Select, SelectionList, Static, Switch
+
+from screens import WIZARD_STEPS
+
+if TYPE_CHECKING:
+    from gpuwizard.recipe import Recipe
+    from screens.app import WizardApp
+
+
+class StepBar(Static):
+    """The breadcrumb at the top: every step, the current one highlighted."""
+
+    def __init__(self, current: str) -> None:
+        parts = []
+        for i, (name, title) in enumerate(WIZARD_STEPS, 1):
+            text = f" {i} {title} "
+            parts.append(f"[reverse b]{text}[/]" if name == current else f"[dim]{text}[/]")
+        super().__init__(" gpuwizard  " + "›".join(parts), id="stepbar", markup=True)
+
+
+class WizardScreen(Screen[None]):
+    """Base class of the seven wizard screens."""
+
+    NAME: ClassVar[str] = ""
+    TITLE: ClassVar[str] = ""
+    HELP: ClassVar[str] = ""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+n", "next", "Next", priority=True, id="wizard.next"),
+        Binding("ctrl+b", "back", "Back", priority=True, id="wizard.back"),
+    ]
+
+    valid: reactive[bool] = reactive(False, bindings=True)
+    """True when the screen's answers are complete and consistent; gates Next."""
+
+    reason: reactive[str] = reactive("")
+    """Why Next is disabled (the first problem), shown above the footer."""
+
+    def __init__(self) -> None:
+        super().__init__(id=f"screen-{self.NAME}")
+        self._initial: Any = None
+        self._proposed = False
+        self._loaded = False
+
+    # -------------------------------------------------------------- layout
+
+    @property
+    def wizard(self) -> "WizardApp":
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def draft(self) -> "Recipe":
+        return self.wizard.draft
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.NAME)
+        if self.HELP:
+            yield Static(self.HELP, classes="help")
+        with VerticalScroll(id="body"):
+            yield from self.compose_body()
+        with Horizontal(id="nav"):
+            yield Static("", id="why")
+            yield Button("Back", id="back", variant="default", disabled=self.NAME == WIZARD_STEPS[0][0])
+            yield Button("Next", id="next", variant="primary")
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:  # pragma: no cover - overridden
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.load()
+        self._initial = self.snapshot()
+        self._loaded = True
+        self.revalidate()
+
+    # -------------------------------------------------------------- the contract
+
+    def load(self) -> None:
+        """Fill the widgets from the draft. Set ``self._proposed`` when values were proposed."""
+
+    def snapshot(self) -> Any:
+        """The widgets' values, compared on leave to decide whether to write the draft."""
+        return None
+
+    def apply(self) -> None:
+        """Write the widgets' values into the draft."""
+
+    def problems(self) -> list[str]:
+        """What keeps this screen from being valid, in plain words; empty when valid."""
+        return []
+
+    def changed(self) -> None:
+        """Called after any input changed, before revalidation (live costs etc.)."""
+
+    # -------------------------------------------------------------- machinery
+
+    def commit(self) -> None:
+        """Write back to the draft when something changed (or values were proposed)."""
+        if not self._loaded:
+            return
+        if self._proposed or self.snapshot() != self._initial:
+            self.apply()
+            self.wizard.dirty = True
+            self._initial = self.snapshot()
+            self._proposed = False
+
+    def revalidate(self) -> None:
+        if not self._loaded:
+            return
+        probs = self.problems()
+        self.valid = not probs
+        self.reason = probs[0] if probs else ""
+
+    def watch_reason(self, reason: str) -> None:
+        try:
+            why = self.query_one("#why", Static)
+        except Exception:  # noqa: BLE001 - before compose
+            return
+        why.update(f"[b $warning]Next is disabled:[/] {reason}" if reason else "[dim]ctrl+n next · ctrl+b back · ctrl+p commands[/]")
+
+    def watch_valid(self, valid: bool) -> None:
+        try:
+            self.query_one("#next", Button).disabled = not valid
+        except Exception:  # noqa: BLE001
+            return
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "next" and not self.valid:
+            return None  # shown dimmed in the footer
+        if action == "back" and self.NAME == WIZARD_STEPS[0][0]:
+            return None
+        return True
+
+    def action_next(self) -> None:
+        if not self.valid:
+            self.notify(self.reason or "This screen is not complete yet.", severity="warning")
+            return
+        self.commit()
+        self.wizard.go_next(self.NAME)
+
+    def action_back(self) -> None:
+        self.commit()
+        self.wizard.go_back(self.NAME)
+
+    @on(Button.Pressed, "#next")
+    def _next_pressed(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self) -> None:
+        self.action_back()
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    @on(Switch.Changed)
+    @on(RadioSet.Changed)
+    @on(SelectionList.SelectedChanged)
+    @on(OptionList.OptionHighlighted)
+    def _any_changed(self) -> None:
+        if not self._loaded:
+            return
+        self.changed()
+        self.revalidate()

@@ -1,0 +1,156 @@
+"""Screen 3, Machine: machine type within the GPU's limits, disk, image, live hourly cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.validation import Integer
+from textual.widgets import Input, Select, Static
+
+from gpuwizard import catalog
+from screens import choices
+from screens.base import WizardScreen
+
+
+class MachineScreen(WizardScreen):
+    """Machine type, VM count, boot disk and image, with the whole VM's hourly cost."""
+
+    NAME = "machine"
+    TITLE = "Machine"
+    HELP = ("Only machine types that can carry your GPUs are listed (N1 for T4/V100/P100/P4; the GPU is built "
+            "into G2, A2, A3 and A4 types). A Deep Learning VM image comes with the NVIDIA driver installed.")
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="limits", classes="label")
+        with Horizontal(classes="row"):
+            with Vertical(classes="field"):
+                yield Static("Machine type", classes="label")
+                yield Select([], allow_blank=True, prompt="choose a machine type", id="machine")
+            with Vertical(classes="field"):
+                yield Static("VMs", classes="label")
+                yield Input("1", id="vms", validators=[Integer(1, 64)], type="integer")
+        with Horizontal(classes="row"):
+            with Vertical(classes="field"):
+                yield Static("Boot disk (GB)", classes="label")
+                yield Input("100", id="disk", validators=[Integer(10, 65536)], type="integer")
+            with Vertical(classes="field"):
+                yield Static("Disk type", classes="label")
+                yield Select([], allow_blank=False, id="disk-type")
+        yield Static("Image", classes="label")
+        yield Select([(c.label, c.value) for c in choices.image_choices()], allow_blank=False,
+                     value="ubuntu-2204-lts", id="image")
+        yield Static("", id="image-note", classes="note")
+        yield Static("", id="cost", classes="cost")
+
+    def _gpu(self) -> tuple[str, int, bool]:
+        g = self.draft.target.gcp
+        if g is None or g.gpu is None:
+            return ("", 0, bool(g.spot) if g else False)
+        return (g.gpu.type, g.gpu.count, g.spot)
+
+    def load(self) -> None:
+        g = self.draft.target.gcp
+        if g is None:
+            self.query_one("#limits", Static).update("This recipe runs on existing hosts: no machine to choose.")
+            return
+        gpu, count, spot = self._gpu()
+        self.query_one("#limits", Static).update(choices.machine_limits_text(gpu, count))
+        opts = choices.machine_choices(gpu, count, spot)
+        sel = self.query_one("#machine", Select)
+        sel.set_options([(c.label + (f"  ({c.reason})" if c.reason else ""), c.value) for c in opts])
+        values = [c.value for c in opts if c.enabled]
+        machine = g.machine_type
+        if machine not in values and values:
+            # Keep the vCPU count when moving between families if possible, else the cheapest.
+            machine = next((v for v in values if v == "n1-standard-4"), values[0])
+            self._proposed = True
+        if machine in values:
+            sel.value = machine
+        self.query_one("#vms", Input).value = str(g.count)
+        self.query_one("#disk", Input).value = str(g.disk_gb)
+        self._fill_disk_types(machine, g.disk_type)
+        img = self.query_one("#image", Select)
+        if g.image not in [c.value for c in choices.image_choices()]:
+            img.set_options([(c.label, c.value) for c in choices.image_choices()] + [(g.image, g.image)])
+        img.value = g.image
+        self.changed()
+
+    def _fill_disk_types(self, machine: str, want: str) -> None:
+        types = choices.disk_types_for(machine)
+        sel = self.query_one("#disk-type", Select)
+        sel.set_options([(t, t) for t in types])
+        if want not in types:
+            want = types[0]
+            self._proposed = True
+        sel.value = want
+
+    def snapshot(self) -> Any:
+        return (self.query_one("#machine", Select).value, self.query_one("#vms", Input).value,
+                self.query_one("#disk", Input).value, self.query_one("#disk-type", Select).value,
+                self.query_one("#image", Select).value)
+
+    def apply(self) -> None:
+        g = self.draft.target.gcp
+        if g is None:
+            return
+        machine, vms, disk, disk_type, image = self.snapshot()
+        if machine is not Select.BLANK:
+            g.machine_type = str(machine)
+        g.count = int(vms)
+        g.disk_gb = int(disk)
+        g.disk_type = str(disk_type)
+        g.image = str(image)
+
+    def problems(self) -> list[str]:
+        if self.draft.target.gcp is None:
+            return []
+        machine, vms, disk, _dt, _img = self.snapshot()
+        out = []
+        if machine is Select.BLANK:
+            gpu, count, _ = self._gpu()
+            out.append(f"choose a machine type ({choices.machine_limits_text(gpu, count)})")
+        if not vms.isdigit() or not 1 <= int(vms) <= 64:
+            out.append("VMs: a whole number from 1 to 64")
+        if not disk.isdigit() or not 10 <= int(disk) <= 65536:
+            out.append("boot disk: a whole number of GB from 10 to 65536")
+        elif int(disk) < 50:
+            out.append("boot disk: 50 GB or more (CUDA and PyTorch alone take ~25 GB)")
+        return out
+
+    def changed(self) -> None:
+        g = self.draft.target.gcp
+        if g is None:
+            return
+        machine, vms, disk, disk_type, image = self.snapshot()
+        if machine is not Select.BLANK:
+            types = choices.disk_types_for(str(machine))
+            if disk_type not in types:
+                self._fill_disk_types(str(machine), str(disk_type))
+        img = catalog.image(str(image))
+        note = self.query_one("#image-note", Static)
+        if img and img.dlvm:
+            note.update(f"Deep Learning VM: driver R{img.driver} and CUDA {img.cuda} are preinstalled"
+                        + (f", with PyTorch {img.torch}" if img.torch else "") + "; gpuwizard only verifies them.")
+        else:
+            note.update("gpuwizard installs the NVIDIA driver and CUDA (next screen) on this image.")
+        gpu, count, spot = self._gpu()
+        if machine is Select.BLANK:
+            self.query_one("#cost", Static).update("")
+            return
+        n = int(vms) if vms.isdigit() and int(vms) > 0 else 1
+        one = catalog.hourly_price(str(machine), gpu, count, spot)
+        if one is None:
+            self.query_one("#cost", Static).update("Price unknown for this machine type.")
+            return
+        mt = catalog.machine_type(str(machine))
+        base = (mt.spot_price_hour if spot else mt.price_hour) if mt else 0
+        gl = catalog.gpu(gpu)
+        parts = [f"{machine} ${base:.2f}"]
+        if gl and mt and mt.gpu_type is None:
+            parts.append(f"{count} x {gl.label} ${(gl.spot_price_hour if spot else gl.price_hour):.2f}")
+        total = one * n
+        self.query_one("#cost", Static).update(
+            f"{' + '.join(parts)} = ${one:.2f}/h per VM; {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h "
+            f"{'spot' if spot else 'on-demand'} (~${total * 730:,.0f}/month if never stopped); disk extra.")

@@ -1,0 +1,222 @@
+"""Screen 2, Zone: where the GPU exists, with region free quota and price; the failover order.
+
+The catalog snapshot paints instantly; live zones (with each region's free quota)
+replace it when a worker brings them. The user builds a preference list: provisioning
+tries the zones in that order and moves on when one is out of capacity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual import on
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Static
+from textual.worker import Worker, WorkerState
+
+from gpuwizard import catalog
+from screens import choices, live
+from screens.base import WizardScreen
+
+
+class ZoneScreen(WizardScreen):
+    """Zones offering the GPU at the chosen count; the user orders a failover list."""
+
+    NAME = "zone"
+    TITLE = "Zone"
+    HELP = ("A VM lives in one zone. GPUs run out (\"stockout\") zone by zone, so list a few: provisioning "
+            "tries them in order. Quota is per region.")
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle", "Use / drop", id="zone.toggle"),
+        Binding("u", "move(-1)", "Move up", id="zone.up"),
+        Binding("d", "move(1)", "Move down", id="zone.down"),
+        Binding("a", "best", "Best first", id="zone.best"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[live.ZoneRow] = []
+        self.order: list[str] = []
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="zone-title", classes="label")
+        yield DataTable(id="zones", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="order", classes="cost")
+        yield Static("", id="zone-note", classes="note")
+
+    # -------------------------------------------------------------- helpers
+
+    def _key(self) -> tuple[str | None, str, int, bool]:
+        g = self.draft.target.gcp
+        info = self.wizard.live.project
+        project = (g.project if g else None) or (info.project if info else None)
+        gpu = g.gpu.type if g and g.gpu else "nvidia-tesla-t4"
+        count = g.gpu.count if g and g.gpu else 1
+        return (project, gpu, count, bool(g.spot) if g else False)
+
+    def _price(self) -> float | None:
+        _p, gpu, count, spot = self._key()
+        g = self.draft.target.gcp
+        machine = g.machine_type if g else None
+        valid = [c.value for c in choices.machine_choices(gpu, count, spot)]
+        if machine not in valid:
+            machine = valid[0] if valid else None
+        return catalog.hourly_price(machine, gpu, count, spot) if machine else None
+
+    # -------------------------------------------------------------- load / store
+
+    def load(self) -> None:
+        table = self.query_one("#zones", DataTable)
+        table.add_columns("Use", "Zone", "Region", "Region free quota", "VM $/h", "Max GPUs/VM", "Data")
+        g = self.draft.target.gcp
+        if g is None:
+            self.query_one("#zone-note", Static).update("This recipe runs on existing hosts: no zone to choose.")
+            return
+        key = self._key()
+        self.rows = self.wizard.live.zones.get(key) or live.offline_zones(key[1], key[2], key[3])
+        known = {r.zone for r in self.rows}
+        for z in g.zones:  # keep zones the catalog does not know (a recipe may be newer)
+            if z not in known:
+                self.rows.append(live.ZoneRow(z, catalog.region_of(z)))
+        self.order = list(g.zones)
+        offered = set(catalog.zones_for(key[1])) | {r.zone for r in self.rows if r.live}
+        if not self.order or (offered and not any(z in offered for z in self.order)):
+            self.order = live.default_preference(self.rows)
+            self._proposed = True
+        gl = catalog.gpu(key[1])
+        self.query_one("#zone-title", Static).update(
+            f"Zones offering {key[2]} x {gl.label if gl else key[1]}"
+            f"{' (spot)' if key[3] else ''}: space use/drop · u/d move · a best first")
+        self._render()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.call_after_refresh(self.refresh_live)
+
+    def snapshot(self) -> Any:
+        return tuple(self.order)
+
+    def apply(self) -> None:
+        if self.draft.target.gcp is not None:
+            self.draft.target.gcp.zones = list(self.order)
+
+    def problems(self) -> list[str]:
+        if self.draft.target.gcp is None:
+            return []
+        if not self.order:
+            return ["choose at least one zone (space on a row)"]
+        return []
+
+    # -------------------------------------------------------------- rendering
+
+    def _render(self) -> None:
+        table = self.query_one("#zones", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        price = self._price()
+        rows = sorted(self.rows, key=lambda r: (r.zone not in self.order,
+                                                 self.order.index(r.zone) if r.zone in self.order else 0))
+        for r in rows:
+            use = f"{self.order.index(r.zone) + 1}." if r.zone in self.order else ""
+            free = "?" if r.free_quota is None else f"{r.free_quota:g}"
+            p = r.price_hour if r.price_hour is not None else price
+            table.add_row(use, r.zone, r.region, free, "?" if p is None else f"{p:.2f}",
+                          "?" if r.max_count is None else str(r.max_count), "live" if r.live else "catalog",
+                          key=r.zone)
+        if rows:
+            table.move_cursor(row=min(max(cursor, 0), len(rows) - 1))
+        self.query_one("#order", Static).update(
+            "Failover order: " + (" -> ".join(self.order) if self.order else "(none yet)"))
+        self._note()
+
+    def _note(self) -> None:
+        note = self.query_one("#zone-note", Static)
+        by_zone = {r.zone: r for r in self.rows}
+        zero = [z for z in self.order if by_zone.get(z) and by_zone[z].free_quota is not None and by_zone[z].free_quota < 1]
+        info = self.wizard.live.project
+        if zero:
+            note.set_class(True, "-warning")
+            note.update(f"No free quota in the region of {', '.join(zero)}: those zones will fail until the quota "
+                        "is raised (see the Project & quota screen).")
+        elif not any(r.live for r in self.rows):
+            note.set_class(False, "-warning")
+            note.update("From the built-in catalog snapshot"
+                        + (" (offline)." if not info or not info.online else "; live zones are loading..."))
+        else:
+            note.set_class(False, "-warning")
+            note.update("Live data from Compute Engine.")
+
+    # -------------------------------------------------------------- actions
+
+    def _current(self) -> str | None:
+        table = self.query_one("#zones", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def _moved(self) -> None:
+        self._render()
+        self.revalidate()
+
+    def action_toggle(self) -> None:
+        z = self._current()
+        if z is None:
+            return
+        if z in self.order:
+            self.order.remove(z)
+        else:
+            self.order.append(z)
+        self._moved()
+
+    @on(DataTable.RowSelected, "#zones")
+    def _selected(self) -> None:
+        self.action_toggle()
+
+    def action_move(self, delta: int) -> None:
+        z = self._current()
+        if z is None or z not in self.order:
+            return
+        i = self.order.index(z)
+        j = max(0, min(len(self.order) - 1, i + delta))
+        self.order[i], self.order[j] = self.order[j], self.order[i]
+        self._render()
+        self.query_one("#zones", DataTable).move_cursor(row=j)
+        self.revalidate()
+
+    def action_best(self) -> None:
+        self.order = live.default_preference(live.order_best_first(self.rows))
+        self._moved()
+
+    # -------------------------------------------------------------- live data
+
+    def refresh_live(self) -> None:
+        info = self.wizard.live.project
+        key = self._key()
+        if self.draft.target.gcp is None or not self.wizard.live_enabled or info is None or not info.online:
+            return
+        if key in self.wizard.live.zones or not key[0]:
+            return
+        self.fetch_zones(*key)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="gcp-zones", description="zones for the GPU")
+    def fetch_zones(self, project: str | None, gpu: str, count: int, spot: bool) -> tuple[tuple, list[live.ZoneRow]]:
+        return (project, gpu, count, spot), live.load_zones(project, gpu, count, spot, online=True)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Worker results and errors, in one place."""
+        if event.state == WorkerState.ERROR:
+            note = self.query_one("#zone-note", Static)
+            note.set_class(True, "-warning")
+            note.update(f"Could not load live zones ({event.worker.error}); showing the catalog snapshot.")
+        elif event.state == WorkerState.SUCCESS and event.worker.group == "gcp-zones":
+            key, rows = event.worker.result
+            self.wizard.live.zones[key] = rows
+            if rows:
+                extra = [r for r in self.rows if r.zone in self.order and r.zone not in {x.zone for x in rows}]
+                self.rows = rows + extra
+                if self._proposed and self.snapshot() == self._initial:
+                    self.order = live.default_preference(rows)
+                self._render()
+                self.revalidate()
