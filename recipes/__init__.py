@@ -1,0 +1,1 @@
+"""Shipped recipes: templates users start from (installed with the package)."""
