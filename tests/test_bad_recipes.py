@@ -90,7 +90,11 @@ def test_alias_bomb_is_refused() -> None:
 def test_deep_nesting_does_not_crash() -> None:
     deep = "version: 1\nname: x\ntarget: " + "[" * 5000 + "]" * 5000 + "\n"
     lines = _problems(deep)
-    assert len(lines) == 1 and lines[0].startswith("r.yaml:3:9: target:")
+    # libyaml refuses the depth itself ("exceeded maximum nesting depth"); the pure
+    # Python parser builds the node and the model rejects the list. Either is one clear
+    # line on line 3, never a RecursionError.
+    assert len(lines) == 1 and lines[0].startswith("r.yaml:3:")
+    assert "expected a mapping" in lines[0] or "nesting depth" in lines[0]
 
 
 def test_missing_file() -> None:
