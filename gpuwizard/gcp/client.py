@@ -2,7 +2,9 @@
 
 ``GPUWIZARD_COMPUTE_ENDPOINT=http://host:port`` points every client this module builds
 at another endpoint (the tests' fake, a private endpoint). With it set and no
-credentials found, we go on with anonymous credentials and let the endpoint decide.
+credentials found, we go on with anonymous credentials and let the endpoint decide;
+a plain ``http://`` endpoint always gets anonymous credentials, so a real token never
+travels unencrypted.
 
 Looking for credentials must fail fast off GCE: ``google.auth.default()`` probes the
 metadata server (three attempts with back-off) when it finds nothing else, which costs
@@ -67,7 +69,10 @@ def credentials_and_project(recipe_project: str | None) -> tuple[Any, str]:
         cached = _creds_cache.get(ep)
     if cached is None:
         creds, adc_project = None, None
-        if _adc_file_exists() or (ep is None and _maybe_on_gce()):
+        # A plain-http endpoint is a local fake or a test double: never send it a real
+        # bearer token (it would travel unencrypted), and never wait on ADC for it.
+        plain_http = bool(ep and ep.startswith("http://"))
+        if not plain_http and (_adc_file_exists() or (ep is None and _maybe_on_gce())):
             import google.auth
             import google.auth.exceptions
 

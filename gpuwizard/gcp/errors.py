@@ -149,7 +149,8 @@ def kind_of(item: ErrorItem) -> str:
         return REGION_QUOTA
     if code in STOCKOUT_CODES or "does not have enough resources" in msg:
         return STOCKOUT
-    if code in TRANSIENT_CODES or (item.http_status is not None and (item.http_status == 429 or item.http_status >= 500)):
+    status = item.http_status or 0
+    if code in TRANSIENT_CODES or status == 429 or status >= 500:
         return TRANSIENT
     if (code in PERMISSION_CODES or "API has not been used in project" in msg or "Policy update access denied" in msg
             or "permission" in msg.lower() and item.http_status == 403):
@@ -197,8 +198,8 @@ def global_quota_error(limit: float, usage: float, need: int, project: str | Non
     link = console_link("GPUS_ALL_REGIONS", None, project)
     free = max(0, int(limit - usage))
     return GcpError(
-        f"Quota 'GPUS_ALL_REGIONS' is {limit:g} ({free} free, {need} needed): request {need if limit == 0 else int(usage) + need} "
-        f"at {link} — approval can take a day or two.", kind=GLOBAL_QUOTA, link=link)
+        f"Quota 'GPUS_ALL_REGIONS' is {limit:g} ({free} free, {need} needed): request {int(usage) + need} "
+        f"at {link} (approval can take a day or two).", kind=GLOBAL_QUOTA, link=link)
 
 
 def region_quota_message(metric: str, region: str, limit: float | None, usage: float | None,

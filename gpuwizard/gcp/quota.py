@@ -43,14 +43,14 @@ class QuotaReport:
     """Global GPU quota plus per-region GPU rows (filtered by GPU and spot when asked)."""
 
     project: str
-    global_limit: float
+    global_limit: float | None     # None: projects.get did not list GPUS_ALL_REGIONS
     global_usage: float
     rows: list[QuotaRow] = field(default_factory=list)
     metric: str | None = None      # the metric asked for (None: all GPU metrics)
 
     @property
-    def global_free(self) -> float:
-        return max(0.0, self.global_limit - self.global_usage)
+    def global_free(self) -> float | None:
+        return None if self.global_limit is None else max(0.0, self.global_limit - self.global_usage)
 
     def free_in(self, region: str, metric: str | None = None) -> float | None:
         """Free quota of ``metric`` in ``region``; None when the region does not list it."""
@@ -78,7 +78,8 @@ def gpu_metric(gpu_type: str, spot: bool) -> str:
 def parse_quotas(project_json: dict[str, Any], regions_json: list[dict[str, Any]], project: str,
                  metric: str | None) -> QuotaReport:
     """Build a report from projects.get and regions.list payloads (camelCase dicts)."""
-    glim = gusage = 0.0
+    glim: float | None = None
+    gusage = 0.0
     for q in project_json.get("quotas") or []:
         if q.get("metric") == "GPUS_ALL_REGIONS":
             glim, gusage = float(q.get("limit") or 0), float(q.get("usage") or 0)

@@ -107,7 +107,7 @@ async def zones_for_gpu(project: str | None, gpu_type: str, count: int = 1, spot
 
     def acc_list() -> dict[str, Any]:
         req = compute_v1.AggregatedListAcceleratorTypesRequest(
-            project=project, filter=f"name = {g.name}", return_partial_success=True, max_results=500)
+            project=project, filter=f"name = {g.name}", max_results=500)
         return {scope: _client.to_dict(scoped) for scope, scoped in accs.aggregated_list(request=req)}
 
     def reg_list() -> list[dict[str, Any]]:

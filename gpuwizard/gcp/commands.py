@@ -1,0 +1,185 @@
+"""The ``quota``, ``zones``, ``down`` and ``status`` subcommands.
+
+Each returns an exit code and prints one sentence on failure (no traceback): 0 ok,
+1 the cloud said no (or the user declined), 2 usage/recipe problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any, Iterable
+
+from gpuwizard.gcp.errors import GcpError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _err(msg: str) -> None:
+    print(f"gpuwizard: {msg}", file=sys.stderr)
+
+
+def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in rows])
+
+
+def _num(x: float | None) -> str:
+    return "?" if x is None else f"{x:g}"
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _fail(exc: GcpError) -> int:
+    _err(str(exc))
+    return EXIT_USAGE if exc.kind in ("usage", "project") else EXIT_FAILED
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    """Global GPUS_ALL_REGIONS, then each region's GPU quota (limit, usage, free)."""
+    from gpuwizard.gcp.errors import console_link
+    from gpuwizard.gcp.quota import fetch_quota
+
+    try:
+        rep = _run(fetch_quota(getattr(args, "project", None), args.gpu, bool(args.spot)))
+    except GcpError as exc:
+        return _fail(exc)
+    print(f"Project {rep.project}")
+    if rep.global_limit is None:
+        print("GPUS_ALL_REGIONS: not listed by projects.get (unknown)")
+    else:
+        print(f"GPUS_ALL_REGIONS: limit {_num(rep.global_limit)}, usage {_num(rep.global_usage)}, "
+              f"free {_num(rep.global_free)}")
+        if rep.global_limit == 0:
+            print("  No GPU can run anywhere until this is raised (every new project starts at 0): request "
+                  f"at least 1 at {console_link('GPUS_ALL_REGIONS', None, rep.project)}")
+    if not rep.rows:
+        what = f"{rep.metric}" if rep.metric else "GPU"
+        print(f"No region lists a {what} quota (H100-class GPUs use the GPUS_PER_GPU_FAMILY family "
+              f"quota in the Cloud Quotas console).")
+        return EXIT_OK
+    print()
+    print(table(["REGION", "METRIC", "LIMIT", "USAGE", "FREE"],
+                [[r.region, r.metric, _num(r.limit), _num(r.usage), _num(r.free)] for r in rep.rows]))
+    zero = [r for r in rep.rows if r.limit == 0]
+    if args.gpu and zero and len(zero) == len(rep.rows):
+        r = zero[0]
+        print(f"\nQuota '{r.metric}' is 0 in every region: request it for a region near you, e.g. "
+              f"{r.link(rep.project)}")
+    elif args.gpu and zero:
+        print(f"\n{len(zero)} region(s) have {rep.metric} = 0; to raise one, e.g. {zero[0].region}: "
+              f"{zero[0].link(rep.project)}")
+    return EXIT_OK
+
+
+def cmd_zones(args: argparse.Namespace) -> int:
+    """Zones offering --gpu at --count, free quota and price, best first."""
+    from gpuwizard.gcp.zones import zones_for_gpu, zones_offline
+
+    count = int(args.count or 1)
+    try:
+        if args.offline:
+            opts = zones_offline(args.gpu, count, bool(args.spot))
+        else:
+            opts = _run(zones_for_gpu(getattr(args, "project", None), args.gpu, count, bool(args.spot)))
+    except GcpError as exc:
+        if exc.kind == "credentials" and not args.offline:
+            _err(f"{exc} Showing the catalog snapshot meanwhile (--offline).")
+            args.offline = True
+            return cmd_zones(args)
+        return _fail(exc)
+    if not opts:
+        print(f"No zone offers {count} x {args.gpu} per VM.")
+        return EXIT_OK
+    src = "catalog snapshot; quota unknown" if args.offline else "live"
+    print(f"{len(opts)} zone(s) offering {count} x {args.gpu} ({src}), best first:")
+    print(table(["ZONE", "REGION", "MAX/VM", "FREE QUOTA", "$/HOUR"],
+                [[o.zone, o.region, o.max_count, _num(o.free_quota),
+                  "?" if o.price_hour is None else f"{o.price_hour:.2f}"] for o in opts]))
+    return EXIT_OK
+
+
+def _load(path: str) -> Any:
+    from gpuwizard.recipe import RecipeError, load
+
+    try:
+        return load(path)
+    except RecipeError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return None
+
+
+def _project_of(recipe: Any) -> str | None:
+    return recipe.target.gcp.project if recipe.target.gcp else None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The recipe's VMs with zone, state, IP and running cost."""
+    from gpuwizard.gcp.provision import list_recipe_vms
+
+    recipe = _load(args.recipe)
+    if recipe is None:
+        return EXIT_USAGE
+    try:
+        vms = _run(list_recipe_vms(_project_of(recipe), recipe.name))
+    except GcpError as exc:
+        return _fail(exc)
+    if not vms:
+        print(f"No VMs from recipe {recipe.name}.")
+        return EXIT_OK
+    print(table(["NAME", "ZONE", "STATE", "IP", "GPU", "$/HOUR", "SO FAR"],
+                [[v.name, v.zone, v.status, v.address or v.internal_address or "-",
+                  f"{v.gpu_count} x {v.gpu_type}" if v.gpu_type else "-",
+                  "?" if v.price_hour is None else f"{v.price_hour:.2f}",
+                  "?" if v.cost_so_far is None else f"~${v.cost_so_far:.2f}"] for v in vms]))
+    running = [v for v in vms if v.status == "RUNNING" and v.price_hour]
+    if running:
+        print(f"\n{len(running)} running at ~${sum(v.price_hour or 0 for v in running):.2f}/hour; "
+              f"`gpuwizard down {args.recipe}` deletes them.")
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Delete the VMs that runs of the recipe created (found by label), after confirmation."""
+    from gpuwizard.gcp.provision import delete_recipe_vms, list_recipe_vms
+
+    recipe = _load(args.recipe)
+    if recipe is None:
+        return EXIT_USAGE
+    project = _project_of(recipe)
+    try:
+        vms = _run(list_recipe_vms(project, recipe.name))
+    except GcpError as exc:
+        return _fail(exc)
+    if not vms:
+        print(f"No VMs from recipe {recipe.name}: nothing to delete.")
+        return EXIT_OK
+    names = ", ".join(f"{v.name} ({v.zone})" for v in vms)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            _err(f"refusing to delete {len(vms)} VM(s) without confirmation: run again with --yes.")
+            return EXIT_USAGE
+        try:
+            answer = input(f"Delete {len(vms)} VM(s) and their boot disks: {names}? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing deleted.")
+            return EXIT_FAILED
+    print(f"Deleting {names} ...", flush=True)
+
+    def sink(ev: Any) -> None:
+        print(ev.data, end="", flush=True)
+
+    try:
+        gone = _run(delete_recipe_vms(project, recipe.name, sink=sink))
+    except GcpError as exc:
+        return _fail(exc)
+    print(f"Deleted {len(gone)} VM(s).")
+    return EXIT_OK

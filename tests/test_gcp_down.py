@@ -1,0 +1,79 @@
+"""`gpuwizard down` / `status`: find a recipe's VMs by label, delete all and only those."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+
+import pytest
+
+from gpuwizard.gcp.provision import delete_recipe_vms, list_recipe_vms
+
+RECIPE = """version: 1
+name: exp
+target:
+  gcp:
+    zones: [us-central1-a]
+    machine_type: n1-standard-4
+    gpu: {type: nvidia-tesla-t4, count: 1}
+"""
+
+
+@pytest.fixture
+def populated(fake_compute):
+    f = fake_compute
+    f.add_instance("us-central1-a", "exp-r1", {"gpuwizard-recipe": "exp", "gpuwizard-run": "r1"}, "nvidia-tesla-t4", 1)
+    f.add_instance("us-west1-b", "exp-r2", {"gpuwizard-recipe": "exp", "gpuwizard-run": "r2"}, "nvidia-tesla-t4", 1)
+    f.add_instance("us-central1-a", "other-r1", {"gpuwizard-recipe": "other", "gpuwizard-run": "r1"})
+    f.add_instance("us-central1-b", "exp-handmade", {})
+    f.add_instance("us-central1-b", "prefix", {"gpuwizard-recipe": "exp-2"})
+    return f
+
+
+def test_list_finds_recipe_vms_by_label(populated):
+    vms = asyncio.run(list_recipe_vms(None, "exp"))
+    assert [(v.zone, v.name) for v in vms] == [("us-central1-a", "exp-r1"), ("us-west1-b", "exp-r2")]
+    assert vms[0].price_hour == pytest.approx(0.54) and vms[0].status == "RUNNING" and vms[0].address
+    only = asyncio.run(list_recipe_vms(None, "exp", run_id="r2"))
+    assert [v.name for v in only] == ["exp-r2"]
+    gets = [p for _, m, p in populated.requests]
+    assert gets == ["/compute/v1/projects/test-project/aggregated/instances"] * 2
+
+
+def test_down_removes_all_and_only_the_recipes_vms(populated):
+    gone = asyncio.run(delete_recipe_vms(None, "exp"))
+    assert sorted(gone) == ["us-central1-a/exp-r1", "us-west1-b/exp-r2"]
+    assert sorted(n for _, n in populated.instances) == ["exp-handmade", "other-r1", "prefix"]
+
+
+def _args(path: str, **kw) -> argparse.Namespace:
+    return argparse.Namespace(recipe=path, yes=kw.get("yes", False))
+
+
+def test_cmd_down_needs_yes_without_a_tty(populated, tmp_path, monkeypatch, capsys):
+    from gpuwizard.gcp.commands import cmd_down
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(RECIPE)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cmd_down(_args(str(path))) == 2
+    assert "--yes" in capsys.readouterr().err
+    assert len(populated.instances) == 5
+    assert cmd_down(_args(str(path), yes=True)) == 0
+    out = capsys.readouterr().out
+    assert "Deleted 2 VM(s)." in out and "us-west1-b/exp-r2: deleted" in out
+    assert len(populated.instances) == 3
+    assert cmd_down(_args(str(path), yes=True)) == 0
+    assert "nothing to delete" in capsys.readouterr().out
+
+
+def test_cmd_status_lists_zone_state_ip_cost(populated, tmp_path, capsys):
+    from gpuwizard.gcp.commands import cmd_status
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(RECIPE)
+    assert cmd_status(_args(str(path))) == 0
+    out = capsys.readouterr().out
+    assert "exp-r1" in out and "us-west1-b" in out and "RUNNING" in out and "0.54" in out
+    assert "other-r1" not in out and "2 running at ~$1.08/hour" in out
