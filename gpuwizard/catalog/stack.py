@@ -70,6 +70,8 @@ class OsInfo:
 
     key: str
     label: str
+    id: str            # /etc/os-release ID
+    version_id: str    # /etc/os-release VERSION_ID
     repo: str
     cuda_min: str
     kernel_meta: str
@@ -112,7 +114,7 @@ def branches() -> dict[str, Branch]:
 
 @functools.lru_cache(maxsize=None)
 def oses() -> dict[str, OsInfo]:
-    return {k: OsInfo(key=k, label=o["label"], repo=o["repo"], cuda_min=str(o["cuda_min"]),
+    return {k: OsInfo(key=k, label=o["label"], id=o["id"], version_id=str(o["version_id"]), repo=o["repo"], cuda_min=str(o["cuda_min"]),
                       kernel_meta=o["kernel_meta"], pythons=tuple(str(p) for p in o["pythons"]),
                       python_default=str(o["python_default"])) for k, o in raw()["os"].items()}
 
@@ -187,6 +189,11 @@ def wheel_runs_on(index: str, torch_version: str, cc: str) -> bool | None:
         if t[0] == major and t[1] <= minor:
             return True
     return False
+
+
+def keyring_url(repo: str) -> str:
+    r = raw()["repository"]
+    return r["base"].format(repo=repo) + "/" + r["keyring"]
 
 
 def driver_packages(branch: Branch, flavor: str) -> list[str]:
