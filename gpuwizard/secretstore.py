@@ -60,11 +60,16 @@ def ensure_dir(path: Path | None = None) -> Path:
     return d
 
 
+def _plain_dir(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    return d
+
+
 def write_secret(name: str, data: str | bytes, directory: Path | None = None) -> Path:
     """Write ``data`` to ``<secrets dir>/<name>`` atomically with mode 0600; return the path."""
     if not _NAME_RE.match(name):
         raise SecretStoreError(f"{name!r} is not a valid secret file name (letters, digits, . _ -)")
-    d = ensure_dir(directory)
+    d = ensure_dir(directory) if directory is None or directory == secrets_dir() else _plain_dir(directory)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     old_umask = os.umask(0o077)
     try:
@@ -85,6 +90,14 @@ def write_secret(name: str, data: str | bytes, directory: Path | None = None) ->
             pass
         raise
     return d / name
+
+
+def write_secret_path(path: str | Path, data: str | bytes) -> Path:
+    """Write a secret to an explicit path (``~`` expanded), atomically and 0600; its
+    directory is created 0700. For front ends that let the user pick the file name."""
+    full = Path(os.path.expanduser(str(path)))
+    full.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    return write_secret(full.name, data, full.parent)
 
 
 def copy_secret(src: str | Path, name: str, directory: Path | None = None) -> Path:

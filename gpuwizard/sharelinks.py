@@ -96,10 +96,13 @@ def parse_drive_link(url: str) -> DriveLink:
         raise ShareLinkError(f"{_short(raw)!r} is neither a Drive link nor a Drive ID")
     if "://" not in raw:
         raw = "https://" + raw
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # e.g. an unbalanced "[" in the host part
+        raise ShareLinkError(f"{_short(url)} is not a well-formed link") from None
     if parts.scheme not in ("http", "https"):
         raise ShareLinkError(f"{_short(url)} is not a web link (http/https)")
-    host = (parts.hostname or "").lower()
     if host in _SHORTENERS:
         raise ShareLinkError(f"{_short(url)} is a shortened link, which cannot be resolved offline: "
                              "open it in a browser and paste the drive.google.com address it leads to")
@@ -121,7 +124,7 @@ def parse_drive_link(url: str) -> DriveLink:
         if fid is None:
             raise ShareLinkError(f"{_short(url)} ends at /folders/ without a folder ID")
         return DriveLink("folder", _check_id(fid, url), rk)
-    if segs[:1] == ["file"] or (len(segs) >= 4 and segs[:2] == ["file", "u"]):
+    if segs[:1] == ["file"]:  # /file/d/ID/... and /file/u/N/d/ID/...
         fid = after("d")
         if fid is None:
             raise ShareLinkError(f"{_short(url)} has no /d/ID part: copy the link again with Share > Copy link")
