@@ -67,7 +67,8 @@ def doc(text: str, **extra: Any) -> dict[str, Any]:
 
 NAME_RE = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 STEP_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-REMOTE_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_. -]{0,62}[A-Za-z0-9_.-]$|^[A-Za-z0-9_]$"
+# Remote names become RCLONE_CONFIG_<NAME>_* variables on the host: letters, digits, _.
+REMOTE_NAME_RE = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 ZONE_RE = r"^[a-z]+-[a-z]+[0-9]+-[a-z]$"
 ENV_VAR_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -457,7 +458,11 @@ class _Loader:
                     self.err(knode, kp, "duplicate key")
                     continue
                 if "key_pattern" in meta and not re.match(meta["key_pattern"], key):
-                    self.err(knode, kp, f"{key!r} is not a valid name")
+                    what = {REMOTE_NAME_RE: "a remote name is a letter then letters, digits or _ (it becomes "
+                                            "an environment variable name on the host)",
+                            ENV_VAR_RE: "an environment variable name is letters, digits and _, not starting "
+                                        "with a digit"}.get(meta["key_pattern"], "unexpected characters")
+                    self.err(knode, kp, f"{key!r} is not a valid name: {what}")
                     continue
                 v = self.value(vnode, kp, args[1], {})
                 if v is not _BAD:
