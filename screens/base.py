@@ -91,6 +91,11 @@ class WizardScreen(Screen[None]):
         self._initial = self.snapshot()
         self._loaded = True
         self.revalidate()
+        self.call_after_refresh(self.wizard.mark_painted)
+        self.after_mount()
+
+    def after_mount(self) -> None:
+        """Hook run once after load; screens start live-data workers here (after first paint)."""
 
     # -------------------------------------------------------------- the contract
 

@@ -10,6 +10,8 @@ built-in table (from the architecture matrix) gives the same answers for common 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +83,7 @@ def machine_choices(gpu: str, count: int, spot: bool) -> list[Choice]:
     out = []
     for mt in catalog.machine_types_for(gpu, count):
         price = catalog.hourly_price(mt.name, gpu, count, spot)
-        label = f"{mt.name:<16} {mt.vcpus:>3} vCPU {mt.memory_gb:>7g} GB  ${price or 0:.2f}/h with GPU"
+        label = f"{mt.name:<15} {mt.vcpus:>3} vCPU {mt.memory_gb:>5g} GB ${price or 0:.2f}/h"
         reason = "spot only" if (mt.spot_only and not spot) else None
         out.append(Choice(mt.name, label, reason))
     return out
@@ -113,26 +115,44 @@ def image_choices() -> list[Choice]:
 
 # ------------------------------------------------------------------------ driver stack
 
-BRANCHES = ["535", "550", "570", "575", "580", "590", "595", "610"]
-BRANCH_MAX_CUDA = {"535": "12.2", "550": "12.4", "570": "12.8", "575": "12.9", "580": "13.0",
-                   "590": "13.1", "595": "13.2", "610": "13.3"}
-CUDAS = ["11.8", "12.2", "12.4", "12.6", "12.8", "12.9", "13.0", "13.1", "13.2"]
-CUDNNS: list[str | None] = [None, "8", "9"]
-TENSORRTS: list[bool | str] = [False, True, "10.4", "8.6"]
-_ARCH_LAST_BRANCH = {"kepler": "470", "maxwell": "580", "pascal": "580", "volta": "580"}
-_ARCH_FIRST_BRANCH = {"blackwell": "570", "hopper": "525", "ada": "525"}
-
-
-def _v(s: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in s.split("."))
-
 
 def _drivers_module() -> Any:
+    """:mod:`gpuwizard.drivers`, or None when this build does not have it."""
     try:
         from gpuwizard import drivers  # type: ignore[attr-defined]
     except ImportError:
         return None
-    return drivers if hasattr(drivers, "propose") else None
+    return drivers if hasattr(drivers, "propose") and hasattr(drivers, "check") else None
+
+
+def _stack_catalog() -> Any:
+    try:
+        from gpuwizard.catalog import stack  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return stack
+
+
+def _v(s: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"[0-9]+", s))
+
+
+def branches() -> list[str]:
+    S = _stack_catalog()
+    return list(S.branches()) if S else ["470", "535", "550", "570", "575", "580", "590", "595", "610"]
+
+
+def cudas() -> list[str]:
+    S = _stack_catalog()
+    return list(S.cuda_versions()) if S else ["11.8", "12.2", "12.4", "12.6", "12.8", "12.9", "13.0", "13.1", "13.2"]
+
+
+CUDNNS: list[str | None] = [None, "8", "9.10", "9"]
+TENSORRTS: list[bool | str] = [False, True, "10", "10.4", "8.6"]
+_ARCH_LAST_BRANCH = {"kepler": "470", "maxwell": "580", "pascal": "580", "volta": "580"}
+_ARCH_FIRST_BRANCH = {"blackwell": "570", "hopper": "525", "ada": "525"}
+_BRANCH_MAX_CUDA = {"470": "11.4", "535": "12.2", "550": "12.4", "570": "12.8", "575": "12.9", "580": "13.0",
+                    "590": "13.1", "595": "13.2", "610": "13.3"}
 
 
 @dataclass(frozen=True)
@@ -150,27 +170,17 @@ class StackProposal:
 
 
 def propose(gpu: str, image: str) -> StackProposal:
-    """Best stack for the GPU: ``drivers.propose`` when available, else the built-in table."""
+    """Best stack for the GPU: ``drivers.propose`` when available, else a small table."""
     d = _drivers_module()
     if d is not None:
-        try:
-            s = d.propose(gpu, image)
-            return StackProposal(getattr(s, "branch", None), getattr(s, "cuda", None), getattr(s, "cudnn", None),
-                                 getattr(s, "tensorrt", False), getattr(s, "flavor", None),
-                                 getattr(s, "torch", None), getattr(s, "torch_index", None),
-                                 tuple(getattr(s, "notes", ()) or ()))
-        except Exception:  # noqa: BLE001 - fall back to the table below
-            pass
+        s = d.propose(gpu, image)
+        return StackProposal(s.branch, s.cuda, s.cudnn, s.tensorrt if s.tensorrt else False, s.flavor,
+                             s.torch, s.torch_index, tuple(s.notes or ()))
     g = catalog.gpu(gpu)
     arch = g.arch if g else "turing"
-    old = arch in ("pascal", "volta", "maxwell")
-    if arch == "kepler":
-        return StackProposal("470", "11.4", "8", False, "proprietary", None, None,
-                             ("K80 is retired; R470 and CUDA 11.4 are the last that support it.",))
-    if old:
-        return StackProposal("580", "12.8" if arch == "volta" else "12.6", "9", False, "proprietary", "2.9.1", "cu126",
-                             (f"{g.label if g else gpu} ({arch}) stops at driver R580 and CUDA 12.x; "
-                              "proprietary kernel modules.",))
+    if arch in ("pascal", "volta", "maxwell"):
+        return StackProposal("580", "12.8", "9", False, "proprietary", "2.9.1", "cu126",
+                             (f"{g.label if g else gpu} ({arch}) stops at driver R580; proprietary kernel modules.",))
     return StackProposal("580", "12.8", "9", False, "open", "2.9.1", "cu128", ())
 
 
@@ -185,144 +195,120 @@ def _fallback_reason(gpu: str, field_name: str, value: Any, drv: Driver) -> str 
         first = _ARCH_FIRST_BRANCH.get(arch)
         if first and int(value) < int(first):
             return f"{label} needs R{first} or newer"
-        return None
-    if field_name == "cuda":
-        if drv.branch and drv.branch in BRANCH_MAX_CUDA and _v(value) > _v(BRANCH_MAX_CUDA[drv.branch]):
-            return f"R{drv.branch} supports CUDA up to {BRANCH_MAX_CUDA[drv.branch]}"
+    elif field_name == "cuda":
+        mx = _BRANCH_MAX_CUDA.get(drv.branch or "")
+        if mx and _v(value) > _v(mx):
+            return f"R{drv.branch} supports CUDA up to {mx}"
         if _v(value) >= (13, 0) and g and g.cc_float < 7.5:
             return f"CUDA 13 dropped {arch.title()} ({label})"
-        if arch == "blackwell" and _v(value) < (12, 8):
-            return f"{label} needs CUDA 12.8 or newer"
-        return None
-    if field_name == "cudnn":
-        if value == "8" and drv.cuda and _v(drv.cuda) >= (13, 0):
-            return "cuDNN 8 has no CUDA 13 build"
-        if value is not None and drv.cuda is None:
-            return "needs a CUDA toolkit"
-        return None
-    if field_name == "tensorrt":
-        if value is False:
-            return None
-        if drv.cuda is None:
-            return "needs a CUDA toolkit"
-        if arch == "pascal" and value in (True, "10.4"):
-            return "TensorRT 10 dropped Pascal (8.6 is the last)"
-        if arch == "volta" and value is True:
-            return "TensorRT 10.5+ dropped Volta (10.4 is the last)"
-        if value == "8.6" and _v(drv.cuda) >= (12, 0) and arch not in ("pascal",):
-            return "TensorRT 8.6 is for CUDA 11.x / Pascal"
-        if value == "8.6" and _v(drv.cuda) >= (13, 0):
-            return "TensorRT 8.6 has no CUDA 13 build"
-        return None
+    elif field_name in ("cudnn", "tensorrt") and value not in (None, False) and drv.cuda is None:
+        return "needs a CUDA toolkit"
     return None
 
 
 def driver_reason(recipe: Recipe, field_name: str, value: Any, drv: Driver) -> str | None:
-    """Why ``driver.<field_name> = value`` is not possible with the rest of ``drv``; None if it is.
+    """Why ``driver.<field_name> = value`` cannot work with the rest of ``drv``; None if it can.
 
-    With :mod:`gpuwizard.drivers`, this asks ``check`` about a trial recipe, so the
-    wizard disables exactly what ``gpuwizard validate`` would reject.
+    With :mod:`gpuwizard.drivers` this asks ``check`` about a trial recipe, so the wizard
+    disables exactly what ``gpuwizard validate`` rejects (errors; warnings stay allowed).
     """
     g = recipe.target.gcp
     gpu = g.gpu.type if g and g.gpu else "nvidia-tesla-t4"
     d = _drivers_module()
-    if d is not None and hasattr(d, "check"):
-        trial = copy.copy(recipe)
-        trial.driver = _replace(drv, field_name, value)
-        try:
-            problems = d.check(trial)
-        except Exception:  # noqa: BLE001
-            problems = None
-        if problems is not None:
-            for p in problems:
-                path = getattr(p, "path", "") or ""
-                if path in (f"driver.{field_name}", "driver") or path.endswith(f".{field_name}"):
-                    return str(getattr(p, "message", p))
-            return None
-    return _fallback_reason(gpu, field_name, value, drv)
-
-
-def _replace(obj: Any, name: str, value: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(obj, **{name: value})
+    if d is None:
+        return _fallback_reason(gpu, field_name, value, drv)
+    trial = copy.copy(recipe)
+    trial.driver = dataclasses.replace(drv, **{field_name: value}, preinstalled=False)
+    trial.env = None  # judge the stack alone; PyTorch is the next screen's question
+    try:
+        problems = d.check(trial)
+    except Exception as exc:  # noqa: BLE001 - a checker bug must not take the screen down
+        return f"cannot check: {exc}"
+    for p in problems:
+        if getattr(p, "warning", False):
+            continue
+        if p.path == f"driver.{field_name}":
+            return p.message
+    return None
 
 
 def driver_choices(recipe: Recipe, drv: Driver) -> dict[str, list[Choice]]:
     """Every option of the four stack fields, each with the reason it is disabled (if it is)."""
-    def cuda_label(c: str) -> str:
-        return f"CUDA {c}"
+    def with_current(values: list[Any], current: Any) -> list[Any]:
+        return values if current in values else values + [current]
 
     def trt_label(t: bool | str) -> str:
-        return {False: "none", True: "newest for the CUDA"}.get(t, f"TensorRT {t}") if isinstance(t, bool) else f"TensorRT {t}"
+        if t is False:
+            return "none"
+        if t is True:
+            return "newest for the CUDA"
+        return f"TensorRT {t}"
 
-    return {
-        "branch": [Choice(b, f"R{b}", driver_reason(recipe, "branch", b, drv)) for b in BRANCHES],
-        "cuda": [Choice(None, "driver only", None)] + [Choice(c, cuda_label(c), driver_reason(recipe, "cuda", c, drv)) for c in CUDAS],
-        "cudnn": [Choice(c, "none" if c is None else f"cuDNN {c}", driver_reason(recipe, "cudnn", c, drv)) for c in CUDNNS],
-        "tensorrt": [Choice(t, trt_label(t), driver_reason(recipe, "tensorrt", t, drv)) for t in TENSORRTS],
+    out = {
+        "branch": [Choice(b, f"R{b}", driver_reason(recipe, "branch", b, drv))
+                   for b in with_current(branches(), drv.branch) if b],
+        "cuda": [Choice(None, "driver only")] + [Choice(c, f"CUDA {c}", driver_reason(recipe, "cuda", c, drv))
+                                                 for c in with_current(cudas(), drv.cuda) if c],
+        "cudnn": [Choice(c, "none" if c is None else f"cuDNN {c}",
+                         None if c is None else driver_reason(recipe, "cudnn", c, drv))
+                  for c in with_current(list(CUDNNS), drv.cudnn)],
+        "tensorrt": [Choice(t, trt_label(t), None if t is False else driver_reason(recipe, "tensorrt", t, drv))
+                     for t in with_current(list(TENSORRTS), drv.tensorrt)],
     }
-
-
-def driver_problems(recipe: Recipe) -> list[str]:
-    """Problems of the recipe's driver section (``drivers.check`` or the table)."""
-    drv = recipe.driver
-    if drv is None or drv.preinstalled:
-        return []
-    d = _drivers_module()
-    if d is not None and hasattr(d, "check"):
-        try:
-            return [str(getattr(p, "message", p)) for p in d.check(recipe)]
-        except Exception:  # noqa: BLE001
-            pass
-    out = []
-    for name in ("branch", "cuda", "cudnn", "tensorrt"):
-        value = getattr(drv, name)
-        if value is None or value is False:
-            continue
-        r = driver_reason(recipe, name, value, drv)
-        if r:
-            out.append(f"{name} {value}: {r}")
     return out
+
+
+def stack_problems(recipe: Recipe, prefix: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) from ``drivers.check`` whose path starts with ``prefix``."""
+    d = _drivers_module()
+    if d is None:
+        return [], []
+    try:
+        problems = d.check(recipe)
+    except Exception as exc:  # noqa: BLE001
+        return [f"cannot check the stack: {exc}"], []
+    errs = [f"{p.path}: {p.message}" for p in problems if p.path.startswith(prefix) and not getattr(p, "warning", False)]
+    warns = [f"{p.path}: {p.message}" for p in problems if p.path.startswith(prefix) and getattr(p, "warning", False)]
+    return errs, warns
 
 
 # ------------------------------------------------------------------------ environment
 
 PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
-TORCHES = ["2.9.1", "2.8.0", "2.7.1", "2.6.0", "2.5.1", "2.1.2"]
 
 
-def torch_index_for(cuda: str | None, gpu: str | None) -> str:
-    """The PyTorch wheel index that matches the CUDA choice and the GPU generation."""
-    g = catalog.gpu(gpu) if gpu else None
-    if cuda is None:
-        return "cu126" if g else "cpu"
-    v = _v(cuda)
-    if g is not None and g.cc_float < 7.5:
-        return "cu126"  # cu128+ wheels drop Pascal (and later Volta)
-    if v >= (13, 0):
-        return "cu130"
-    if v >= (12, 8):
-        return "cu128"
-    if v >= (12, 6):
-        return "cu126"
-    if v >= (12, 4):
-        return "cu124"
-    return "cu118"
+def torch_releases() -> list[str]:
+    S = _stack_catalog()
+    return list(reversed(S.torch_releases())) if S else ["2.9", "2.8", "2.7", "2.6"]
 
 
-def torch_choices(cuda: str | None, gpu: str | None) -> list[Choice]:
-    idx = torch_index_for(cuda, gpu)
+def _driver_branch(recipe: Recipe) -> str | None:
+    d = recipe.driver
+    g = recipe.target.gcp
+    if d is not None and d.preinstalled and g is not None:
+        img = catalog.image(g.image)
+        return img.driver if img else None
+    return d.branch if d else None
+
+
+def torch_index_for(recipe: Recipe, torch: str) -> tuple[str | None, str | None]:
+    """(wheel index, note) for PyTorch ``torch`` on the recipe's GPU and driver."""
+    g = recipe.target.gcp
+    gt = catalog.gpu(g.gpu.type) if g and g.gpu else None
+    d = _drivers_module()
+    if d is not None and hasattr(d, "choose_index"):
+        return d.choose_index(torch, gt.cc if gt else None, _driver_branch(recipe))
+    if gt is not None and gt.cc_float < 7.5:
+        return "cu126", None
+    return "cu128", None
+
+
+def torch_choices(recipe: Recipe) -> list[Choice]:
+    """PyTorch releases, newest first, disabled when no wheel fits the GPU and driver."""
     out = [Choice(None, "no PyTorch")]
-    for t in TORCHES:
-        reason = None
-        if idx == "cu130" and _v(t) < (2, 9):
-            reason = "no cu130 wheel before 2.9"
-        elif idx == "cu128" and _v(t) < (2, 7):
-            reason = "no cu128 wheel before 2.7"
-        elif idx == "cu126" and _v(t) < (2, 6):
-            reason = "no cu126 wheel before 2.6"
-        out.append(Choice(t, f"torch {t} ({idx})", reason))
+    for t in torch_releases():
+        idx, note = torch_index_for(recipe, t)
+        out.append(Choice(t, f"torch {t} ({idx})" if idx else f"torch {t}", None if idx else (note or "no wheel")))
     return out
 
 
@@ -335,11 +321,18 @@ STGCN_PRESET = {
 
 
 def env_default(recipe: Recipe) -> Env:
-    """A fresh environment matched to the driver choice."""
-    drv = recipe.driver
-    gpu = recipe.target.gcp.gpu.type if recipe.target.gcp and recipe.target.gcp.gpu else None
-    cuda = drv.cuda if drv and not drv.preinstalled else None
-    if drv and drv.preinstalled and recipe.target.gcp:
-        img = catalog.image(recipe.target.gcp.image)
-        cuda = img.cuda if img else None
-    return Env(manager="venv", python="3.10", torch="2.9.1", torch_index=torch_index_for(cuda, gpu))
+    """A fresh environment: the newest PyTorch whose wheels fit the GPU and the driver.
+
+    ``torch_index`` stays unset (the planner derives it) unless the choice needs minor-version
+    compatibility, so recipes stay short."""
+    g = recipe.target.gcp
+    img = catalog.image(g.image) if g else None
+    torch = None
+    if img is not None and img.dlvm and img.torch:
+        torch = None  # the image has PyTorch; do not install another
+    else:
+        for c in torch_choices(recipe):
+            if c.value and c.enabled:
+                torch = c.value
+                break
+    return Env(manager="venv", python="3.10", torch=torch)

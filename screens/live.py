@@ -114,6 +114,7 @@ def _run(coro_or_value: Any) -> Any:
 
 
 def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    """First attribute (or key) of ``obj`` among ``names``."""
     for n in names:
         if isinstance(obj, dict) and n in obj:
             return obj[n]
@@ -152,32 +153,25 @@ def zero_quota_advice(project: str | None, gpu: str, spot: bool, count: int = 1)
 def load_project() -> ProjectInfo:
     """The Application Default Credentials project; offline when there are no credentials.
 
-    Imports google-auth (and gpuwizard.gcp) here, inside the worker thread.
+    Runs in a worker thread: google-auth (and later google.cloud) are imported here only.
     """
     if os.environ.get("GPUWIZARD_OFFLINE") == "1":
         return ProjectInfo(None, False, offline_reason())
     try:
-        from gpuwizard.gcp import client  # type: ignore[attr-defined]
+        from gpuwizard.gcp import client
+        from gpuwizard.gcp.errors import GcpError
     except ImportError:
-        client = None
+        return ProjectInfo(os.environ.get("GOOGLE_CLOUD_PROJECT"), False, offline_reason())
     try:
-        if client is not None and hasattr(client, "credentials_and_project"):
-            res = _run(client.credentials_and_project())
-            creds, project = (res if isinstance(res, tuple) else (res, None))[:2]
-            if creds is None:
-                return ProjectInfo(project, False, offline_reason())
-            return ProjectInfo(project or os.environ.get("GOOGLE_CLOUD_PROJECT"), True)
-        import google.auth  # noqa: PLC0415 - deliberately late: import cost
-        import google.auth.exceptions
-
-        try:
-            _creds, project = google.auth.default()
-        except google.auth.exceptions.DefaultCredentialsError:
-            return ProjectInfo(os.environ.get("GOOGLE_CLOUD_PROJECT"), False, offline_reason())
-        return ProjectInfo(project or os.environ.get("GOOGLE_CLOUD_PROJECT"), True)
+        _creds, project = client.credentials_and_project(None)
+    except GcpError as exc:
+        if getattr(exc, "kind", "") == "project":
+            return ProjectInfo(None, True, "Signed in, but no default project: type the project id.")
+        return ProjectInfo(None, False, offline_reason())
     except Exception as exc:  # noqa: BLE001 - any failure means "offline", said plainly
         return ProjectInfo(os.environ.get("GOOGLE_CLOUD_PROJECT"), False,
                            f"Offline: {_short(exc)}. Continuing with the built-in catalog.")
+    return ProjectInfo(project, True)
 
 
 def _short(exc: BaseException) -> str:
@@ -207,19 +201,13 @@ def load_quota(project: str | None, gpu: str, spot: bool, online: bool = True) -
 
 
 def _quota_rows(report: Any) -> list[QuotaRow]:
+    """Rows from a ``gpuwizard.gcp.quota.QuotaReport``: the global cap first, then regions by free quota."""
     rows: list[QuotaRow] = []
-    glob = _get(report, "global_", "global_quota", "all_regions", "globl")
-    if glob is not None:
-        rows.append(QuotaRow("global", str(_get(glob, "metric", default="GPUS_ALL_REGIONS")),
-                             float(_get(glob, "limit", default=0) or 0), float(_get(glob, "usage", default=0) or 0)))
-    regions = _get(report, "regions", "regional", default=None) or []
-    if isinstance(regions, dict):
-        regions = [dict(region=k, **(v if isinstance(v, dict) else {"limit": _get(v, "limit"), "usage": _get(v, "usage"),
-                                                                      "metric": _get(v, "metric")}))
-                   for k, v in regions.items()]
-    for r in regions:
-        rows.append(QuotaRow(str(_get(r, "region", "scope", default="?")), str(_get(r, "metric", default="")),
-                             float(_get(r, "limit", default=0) or 0), float(_get(r, "usage", default=0) or 0)))
+    if getattr(report, "global_limit", None) is not None:
+        rows.append(QuotaRow("global", "GPUS_ALL_REGIONS", float(report.global_limit), float(report.global_usage or 0)))
+    regional = report.regions() if hasattr(report, "regions") else {}
+    for region, r in regional.items():
+        rows.append(QuotaRow(str(region), str(r.metric), float(r.limit), float(r.usage)))
     rows.sort(key=lambda r: (r.scope != "global", -r.free, r.scope))
     return rows
 

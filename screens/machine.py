@@ -37,7 +37,7 @@ class MachineScreen(WizardScreen):
                 yield Input("100", id="disk", validators=[Integer(10, 65536)], type="integer")
             with Vertical(classes="field"):
                 yield Static("Disk type", classes="label")
-                yield Select([], allow_blank=False, id="disk-type")
+                yield Select([("pd-balanced", "pd-balanced")], value="pd-balanced", allow_blank=False, id="disk-type")
         yield Static("Image", classes="label")
         yield Select([(c.label, c.value) for c in choices.image_choices()], allow_blank=False,
                      value="ubuntu-2204-lts", id="image")

@@ -135,8 +135,7 @@ class QuotaScreen(WizardScreen):
     def _refetch(self) -> None:
         self.call_after_refresh(self.refresh_live)
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def after_mount(self) -> None:
         # Live data after the first paint: the catalog answers instantly meanwhile.
         self.call_after_refresh(self.refresh_live)
 

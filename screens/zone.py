@@ -89,10 +89,9 @@ class ZoneScreen(WizardScreen):
         self.query_one("#zone-title", Static).update(
             f"Zones offering {key[2]} x {gl.label if gl else key[1]}"
             f"{' (spot)' if key[3] else ''}: space use/drop · u/d move · a best first")
-        self._render()
+        self._refresh_rows()
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def after_mount(self) -> None:
         self.call_after_refresh(self.refresh_live)
 
     def snapshot(self) -> Any:
@@ -111,7 +110,7 @@ class ZoneScreen(WizardScreen):
 
     # -------------------------------------------------------------- rendering
 
-    def _render(self) -> None:
+    def _refresh_rows(self) -> None:
         table = self.query_one("#zones", DataTable)
         cursor = table.cursor_row
         table.clear()
@@ -157,7 +156,7 @@ class ZoneScreen(WizardScreen):
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
     def _moved(self) -> None:
-        self._render()
+        self._refresh_rows()
         self.revalidate()
 
     def action_toggle(self) -> None:
@@ -181,7 +180,7 @@ class ZoneScreen(WizardScreen):
         i = self.order.index(z)
         j = max(0, min(len(self.order) - 1, i + delta))
         self.order[i], self.order[j] = self.order[j], self.order[i]
-        self._render()
+        self._refresh_rows()
         self.query_one("#zones", DataTable).move_cursor(row=j)
         self.revalidate()
 
@@ -218,5 +217,5 @@ class ZoneScreen(WizardScreen):
                 self.rows = rows + extra
                 if self._proposed and self.snapshot() == self._initial:
                     self.order = live.default_preference(rows)
-                self._render()
+                self._refresh_rows()
                 self.revalidate()

@@ -1,0 +1,387 @@
+"""Screen 8, Run: hosts x steps with status, duration and progress; one log pane per host.
+
+The screen never blocks on SSH: the event source (the executor, or a synthetic one in
+tests) runs in a thread worker and feeds :class:`screens.runmodel.RunModel`, whose
+``feed`` only appends to per-host buffers. A 25 Hz timer drains those buffers and writes
+each pane's new lines with a single ``Log.write_lines`` call; panes keep at most
+``max_lines`` lines in memory (the run directory keeps every line).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Container, Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Log, ProgressBar, Static, Tab, Tabs
+from textual.worker import Worker, WorkerState
+
+from gpuwizard import events as ev
+from screens.runmodel import RunModel
+
+Source = Callable[[Callable[[ev.Event], None], threading.Event], None]
+FLUSH_HZ = 25
+GRID_WHEN_HOSTS = 0  # start in tabs; `g` switches to a grid
+
+
+class HostPaneWidget(Vertical):
+    """One host: a head line, a progress bar and the (capped) log."""
+
+    def __init__(self, host: str, index: int, max_lines: int) -> None:
+        super().__init__(id=f"pane-{index}", classes="pane")
+        self.host = host
+        self.max_lines = max_lines
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.host, classes="pane-head")
+        yield ProgressBar(total=100, show_eta=False, show_percentage=True)
+        yield Log(max_lines=self.max_lines, highlight=False, auto_scroll=True)
+
+
+class FullLogScreen(Screen[None]):
+    """A host's whole log from the run directory, loaded off the UI thread."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "app.pop_screen", "Back", id="fulllog.back")]
+
+    def __init__(self, path: str) -> None:
+        super().__init__(id="fulllog")
+        self.path = path
+
+    def compose(self) -> ComposeResult:
+        yield Static(f" {self.path}", id="run-status")
+        yield Log(highlight=False, auto_scroll=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load_file()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="fulllog", description="read the full log")
+    def load_file(self) -> None:
+        log = self.query_one(Log)
+        batch: list[str] = []
+        from screens.runmodel import clean_line
+
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                batch.append(clean_line(line.rstrip("\n")))
+                if len(batch) >= 20000:
+                    self.app.call_from_thread(log.write_lines, batch)
+                    batch = []
+        if batch:
+            self.app.call_from_thread(log.write_lines, batch)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.notify(f"Cannot read {self.path}: {event.worker.error}", severity="error")
+
+
+class RunScreen(Screen[None]):
+    """Runs a recipe (or any event source) and shows it as it happens."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "follow", "Follow/pause", id="run.follow"),
+        Binding("e", "jump_failed", "Jump to failure", id="run.failed"),
+        Binding("o", "open_log", "Full log", id="run.open"),
+        Binding("g", "layout", "Tabs/grid", id="run.layout"),
+        Binding("right,l", "host(1)", "Next host", show=False, id="run.next_host"),
+        Binding("left,h", "host(-1)", "Previous host", show=False, id="run.prev_host"),
+        Binding("q", "app.quit", "Quit", id="run.quit"),
+        Binding("escape", "leave", "Back", show=False, id="run.back"),
+    ]
+
+    def __init__(self, source: Source, *, model: RunModel | None = None, title: str = "run",
+                 recipe_path: str | None = None, hourly: float | None = None,
+                 log_path: Callable[[str], str | None] | None = None, max_lines: int = 5000,
+                 flush_hz: int = FLUSH_HZ) -> None:
+        super().__init__(id="run")
+        self.source = source
+        self.model = model or RunModel(max_lines=max_lines)
+        self.max_lines = max_lines
+        self.run_title = title
+        self.recipe_path = recipe_path
+        self.hourly = hourly
+        self.log_path = log_path
+        self.flush_hz = flush_hz
+        self.cancel = threading.Event()
+        self.following = True
+        self.grid = False
+        self._hosts_shown: list[str] = []
+        self._steps_shown: list[str] = []
+        self._done_notified = False
+        self._backlog: dict[str, list[str]] = {}
+        self._dirty_hosts: set[str] = set()
+
+    @classmethod
+    def for_recipe(cls, recipe: Any, path: str, factory: Any = None) -> "RunScreen":
+        """The run screen for a saved recipe: the real executor unless a factory is given."""
+        from screens import choices, runsource
+
+        src = factory(recipe, path) if factory else runsource.executor_source(recipe, path)
+        hourly = None
+        g = recipe.target.gcp
+        if g is not None:
+            gpu = g.gpu.type if g.gpu else None
+            hourly = choices.hourly_cost(g.machine_type, gpu, g.gpu.count if g.gpu else 0, g.spot, g.count)
+        return cls(src.run, title=f"run {os.path.basename(path)}", recipe_path=path, hourly=hourly,
+                   log_path=getattr(src, "log_path", None),
+                   model=RunModel(getattr(src, "hosts", ()), getattr(src, "steps", ())))
+
+    # -------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(f" gpuwizard  {self.run_title}", id="stepbar")
+        with Horizontal(id="run-main"):
+            with Vertical(id="run-left"):
+                yield DataTable(id="grid", cursor_type="cell", zebra_stripes=True, fixed_columns=1)
+                yield Static("", id="run-summary")
+            with Vertical(id="run-right"):
+                yield Tabs(id="host-tabs")
+                yield Container(id="panes", classes="-tabs")
+        yield Static("", id="run-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._restructure()
+        self.set_interval(1 / self.flush_hz, self._flush, name="run-flush")
+        self.run_source()
+
+    # -------------------------------------------------------------- the source
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run", description="executor")
+    def run_source(self) -> None:
+        self.source(self.model.feed, self.cancel)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The executor thread's end, success or error, is handled here."""
+        if event.worker.group != "run":
+            return
+        if event.state == WorkerState.ERROR:
+            err = event.worker.error
+            self.model.feed(ev.RunFinished(ok=False, interrupted=True))
+            self.query_one("#run-status", Static).update(f"[b $error]The run stopped:[/] {type(err).__name__}: {err}")
+        elif event.state == WorkerState.SUCCESS and self.model.finished is None:
+            self.model.feed(ev.RunFinished(ok=not self.model.first_failure()))
+
+    # -------------------------------------------------------------- flushing
+
+    def _restructure(self) -> None:
+        """(Re)build the table and the panes for the hosts and steps known so far."""
+        m = self.model
+        table = self.query_one("#grid", DataTable)
+        if m.hosts != self._hosts_shown or m.steps != self._steps_shown:
+            table.clear(columns=True)
+            table.add_column("Step", key="step")
+            for h in m.hosts:
+                table.add_column(_short_host(h), key=h)
+            for s in m.steps:
+                table.add_row(s, *[m.cells[(h, s)].render() for h in m.hosts], key=s)
+            self._steps_shown = list(m.steps)
+        panes = self.query_one("#panes", Container)
+        tabs = self.query_one("#host-tabs", Tabs)
+        for i, h in enumerate(m.hosts):
+            if h in self._hosts_shown:
+                continue
+            panes.mount(HostPaneWidget(h, i, self.max_lines))
+            tabs.add_tab(Tab(_short_host(h), id=f"tab-{i}"))
+        if m.hosts and not self._hosts_shown:
+            self.call_after_refresh(self._activate, 0)
+        self._hosts_shown = list(m.hosts)
+
+    def _pane(self, host: str) -> HostPaneWidget | None:
+        try:
+            return self.query_one(f"#pane-{self.model.hosts.index(host)}", HostPaneWidget)
+        except Exception:  # noqa: BLE001 - not mounted yet
+            return None
+
+    def _log(self, host: str) -> Log | None:
+        pane = self._pane(host)
+        if pane is None:
+            return None
+        try:
+            return pane.query_one(Log)
+        except NoMatches:  # mounted, not composed yet
+            return None
+
+    def _flush(self) -> None:
+        """Timer: move new lines into the panes (one ``write_lines`` per pane) and
+        update the cells that changed. Runs 25 times a second; cheap when idle."""
+        d = self.model.drain()
+        m = self.model
+        if d.structure:
+            self._restructure()
+        hosts_with_lines = set(d.lines) | set(self._backlog)
+        for host in hosts_with_lines:
+            lines = self._backlog.pop(host, []) + d.lines.get(host, [])
+            log = self._log(host)
+            if log is None:
+                self._backlog[host] = lines[-self.max_lines:]
+                continue
+            log.write_lines(lines[-self.max_lines:], scroll_end=self.following)
+        if d.cells and not d.structure:
+            table = self.query_one("#grid", DataTable)
+            for (h, s) in d.cells:
+                try:
+                    table.update_cell(s, h, m.cells[(h, s)].render())
+                except Exception:  # noqa: BLE001 - row/column arriving with the next restructure
+                    pass
+        self._dirty_hosts |= d.hosts
+        for host in list(self._dirty_hosts):
+            pane = self._pane(host)
+            if pane is None or self._log(host) is None:
+                continue
+            self._dirty_hosts.discard(host)
+            p = m.panes[host]
+            bar = pane.query_one(ProgressBar)
+            if p.fraction is not None:
+                bar.update(progress=p.fraction * 100)
+            elif p.finished is not None:
+                bar.update(progress=100)
+            state = {None: "▶", True: "✓", False: "✗"}[p.finished]
+            extra = f" · {p.progress_text}" if p.progress_text else ""
+            dropped = f" · {p.dropped:,} lines only in the run directory" if p.dropped else ""
+            pane.query_one(".pane-head", Static).update(
+                f"{state} {host} · {p.step or p.message}{extra}{dropped}")
+        if d.cells or d.finished or d.structure:
+            self._summary()
+
+    def _summary(self) -> None:
+        m = self.model
+        c = m.counts()
+        parts = [f"{c.get(k, 0)} {k}" for k in ("ok", "running", "failed", "skipped", "pending") if c.get(k)]
+        self.query_one("#run-summary", Static).update(
+            f"{len(m.hosts)} hosts x {len(m.steps)} steps\n" + ", ".join(parts))
+        status = self.query_one("#run-status", Static)
+        if m.finished is not None:
+            f = m.finished
+            if f.ok:
+                status.update("[b $success]Run finished: every step ok.[/] Press q to quit.")
+            else:
+                fail = m.first_failure()
+                where = f" ({fail[1]} on {fail[0]})" if fail else ""
+                status.update(f"[b $error]Run failed{where}.[/] e jumps to it, o opens the full log; "
+                              f"{self._resume_hint()}")
+            if not self._done_notified:
+                self._done_notified = True
+                self.notify("Run finished" if f.ok else "Run failed", severity="information" if f.ok else "error")
+        else:
+            cost = f" · ${self.hourly:.2f}/h while the VMs run" if self.hourly else ""
+            status.update(f"running{cost} · {'following' if self.following else 'paused (f follows)'}")
+
+    def _resume_hint(self) -> str:
+        if not self.recipe_path:
+            return ""
+        return f"resume with `gpuwizard run {self.recipe_path} --resume`."
+
+    # -------------------------------------------------------------- actions
+
+    def _activate(self, index: int) -> None:
+        tabs = self.query_one("#host-tabs", Tabs)
+        tabs.active = f"tab-{index}"
+
+    @on(Tabs.TabActivated, "#host-tabs")
+    def _tab(self, event: Tabs.TabActivated) -> None:
+        idx = int((event.tab.id or "tab-0").removeprefix("tab-"))
+        for pane in self.query(HostPaneWidget):
+            pane.set_class(pane.id == f"pane-{idx}", "-active")
+
+    def _active_index(self) -> int:
+        active = self.query_one("#host-tabs", Tabs).active or "tab-0"
+        return int(active.removeprefix("tab-"))
+
+    def action_host(self, delta: int) -> None:
+        if self.model.hosts:
+            self._activate((self._active_index() + delta) % len(self.model.hosts))
+
+    def action_follow(self) -> None:
+        self.following = not self.following
+        for log in self.query(Log):
+            log.auto_scroll = self.following
+            if self.following:
+                log.scroll_end(animate=False)
+        self.notify("Following the logs" if self.following else "Paused: the logs keep filling; f follows again")
+        self._summary()
+
+    def action_layout(self) -> None:
+        self.grid = not self.grid
+        panes = self.query_one("#panes", Container)
+        panes.set_class(self.grid, "-grid")
+        panes.set_class(not self.grid, "-tabs")
+        self.query_one("#host-tabs", Tabs).display = not self.grid
+
+    def action_jump_failed(self) -> None:
+        fail = self.model.first_failure()
+        if fail is None:
+            self.notify("No step has failed.")
+            return
+        host, step = fail
+        i = self.model.hosts.index(host)
+        if self.grid:
+            self.action_layout()
+        self._activate(i)
+        table = self.query_one("#grid", DataTable)
+        table.move_cursor(row=self.model.steps.index(step), column=i + 1)
+        pane = self._pane(host)
+        if pane is not None:
+            log = pane.query_one(Log)
+            p = self.model.panes[host]
+            first_kept = p.drained_upto - log.line_count
+            y = max(0, self.model.cells[(host, step)].start_line - first_kept)
+            if self.following:
+                self.action_follow()
+            self.call_after_refresh(log.scroll_to, y=y, animate=False)
+        msg = self.model.cells[(host, step)].message
+        self.notify(f"{step} failed on {host}" + (f": {msg}" if msg else ""), severity="error")
+
+    def action_open_log(self) -> None:
+        if not self.model.hosts:
+            return
+        host = self.model.hosts[self._active_index()]
+        path = self.log_path(host) if self.log_path else None
+        if path and os.path.exists(path):
+            self.app.push_screen(FullLogScreen(path))
+        else:
+            self.notify("The full log is in the run directory once the run has written it "
+                        "(`gpuwizard logs`).", severity="warning")
+
+    def action_leave(self) -> None:
+        if not self.model.running and len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def confirm_quit(self) -> None:
+        """Called by the App's quit: a running run asks what to do with the VMs."""
+        if not self.model.running:
+            code = 0 if (self.model.finished and self.model.finished.ok) else 1
+            self.app.exit(result=code, return_code=code)
+            return
+        from screens.dialogs import ChoiceScreen
+
+        cost = f" (about ${self.hourly:.2f}/h)" if self.hourly else ""
+        q = (f"The run is still going on {len(self.model.hosts)} host(s). Quit and leave the VMs running{cost}, "
+             "or stop the run first?")
+
+        def answer(choice: str | None) -> None:
+            if choice == "leave":
+                self.app.exit_message = self.leave_message()  # type: ignore[attr-defined]
+                self.cancel.set()
+                self.app.exit(result=130, return_code=130)
+            elif choice == "stop":
+                self.cancel.set()
+                self.notify("Stopping the run...")
+
+        self.app.push_screen(ChoiceScreen(q, [("leave", "Quit, leave VMs running"), ("stop", "Stop the run"),
+                                              ("stay", "Keep watching")]), answer)
+
+    def leave_message(self) -> str:
+        r = self.recipe_path or "RECIPE"
+        return (f"The VMs keep running (and cost money). Resume: gpuwizard run {r} --resume\n"
+                f"Delete them: gpuwizard down {r}")
+
+
+def _short_host(host: str) -> str:
+    return host if len(host) <= 18 else host[:8] + "…" + host[-9:]

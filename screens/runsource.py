@@ -1,0 +1,98 @@
+"""Event sources for the run screen: the real executor, run in the screen's worker thread.
+
+No Textual here. A source is an object with ``run(sink, cancel)`` (blocking; called in
+a thread worker), plus ``hosts``/``steps`` when known up front and ``log_path(host)``
+for the full per-host log in the run directory. The executor runs on its own asyncio
+loop in that thread, so SSH never shares the UI's loop; events go to the run directory
+first (:class:`gpuwizard.headless.Fanout`), then to the screen's model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+from gpuwizard import events as ev
+
+Sink = Callable[[ev.Event], None]
+
+
+class ExecutorSource:
+    """Runs a saved recipe with :class:`gpuwizard.executor.Executor` (provisioning first
+    for ``target.gcp``), writing the run directory like ``gpuwizard run`` does."""
+
+    def __init__(self, recipe: Any, path: str, *, hosts: Sequence[Any] | None = None, steps: Sequence[Any] | None = None,
+                 run_dir: str | None = None, resume: bool = False, options: dict[str, Any] | None = None) -> None:
+        """``hosts``: HostSpecs to use instead of resolving the recipe's (tests);
+        ``steps``: Steps instead of the planner's; ``options``: ExecOptions overrides."""
+        self.recipe = recipe
+        self.path = path
+        self._hosts = list(hosts) if hosts is not None else None
+        self._steps = list(steps) if steps is not None else None
+        self.run_dir = run_dir
+        self.resume = resume
+        self.options = options or {}
+        self.rd: Any = None
+        self.hosts: list[str] = [h.name for h in self._hosts] if self._hosts else list(recipe.hosts)
+        self.steps: list[str] = []
+        self.ok: bool | None = None
+        self.exit_code: int | None = None
+
+    def log_path(self, host: str) -> str | None:
+        """The host's full log in the run directory (every line, unlike the capped pane)."""
+        if self.rd is None:
+            return None
+        return str(self.rd.host_log_path(host))
+
+    def run(self, sink: Sink, cancel: threading.Event) -> None:
+        from gpuwizard import runner
+        from gpuwizard.headless import Fanout
+
+        steps = self._steps if self._steps is not None else runner.build_steps(self.recipe)
+        self.steps = [s.id for s in steps]
+        with open(self.path, encoding="utf-8") as fh:
+            text = fh.read()
+        args = argparse.Namespace(recipe=self.path, run_dir=self.run_dir, resume=self.resume, fresh=not self.resume)
+        self.rd, _resumed = runner.open_run_dir(args, self.recipe, text)
+        fan = Fanout(self.rd, sink)
+        try:
+            self.ok = asyncio.run(self._go(fan, steps, cancel))
+        finally:
+            self.rd.close()
+
+    async def _go(self, sink: Sink, steps: list[Any], cancel: threading.Event) -> bool:
+        from gpuwizard import runner
+        from gpuwizard.executor import ExecOptions, Executor
+
+        rd = self.rd
+        if self._hosts is not None:
+            hosts = self._hosts
+        else:
+            ctx = runner.RunContext(run_id=rd.run_id, run_dir=str(rd.path))
+            hosts = await runner.resolve_hosts(self.recipe, ctx, sink)
+        rd.begin_attempt()
+        rd.set_plan({h.name: steps for h in hosts})
+        opts = ExecOptions(run_id=rd.run_id, recipe=self.recipe.name,
+                           connect_timeout=float(self.recipe.ssh.connect_timeout),
+                           reboot_command=self.recipe.ssh.reboot_command, done=rd.done(),
+                           retry_auth=self.recipe.target.gcp is not None, **self.options)
+        executor = Executor(hosts, steps, sink, opts)
+
+        async def watch_cancel() -> None:
+            while not cancel.is_set():
+                await asyncio.sleep(0.1)
+            executor.cancel()
+
+        watcher = asyncio.ensure_future(watch_cancel())
+        try:
+            return await executor.run()
+        finally:
+            watcher.cancel()
+
+
+def executor_source(recipe: Any, path: str) -> ExecutorSource:
+    """The default source of the run screen for a saved recipe."""
+    return ExecutorSource(recipe, os.path.abspath(path))

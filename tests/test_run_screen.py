@@ -1,0 +1,204 @@
+"""The run screen: the event model (no terminal), the screen with a synthetic source, and
+the real thing: 4 real sshd hosts streaming 50,000 lines each through the executor."""
+
+from __future__ import annotations
+
+import resource
+import threading
+
+import pytest
+
+pytest.importorskip("textual")
+
+from gpuwizard import events as ev  # noqa: E402
+from screens.runmodel import RunModel, clean_line, synthetic_source  # noqa: E402
+
+SIZE = (120, 40)
+
+
+# ---------------------------------------------------------------------- the model
+
+
+def test_clean_line_strips_ansi_and_keeps_last_redraw() -> None:
+    assert clean_line("\x1b[1;32mok\x1b[0m done") == "ok done"
+    assert clean_line("  5%\r 50%\r100% fetched") == "100% fetched"
+    assert clean_line("\x1b]0;title\x07text") == "text"
+    assert clean_line("a\tb") == "a   b"
+
+
+def test_model_batches_lines_and_splits_partial_chunks() -> None:
+    m = RunModel(["h1"], ["s1"], max_lines=100)
+    m.feed(ev.StepStarted(host="h1", step="s1", title="first"))
+    m.feed(ev.Output(host="h1", step="s1", stream="stdout", data="one\ntw"))
+    m.feed(ev.Output(host="h1", step="s1", stream="stdout", data="o\nthree\x1b[0m\n"))
+    d = m.drain()
+    assert d.lines["h1"] == ["── s1: first", "one", "two", "three"]
+    assert ("h1", "s1") in d.cells
+    assert m.drain().lines == {}
+    m.feed(ev.Progress(host="h1", step="s1", fraction=0.5, text="50%"))
+    assert m.cells[("h1", "s1")].render() == "▶  50%"
+    m.feed(ev.StepFinished(host="h1", step="s1", status="failed", exit_code=3, seconds=2.0))
+    assert m.cells[("h1", "s1")].render() == "✗ 2.0s"
+    assert m.first_failure() == ("h1", "s1")
+    assert "exit 3" in m.drain().lines["h1"][-1]
+
+
+def test_model_caps_pending_lines_when_the_ui_falls_behind() -> None:
+    m = RunModel(["h"], ["s"], max_lines=1000)
+    data = "".join(f"line {i}\n" for i in range(50_000))
+    m.feed(ev.Output(host="h", step="s", stream="stdout", data=data))
+    d = m.drain()
+    assert len(d.lines["h"]) == 1000 and d.lines["h"][-1] == "line 49999"
+    assert m.panes["h"].dropped == 49_000
+
+
+def test_model_is_thread_safe() -> None:
+    m = RunModel(max_lines=10_000)
+    src = synthetic_source(["a", "b"], ["x", "y"], lines_per_step=500, chunk_lines=50)
+    t = threading.Thread(target=src, args=(m.feed, threading.Event()))
+    t.start()
+    got = 0
+    while t.is_alive():
+        got += sum(len(v) for v in m.drain().lines.values())
+    t.join()
+    got += sum(len(v) for v in m.drain().lines.values())
+    assert got == 2 * 2 * (500 + 1)  # every output line plus one header per step
+    assert m.finished is not None and m.finished.ok
+
+
+# ---------------------------------------------------------------------- the screen
+
+from textual.app import App  # noqa: E402
+
+from screens.run import RunScreen  # noqa: E402
+
+
+class _RunApp(App[int]):
+    """A bare app hosting the run screen (the wizard pushes it the same way)."""
+
+    CSS_PATH = "../screens/app.tcss"
+
+    def __init__(self, screen: RunScreen) -> None:
+        super().__init__()
+        self.run_screen = screen
+        self.exit_message: str | None = None
+
+    def on_mount(self) -> None:
+        self.push_screen(self.run_screen)
+
+    async def action_quit(self) -> None:
+        self.run_screen.confirm_quit()
+
+
+async def _finish(app: App, scr: RunScreen, pilot) -> None:
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    scr._flush()
+    await pilot.pause()
+
+
+@pytest.mark.asyncio
+async def test_run_screen_shows_status_and_jumps_to_failure() -> None:
+    hosts = ["alpha", "beta", "gamma"]
+    src = synthetic_source(hosts, ["setup", "train", "eval"], lines_per_step=300, chunk_lines=100,
+                           fail=("beta", "train"), fixed_ts=1_000.0)
+    scr = RunScreen(src, title="run test.yaml", recipe_path="test.yaml", max_lines=500)
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        await _finish(app, scr, pilot)
+        m = scr.model
+        assert m.finished is not None and not m.finished.ok
+        table = scr.query_one("#grid")
+        assert table.get_cell("train", "beta").startswith("✗")
+        assert table.get_cell("eval", "alpha").startswith("✓")
+        assert table.get_cell("eval", "beta") == "-"
+        from textual.widgets import Log
+
+        for pane in scr.query("HostPaneWidget"):
+            assert pane.query_one(Log).line_count <= 500
+        assert "Run failed (train on beta)" in str(scr.query_one("#run-status").render())
+        await pilot.press("e")
+        await pilot.pause()
+        assert scr.query_one("#host-tabs").active == "tab-1"
+        assert not scr.following
+        await pilot.press("g")
+        await pilot.pause()
+        assert scr.grid and scr.query_one("#panes").has_class("-grid")
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 1
+
+
+@pytest.mark.asyncio
+async def test_quitting_while_running_asks_and_prints_resume_and_down() -> None:
+    gate = threading.Event()
+
+    def slow(sink, cancel):
+        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["vm-1"], steps=["train"]))
+        sink(ev.StepStarted(host="vm-1", step="train"))
+        gate.set()
+        cancel.wait(30)
+        sink(ev.StepFinished(host="vm-1", step="train", status="cancelled"))
+        sink(ev.RunFinished(ok=False, interrupted=True))
+
+    scr = RunScreen(slow, recipe_path="stgcn.yaml", hourly=0.54)
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert gate.wait(10)
+        await pilot.press("q")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ChoiceScreen"
+        await pilot.click("#ans-leave")
+        await pilot.pause()
+    assert scr.cancel.is_set()
+    assert "gpuwizard run stgcn.yaml --resume" in app.exit_message
+    assert "gpuwizard down stgcn.yaml" in app.exit_message
+
+
+# ---------------------------------------------------------------------- real sshd hosts
+
+LINES = 50_000
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_four_real_hosts_stream_50k_lines_each(sshd_factory, tmp_path, monkeypatch) -> None:
+    """4 sshd hosts x 50,000 lines: every line in the run directory, panes capped, RSS bounded."""
+    pytest.importorskip("asyncssh")
+    from gpuwizard import recipe as rc
+    from gpuwizard.plan import user_step
+    from screens.runsource import ExecutorSource
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    hosts = sshd_factory.start(4)
+    text = (
+        "version: 1\nname: stream-test\n"
+        f"target: {{ssh: {{hosts: [{', '.join(h.host_string for h in hosts)}]}}}}\n"
+        f"ssh: {{identity: {sshd_factory.client_key}, known_hosts: {sshd_factory.known_hosts}}}\n"
+        "steps:\n"
+        f"  - {{name: stream, run: \"seq -f 'line %.0f of the stream' 1 {LINES}\"}}\n"
+    )
+    path = tmp_path / "stream.yaml"
+    path.write_text(text)
+    recipe = rc.load(str(path))
+    src = ExecutorSource(recipe, str(path), steps=[user_step(s) for s in recipe.steps], run_dir=str(tmp_path / "run"))
+    scr = RunScreen(src.run, model=RunModel(src.hosts, [], max_lines=2000), max_lines=2000,
+                    log_path=src.log_path, recipe_path=str(path))
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        await _finish(app, scr, pilot)
+        assert scr.model.finished is not None and scr.model.finished.ok, scr.query_one("#run-status").render()
+        from textual.widgets import Log
+
+        for pane in scr.query("HostPaneWidget"):
+            log = pane.query_one(Log)
+            assert 0 < log.line_count <= 2000
+            assert log.lines[-1].endswith(f"line {LINES} of the stream") or "stream" in log.lines[-1]
+    for h in scr.model.hosts:
+        data = open(src.log_path(h), encoding="utf-8").read()
+        nums = [ln for ln in data.splitlines() if ln.endswith(" of the stream")]
+        assert len(nums) == LINES, (h, len(nums))
+        assert nums[0] == "line 1 of the stream" and nums[-1] == f"line {LINES} of the stream"
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"

@@ -1,0 +1,272 @@
+"""The wizard end to end, driven by Pilot: from an empty draft to a saved recipe that
+``gpuwizard validate`` accepts (Compute data from the fake Compute server over HTTP),
+and an edited recipe that saves back byte for byte when nothing changed.
+
+Tests wait on workers and screens, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pathlib
+import shutil
+
+import pytest
+
+pytest.importorskip("textual")
+pytestmark = pytest.mark.asyncio
+
+from gpuwizard import recipe as rc  # noqa: E402
+from screens.app import WizardApp  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SIZE = (120, 40)
+
+EDITED = """\
+# A recipe written by hand: comments, key order and quoting must survive an unchanged save.
+version: 1
+name: stgcn-t4   # the VM name prefix
+description: ST-GCN on one T4, data from Google Drive
+target:
+  gcp:
+    zones: [us-central1-a, us-central1-b, us-west1-b]
+    machine_type: n1-standard-8
+    gpu: {type: nvidia-tesla-t4, count: 1}
+    spot: true
+    image: ubuntu-2204-lts
+    disk_gb: 150
+driver: {branch: "580", cuda: "12.8", cudnn: "9", tensorrt: false}
+env:
+  manager: venv
+  python: "3.10"
+  torch: "2.9"
+  repo:
+    url: https://github.com/open-mmlab/mmskeleton.git
+    setup:
+      - pip install -r requirements.txt
+      - python setup.py develop
+rclone:
+  remotes:
+    gdrive: {type: drive, scope: drive.readonly, token_file: ~/.config/gpuwizard/gdrive.json}
+datasets:
+  - {from: "gdrive:st-gcn-processed-data.zip", to: "~/data/", unzip: true}
+steps:
+  - {name: smoke, run: "nvidia-smi && python -c 'import torch; print(torch.cuda.is_available())'"}
+"""
+
+
+async def _settle(app: WizardApp, pilot) -> None:
+    """Wait until every worker has finished and the resulting messages are handled."""
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def _next(app: WizardApp, pilot, expect: str) -> None:
+    await pilot.press("ctrl+n")
+    await _settle(app, pilot)
+    assert app.screen.NAME == expect, f"expected the {expect} screen, got {app.screen.NAME}: {app.screen.reason}"
+
+
+def _catalog_validate(path: str) -> list[str]:
+    """Errors `gpuwizard validate` would print for ``path`` (shape + catalog checks)."""
+    recipe = rc.load(path)
+    try:
+        from gpuwizard import validate
+    except ImportError:
+        return []
+    return [p.format(path) for p in validate.validate(recipe) if not getattr(p, "warning", False)]
+
+
+async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path, monkeypatch) -> None:
+    """Empty draft -> every screen -> saved recipe; quota and zones come from the fake over HTTP."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # No T4 quota left in us-central1: the live zone list must put other regions first.
+    fake_compute.set_quota("us-central1", "NVIDIA_T4_GPUS", 4, usage=4)
+    out = tmp_path / "stgcn.yaml"
+    app = WizardApp(path=str(out))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        scr = app.screen
+        assert scr.NAME == "quota"
+        # The ADC project (here: the fake's, through GOOGLE_CLOUD_PROJECT) and live quota.
+        assert app.live.project is not None and app.live.project.online
+        assert app.live.project.project == fake_compute.project
+        view = app.live.quota[(fake_compute.project, "nvidia-tesla-t4", False)]
+        assert view.online and view.global_free == 16
+        assert view.region_free("us-central1") == 0
+        assert scr.valid
+
+        await _next(app, pilot, "zone")
+        key = (fake_compute.project, "nvidia-tesla-t4", 1, False)
+        assert key in app.live.zones and all(r.live for r in app.live.zones[key])
+        order = list(app.screen.order)
+        assert order and not any(z.startswith("us-central1-") for z in order), order
+        # Reorder: move the second zone up (failover preference).
+        table = app.screen.query_one("#zones")
+        table.move_cursor(row=1)
+        await pilot.press("u")
+        assert app.screen.order[0] == order[1]
+
+        await _next(app, pilot, "machine")
+        await _next(app, pilot, "driver")
+        await _next(app, pilot, "environment")
+        await pilot.press("ctrl+t")  # the ST-GCN preset
+        await pilot.pause()
+        await _next(app, pilot, "dataset")
+
+        # A Drive dataset needs a remote: Next is disabled until one exists.
+        app.screen.query_one("#ds-from").value = "gdrive:st-gcn-processed-data.zip"
+        app.screen.query_one("#ds-unzip").value = True
+        await pilot.press("ctrl+a")
+        await pilot.pause()
+        assert not app.screen.valid and "gdrive" in app.screen.reason
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.NAME == "dataset"
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert app.screen.id == "rclone-dialog"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen.NAME == "dataset" and app.screen.valid, app.screen.reason
+
+        await _next(app, pilot, "review")
+        assert app.screen.valid, app.screen.reason
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    assert app.saved_path == str(out)
+    saved = rc.load(str(out))
+    g = saved.target.gcp
+    assert g.zones[0] == order[1] and g.gpu.type == "nvidia-tesla-t4"
+    assert saved.env.repo.url.endswith("mmskeleton.git")
+    assert saved.datasets[0].from_ == "gdrive:st-gcn-processed-data.zip" and saved.datasets[0].unzip
+    assert saved.rclone.remotes["gdrive"].type == "drive"
+    assert _catalog_validate(str(out)) == []
+    from gpuwizard.cli import main
+
+    assert main(["validate", str(out)]) == 0
+
+
+def _edit_cases() -> list[str]:
+    shipped = sorted(glob.glob(str(ROOT / "recipes" / "*.yaml")))
+    return ["hand-written"] + shipped
+
+
+@pytest.mark.parametrize("case", _edit_cases(), ids=lambda c: os.path.basename(c))
+async def test_edit_and_save_unchanged_is_byte_for_byte(case: str, tmp_path) -> None:
+    """Walking every screen of a saved recipe with Next and saving rewrites nothing."""
+    path = tmp_path / "recipe.yaml"
+    if case == "hand-written":
+        path.write_text(EDITED, encoding="utf-8")
+    else:
+        shutil.copy(case, path)
+    before = path.read_bytes()
+    draft = rc.load(str(path))
+    app = WizardApp(draft, path=str(path), source_path=str(path), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        for name in ("zone", "machine", "driver", "environment", "dataset", "review"):
+            await _next(app, pilot, name)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen.NAME == "review"  # the same file: no overwrite question
+    assert app.saved_path == str(path)
+    assert path.read_bytes() == before
+
+
+async def test_edit_a_change_is_saved_and_comments_kept(tmp_path) -> None:
+    """A real edit (disk size) is written; the leading comment survives."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(EDITED, encoding="utf-8")
+    app = WizardApp(rc.load(str(path)), path=str(path), source_path=str(path), start="machine", live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        disk = app.screen.query_one("#disk")
+        disk.value = "200"
+        await pilot.pause()
+        for name in ("driver", "environment", "dataset", "review"):
+            await _next(app, pilot, name)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# A recipe written by hand")
+    assert rc.load(str(path)).target.gcp.disk_gb == 200
+
+
+async def test_next_is_gated_and_footer_says_why(tmp_path) -> None:
+    app = WizardApp(live=False, start="machine")
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        scr = app.screen
+        assert scr.valid
+        scr.query_one("#disk").value = "5"
+        await pilot.pause()
+        assert not scr.valid and "disk" in scr.reason
+        assert scr.check_action("next", ()) is None  # dimmed in the footer
+        assert "disk" in str(scr.query_one("#why").render())
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen is scr
+
+
+async def test_back_keeps_state_and_palette_jumps(tmp_path) -> None:
+    app = WizardApp(live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        app.screen.query_one("#spot").value = True
+        await pilot.pause()
+        await _next(app, pilot, "zone")
+        await pilot.press("ctrl+b")
+        await _settle(app, pilot)
+        assert app.screen.NAME == "quota" and app.screen.query_one("#spot").value is True
+        assert app.draft.target.gcp.spot is True
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Go to 4 Driver" in titles
+        cmd = next(c for c in app.get_system_commands(app.screen) if c.title == "Go to 4 Driver")
+        cmd.callback()
+        await _settle(app, pilot)
+        assert app.screen.NAME == "driver"
+
+
+async def test_driver_screen_disables_impossible_choices_with_reasons() -> None:
+    """V100: branches after R580 are disabled, and the reason is on screen."""
+    from gpuwizard.recipe import GcpTarget, Gpu, Recipe, Target
+
+    draft = Recipe(target=Target(gcp=GcpTarget(gpu=Gpu("nvidia-tesla-v100", 1), zones=["us-central1-a"])))
+    app = WizardApp(draft, live=False, start="driver")
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        scr = app.screen
+        branches = scr._choices["branch"]
+        r595 = next(c for c in branches if c.value == "595")
+        r580 = next(c for c in branches if c.value == "580")
+        assert not r595.enabled and "580" in r595.reason
+        assert r580.enabled
+        assert scr.drv.branch == "580" and scr.drv.flavor == "proprietary"
+        assert "R590: V100" in str(scr.query_one("#reasons").render())
+        assert scr.valid
+
+
+async def test_dlvm_image_means_preinstalled() -> None:
+    from gpuwizard.recipe import GcpTarget, Recipe, Target
+
+    draft = Recipe(target=Target(gcp=GcpTarget(image="common-cu128-ubuntu-2204-nvidia-570", zones=["us-central1-a"])))
+    app = WizardApp(draft, live=False, start="driver")
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        assert app.screen.query_one("#mode").value == "preinstalled"
+        await _next(app, pilot, "environment")
+    assert app.draft.driver is not None and app.draft.driver.preinstalled
+
+
+async def test_offline_says_so_and_continues(monkeypatch) -> None:
+    monkeypatch.setenv("GPUWIZARD_OFFLINE", "1")
+    app = WizardApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        note = str(app.screen.query_one("#quota-note").render())
+        assert "Offline" in note and "console.cloud.google.com" in note
+        await _next(app, pilot, "zone")
+        assert app.screen.order  # the catalog answers
