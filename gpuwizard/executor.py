@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from gpuwizard import events as ev
-from gpuwizard.secrets import Masker, values_from_file_text
-from gpuwizard.ssh import HostKeyError, HostSpec, SshError, connect
+from gpuwizard.secrets import Masker, mask_all, values_from_file_text
+from gpuwizard.ssh import HostSpec, SshError, connect
 from gpuwizard.steps import Step, Upload
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,6 +96,7 @@ class _Host:
         self.is_root: bool | None = None
         self.secrets: set[str] = set()
         self.secret_errors: dict[str, str] = {}
+        self.running_pid: int | None = None  # remote process group of the step in flight
 
 
 class Executor:
@@ -159,25 +160,29 @@ class Executor:
 
     async def _run_host(self, h: _Host) -> bool:
         name = h.spec.name
-        try:
-            await self._connect(h)
-        except _Stopped:
-            return self._finish_host(h, 0, "not_run", "interrupted before connecting")
-        except SshError as exc:
-            return self._finish_host(h, 0, "not_run", str(exc))
+        done = self.options.done.get(name, {})
         for i, step in enumerate(h.steps):
-            done_fp = self.options.done.get(name, {}).get(step.id)
+            done_fp = done.get(step.id)
             if done_fp is not None and done_fp == fingerprint(step):
                 self.sink(ev.StepFinished(host=name, step=step.id, status="skipped",
                                           message="done in an earlier attempt of this run"))
                 continue
+            if h.conn is None:  # connect at the first step with work to do
+                try:
+                    await self._connect(h)
+                except _Stopped:
+                    return self._finish_host(h, i, "not_run", "interrupted before connecting")
+                except SshError as exc:
+                    return self._finish_host(h, i, "not_run", str(exc))
+                except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
+                    return self._finish_host(h, i, "not_run", f"{name}: cannot connect: {type(exc).__name__}: {exc}")
             try:
                 result = await self._run_step(h, step)
             except _Stopped:
                 result = _Result("cancelled", message="interrupted")
             if result.status not in ("ok", "skipped"):
-                return self._finish_host(h, i + 1, "not_run",
-                                         result.message or f"step {step.id} {result.status}")
+                why = f": {result.message}" if result.message and result.status != "cancelled" else ""
+                return self._finish_host(h, i + 1, "not_run", f"{step.id} {result.status}{why}")
         self._close(h)
         self.sink(ev.HostFinished(host=name, ok=True, message=f"{len(h.steps)} steps done"))
         return True
@@ -260,6 +265,7 @@ class Executor:
                     self._note(h, step.id, f"connection lost during {step.id}; reconnecting to re-run it")
                     try:
                         await self._connect(h)
+                        await self._kill_stale(h)
                     except SshError as exc:
                         result = _Result("failed", message=str(exc))
                     except _Stopped:
@@ -272,6 +278,7 @@ class Executor:
                 failures += 1
                 self._note(h, step.id, f"{step.id} {result.status}; retry {failures} of {step.retries}")
                 continue
+            result.message = mask_all(result.message, h.secrets) if h.secrets else result.message
             self.sink(ev.StepFinished(host=name, step=step.id, status=result.status, exit_code=result.exit_code,
                                       seconds=round(time.monotonic() - t0, 3), message=result.message))
             return result
@@ -380,6 +387,7 @@ class Executor:
                     else:
                         head = False
                         pid.append(int(buf[at + len(PID_MARK):nl] or 0))
+                        h.running_pid = pid[0]
                         data = buf[:at] + buf[nl + 1:]
                         if not data:
                             continue
@@ -400,6 +408,7 @@ class Executor:
             await asyncio.gather(pump("stdout", proc.stdout), pump("stderr", proc.stderr))
             return await proc.wait()
 
+        h.running_pid = None
         task = asyncio.ensure_future(work())
         assert self._stop is not None
         stop = asyncio.ensure_future(self._stop.wait())
@@ -416,6 +425,7 @@ class Executor:
                 if h.conn.is_closed():
                     raise _Lost("connection closed")
                 return _Result("failed", None, "the remote command ended without an exit status")
+            h.running_pid = None
             if completed.exit_signal is not None:
                 return _Result("failed", None, f"killed by signal {completed.exit_signal[0]}")
             code = completed.exit_status
@@ -450,6 +460,21 @@ class Executor:
             except BaseException:  # noqa: BLE001 - still running (or failed): escalate
                 if task.done():
                     return
+
+    async def _kill_stale(self, h: _Host) -> None:
+        """After a dropped connection (not a dead host) the step may still run on the
+        host; stop it before the step is re-run, so two copies never race. The pid is
+        only trusted if it is still our wrapper's bash (a rebooted host reuses pids)."""
+        pid, h.running_pid = h.running_pid, None
+        if pid is None or h.conn is None:
+            return
+        ours = "'bash --norc --noprofile -euo pipefail -c '*|'sudo -n -- bash --norc --noprofile -euo pipefail -c '*"
+        cmd = (f"c=$(tr '\\0' ' ' < /proc/{pid}/cmdline 2>/dev/null) || exit 0; "
+               f"case \"$c\" in {ours}) kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null;; esac; true")
+        try:
+            await asyncio.wait_for(h.conn.run(cmd, check=False), 10)
+        except Exception:  # noqa: BLE001 - best effort; the re-run goes ahead either way
+            pass
 
     async def _reboot(self, h: _Host, step: Step) -> _Result:
         """Reboot after a step: send the command, wait for SSH to drop, then come back."""
@@ -500,8 +525,10 @@ def _wrap(script: str, sudo: bool, report_pid: bool = True) -> str:
     ``echo $$ >&2; exec ...`` reports the process group id (sshd makes each session's
     command a session leader) before becoming the step, so no extra process stays
     around. ``sudo -n`` never prompts: a missing sudo right fails at once.
+    ``--norc``: bash sources bashrc files when it thinks sshd started it, and
+    Debian's /etc/bash.bashrc fails under ``-u``; steps must not depend on them anyway.
     """
-    inner = f"bash -euo pipefail -c {shlex.quote(script)}"
+    inner = f"bash --norc --noprofile -euo pipefail -c {shlex.quote(script)}"
     if sudo:
         inner = f"sudo -n -- {inner}"
     return f"printf '\\036gwpid:%d\\n' $$ >&2; exec {inner}" if report_pid else f"exec {inner}"

@@ -7,7 +7,10 @@ Layout of ``$XDG_STATE_HOME/gpuwizard/runs/<run-id>/`` (default ``~/.local/state
     hosts/<host>.log         the host's full output (stdout+stderr as they came, and
                              the executor's notes), secrets masked
     hosts/<host>.index.jsonl byte ranges of each step attempt in that log
-    state.json               resume state: per host, finished step ids -> fingerprint
+    state.json               run status and, per host, finished step ids -> fingerprint
+    done.jsonl               finished steps appended as they finish (merged into
+                             state.json's view on open: one small append per step
+                             instead of rewriting the whole state)
     lock                     flock'ed while a process runs this directory
 
 Why Output is not in events.jsonl: it is the bulk of a run (a million lines for some
@@ -27,7 +30,6 @@ import os
 import pathlib
 import re
 import secrets as _random
-import shutil
 import sys
 import time
 from typing import IO, Any, Iterator, Mapping, Sequence
@@ -77,6 +79,7 @@ class RunDir:
         self._open_step: dict[str, tuple[str, int, int]] = {}
         self._fingerprints: dict[str, dict[str, str]] = {}
         self._lock_fd: int | None = None
+        self._journal: IO[str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -105,6 +108,16 @@ class RunDir:
     def open(cls, path: str | os.PathLike[str]) -> "RunDir":
         p = pathlib.Path(path)
         state = json.loads((p / "state.json").read_text(encoding="utf-8"))
+        journal = p / "done.jsonl"
+        if journal.exists():
+            for line in journal.read_text(encoding="utf-8").splitlines():
+                try:
+                    d = json.loads(line)
+                    hosts = state.setdefault("hosts", {})
+                    hs = hosts.setdefault(d["host"], {"file": host_file(d["host"]), "done": {}, "status": "pending"})
+                    hs.setdefault("done", {})[d["step"]] = d["fp"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line after a crash
         return cls(p, state)
 
     def lock(self) -> bool:
@@ -142,10 +155,10 @@ class RunDir:
         self.save_state()
 
     def close(self) -> None:
-        for fh in [self._events, *self._logs.values(), *self._index.values()]:
+        for fh in [self._events, self._journal, *self._logs.values(), *self._index.values()]:
             if fh is not None:
                 fh.close()
-        self._events = None
+        self._events = self._journal = None
         self._logs.clear()
         self._index.clear()
         if self._lock_fd is not None:
@@ -192,6 +205,9 @@ class RunDir:
         self._events.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
         if isinstance(event, ev.StepStarted):
             log = self._log(event.host)
+            prev = self._open_step.pop(event.host, None)
+            if prev is not None:  # a retry or a re-run after a lost connection
+                self._write_index(event.host, prev, log.tell(), "retried")
             self._open_step[event.host] = (event.step, event.attempt, log.tell())
         elif isinstance(event, ev.StepFinished):
             self._step_finished(event)
@@ -206,18 +222,22 @@ class RunDir:
     def _step_finished(self, e: ev.StepFinished) -> None:
         opened = self._open_step.pop(e.host, None)
         if opened and opened[0] == e.step:
-            end = self._log(e.host).tell()
-            idx = self._index.get(e.host)
-            if idx is None:
-                idx = self._index[e.host] = open(self.path / "hosts" / f"{host_file(e.host)}.index.jsonl", "a",
-                                                 encoding="utf-8", buffering=1)
-            idx.write(json.dumps({"step": e.step, "attempt": opened[1], "start": opened[2], "end": end,
-                                  "status": e.status}) + "\n")
+            self._write_index(e.host, opened, self._log(e.host).tell(), e.status)
         if e.status in ("ok", "skipped"):
             fp = self._fingerprints.get(e.host, {}).get(e.step)
             if fp is not None:
                 self._host_state(e.host)["done"][e.step] = fp
-                self.save_state()
+                if self._journal is None:
+                    self._journal = open(self.path / "done.jsonl", "a", encoding="utf-8", buffering=1)
+                self._journal.write(json.dumps({"host": e.host, "step": e.step, "fp": fp}) + "\n")
+
+    def _write_index(self, host: str, opened: tuple[str, int, int], end: int, status: str) -> None:
+        idx = self._index.get(host)
+        if idx is None:
+            idx = self._index[host] = open(self.path / "hosts" / f"{host_file(host)}.index.jsonl", "a",
+                                           encoding="utf-8", buffering=1)
+        step, attempt, start = opened
+        idx.write(json.dumps({"step": step, "attempt": attempt, "start": start, "end": end, "status": status}) + "\n")
 
     def _log(self, host: str) -> IO[bytes]:
         fh = self._logs.get(host)
@@ -356,7 +376,3 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     data = fh.read() if end is None else fh.read(end - start)
                 out.write(data.decode("utf-8", "replace"))
     return 0
-
-
-def copy_recipe(src: str, dst: pathlib.Path) -> None:  # pragma: no cover - small helper for callers
-    shutil.copyfile(src, dst)

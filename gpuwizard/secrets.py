@@ -15,34 +15,59 @@ MASK = "********"
 MIN_SECRET = 6  # shorter strings would mask ordinary words
 
 
+_SECRET_KEY_WORDS = ("token", "secret", "pass", "key", "credential", "auth")
+LONG = 16  # a value this long is masked whatever its key: tokens are long, words are not
+
+
+def _secret_key(key: object) -> bool:
+    k = str(key).lower()
+    return any(w in k for w in _SECRET_KEY_WORDS) and not k.endswith(("_type", "_uri", "_url"))
+
+
 def values_from_file_text(text: str) -> set[str]:
-    """The strings to mask for an uploaded secret file: the whole content, each
-    non-trivial line, and for JSON every string value (token JSON prints field by field)."""
+    """The strings to mask for an uploaded secret file.
+
+    The whole content; for JSON (token files) every string under a secret-looking key
+    and every long string; for ``key = value`` lines (rclone.conf) the values of
+    secret-looking keys, long values, and JSON inside values; other long lines whole.
+    Short ordinary values (``type = drive``, ``"Bearer"``) stay readable in logs.
+    """
     out: set[str] = set()
     stripped = text.strip()
     if len(stripped) >= MIN_SECRET:
         out.add(stripped)
-    for line in text.splitlines():
-        line = line.strip()
-        if len(line) >= MIN_SECRET:
-            out.add(line)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
 
-    def walk(v: object) -> None:
-        if isinstance(v, str) and len(v) >= MIN_SECRET:
-            out.add(v)
+    def walk(v: object, key: object = "") -> None:
+        if isinstance(v, str):
+            if len(v) >= LONG or (len(v) >= MIN_SECRET and _secret_key(key)):
+                out.add(v)
         elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
+            for k, x in v.items():
+                walk(x, k)
         elif isinstance(v, list):
             for x in v:
-                walk(x)
+                walk(x, key)
 
-    walk(data)
-    # the JSON of a nested object may be re-serialized by a tool; its scalars are covered above
+    def walk_json(t: str, key: object = "") -> bool:
+        try:
+            walk(json.loads(t), key)
+        except ValueError:
+            return False
+        return True
+
+    if walk_json(text):
+        return out
+    for line in text.splitlines():
+        line = line.strip()
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if eq and key and " " not in key:
+            if len(value) >= LONG or (len(value) >= MIN_SECRET and _secret_key(key)):
+                out.add(value)
+            if value.startswith(("{", "[")):
+                walk_json(value, key)
+        elif len(line) >= LONG:
+            out.add(line)
     return out
 
 

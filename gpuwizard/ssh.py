@@ -93,14 +93,26 @@ def known_hosts_path(spec: HostSpec) -> str:
     return os.path.expanduser(spec.known_hosts or DEFAULT_KNOWN_HOSTS)
 
 
-def _listed(spec: HostSpec, path: str) -> bool:
-    """True when known_hosts has any key for this host (so a failure means "changed")."""
+_KNOWN_HOSTS_CACHE: dict[str, tuple[tuple[int, int], Any]] = {}
+
+
+def _known_hosts(path: str) -> Any:
+    """The parsed known_hosts file, cached while it is unchanged: 32 hosts sharing one
+    file would otherwise parse it 64 times."""
     import asyncssh
 
-    if not os.path.exists(path):
-        return False
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _KNOWN_HOSTS_CACHE.get(path)
+    if hit is None or hit[0] != stamp:
+        hit = _KNOWN_HOSTS_CACHE[path] = (stamp, asyncssh.read_known_hosts(path))
+    return hit[1]
+
+
+def _listed(spec: HostSpec, path: str) -> bool:
+    """True when known_hosts has any key for this host (so a failure means "changed")."""
     try:
-        trusted, _, revoked, *_ = asyncssh.read_known_hosts(path).match(spec.address, "", spec.port or 22)
+        trusted, _, revoked, *_ = _known_hosts(path).match(spec.address, "", spec.port or 22)
     except (OSError, ValueError):
         return False
     return bool(trusted or revoked)
@@ -132,8 +144,9 @@ def _q(s: str) -> str:
 def _is_retryable(exc: BaseException) -> bool:
     import asyncssh
 
-    if isinstance(exc, (asyncssh.HostKeyNotVerifiable, asyncssh.PermissionDenied)):
-        return False
+    if isinstance(exc, (asyncssh.HostKeyNotVerifiable, asyncssh.PermissionDenied, asyncssh.KeyImportError,
+                        FileNotFoundError, PermissionError, IsADirectoryError)):
+        return False  # a local problem: waiting will not fix it
     return isinstance(exc, (OSError, asyncio.TimeoutError, asyncssh.Error, EOFError))
 
 
@@ -149,7 +162,7 @@ async def connect_once(spec: HostSpec, *, keepalive: float = 15.0, timeout: floa
             raise HostKeyError(f"{spec.name}: no known_hosts file at {path} to verify the host key with. "
                                f"Add the host's key there (ssh-keyscan), or run with --accept-new-host-key.")
     kwargs: dict[str, Any] = dict(
-        known_hosts=None if (spec.accept_new and not listed) else path,
+        known_hosts=None if (spec.accept_new and not listed) else (_known_hosts(path) if listed else path),
         keepalive_interval=keepalive, keepalive_count_max=4, connect_timeout=timeout,
     )
     if spec.port is not None:
@@ -157,7 +170,11 @@ async def connect_once(spec: HostSpec, *, keepalive: float = 15.0, timeout: floa
     if spec.user:
         kwargs["username"] = spec.user
     if spec.identity:
-        kwargs["client_keys"] = [os.path.expanduser(spec.identity)]
+        key = os.path.expanduser(spec.identity)
+        if not os.path.isfile(key):
+            raise AuthError(f"{spec.name}: the identity file {spec.identity} does not exist; "
+                            f"fix ssh.identity in the recipe (or remove it to use ssh-agent and ~/.ssh keys).")
+        kwargs["client_keys"] = [key]
     try:
         conn = await asyncssh.connect(spec.address, **kwargs)
     except asyncssh.HostKeyNotVerifiable:
@@ -192,8 +209,8 @@ async def connect(spec: HostSpec, *, deadline: float, on_attempt: Callable[[int]
             return await connect_once(spec, keepalive=keepalive, timeout=max(1.0, min(20.0, left)))
         except HostKeyError:
             raise
-        except AuthError:
-            if not retry_auth or time.monotonic() + delay > deadline:
+        except AuthError as exc:
+            if not retry_auth or "does not exist" in str(exc) or time.monotonic() + delay > deadline:
                 raise
         except Exception as exc:  # noqa: BLE001 - classified below
             if not _is_retryable(exc):

@@ -1,0 +1,278 @@
+"""The executor against real sshd hosts on 127.0.0.1 (tests/fixtures/sshd.py).
+
+Reboots and connection drops are simulated by stopping and restarting the fixture's
+sshd: nothing here reboots the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import subprocess
+import threading
+import time
+
+import pytest
+
+from gpuwizard import events as ev
+from gpuwizard.executor import ExecOptions, Executor, _wrap
+from gpuwizard.ssh import HostSpec
+from gpuwizard.steps import Step, Upload
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def spec(h, name: str | None = None, **kw) -> HostSpec:
+    return HostSpec(name=name or f"h{h.index}", address=h.address, port=h.port, user=h.user,
+                    identity=h.client_key, known_hosts=h.known_hosts, **kw)
+
+
+def execute(hosts, steps, on_start=None, **opts) -> tuple[bool, list[ev.Event], Executor]:
+    events: list[ev.Event] = []
+    opts.setdefault("connect_timeout", 15)
+    ex = Executor([spec(h) for h in hosts], steps, events.append, ExecOptions(**opts))
+
+    async def main() -> bool:
+        if on_start:
+            on_start(ex)
+        return await ex.run()
+
+    return asyncio.run(main()), events, ex
+
+
+def finished(events, host=None) -> list[tuple[str, str]]:
+    return [(e.step, e.status) for e in events if isinstance(e, ev.StepFinished) and (host is None or e.host == host)]
+
+
+def output(events, host, stream="stdout", step=None) -> str:
+    return "".join(e.data for e in events if isinstance(e, ev.Output) and e.host == host
+                   and e.stream == stream and (step is None or e.step == step))
+
+
+def test_output_order_exit_codes_and_one_failing_host(sshd_factory):
+    hosts = sshd_factory.start(3)
+    good = [Step("count", "count", "for i in $(seq 1 3000); do echo \"line $i\"; echo \"err $i\" >&2; done"),
+            Step("env", "env", 'echo "$GREETING"', env=(("GREETING", "it's a \"test\" $HOME"),)),
+            Step("last", "last", "echo last")]
+    bad = [good[0], Step("boom", "boom", "echo about to fail; exit 3"), good[2]]
+    plan = {"h0": good, "h1": bad, "h2": good}
+    ok, events, _ = execute(hosts, plan)
+    assert not ok
+    for name in ("h0", "h2"):
+        assert output(events, name, step="count") == "".join(f"line {i}\n" for i in range(1, 3001))
+        assert output(events, name, "stderr", step="count") == "".join(f"err {i}\n" for i in range(1, 3001))
+        assert output(events, name, step="env") == "it's a \"test\" $HOME\n"
+        assert finished(events, name) == [("count", "ok"), ("env", "ok"), ("last", "ok")]
+    assert finished(events, "h1") == [("count", "ok"), ("boom", "failed"), ("last", "not_run")]
+    boom = next(e for e in events if isinstance(e, ev.StepFinished) and e.step == "boom")
+    assert boom.exit_code == 3
+    hf = {e.host: e.ok for e in events if isinstance(e, ev.HostFinished)}
+    assert hf == {"h0": True, "h1": False, "h2": True}
+    assert isinstance(events[0], ev.RunStarted) and isinstance(events[-1], ev.RunFinished)
+    assert events[-1].ok is False and events[-1].interrupted is False
+    # the executor's pid marker never leaks into output
+    assert "gwpid" not in "".join(e.data for e in events if isinstance(e, ev.Output))
+
+
+def test_bash_strict_mode_and_step_timeout(sshd_host):
+    marker = f"gwtimeout{os.getpid()}"
+    steps = [Step("unset", "unset", "echo $NOPE_NOT_SET; echo unreachable"),
+             ]
+    ok, events, _ = execute([sshd_host], steps)
+    assert finished(events) == [("unset", "failed")]
+    assert "unreachable" not in output(events, "h0")
+    steps = [Step("slow", "slow", f"echo go; exec -a {marker} sleep 30", timeout=1.0)]
+    t0 = time.monotonic()
+    ok, events, _ = execute([sshd_host], steps, kill_grace=1.0)
+    assert time.monotonic() - t0 < 8
+    assert finished(events) == [("slow", "timeout")]
+    assert output(events, "h0") == "go\n"
+    # the remote process group was killed, not just abandoned
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
+def test_host_key_mismatch_is_refused(sshd_factory, tmp_path):
+    host, other = sshd_factory.start(2)
+    bad = tmp_path / "known_hosts"
+    # the other host's key, filed under this host's name: a changed key
+    bad.write_text(f"[127.0.0.1]:{host.port} " + other.host_key_line.split(" ", 1)[1] + "\n")
+    events: list[ev.Event] = []
+    s = HostSpec(name="victim", address=host.address, port=host.port, user="root", identity=host.client_key,
+                 known_hosts=str(bad))
+    t0 = time.monotonic()
+    ok = asyncio.run(Executor([s], [Step("a", "a", "echo hi")], events.append,
+                              ExecOptions(connect_timeout=30)).run())
+    assert not ok and time.monotonic() - t0 < 5  # refused at once, not retried
+    hf = next(e for e in events if isinstance(e, ev.HostFinished))
+    assert "does not match" in hf.message and "ssh-keygen -R" in hf.message
+    assert finished(events) == [("a", "not_run")]
+    assert not [e for e in events if isinstance(e, ev.Output)]
+
+
+def test_reboot_step_continues_after_host_returns(sshd_host):
+    sshd_host.reboot_delay = 1.0
+    steps = [Step("before", "before", "echo before"),
+             Step("kernel", "kernel", "echo installing", reboot=True),
+             Step("after", "after", "echo after")]
+    ok, events, _ = execute([sshd_host], steps, reboot_command=sshd_host.reboot_command)
+    assert ok, [e for e in events if isinstance(e, ev.StepFinished)]
+    assert sshd_host.reboots == 1
+    assert finished(events) == [("before", "ok"), ("kernel", "ok"), ("after", "ok")]
+    assert output(events, "h0", step="after") == "after\n"
+    assert sum(isinstance(e, ev.HostConnected) for e in events) == 2
+
+
+def test_dropped_connection_reruns_the_step_exactly_once_to_completion(sshd_host, tmp_path):
+    log = tmp_path / "steps.log"
+    steps = [Step(f"s{i}", f"s{i}", f"echo start-{i} >> {log}; sleep {1.5 if i == 2 else 0.1}; echo done-{i} >> {log}")
+             for i in range(1, 4)]
+
+    def killer() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if log.exists() and "start-2" in log.read_text():
+                sshd_host.restart(0.8)  # kills sshd, the session and the step's processes
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    ok, events, _ = execute([sshd_host], steps)
+    t.join()
+    lines = log.read_text().split()
+    assert ok, finished(events)
+    assert [lines.count(f"done-{i}") for i in (1, 2, 3)] == [1, 1, 1]
+    assert lines.count("start-2") == 2  # interrupted once, re-run once
+    assert finished(events) == [("s1", "ok"), ("s2", "ok"), ("s3", "ok")]
+    assert "connection lost" in output(events, "h0", "gpuwizard")
+
+
+def test_check_skips_and_retries(sshd_host, tmp_path):
+    m = tmp_path / "marker"
+    flaky = tmp_path / "flaky"
+    steps = [Step("mk", "mk", f"touch {m}", check=f"test -f {m}"),
+             Step("flaky", "flaky", f"if [ -f {flaky} ]; then echo fine; else touch {flaky}; exit 1; fi", retries=1)]
+    ok, events, _ = execute([sshd_host], steps)
+    assert ok and finished(events) == [("mk", "ok"), ("flaky", "ok")]
+    assert [e.attempt for e in events if isinstance(e, ev.StepStarted) and e.step == "flaky"] == [1, 2]
+    ok, events, _ = execute([sshd_host], steps[:1])
+    assert ok and finished(events) == [("mk", "skipped")]
+
+
+def test_resume_state_skips_done_steps(sshd_host):
+    from gpuwizard.executor import fingerprint
+
+    a, b = Step("a", "a", "echo a"), Step("b", "b", "echo b")
+    changed = Step("b", "b", "echo b2")
+    done = {"h0": {"a": fingerprint(a), "b": fingerprint(b)}}
+    ok, events, _ = execute([sshd_host], [a, changed], done=done)
+    assert ok and finished(events) == [("a", "skipped"), ("b", "ok")]
+    assert output(events, "h0") == "b2\n"
+    sshd_host.stop()  # a host with nothing left to do is not even contacted
+    ok, events, _ = execute([sshd_host], [a, b], done=done, connect_timeout=1)
+    assert ok and finished(events) == [("a", "skipped"), ("b", "skipped")]
+    assert not [e for e in events if isinstance(e, ev.HostConnecting)]
+
+
+def test_cancel_kills_remote_and_reports(sshd_host):
+    marker = f"gwcancel{os.getpid()}"
+    steps = [Step("one", "one", "echo one"), Step("long", "long", f"echo started; exec -a {marker} sleep 30"),
+             Step("three", "three", "echo three")]
+    events: list[ev.Event] = []
+    ex = Executor([spec(sshd_host)], steps, lambda e: (events.append(e), isinstance(e, ev.Output) and "started" in e.data
+                                                      and ex.cancel()), ExecOptions(kill_grace=1.0))
+    ok = asyncio.run(ex.run())
+    assert not ok and ex.interrupted
+    assert finished(events) == [("one", "ok"), ("long", "cancelled"), ("three", "not_run")]
+    assert events[-1].interrupted is True
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
+def test_uploads_are_0600_in_home_and_masked(sshd_user_host, tmp_path):
+    token = {"access_token": "ya29.A0ARrdaM-very-secret-token", "refresh_token": "1//0gSECRETrefresh_value"}
+    local = tmp_path / "token.json"
+    local.write_text(json.dumps(token))
+    remote = "~/.config/gwtest-upload/token.json"
+    steps = [Step("use", "use", "stat -c '%a %U' ~/.config/gwtest-upload/token.json; "
+                               "cat ~/.config/gwtest-upload/token.json; echo; "
+                               "printf 'ya29.A0ARrdaM-very'; sleep 0.2; printf -- '-secret-token\\n'",
+                  uploads=(Upload(str(local), remote),))]
+    ok, events, _ = execute([sshd_user_host], steps)
+    assert ok, finished(events)
+    text = output(events, "h0")
+    assert text.startswith("600 gwtest\n")
+    blob = json.dumps([e.to_dict() for e in events])
+    for secret in token.values():
+        assert secret not in blob
+    assert "********" in text
+    home = pathlib.Path(os.path.expanduser("~gwtest"))
+    assert json.loads((home / ".config/gwtest-upload/token.json").read_text()) == token
+
+
+def test_unprivileged_user_and_sudo_wrapping(sshd_user_host):
+    steps = [Step("who", "who", "id -un"), Step("priv", "priv", "id -un", sudo=True)]
+    ok, events, _ = execute([sshd_user_host], steps)
+    assert output(events, "h0", step="who") == "gwtest\n"
+    # gwtest has no sudo rights: sudo -n fails at once instead of prompting
+    assert finished(events) == [("who", "ok"), ("priv", "failed")]
+    assert "sudo -n -- bash --norc" in _wrap("true", True) and "sudo" not in _wrap("true", False)
+
+
+def test_root_runs_sudo_steps_directly(sshd_host):
+    ok, events, _ = execute([sshd_host], [Step("priv", "priv", "id -u", sudo=True)])
+    assert ok and output(events, "h0") == "0\n"
+
+
+def test_unreachable_host_gives_up_at_the_deadline(sshd_host):
+    sshd_host.stop()
+    t0 = time.monotonic()
+    ok, events, _ = execute([sshd_host], [Step("a", "a", "true")], connect_timeout=1.5)
+    assert not ok and time.monotonic() - t0 < 6
+    hf = next(e for e in events if isinstance(e, ev.HostFinished))
+    assert "could not connect" in hf.message
+    assert max(e.attempt for e in events if isinstance(e, ev.HostConnecting)) > 1
+
+
+def test_progress_events_from_lines(sshd_host, monkeypatch):
+    from gpuwizard import progress
+
+    def parse(kind, line):
+        if kind == "pct" and line.endswith("%"):
+            return {"fraction": int(line.split()[-1][:-1]) / 100, "text": line}
+        return None
+
+    monkeypatch.setattr(progress, "parse", parse)
+    step = Step("dl", "dl", r"printf 'at 10%%\rat 50%%\rat 100%%\n'", progress="pct")
+    ok, events, _ = execute([sshd_host], [step])
+    assert ok
+    assert [e.fraction for e in events if isinstance(e, ev.Progress)] == [0.1, 0.5, 1.0]
+
+
+def test_network_blip_stops_the_orphaned_step_before_rerunning_it(sshd_host, tmp_path):
+    log = tmp_path / "steps.log"
+    steps = [Step("s1", "s1", f"echo start >> {log}; echo ready; sleep 1.5; echo done >> {log}")]
+    events: list[ev.Event] = []
+    blipped = []
+
+    def sink(e: ev.Event) -> None:
+        events.append(e)
+        if isinstance(e, ev.Output) and "ready" in e.data and not blipped:
+            blipped.append(1)
+            sshd_host.drop_connections()  # the old step keeps running on the host ...
+
+    ok = asyncio.run(Executor([spec(sshd_host)], steps, sink, ExecOptions(connect_timeout=15)).run())
+    time.sleep(1.6)  # long enough for an orphan that was not stopped to write "done"
+    assert ok and log.read_text().split() == ["start", "start", "done"]  # ... until the executor stops it
+
+
+def test_reboot_that_fails_or_never_happens_fails_the_step(sshd_host):
+    steps = [Step("k", "k", "true", reboot=True), Step("after", "after", "true")]
+    ok, events, _ = execute([sshd_host], steps, reboot_command="echo no permission >&2; exit 1")
+    assert finished(events) == [("k", "failed"), ("after", "not_run")]
+    assert "reboot command failed" in next(e.message for e in events if isinstance(e, ev.StepFinished))
+    ok, events, _ = execute([sshd_host], steps[:1], reboot_command="true", reboot_down_timeout=0.5)
+    assert finished(events) == [("k", "failed")]
+    assert "did not go down" in next(e.message for e in events if isinstance(e, ev.StepFinished))
+    assert sshd_host.reboots == 0

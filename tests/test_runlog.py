@@ -1,0 +1,81 @@
+"""The run directory as an event sink, resume state, and ``gpuwizard logs``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from gpuwizard import events as ev
+from gpuwizard.executor import fingerprint
+from gpuwizard.runlog import RunDir, cmd_logs, find_resumable, host_file, list_runs
+from gpuwizard.steps import Step
+
+
+@pytest.fixture
+def state_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path / "state" / "gpuwizard" / "runs"
+
+
+def feed(rd: RunDir, interrupted: bool = False) -> None:
+    for e in [
+        ev.RunStarted(run_id=rd.run_id, recipe="x", hosts=["u@h:22"], steps=["a", "b"]),
+        ev.StepStarted(host="u@h:22", step="a"),
+        ev.Output(host="u@h:22", step="a", stream="stdout", data="alpha 1\n"),
+        ev.Output(host="u@h:22", step="a", stream="stderr", data="alpha 2\n"),
+        ev.StepFinished(host="u@h:22", step="a", status="ok", exit_code=0),
+        ev.StepStarted(host="u@h:22", step="b"),
+        ev.Output(host="u@h:22", step="b", stream="stdout", data="beta\n"),
+        ev.StepStarted(host="u@h:22", step="b", attempt=2),
+        ev.Output(host="u@h:22", step="b", stream="stdout", data="beta again\n"),
+        ev.StepFinished(host="u@h:22", step="b", status="cancelled" if interrupted else "ok"),
+        ev.RunFinished(ok=not interrupted, interrupted=interrupted),
+    ]:
+        rd(e)
+
+
+def test_files_state_and_logs_command(state_home, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\n")
+    a, b = Step("a", "a", "echo alpha"), Step("b", "b", "echo beta")
+    rd = RunDir.create(str(recipe), recipe.read_text(), "x")
+    assert rd.path.parent == state_home and not find_resumable(str(recipe))  # live (locked)
+    rd.set_plan({"u@h:22": [a, b]})
+    feed(rd, interrupted=True)
+    rd.close()
+    assert (rd.path / "recipe.yaml").read_text() == "name: x\n"
+    events = [json.loads(line) for line in (rd.path / "events.jsonl").read_text().splitlines()]
+    assert "output" not in {e["event"] for e in events} and events[-1]["interrupted"] is True
+    assert (rd.path / "hosts" / "u@h_22.log").read_text() == "alpha 1\nalpha 2\nbeta\nbeta again\n"
+    assert rd.done() == {"u@h:22": {"a": fingerprint(a)}}
+    assert RunDir.open(rd.path).done() == {"u@h:22": {"a": fingerprint(a)}}  # from the journal, after a crash too
+    assert find_resumable(str(recipe)).path == rd.path
+
+    cmd_logs(argparse.Namespace(run=None, host=None, step="b", list=False))
+    assert capsys.readouterr().out == "beta\nbeta again\n"
+    cmd_logs(argparse.Namespace(run=rd.run_id[-6:], host="h", step="a", list=False))
+    assert capsys.readouterr().out == "alpha 1\nalpha 2\n"
+    cmd_logs(argparse.Namespace(run=None, host=None, step=None, list=True))
+    listing = capsys.readouterr().out
+    assert rd.run_id in listing and "interrupted" in listing
+    assert [r.run_id for r in list_runs()] == [rd.run_id]
+
+
+def test_finished_run_is_not_resumed_and_unknown_run_is_a_usage_error(state_home, tmp_path):
+    from gpuwizard.cli import UsageError
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("x")
+    rd = RunDir.create(str(recipe), "x", "x")
+    feed(rd)
+    rd.close()
+    assert find_resumable(str(recipe)) is None
+    with pytest.raises(UsageError):
+        cmd_logs(argparse.Namespace(run="no-such-run", host=None, step=None, list=False))
+
+
+def test_host_file_names_are_safe():
+    assert host_file("ubuntu@1.2.3.4:22") == "ubuntu@1.2.3.4_22"
+    assert "/" not in host_file("../../etc/passwd")

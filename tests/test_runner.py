@@ -1,0 +1,166 @@
+"""``gpuwizard run`` end to end: a real process, real sshd hosts, a real run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(60)
+
+
+def write_recipe(path: pathlib.Path, hosts, steps: list[dict], **ssh) -> pathlib.Path:
+    import yaml
+
+    h0 = hosts[0]
+    data = {"version": 1, "name": "runner-test",
+            "target": {"ssh": {"hosts": [h.host_string for h in hosts]}},
+            "ssh": {"identity": h0.client_key, "known_hosts": h0.known_hosts, "connect_timeout": 10, **ssh},
+            "steps": steps}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def env(tmp_path: pathlib.Path) -> dict[str, str]:
+    e = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), PYTHONPATH=str(ROOT))
+    e.pop("GPUWIZARD_DEBUG", None)
+    return e
+
+
+def gw(tmp_path, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gpuwizard.cli", *args], capture_output=True, text=True,
+                          env=env(tmp_path), cwd=tmp_path, timeout=50, **kw)
+
+
+def runs(tmp_path) -> list[pathlib.Path]:
+    d = tmp_path / "state" / "gpuwizard" / "runs"
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+def test_headless_lines_summary_table_and_exit_codes(sshd_factory, tmp_path):
+    hosts = sshd_factory.start(2)
+    r = write_recipe(tmp_path / "r.yaml", hosts, [{"name": "hello", "run": "echo hello; echo warn >&2"},
+                                                  {"name": "two", "run": "printf 'a\\nb\\n'"}])
+    p = gw(tmp_path, "run", str(r))
+    assert p.returncode == 0, p.stderr
+    for h in hosts:
+        assert f"[{h.host_string}] user.hello | hello\n" in p.stdout
+        assert f"[{h.host_string}] user.two | a\n[{h.host_string}] user.two | b\n" in p.stdout
+        assert f"[{h.host_string}] user.hello: ok" in p.stdout
+    assert "HOST" in p.stdout and "all hosts ok" in p.stdout
+    (run_dir,) = runs(tmp_path)
+    assert (run_dir / "recipe.yaml").read_text() == r.read_text()
+    log = (run_dir / "hosts" / f"root@127.0.0.1_{hosts[0].port}.log").read_text()
+    assert "hello\n" in log and "warn\n" in log and "a\nb\n" in log
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "ok"
+
+    bad = write_recipe(tmp_path / "bad.yaml", hosts[:1], [{"name": "x", "run": "exit 4"}, {"name": "y", "run": "true"}])
+    p = gw(tmp_path, "run", str(bad), "--json")
+    assert p.returncode == 1
+    evs = [json.loads(line) for line in p.stdout.splitlines()]
+    assert evs[0]["event"] == "run_started" and evs[-1]["event"] == "run_finished"
+    fin = [(e["step"], e["status"], e["exit_code"]) for e in evs if e["event"] == "step_finished"]
+    assert fin == [("user.x", "failed", 4), ("user.y", "not_run", None)]
+
+
+def test_bad_recipe_exits_2(tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text("version: 1\nname: Bad Name\n")
+    p = gw(tmp_path, "run", str(r))
+    assert p.returncode == 2 and "r.yaml:2:" in p.stderr
+
+
+def test_ctrl_c_leaves_a_resumable_run(sshd_host, tmp_path):
+    flag = tmp_path / "count"
+    steps = [{"name": "first", "run": f"echo first >> {flag}"},
+             {"name": "slow", "run": f"echo slow-start >> {flag}; echo waiting; sleep 30; echo slow-done >> {flag}"},
+             {"name": "third", "run": f"echo third >> {flag}"}]
+    r = write_recipe(tmp_path / "r.yaml", [sshd_host], steps)
+    proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(r)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env(tmp_path), cwd=tmp_path)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "user.slow | waiting" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    (run_dir,) = runs(tmp_path)
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "interrupted"
+    assert list(state["hosts"][sshd_host.host_string]["done"]) == ["user.first"]
+    # the remote sleep was stopped with the run
+    assert subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True).returncode == 1
+
+    # the fix for "slow": re-running the unchanged recipe resumes the interrupted run by default
+    steps[1]["run"] = steps[1]["run"].replace("sleep 30", "true")
+    write_recipe(r, [sshd_host], steps)
+    p = gw(tmp_path, "run", str(r), "--resume")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "resuming run" in p.stderr
+    assert runs(tmp_path) == [run_dir]  # same run directory
+    assert flag.read_text().split() == ["first", "slow-start", "slow-start", "slow-done", "third"]
+    assert f"[{sshd_host.host_string}] user.first: skipped" in p.stdout
+
+
+def test_rerun_after_interrupt_resumes_by_default(sshd_host, tmp_path):
+    flag = tmp_path / "count"
+    steps = [{"name": "a", "run": f"echo a >> {flag}"},
+             {"name": "b", "run": f"echo b >> {flag}; echo go; sleep 30"}]
+    r = write_recipe(tmp_path / "r.yaml", [sshd_host], steps)
+    proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(r), "--headless"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(tmp_path), cwd=tmp_path)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "user.b | go" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    p = gw(tmp_path, "run", str(r), "--only", "user.a")  # unchanged recipe: resumes, "a" already done
+    assert p.returncode == 0 and "resuming run" in p.stderr and "user.a: skipped" in p.stdout
+    p = gw(tmp_path, "run", str(r), "--fresh", "--only", "user.a")
+    assert p.returncode == 0 and "resuming" not in p.stderr and "user.a: ok" in p.stdout
+    assert len(runs(tmp_path)) == 2
+
+
+def test_secret_upload_never_reaches_events_or_logs(sshd_host, tmp_path, monkeypatch):
+    """Through the runner's own pieces (RunDir + renderers) with an upload step."""
+    import asyncio
+    import io
+
+    from gpuwizard.executor import ExecOptions, Executor
+    from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
+    from gpuwizard.runlog import RunDir
+    from gpuwizard.ssh import HostSpec
+    from gpuwizard.steps import Step, Upload
+
+    secret = "ya29.TOPSECRET-0123456789abcdef"
+    tok = tmp_path / "tok.json"
+    tok.write_text(json.dumps({"access_token": secret}))
+    step = Step("use", "use", "cat ~/gw-test-token.json; echo; echo done",
+                uploads=(Upload(str(tok), "~/gw-test-token.json"),))
+    rd = RunDir.create(None, "name: x\n", "x", base=tmp_path / "runs")
+    host = HostSpec(name="h", address=sshd_host.address, port=sshd_host.port, user="root",
+                    identity=sshd_host.client_key, known_hosts=sshd_host.known_hosts)
+    rd.set_plan({"h": [step]})
+    lines, js = io.StringIO(), io.StringIO()
+    ok = asyncio.run(Executor([host], [step], Fanout(rd, LineRenderer(lines), JsonRenderer(js)),
+                              ExecOptions(run_id=rd.run_id)).run())
+    rd.close()
+    assert ok
+    for text in [(rd.path / "events.jsonl").read_text(), rd.host_log_path("h").read_text(),
+                 lines.getvalue(), js.getvalue()]:
+        assert secret not in text
+    assert "done" in rd.host_log_path("h").read_text()
+    assert (pathlib.Path("/root/gw-test-token.json").stat().st_mode & 0o777) == 0o600
+    os.unlink("/root/gw-test-token.json")
