@@ -34,25 +34,19 @@ class RunContext:
 
 
 def build_steps(recipe: Any) -> list[Step]:
-    """The planner's steps for each host.
-
-    Until every planner part exists (``plan.build`` imports drivers, envsteps, rclone,
-    verify), a recipe still runs its own steps: better than refusing to run at all.
-    """
+    """The planner's steps for each host."""
     from gpuwizard import plan
 
-    try:
-        return list(plan.build(recipe))
-    except (NotImplementedError, ImportError):
-        return [plan.user_step(u) for u in recipe.steps]
+    return list(plan.build(recipe))
 
 
 async def resolve_hosts(recipe: Any, run: RunContext, sink: Callable[[Any], None]) -> list[HostSpec]:
     """The hosts to run on: ``target.ssh.hosts``, or VMs provisioned for ``target.gcp``.
 
-    The provisioning hook returns objects with ``name``, ``address``, ``port``, ``user``
-    and ``known_hosts`` (a file holding the keys the VM published), so new VMs are
-    verified like any other host.
+    Provisioning pins each new VM's host keys (read from its guest attributes) in the
+    run directory's ``known_hosts``, so new VMs are verified like any other host.
+    Re-running with the same run id (resume) finds that run's VMs instead of creating
+    more.
     """
     from gpuwizard.ssh import hosts_from_recipe
 
@@ -60,12 +54,65 @@ async def resolve_hosts(recipe: Any, run: RunContext, sink: Callable[[Any], None
         return hosts_from_recipe(recipe, accept_new=run.accept_new_host_key)
     from gpuwizard.gcp import provision  # lazy: google-cloud-compute costs seconds to import
 
-    vms = await provision.provision(recipe, run_id=run.run_id, sink=sink)
-    return [HostSpec(name=getattr(vm, "name"), address=getattr(vm, "address"), port=getattr(vm, "port", None),
-                     user=getattr(vm, "user", None) or recipe.ssh.user, identity=recipe.ssh.identity,
-                     known_hosts=getattr(vm, "known_hosts", None) or recipe.ssh.known_hosts,
-                     accept_new=run.accept_new_host_key)
+    known_hosts = os.path.join(run.run_dir, "known_hosts") if run.run_dir else None
+    vms = await provision.provision(recipe, run_id=run.run_id, sink=sink,
+                                    accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts)
+    return [HostSpec(name=vm.name, address=vm.address, port=vm.port, user=vm.user, identity=vm.identity,
+                     known_hosts=vm.known_hosts,
+                     accept_new=run.accept_new_host_key and not getattr(vm, "host_key_verified", False))
             for vm in vms]
+
+
+@dataclass
+class Outcome:
+    """How a run ended, for the exit code and the closing advice."""
+
+    ok: bool
+    interrupted: bool = False
+    error: str | None = None        # a failure before any step ran (provisioning, SSH set-up)
+    provisioned: bool = False       # VMs exist for this run (target.gcp)
+
+
+async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[Any], None], *,
+                  accept_new_host_key: bool = False, hosts: Sequence[HostSpec] | None = None,
+                  on_executor: Callable[[Any], None] | None = None, **options: Any) -> Outcome:
+    """Resolve the hosts (provisioning them for ``target.gcp``) and run ``steps`` on each.
+
+    The one place that turns a recipe into a running executor, shared by ``gpuwizard
+    run`` and the Textual run screen. ``on_executor`` receives the executor before it
+    starts, so the caller can wire cancellation (Ctrl-C, a Quit button).
+    """
+    from gpuwizard.executor import ExecOptions, Executor
+    from gpuwizard.ssh import SshError
+
+    ctx = RunContext(run_id=rd.run_id, accept_new_host_key=accept_new_host_key, run_dir=str(rd.path))
+    if hosts is None:
+        try:
+            hosts = await resolve_hosts(recipe, ctx, sink)
+        except (SshError, ValueError) as exc:
+            return Outcome(ok=False, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - GcpError and the client's own errors: one sentence
+            if type(exc).__name__ != "GcpError" and not type(exc).__module__.startswith("google"):
+                raise
+            # A VM exists only when provisioning got as far as pinning its host keys.
+            return Outcome(ok=False, error=str(exc), provisioned=getattr(exc, "kind", "") == "hostkey")
+    rd.begin_attempt()
+    rd.set_plan({h.name: list(steps) for h in hosts})
+    opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
+                       reboot_command=recipe.ssh.reboot_command, done=rd.done(),
+                       retry_auth=recipe.target.gcp is not None, **options)
+    executor = Executor(list(hosts), list(steps), sink, opts)
+    if on_executor is not None:
+        on_executor(executor)
+    ok = await executor.run()
+    return Outcome(ok=ok, interrupted=executor.interrupted, provisioned=recipe.target.gcp is not None)
+
+
+async def delete_vms(recipe: Any, run_id: str, sink: Callable[[Any], None] | None = None) -> list[str]:
+    """Delete the VMs one run created (``--delete-on-failure``)."""
+    from gpuwizard.gcp import provision
+
+    return await provision.delete_recipe_vms(recipe.target.gcp.project, recipe.name, run_id=run_id, sink=sink)
 
 
 def _recipe_text(path: str) -> str:
@@ -114,14 +161,17 @@ def _renderer(args: argparse.Namespace) -> Callable[[Any], None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Entry point of ``gpuwizard run RECIPE``."""
-    from gpuwizard.recipe import RecipeError, load
+    from gpuwizard.recipe import RecipeError
+    from gpuwizard.validate import load_checked
 
     try:
-        recipe = load(args.recipe)
+        recipe, warnings = load_checked(args.recipe)
     except RecipeError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return EXIT_USAGE
+    for w in warnings:
+        print(w.format(args.recipe), file=sys.stderr)
     steps = build_steps(recipe)
     only = getattr(args, "only", None)
     if only:
@@ -133,11 +183,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             raise UsageError(f"no step matches {', '.join(only)}; `gpuwizard plan {args.recipe}` lists them")
         steps = picked
+    if _wants_tui(args):
+        from screens.runapp import run_tui  # the Textual run screen; imported only on a terminal
+
+        return run_tui(recipe, args, steps)
     text = _recipe_text(args.recipe)
     rd, resumed = open_run_dir(args, recipe, text)
     if resumed:
         print(f"gpuwizard: resuming run {rd.run_id} (finished steps are skipped; --fresh starts over)",
               file=sys.stderr)
+    _announce_cost(recipe)
     try:
         return asyncio.run(_run(args, recipe, steps, rd))
     finally:
@@ -145,28 +200,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"gpuwizard: run directory {rd.path} (see `gpuwizard logs {rd.run_id}`)", file=sys.stderr)
 
 
-async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd: Any) -> int:
-    from gpuwizard.executor import ExecOptions, Executor
-    from gpuwizard.headless import Fanout
-    from gpuwizard.ssh import SshError
+def _wants_tui(args: argparse.Namespace) -> bool:
+    """The split-pane run screen on a terminal; plain lines in pipes, CI and with flags."""
+    if getattr(args, "headless", False) or getattr(args, "json", False):
+        return False
+    if os.environ.get("CI") or os.environ.get("TERM") in (None, "", "dumb"):
+        return False
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
-    render = _renderer(args)
-    sink = Fanout(rd, render)
-    ctx = RunContext(run_id=rd.run_id, accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
-                     run_dir=str(rd.path))
-    try:
-        hosts = await resolve_hosts(recipe, ctx, sink)
-    except (SshError, ValueError) as exc:
-        print(f"gpuwizard: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    rd.begin_attempt()
-    rd.set_plan({h.name: steps for h in hosts})
-    opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
-                       reboot_command=recipe.ssh.reboot_command, done=rd.done(),
-                       retry_auth=recipe.target.gcp is not None)
-    executor = Executor(hosts, steps, sink, opts)
+
+def _announce_cost(recipe: Any) -> None:
+    """Money first: say what will be created and what it costs before provisioning."""
+    from gpuwizard.plan import describe_provision
+
+    summary = describe_provision(recipe)
+    if summary is not None:
+        for line in summary.lines():
+            print(f"gpuwizard: {line}", file=sys.stderr)
+
+
+def closing_advice(recipe_path: str, outcome: Outcome, deleted: list[str] | None = None) -> list[str]:
+    """What to do next, in plain sentences, after a run that did not simply succeed."""
+    out = []
+    if outcome.error:
+        out.append(f"gpuwizard: {outcome.error}")
+    if deleted is not None:
+        out.append(f"gpuwizard: deleted {len(deleted)} VM(s) of this run (--delete-on-failure): "
+                   f"{', '.join(deleted) or 'none found'}")
+    elif outcome.provisioned and not outcome.ok:
+        out.append(f"gpuwizard: the VMs of this run are still running (and billed). Fix the problem and run "
+                   f"`gpuwizard run {recipe_path} --resume`, or delete them with `gpuwizard down {recipe_path}`.")
+    if outcome.interrupted:
+        out.append(f"gpuwizard: interrupted; `gpuwizard run {recipe_path} --resume` continues where it stopped.")
+    return out
+
+
+async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd: Any) -> int:
+    from gpuwizard.headless import Fanout
+
+    sink = Fanout(rd, _renderer(args))
     loop = asyncio.get_running_loop()
     presses = 0
+    holder: dict[str, Any] = {}
+    cancelled = asyncio.Event()
 
     def on_signal() -> None:
         nonlocal presses
@@ -174,7 +250,9 @@ async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd:
         if presses == 1:
             print("\ngpuwizard: stopping: remote commands are being stopped and the state saved "
                   "(Ctrl-C again to quit at once).", file=sys.stderr)
-            executor.cancel()
+            cancelled.set()
+            if "executor" in holder:
+                holder["executor"].cancel()
         else:
             rd.save_state()
             os._exit(EXIT_INTERRUPTED)
@@ -182,16 +260,19 @@ async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        ok = await executor.run()
+        outcome = await execute(recipe, steps, rd, sink,
+                                accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
+                                on_executor=lambda ex: holder.__setitem__("executor", ex))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    if not ok and recipe.target.gcp is not None:
-        # --delete-on-failure is the lead's to wire to gcp teardown; until then, say it plainly
-        print(f"gpuwizard: the VMs of this run are still running (and billed). Fix and re-run, or delete "
-              f"them with `gpuwizard down {args.recipe}`.", file=sys.stderr)
-    if executor.interrupted:
-        print(f"gpuwizard: interrupted; `gpuwizard run {args.recipe} --resume` continues where it stopped.",
-              file=sys.stderr)
+    if cancelled.is_set() and not outcome.ok:
+        outcome.interrupted = True
+    deleted = None
+    if not outcome.ok and not outcome.interrupted and outcome.provisioned and getattr(args, "delete_on_failure", False):
+        deleted = await delete_vms(recipe, rd.run_id, sink)
+    for line in closing_advice(args.recipe, outcome, deleted):
+        print(line, file=sys.stderr)
+    if outcome.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_OK if outcome.ok else EXIT_FAILED

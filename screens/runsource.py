@@ -40,6 +40,9 @@ class ExecutorSource:
         self.steps: list[str] = []
         self.ok: bool | None = None
         self.exit_code: int | None = None
+        self.outcome: Any = None
+        self.accept_new_host_key = False
+        self.run_args: argparse.Namespace | None = None  # `gpuwizard run`'s flags, when it started us
 
     def log_path(self, host: str) -> str | None:
         """The host's full log in the run directory (every line, unlike the capped pane)."""
@@ -55,7 +58,8 @@ class ExecutorSource:
         self.steps = [s.id for s in steps]
         with open(self.path, encoding="utf-8") as fh:
             text = fh.read()
-        args = argparse.Namespace(recipe=self.path, run_dir=self.run_dir, resume=self.resume, fresh=not self.resume)
+        args = self.run_args or argparse.Namespace(recipe=self.path, run_dir=self.run_dir, resume=self.resume,
+                                                   fresh=not self.resume)
         self.rd, _resumed = runner.open_run_dir(args, self.recipe, text)
         fan = Fanout(self.rd, sink)
         try:
@@ -65,32 +69,26 @@ class ExecutorSource:
 
     async def _go(self, sink: Sink, steps: list[Any], cancel: threading.Event) -> bool:
         from gpuwizard import runner
-        from gpuwizard.executor import ExecOptions, Executor
 
-        rd = self.rd
-        if self._hosts is not None:
-            hosts = self._hosts
-        else:
-            ctx = runner.RunContext(run_id=rd.run_id, run_dir=str(rd.path))
-            hosts = await runner.resolve_hosts(self.recipe, ctx, sink)
-        rd.begin_attempt()
-        rd.set_plan({h.name: steps for h in hosts})
-        opts = ExecOptions(run_id=rd.run_id, recipe=self.recipe.name,
-                           connect_timeout=float(self.recipe.ssh.connect_timeout),
-                           reboot_command=self.recipe.ssh.reboot_command, done=rd.done(),
-                           retry_auth=self.recipe.target.gcp is not None, **self.options)
-        executor = Executor(hosts, steps, sink, opts)
+        executors: list[Any] = []
 
         async def watch_cancel() -> None:
             while not cancel.is_set():
                 await asyncio.sleep(0.1)
-            executor.cancel()
+            for ex in executors:
+                ex.cancel()
 
         watcher = asyncio.ensure_future(watch_cancel())
         try:
-            return await executor.run()
+            outcome = await runner.execute(self.recipe, steps, self.rd, sink, hosts=self._hosts,
+                                           accept_new_host_key=self.accept_new_host_key,
+                                           on_executor=executors.append, **self.options)
         finally:
             watcher.cancel()
+        self.outcome = outcome
+        if outcome.error:
+            sink(ev.Output(host="gpuwizard", step="run", stream="stderr", data=outcome.error + "\n"))
+        return outcome.ok
 
 
 def executor_source(recipe: Any, path: str) -> ExecutorSource:

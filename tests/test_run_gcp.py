@@ -1,0 +1,100 @@
+"""`gpuwizard run` on a target.gcp recipe, end to end, with nothing faked but Google.
+
+The real CLI runs in a subprocess: it provisions through the real google-cloud-compute
+client against the fake Compute server (which reports 127.0.0.1 as the VM's address
+and publishes the test sshd's host key in its guest attributes), pins that key in the
+run directory's known_hosts, connects to the real sshd with verification on, and runs
+the steps. A failing run with --delete-on-failure deletes the VM it created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def write_recipe(path: pathlib.Path, host, run: str) -> None:
+    path.write_text(f"""version: 1
+name: e2e
+target:
+  gcp:
+    zones: [us-central1-a, us-central1-b]
+    machine_type: n1-standard-4
+    gpu: {{type: nvidia-tesla-t4, count: 1}}
+ssh:
+  user: {host.user}
+  port: {host.port}
+  identity: {host.client_key}
+steps:
+  - name: hello
+    run: {json.dumps(run)}
+""")
+
+
+def gw(*args: str, state: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, XDG_STATE_HOME=str(state), CI="1")
+    p = subprocess.run([sys.executable, "-m", "gpuwizard.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
+    return p
+
+
+def point_fake_at(fake, host) -> None:
+    _, ktype, key = host.host_key_line.split()[:3]
+    fake.host_keys = {ktype: key}
+    fake.nat_ip = host.address
+
+
+def test_run_provisions_pins_host_key_and_runs(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo hello-from-$(whoami)")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "create 1 x n1-standard-4 with 1 x nvidia-tesla-t4 (on-demand)" in p.stderr  # cost before provisioning
+    assert f"hello-from-{sshd_host.user}" in p.stdout
+    insts = [i for i in fake_compute.state()["instances"] if i["labels"].get("gpuwizard-recipe") == "e2e"]
+    assert len(insts) == 1
+    run_dirs = list((tmp_path / "state" / "gpuwizard" / "runs").iterdir())
+    assert len(run_dirs) == 1
+    kh = (run_dirs[0] / "known_hosts").read_text()
+    assert host_key(sshd_host) in kh  # verified through the key the VM published, not trusted blindly
+
+
+def host_key(host) -> str:
+    return host.host_key_line.split()[2]
+
+
+def test_wrong_published_key_is_refused(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.host_keys = {"ssh-ed25519": "AAAAC3NzaC1lZDI1NTE5AAAAIPOyBbj9pEx7w3tMUzhQ5GEUHJZJ3uO4c3X1xEwZmZ9t"}
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo should-not-run")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 1
+    assert "should-not-run" not in p.stdout
+    assert "host key does not match" in p.stdout
+
+
+def test_delete_on_failure_removes_the_runs_vm(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "exit 3")
+    p = gw("run", str(recipe), "--headless", "--delete-on-failure", state=tmp_path / "state")
+    assert p.returncode == 1, p.stderr
+    assert "deleted 1 VM(s) of this run" in p.stderr
+    assert [i for i in fake_compute.state()["instances"] if i["labels"].get("gpuwizard-recipe") == "e2e"] == []
+
+
+def test_failure_without_delete_says_how_to_clean_up(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "exit 3")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 1
+    assert f"gpuwizard down {recipe}" in p.stderr
+    assert len([i for i in fake_compute.state()["instances"] if i["labels"].get("gpuwizard-recipe") == "e2e"]) == 1
