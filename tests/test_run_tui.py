@@ -1,0 +1,59 @@
+"""`gpuwizard run` in a real terminal opens the split-pane run screen.
+
+tmux gives the command a TTY; the run goes to real sshd hosts; capture-pane shows the
+hosts x steps table and the final state; `q` quits with exit code 0 and the run
+directory is printed. A failing step shows the failure and quits with exit code 1.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import sys
+
+import pytest
+
+from tests.test_tmux import Tmux
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+def recipe_for(hosts, factory, run2: str) -> str:
+    return f"""version: 1
+name: tuirun
+target:
+  ssh:
+    hosts: [{", ".join(h.host_string for h in hosts)}]
+ssh:
+  identity: {factory.client_key}
+  known_hosts: {factory.known_hosts}
+steps:
+  - name: count
+    run: "for i in $(seq 1 30); do echo line-$i; done"
+  - name: second
+    run: "{run2}"
+"""
+
+
+@pytest.mark.parametrize("run2, code, text", [("echo fine", 0, "every step ok"), ("exit 4", 1, "Run failed")])
+def test_run_on_a_terminal_uses_the_run_screen(sshd_factory, tmp_path: pathlib.Path, run2: str, code: int,
+                                               text: str) -> None:
+    hosts = sshd_factory.start(2, user="gwtest")
+    r = tmp_path / "r.yaml"
+    r.write_text(recipe_for(hosts, sshd_factory, run2))
+    t = Tmux(str(tmp_path))
+    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "TERM": "xterm-256color", "PATH": os.environ["PATH"]}
+    t.start(f"sh -c '{sys.executable} -m gpuwizard.cli run {r}; echo EXIT=$?; sleep 60'", env)
+    try:
+        screen = t.wait_for(text, timeout=40)
+        assert "user.count" in screen and "user.second" in screen
+        assert "2 hosts x 2 steps" in screen
+        t.keys("q")
+        screen = t.wait_for(f"EXIT={code}", timeout=20)
+        assert "run directory" in screen
+    finally:
+        t.run("kill-server")
+    runs = list((tmp_path / "state" / "gpuwizard" / "runs").iterdir())
+    logs = list((runs[0] / "hosts").glob("*.log"))
+    assert len(logs) == 2 and all("line-30" in p.read_text() for p in logs)
