@@ -120,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False)) or os.environ.get("GPUWIZARD_DEBUG") == "1"
     handler = getattr(args, "handler", "screens.app:cmd_new")
+    if args.command == "run":
+        from gpuwizard.runner import wants_tui
+
+        if wants_tui(args):  # a person at a terminal gets the split-pane run screen
+            handler = "screens.runapp:cmd_run"
     if not hasattr(args, "output"):
         args.output = None
     try:

@@ -159,17 +159,12 @@ def _renderer(args: argparse.Namespace) -> Callable[[Any], None]:
     return JsonRenderer() if getattr(args, "json", False) else LineRenderer()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Entry point of ``gpuwizard run RECIPE``."""
-    from gpuwizard.recipe import RecipeError
+def prepare(args: argparse.Namespace) -> tuple[Any, list[Step]]:
+    """Load and check the recipe, plan it and apply ``--only``: what both the headless run
+    and the Textual run screen start from. Raises RecipeError or UsageError."""
     from gpuwizard.validate import load_checked
 
-    try:
-        recipe, warnings = load_checked(args.recipe)
-    except RecipeError as exc:
-        for line in exc.lines():
-            print(line, file=sys.stderr)
-        return EXIT_USAGE
+    recipe, warnings = load_checked(args.recipe)
     for w in warnings:
         print(w.format(args.recipe), file=sys.stderr)
     steps = build_steps(recipe)
@@ -183,10 +178,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             raise UsageError(f"no step matches {', '.join(only)}; `gpuwizard plan {args.recipe}` lists them")
         steps = picked
-    if _wants_tui(args):
-        from screens.runapp import run_tui  # the Textual run screen; imported only on a terminal
+    return recipe, steps
 
-        return run_tui(recipe, args, steps)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Entry point of ``gpuwizard run RECIPE`` without a terminal (or with --headless/--json).
+
+    On a terminal the CLI routes to ``screens.runapp:cmd_run`` instead (the core never
+    imports the UI), which starts from the same :func:`prepare` and :func:`execute`.
+    """
+    from gpuwizard.recipe import RecipeError
+
+    try:
+        recipe, steps = prepare(args)
+    except RecipeError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
     text = _recipe_text(args.recipe)
     rd, resumed = open_run_dir(args, recipe, text)
     if resumed:
@@ -200,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"gpuwizard: run directory {rd.path} (see `gpuwizard logs {rd.run_id}`)", file=sys.stderr)
 
 
-def _wants_tui(args: argparse.Namespace) -> bool:
+def wants_tui(args: argparse.Namespace) -> bool:
     """The split-pane run screen on a terminal; plain lines in pipes, CI and with flags."""
     if getattr(args, "headless", False) or getattr(args, "json", False):
         return False

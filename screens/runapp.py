@@ -34,6 +34,22 @@ class RunApp(App[int]):
         self.run_screen.confirm_quit()
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """``gpuwizard run RECIPE`` on a terminal (the CLI routes here when stdin and stdout are TTYs)."""
+    import sys
+
+    from gpuwizard.recipe import RecipeError
+    from gpuwizard.runner import prepare
+
+    try:
+        recipe, steps = prepare(args)
+    except RecipeError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 2
+    return run_tui(recipe, args, steps)
+
+
 def run_tui(recipe: Any, args: argparse.Namespace, steps: Sequence[Any]) -> int:
     """Run ``recipe`` under the Textual run screen; returns the process exit code."""
     from screens import runsource
