@@ -33,6 +33,8 @@ SCREEN_CLASSES: dict[str, str] = {
     "review": "screens.review:ReviewScreen",
 }
 STEP_NAMES = [n for n, _ in WIZARD_STEPS]
+#: Screens with nothing to ask when the recipe runs on existing hosts (target.ssh).
+SSH_SKIPPED: frozenset[str] = frozenset({"zone", "machine"})
 
 
 def new_draft() -> Recipe:
@@ -75,6 +77,9 @@ class WizardApp(App[int]):
         self.exit_message: str | None = None
         self.run_source = run_source
         self.first_paint: float | None = None
+        self.target_stash: dict[str, Any] = {}
+        """The target the user switched away from ("gcp" / "ssh" -> GcpTarget / SshTarget),
+        so switching back on the first screen restores its answers."""
 
     # ---------------------------------------------------------------- start
 
@@ -103,15 +108,25 @@ class WizardApp(App[int]):
             commit()
         self.switch_screen(screen_class(name)())
 
+    def skipped_steps(self) -> frozenset[str]:
+        """Steps Next/Back pass over for this draft: the Compute Engine screens (zone,
+        machine) when it runs on existing hosts."""
+        t = self.draft.target
+        return SSH_SKIPPED if t.gcp is None and t.ssh is not None else frozenset()
+
+    def _step(self, current: str, delta: int) -> None:
+        skip = self.skipped_steps()
+        i = STEP_NAMES.index(current) + delta
+        while 0 <= i < len(STEP_NAMES) and STEP_NAMES[i] in skip:
+            i += delta
+        if 0 <= i < len(STEP_NAMES):
+            self.switch_screen(screen_class(STEP_NAMES[i])())
+
     def go_next(self, current: str) -> None:
-        i = STEP_NAMES.index(current)
-        if i + 1 < len(STEP_NAMES):
-            self.switch_screen(screen_class(STEP_NAMES[i + 1])())
+        self._step(current, +1)
 
     def go_back(self, current: str) -> None:
-        i = STEP_NAMES.index(current)
-        if i > 0:
-            self.switch_screen(screen_class(STEP_NAMES[i - 1])())
+        self._step(current, -1)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

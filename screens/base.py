@@ -27,14 +27,28 @@ if TYPE_CHECKING:
 
 
 class StepBar(Static):
-    """The breadcrumb at the top: every step, the current one highlighted."""
+    """The breadcrumb at the top: every step, the current one highlighted, steps that do
+    not apply to this recipe (Zone, Machine for existing hosts) struck through."""
 
-    def __init__(self, current: str) -> None:
+    def __init__(self, current: str, skipped: frozenset[str] = frozenset()) -> None:
+        self.current = current
+        super().__init__(self._text(skipped), id="stepbar", markup=True)
+
+    def _text(self, skipped: frozenset[str]) -> str:
         parts = []
         for i, (name, title) in enumerate(WIZARD_STEPS, 1):
             text = f" {i} {title} "
-            parts.append(f"[reverse b]{text}[/]" if name == current else f"[dim]{text}[/]")
-        super().__init__(" gpuwizard  " + "›".join(parts), id="stepbar", markup=True)
+            if name == self.current:
+                parts.append(f"[reverse b]{text}[/]")
+            elif name in skipped:
+                parts.append(f"[dim strike]{text}[/]")
+            else:
+                parts.append(f"[dim]{text}[/]")
+        return " gpuwizard  " + "›".join(parts)
+
+    def show_skipped(self, skipped: frozenset[str]) -> None:
+        """Redraw when the first screen switches the target."""
+        self.update(self._text(skipped))
 
 
 class WizardScreen(Screen[None]):
@@ -72,7 +86,8 @@ class WizardScreen(Screen[None]):
         return self.wizard.draft
 
     def compose(self) -> ComposeResult:
-        yield StepBar(self.NAME)
+        skipped = getattr(self.app, "skipped_steps", frozenset)()
+        yield StepBar(self.NAME, skipped)
         if self.HELP:
             yield Static(self.HELP, classes="help")
         with VerticalScroll(id="body"):

@@ -220,9 +220,13 @@ class DatasetScreen(WizardScreen):
     def action_rclone(self) -> None:
         from screens.rclone import RcloneScreen
 
-        self.app.push_screen(RcloneScreen(existing=list(self.remotes)), self._remote_added)
+        ssh = self.draft.target.ssh
+        host = ssh.hosts[0] if ssh and ssh.hosts else "USER@VM"
+        self.app.push_screen(RcloneScreen(existing=list(self.remotes), host=host), self._remote_added)
 
     def _remote_added(self, result: tuple[str, Remote] | None) -> None:
+        """Add the dialog's remote and write the draft at once: its secret files exist
+        now, so the draft should name them even if the user never presses Next."""
         if result is None:
             return
         name, remote = result
@@ -231,4 +235,5 @@ class DatasetScreen(WizardScreen):
             if d.remote is None and drive_file_id(d.from_):
                 d.remote = name
         self._refresh_rows()
+        self.commit()
         self.revalidate()

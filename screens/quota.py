@@ -1,28 +1,50 @@
-"""Screen 1, Project & quota: the project, the GPU, on-demand or spot, and the quota.
+"""Screen 1, Project & quota: where the recipe runs, then (for a new Compute Engine VM)
+the project, the GPU, on-demand or spot, and the quota; (for existing machines) the SSH
+hosts and how to log in to them.
 
 The catalog fills the GPU list instantly; the ADC project and the live quota load in
 thread workers after the first paint. Offline (no credentials) the screen says so and
 the wizard carries on with the catalog. Zero quota is explained with the console link
-and exactly what to ask for.
+and exactly what to ask for. For existing hosts (``target.ssh``) the Zone and Machine
+screens have nothing to ask, and Next/Back pass over them (:meth:`WizardApp.skipped_steps`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import os
 import re
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets import DataTable, Input, Select, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import catalog
-from gpuwizard.recipe import Gpu
+from gpuwizard import recipe as rc
+from gpuwizard.recipe import GcpTarget, Gpu, Recipe, Ssh, SshTarget, Target
 from screens import choices, live
-from screens.base import WizardScreen
+from screens.base import StepBar, WizardScreen
 
 PROJECT_RE = re.compile(r"^[a-z][-a-z0-9:.]{4,62}[a-z0-9]$")
+
+
+def _meta(cls: type, name: str) -> dict[str, Any]:
+    """A recipe-model field's constraints: the screen checks what the loader checks,
+    read from the model rather than copied."""
+    return dict(next(f.metadata for f in dataclasses.fields(cls) if f.name == name))
+
+
+#: ``[user@]host[:port]``, exactly as the recipe loader checks target.ssh.hosts.
+HOST_RE = re.compile(_meta(SshTarget, "hosts")["item_pattern"])
+USER_RE = re.compile(_meta(Ssh, "user")["pattern"])
+PORT_MIN, PORT_MAX = _meta(Ssh, "port")["minimum"], _meta(Ssh, "port")["maximum"]
+
+TARGETS = [("A new Compute Engine VM (Google Cloud)", "gcp"), ("Machines I already have (SSH)", "ssh")]
 
 
 class QuotaScreen(WizardScreen):
@@ -30,11 +52,49 @@ class QuotaScreen(WizardScreen):
 
     NAME = "quota"
     TITLE = "Project & quota"
-    HELP = ("Pick the Google Cloud project, the GPU and how you pay for it. Quota is what Google lets the "
-            "project use: a new project has none, so check it here before anything else.")
+    HELP = ("Choose where the recipe runs. For a new VM pick the Google Cloud project, the GPU and how you pay "
+            "for it; quota is what Google lets the project use (a new project has none), so check it first.")
+
+    _live_kind: str = "gcp"  # the target live data was last loaded for
 
     def compose_body(self) -> ComposeResult:
         gpus = [c for c in choices.gpu_choices() if c.enabled]
+        with Horizontal(classes="row"):
+            with Vertical(classes="field"):
+                yield Static("Run on", classes="label")
+                yield Select(TARGETS, value="gcp", allow_blank=False, id="target")
+            yield Static("", classes="field")
+        with Vertical(id="ssh-fields"):
+            yield from self._compose_ssh()
+        with Vertical(id="gcp-fields"):
+            yield from self._compose_gcp(gpus)
+
+    def _compose_ssh(self) -> ComposeResult:
+        yield Static("Hosts, one per line: [user@]host[:port]", classes="label", markup=False)
+        yield TextArea(id="ssh-hosts")
+        yield Static("", id="err-hosts", classes="field-error")
+        with Horizontal(classes="row"):
+            with Vertical(classes="field"):
+                yield Static("Login user (optional; user@ in a host line wins)", classes="label")
+                yield Input(placeholder="ubuntu", id="ssh-user")
+                yield Static("", id="err-user", classes="field-error")
+            with Vertical(classes="field"):
+                yield Static("Port (default 22; host:port wins)", classes="label")
+                yield Input(placeholder="22", type="integer", id="ssh-port")
+                yield Static("", id="err-port", classes="field-error")
+        with Horizontal(classes="row"):
+            with Vertical(classes="field"):
+                yield Static("Private key (default: ssh-agent, ~/.ssh/id_*)", classes="label")
+                yield Input(placeholder="~/.ssh/id_ed25519", id="ssh-identity")
+                yield Static("", id="note-identity", classes="hint")
+            with Vertical(classes="field"):
+                yield Static("known_hosts (verifies host keys)", classes="label")
+                yield Input(placeholder="~/.ssh/known_hosts", id="ssh-known-hosts")
+                yield Static("", id="note-known-hosts", classes="hint")
+        yield Static("Zone and Machine do not apply to machines you already have: Next goes straight to Driver.",
+                     classes="note")
+
+    def _compose_gcp(self, gpus: list[choices.Choice]) -> ComposeResult:
         with Horizontal(classes="row"):
             with Vertical(classes="field"):
                 yield Static("Project", classes="label")
@@ -57,14 +117,33 @@ class QuotaScreen(WizardScreen):
 
     # -------------------------------------------------------------- load / store
 
+    def _kind(self) -> str:
+        """"gcp" or "ssh": the target chosen on this screen (the draft follows on leave)."""
+        return str(self.query_one("#target", Select).value)
+
     def load(self) -> None:
         table = self.query_one("#quota-table", DataTable)
         table.add_columns("Scope", "Metric", "Limit", "Usage", "Free")
-        g = self.draft.target.gcp
-        if g is None:
-            self.query_one("#quota-note", Static).update(
-                "This recipe runs on existing hosts (target.ssh): no project or quota needed.")
-            return
+        t = self.draft.target
+        kind = "ssh" if t.gcp is None and t.ssh is not None else "gcp"
+        self.query_one("#target", Select).value = kind
+        self._live_kind = kind
+        ssh_t = t.ssh or self.wizard.target_stash.get("ssh") or SshTarget()
+        self._load_ssh(ssh_t, self.draft.ssh)
+        g = t.gcp or self.wizard.target_stash.get("gcp") or GcpTarget()
+        self._load_gcp(g)
+        if kind == "ssh":
+            self._proposed = False  # hidden Compute Engine widgets propose nothing for this recipe
+        self._show_target(kind)
+
+    def _load_ssh(self, target: SshTarget, ssh: Ssh) -> None:
+        self.query_one("#ssh-hosts", TextArea).load_text("\n".join(target.hosts))
+        self.query_one("#ssh-user", Input).value = ssh.user or ""
+        self.query_one("#ssh-port", Input).value = str(ssh.port) if ssh.port != 22 else ""
+        self.query_one("#ssh-identity", Input).value = ssh.identity or ""
+        self.query_one("#ssh-known-hosts", Input).value = ssh.known_hosts or ""
+
+    def _load_gcp(self, g: GcpTarget) -> None:
         proj = self.query_one("#project", Input)
         proj.value = g.project or ""
         info = self.wizard.live.project
@@ -81,24 +160,83 @@ class QuotaScreen(WizardScreen):
         self._show_gpu_info()
         self._show_quota()
 
-    def snapshot(self) -> Any:
+    def _gcp_values(self) -> tuple[Any, ...]:
         return (self.query_one("#project", Input).value.strip(), self.query_one("#gpu", Select).value,
                 self.query_one("#count", Select).value, self.query_one("#spot", Select).value)
 
+    def _hosts(self) -> list[str]:
+        return [h.strip() for h in self.query_one("#ssh-hosts", TextArea).text.splitlines() if h.strip()]
+
+    def _ssh_values(self) -> tuple[Any, ...]:
+        return (tuple(self._hosts()), self.query_one("#ssh-user", Input).value.strip(),
+                self.query_one("#ssh-port", Input).value.strip(), self.query_one("#ssh-identity", Input).value.strip(),
+                self.query_one("#ssh-known-hosts", Input).value.strip())
+
+    def snapshot(self) -> Any:
+        return (self._kind(), self._gcp_values(), self._ssh_values())
+
     def apply(self) -> None:
-        g = self.draft.target.gcp
-        if g is None:
-            return
-        project, gpu, count, spot = self.snapshot()
+        if self._kind() == "ssh":
+            self._apply_ssh()
+        else:
+            self._apply_gcp()
+
+    def _apply_ssh(self) -> None:
+        t = self.draft.target
+        if t.gcp is not None:  # keep the VM answers, including any made before the switch
+            self._write_gcp(t.gcp)
+            self.wizard.target_stash["gcp"] = t.gcp
+        hosts, user, port, identity, known_hosts = self._ssh_values()
+        if t.ssh is None:
+            self.draft.target = t = Target(ssh=SshTarget())
+        t.gcp = None
+        t.ssh.hosts = list(hosts)
+        s = self.draft.ssh
+        s.user = user or None
+        s.port = int(port) if port else 22
+        s.identity = identity or None
+        s.known_hosts = known_hosts or None
+
+    def _apply_gcp(self) -> None:
+        t = self.draft.target
+        if t.gcp is None:
+            if t.ssh is not None:
+                self.wizard.target_stash["ssh"] = copy.deepcopy(t.ssh)
+            self.draft.target = t = Target(gcp=self.wizard.target_stash.pop("gcp", None) or GcpTarget())
+        assert t.gcp is not None
+        self._write_gcp(t.gcp)
+
+    def _write_gcp(self, g: GcpTarget) -> None:
+        project, gpu, count, spot = self._gcp_values()
         g.project = project or None
         if g.gpu is None or g.gpu.type != gpu or g.gpu.count != count:
             g.gpu = Gpu(type=str(gpu), count=int(count))
         g.spot = bool(spot)
 
+    def _ssh_problems(self) -> dict[str, str]:
+        """Field -> message, with the recipe loader's own rules (patterns and limits read
+        from the model, list rules from :func:`gpuwizard.recipe.structural_problems`)."""
+        hosts, user, port, _identity, _known = self._ssh_values()
+        out: dict[str, str] = {}
+        bad = [h for h in hosts if not HOST_RE.match(h)]
+        if bad:
+            out["hosts"] = (f"{bad[0]!r} is not a host: write [user@]host[:port], e.g. ubuntu@203.0.113.7 "
+                            "or gpu-box:2222")
+        else:
+            trial = Recipe(target=Target(ssh=SshTarget(hosts=list(hosts))))
+            for p in rc.structural_problems(trial):
+                if p.path.startswith("target"):
+                    out.setdefault("hosts", p.message)
+        if user and not USER_RE.match(user):
+            out["user"] = f"{user!r} is not a Linux user name: lower-case letters, digits, _ and -"
+        if port and not (port.isdigit() and PORT_MIN <= int(port) <= PORT_MAX):
+            out["port"] = f"a port is {PORT_MIN}-{PORT_MAX} (got {port})"
+        return out
+
     def problems(self) -> list[str]:
-        if self.draft.target.gcp is None:
-            return []
-        project, gpu, count, _spot = self.snapshot()
+        if self._kind() == "ssh":
+            return list(self._ssh_problems().values())
+        project, gpu, count, _spot = self._gcp_values()
         out = []
         if project and not PROJECT_RE.match(project):
             out.append(f"{project!r} is not a project id: 6-30 lower-case letters, digits and dashes")
@@ -121,7 +259,36 @@ class QuotaScreen(WizardScreen):
             want = counts[0]
         sel.value = want
 
+    def _show_target(self, kind: str) -> None:
+        """Show the fields of the chosen target, strike the skipped steps in the bar, and
+        redraw the SSH fields' inline messages."""
+        self.query_one("#ssh-fields", Vertical).display = kind == "ssh"
+        self.query_one("#gcp-fields", Vertical).display = kind == "gcp"
+        self.query_one(StepBar).show_skipped(frozenset({"zone", "machine"}) if kind == "ssh" else frozenset())
+        probs = self._ssh_problems() if kind == "ssh" else {}
+        for field in ("hosts", "user", "port"):
+            w = self.query_one(f"#err-{field}", Static)
+            w.update(Text(probs.get(field, "")))
+            w.display = field in probs
+        for wid, note in (("ssh-identity", "note-identity"), ("ssh-known-hosts", "note-known-hosts")):
+            path = self.query_one(f"#{wid}", Input).value.strip()
+            missing = bool(path) and not os.path.exists(os.path.expanduser(path))
+            self.query_one(f"#{note}", Static).update(Text("not found on this computer" if missing else ""))
+
+    @on(TextArea.Changed, "#ssh-hosts")
+    def _hosts_changed(self) -> None:
+        self._any_changed()
+
+    @on(Select.Changed, "#target")
+    def _target_changed(self) -> None:
+        """Live quota only matters for Compute Engine: load it when the user switches to it."""
+        kind = self._kind()
+        if self._loaded and kind == "gcp" and self._live_kind != "gcp":
+            self.call_after_refresh(self.refresh_live)
+        self._live_kind = kind
+
     def changed(self) -> None:
+        self._show_target(self._kind())
         gpu = self.query_one("#gpu", Select).value
         count = self.query_one("#count", Select).value
         g = catalog.gpu(str(gpu))
@@ -160,7 +327,7 @@ class QuotaScreen(WizardScreen):
 
     def refresh_live(self) -> None:
         """Start (or restart) the workers that fetch the ADC project and the quota."""
-        if self.draft.target.gcp is None:
+        if self._kind() != "gcp":
             return
         if not self.wizard.live_enabled:
             self._show_quota()

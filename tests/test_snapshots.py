@@ -51,6 +51,14 @@ class TestWizardScreens:
     def test_quota_new_draft(self, snap_compare) -> None:
         assert snap_compare(_app("quota", None), terminal_size=SIZE, run_before=_steady)
 
+    def test_quota_existing_hosts(self, snap_compare, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+        """target.ssh: the hosts editor instead of project and quota; Zone and Machine struck."""
+        import pathlib
+
+        monkeypatch.setenv("HOME", str(tmp_path))  # "not found on this computer" for the key, everywhere
+        text = (pathlib.Path(__file__).parent.parent / "recipes" / "existing-host.yaml").read_text(encoding="utf-8")
+        assert snap_compare(_app("quota", text), terminal_size=SIZE, run_before=_steady)
+
     def test_zone(self, snap_compare) -> None:
         assert snap_compare(_app("zone"), terminal_size=SIZE, run_before=_steady)
 
@@ -70,7 +78,12 @@ class TestWizardScreens:
     def test_dataset(self, snap_compare) -> None:
         assert snap_compare(_app("dataset"), terminal_size=SIZE, run_before=_steady)
 
-    def test_rclone_dialog(self, snap_compare) -> None:
+    def test_rclone_dialog(self, snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+        from gpuwizard.rclone import DriveSetup
+
+        # The same picture whether or not this machine has rclone: pretend it has.
+        monkeypatch.setattr(DriveSetup, "local_rclone", staticmethod(lambda: "/usr/bin/rclone"))
+
         async def open_dialog(pilot) -> None:
             await pilot.press("ctrl+r")
             await _steady(pilot)

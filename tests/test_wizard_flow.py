@@ -82,6 +82,7 @@ def _catalog_validate(path: str) -> list[str]:
 async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path, monkeypatch) -> None:
     """Empty draft -> every screen -> saved recipe; quota and zones come from the fake over HTTP."""
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))  # the Drive token lands here
     # No T4 quota left in us-central1: the live zone list must put other regions first.
     fake_compute.set_quota("us-central1", "NVIDIA_T4_GPUS", 4, usage=4)
     out = tmp_path / "stgcn.yaml"
@@ -126,8 +127,15 @@ async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path,
         await pilot.pause()
         assert app.screen.NAME == "dataset"
         await pilot.press("ctrl+r")
+        await _settle(app, pilot)
+        assert app.screen.id == "rclone-dialog"
+        await pilot.press("ctrl+s")  # no credential yet: Save is disabled
         await pilot.pause()
         assert app.screen.id == "rclone-dialog"
+        app.screen.query_one("#auth-paste").value = True
+        app.screen.query_one("#rc-token").text = (
+            '{"access_token": "ya29.WALKTEST' + "x" * 30 + '", "refresh_token": "1//0WALKTEST' + "y" * 30 + '"}')
+        await pilot.pause()
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.screen.NAME == "dataset" and app.screen.valid, app.screen.reason
@@ -143,6 +151,10 @@ async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path,
     assert saved.env.repo.url.endswith("mmskeleton.git")
     assert saved.datasets[0].from_ == "gdrive:st-gcn-processed-data.zip" and saved.datasets[0].unzip
     assert saved.rclone.remotes["gdrive"].type == "drive"
+    token_file = saved.rclone.remotes["gdrive"].options["token_file"]
+    assert token_file == "~/.config/gpuwizard/secrets/gdrive.token.json"
+    assert (tmp_path / ".config/gpuwizard/secrets/gdrive.token.json").stat().st_mode & 0o777 == 0o600
+    assert "WALKTEST" not in out.read_text(encoding="utf-8")
     assert _catalog_validate(str(out)) == []
     from gpuwizard.cli import main
 
@@ -165,9 +177,13 @@ async def test_edit_and_save_unchanged_is_byte_for_byte(case: str, tmp_path) -> 
     before = path.read_bytes()
     draft = rc.load(str(path))
     app = WizardApp(draft, path=str(path), source_path=str(path), live=False)
+    # Existing hosts (target.ssh) have no zone or machine to choose: Next passes over them.
+    names = ["zone", "machine", "driver", "environment", "dataset", "review"]
+    if draft.target.gcp is None:
+        names = [n for n in names if n not in ("zone", "machine")]
     async with app.run_test(size=SIZE) as pilot:
         await _settle(app, pilot)
-        for name in ("zone", "machine", "driver", "environment", "dataset", "review"):
+        for name in names:
             await _next(app, pilot, name)
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -270,3 +286,70 @@ async def test_offline_says_so_and_continues(monkeypatch) -> None:
         assert "Offline" in note and "console.cloud.google.com" in note
         await _next(app, pilot, "zone")
         assert app.screen.order  # the catalog answers
+
+
+async def test_new_draft_on_existing_ssh_hosts(tmp_path) -> None:
+    """Switch a new draft to SSH hosts: the GCP screens are skipped both ways, and the saved
+    recipe passes every check `gpuwizard validate` runs."""
+    from gpuwizard.validate import load_checked
+
+    out = tmp_path / "hosts.yaml"
+    app = WizardApp(path=str(out), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        scr = app.screen
+        assert not scr.query_one("#ssh-fields").display
+        scr.query_one("#target").value = "ssh"
+        await pilot.pause()
+        assert scr.query_one("#ssh-fields").display and not scr.query_one("#gcp-fields").display
+        assert not scr.valid and "at least one host" in scr.reason
+        scr.query_one("#ssh-hosts").text = "ubuntu@203.0.113.7\nbad host name\n"
+        await pilot.pause()
+        assert not scr.valid and "'bad host name' is not a host" in str(scr.query_one("#err-hosts").render())
+        scr.query_one("#ssh-hosts").text = "ubuntu@203.0.113.7\nubuntu@203.0.113.7\n"
+        await pilot.pause()
+        assert "listed twice" in scr.reason
+        scr.query_one("#ssh-hosts").text = "ubuntu@203.0.113.7\nroot@gpu-2.example.com:2222\n"
+        scr.query_one("#ssh-port").value = "70000"
+        await pilot.pause()
+        assert not scr.valid and "65535" in str(scr.query_one("#err-port").render())
+        scr.query_one("#ssh-port").value = "2200"
+        scr.query_one("#ssh-user").value = "ubuntu"
+        scr.query_one("#ssh-identity").value = "~/.ssh/id_ed25519"
+        scr.query_one("#ssh-known-hosts").value = "~/.ssh/known_hosts"
+        await pilot.pause()
+        assert scr.valid, scr.reason
+        await _next(app, pilot, "driver")  # zone and machine passed over
+        await pilot.press("ctrl+b")
+        await _settle(app, pilot)
+        assert app.screen.NAME == "quota" and app.screen.query_one("#target").value == "ssh"
+        assert app.screen.query_one("#ssh-port").value == "2200"
+        for name in ("driver", "environment", "dataset", "review"):
+            await _next(app, pilot, name)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    assert app.saved_path == str(out)
+    recipe, _warnings = load_checked(str(out))
+    assert recipe.target.gcp is None
+    assert recipe.target.ssh.hosts == ["ubuntu@203.0.113.7", "root@gpu-2.example.com:2222"]
+    assert (recipe.ssh.user, recipe.ssh.port) == ("ubuntu", 2200)
+    assert (recipe.ssh.identity, recipe.ssh.known_hosts) == ("~/.ssh/id_ed25519", "~/.ssh/known_hosts")
+
+
+async def test_switching_target_back_restores_the_vm_answers(tmp_path) -> None:
+    """GCP -> SSH -> GCP on the first screen keeps the Compute Engine answers."""
+    app = WizardApp(live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        app.screen.query_one("#spot").value = True
+        app.screen.query_one("#target").value = "ssh"
+        app.screen.query_one("#ssh-hosts").text = "gpu-box"
+        await pilot.pause()
+        await _next(app, pilot, "driver")
+        assert app.draft.target.gcp is None and app.draft.target.ssh.hosts == ["gpu-box"]
+        await pilot.press("ctrl+b")
+        await _settle(app, pilot)
+        app.screen.query_one("#target").value = "gcp"
+        await pilot.pause()
+        await _next(app, pilot, "zone")
+    assert app.draft.target.ssh is None and app.draft.target.gcp.spot is True
