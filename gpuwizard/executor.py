@@ -36,7 +36,7 @@ from gpuwizard.ssh import HostSpec, SshError, connect
 from gpuwizard.steps import Step, Upload
 
 if TYPE_CHECKING:  # pragma: no cover
-    import asyncssh
+    pass
 
 Sink = Callable[[ev.Event], None]
 T = TypeVar("T")

@@ -21,7 +21,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Union
 
 SCHEMA_URL = "https://raw.githubusercontent.com/gpuwizard/gpuwizard/main/docs/recipe.schema.json"
 MAX_RECIPE_BYTES = 1_000_000

@@ -7,7 +7,7 @@ and the few flags the executor needs (sudo, reboot, timeout, retries, uploads).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

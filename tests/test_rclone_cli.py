@@ -12,14 +12,13 @@ import os
 import pathlib
 import re
 import sys
-import threading
 
 import pytest
 
 pexpect = pytest.importorskip("pexpect")
 
 from gpuwizard import recipe as RR  # noqa: E402
-from tests.fixtures.rclone_servers import RCLONE, FakeOAuth, play_browser  # noqa: E402
+from tests.fixtures.rclone_servers import RCLONE, FakeOAuth, browse_in_background  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 DOWN, ENTER, CTRL_C = "\x1b[B", "\r", "\x03"
@@ -143,7 +142,7 @@ def test_local_rclone_authorize_flow(tmp_path: pathlib.Path, fake_oauth: FakeOAu
     answer_common(child, "gdlocal")
     child.send(ENTER)                                # first choice: rclone on this machine
     child.expect(r"http://127\.0\.0\.1:53682/auth\?state=[A-Za-z0-9_-]+")
-    threading.Thread(target=play_browser, args=(child.after,), daemon=True).start()
+    browse_in_background(child.after)
     child.expect("Got a token")
     child.expect("Save the secrets")
     child.send("y")

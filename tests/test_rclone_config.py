@@ -12,13 +12,12 @@ import os
 import pathlib
 import re
 import subprocess
-import threading
 
 import pytest
 
 from gpuwizard import rclone as R
 from gpuwizard.recipe import Remote
-from tests.fixtures.rclone_servers import RCLONE, FakeOAuth, play_browser
+from tests.fixtures.rclone_servers import RCLONE, FakeOAuth, browse_in_background, play_browser
 
 pytestmark = pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")
 
@@ -111,7 +110,7 @@ def test_local_authorize_through_fake_oauth(rclone_env: dict[str, str], fake_oau
 
     def on_url(url: str) -> None:
         urls.append(url)
-        threading.Thread(target=play_browser, args=(url,), daemon=True).start()
+        browse_in_background(url)
 
     tok = setup.authorize(rclone=RCLONE, on_url=on_url, open_browser=False, timeout=30)
     assert urls and urls[0].startswith("http://127.0.0.1:53682/auth?state=")

@@ -207,7 +207,7 @@ async def test_local_authorize_through_fake_oauth(home: pathlib.Path, fake_oauth
     def hook(message: object) -> None:
         """Play the browser as soon as the dialog shows rclone's login link."""
         if isinstance(message, RcloneScreen.LoginUrl):
-            t = threading.Thread(target=play_browser, args=(message.url,), daemon=True)
+            t = threading.Thread(target=play_browser, args=(message.url,), kwargs={"quiet": True}, daemon=True)
             t.start()
             browsers.append(t)
 

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from gpuwizard import recipe as rc
 from screens import choices, live
