@@ -267,6 +267,19 @@ def _setup_step(env: Env, path: str, d: str, i: int, command: str, constrained: 
                 phase="env")
 
 
+def activation(recipe: Recipe) -> str:
+    """Bash that enters the recipe's environment the way a person would before running
+    the experiment: the environment active and, when a repository was cloned, inside
+    the clone. Empty without an env section. Used in front of the user's own steps."""
+    env = recipe.env
+    if env is None:
+        return ""
+    out = _activate(env, qpath(env_path(recipe)), False)
+    if env.repo is not None and env.repo.url:
+        out += f"cd {qpath(repo_dir(recipe))}\n"
+    return out
+
+
 def steps(recipe: Recipe) -> list[Step]:
     """The environment steps for ``recipe`` ([] without an env section)."""
     env = recipe.env

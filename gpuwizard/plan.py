@@ -16,9 +16,23 @@ from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
 
-def user_step(s: UserStep) -> Step:
-    """The recipe's own step, run as written (its ``run`` is the user's shell code)."""
-    return Step(id=f"user.{s.name}", title=s.name, run=s.run, check=s.check, sudo=s.sudo,
+# Runs before every user step, so a step sees what a person at the VM would after
+# logging in: CUDA on PATH (the executor's shells skip /etc/profile.d on purpose).
+CUDA_PROFILE = ("if [ -r /etc/profile.d/gpuwizard-cuda.sh ]; then set +u; . /etc/profile.d/gpuwizard-cuda.sh; "
+                "set -u; fi\n")
+
+
+def user_step(s: UserStep, recipe: Recipe | None = None) -> Step:
+    """The recipe's own step. Its ``run`` is the user's shell code, run with CUDA on PATH,
+    the recipe's environment active and, when it cloned a repository, inside the clone."""
+    prelude = ""
+    if recipe is not None:
+        from gpuwizard import envsteps
+
+        prelude = "# gpuwizard: CUDA on PATH, the environment active, inside the clone\n" + CUDA_PROFILE
+        prelude += envsteps.activation(recipe)
+        prelude += "# the step\n"
+    return Step(id=f"user.{s.name}", title=s.name, run=prelude + s.run, check=s.check, sudo=s.sudo,
                 reboot=s.reboot, timeout=s.timeout, retries=s.retries,
                 env=tuple(sorted(s.env.items())), phase="user")
 
@@ -32,7 +46,7 @@ def build(recipe: Recipe) -> list[Step]:
     steps += envsteps.steps(recipe)
     steps += rclone.steps(recipe)
     steps += verify.steps(recipe)
-    steps += [user_step(s) for s in recipe.steps]
+    steps += [user_step(s, recipe) for s in recipe.steps]
     seen: set[str] = set()
     for st in steps:
         if st.id in seen:  # pragma: no cover - a planner bug, not a user error

@@ -258,7 +258,9 @@ class UserStep:
     """A command of your own, run after the environment and datasets are ready."""
 
     name: str = field(default="", metadata=doc("Step name, unique in the recipe.", pattern=STEP_NAME_RE, required=True))
-    run: str = field(default="", metadata=doc("Bash to run (under bash -euo pipefail).", required=True))
+    run: str = field(default="", metadata=doc(
+        "Bash to run (under bash -euo pipefail), with CUDA on PATH, the recipe's environment active "
+        "and, when env.repo is set, inside the clone.", required=True))
     timeout: float = field(default=3600.0, metadata=doc("Seconds before the step is stopped.", minimum=1, maximum=604800))
     check: str | None = field(default=None, metadata=doc("Bash that exits 0 when the step is already done."))
     sudo: bool = field(default=False, metadata=doc("Run as root (through sudo -n for other users)."))

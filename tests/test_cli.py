@@ -61,7 +61,7 @@ def test_plan_prints_steps_and_json() -> None:
     j = json.loads(gw("plan", "--json", str(SSH_RECIPE)).stdout)
     assert j["recipe"] == "ssh-demo"
     assert j["steps"][-1]["id"] == "user.hello"
-    assert j["steps"][-1]["run"] == 'echo "hello from $(hostname)"'
+    assert j["steps"][-1]["run"].endswith('\n# the step\necho "hello from $(hostname)"')
 
 
 def test_plan_only_selects_by_prefix() -> None:
