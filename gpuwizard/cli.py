@@ -21,8 +21,7 @@ from gpuwizard import __version__
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class UsageError(Exception):
-    """A problem with what the user asked for: printed as one sentence, exit 2."""
+from gpuwizard.errors import UsageError  # noqa: E402,F401 - re-exported: handlers raise it
 
 
 def _add_recipe(p: argparse.ArgumentParser) -> None:

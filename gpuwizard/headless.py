@@ -122,7 +122,8 @@ class LineRenderer:
             st = self._hosts.get(host, {})
             counts = {k: sum(1 for v in st.values() if v == k) for k in ("ok", "skipped", "failed", "not_run")}
             counts["failed"] += sum(1 for v in st.values() if v in ("timeout", "cancelled"))
-            bad = [s for s, v in st.items() if v in ("failed", "timeout", "cancelled")]
+            failing = ("failed", "timeout") if e.interrupted else ("failed", "timeout", "cancelled")
+            bad = [s for s, v in st.items() if v in failing]
             ok = self._host_ok.get(host, False)
             result = "ok" if ok else ("interrupted" if e.interrupted and not bad else
                                       f"failed at {bad[0]}" if bad else "failed: " + self._host_msg.get(host, ""))

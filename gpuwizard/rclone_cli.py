@@ -95,6 +95,10 @@ def run_flow(setup: R.DriveSetup) -> dict[str, Any]:
 
 def cmd_rclone(args: argparse.Namespace | None = None) -> int:
     """Entry point of ``gpuwizard rclone``."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("gpuwizard: `gpuwizard rclone` asks questions, so it needs a terminal; run it in one "
+              "(over SSH too), or write the remote into the recipe by hand.", file=sys.stderr)
+        return 2
     setup = R.DriveSetup()
     try:
         options = run_flow(setup)

@@ -287,7 +287,7 @@ def find_resumable(recipe_path: str, base: str | os.PathLike[str] | None = None,
 
 
 def _resolve_run(arg: str | None, base: str | os.PathLike[str] | None = None) -> RunDir:
-    from gpuwizard.cli import UsageError
+    from gpuwizard.errors import UsageError
 
     if arg and os.path.isdir(arg) and os.path.isfile(os.path.join(arg, "state.json")):
         return RunDir.open(arg)
@@ -329,7 +329,7 @@ def _index(rd: RunDir, host: str) -> Iterator[dict[str, Any]]:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """``gpuwizard logs [RUN] [--host H] [--step S] [--list]``."""
-    from gpuwizard.cli import UsageError
+    from gpuwizard.errors import UsageError
 
     out = sys.stdout
     if getattr(args, "list", False):

@@ -75,37 +75,69 @@ class Outcome:
 
 async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[Any], None], *,
                   accept_new_host_key: bool = False, hosts: Sequence[HostSpec] | None = None,
-                  on_executor: Callable[[Any], None] | None = None, **options: Any) -> Outcome:
+                  cancel: asyncio.Event | None = None, **options: Any) -> Outcome:
     """Resolve the hosts (provisioning them for ``target.gcp``) and run ``steps`` on each.
 
     The one place that turns a recipe into a running executor, shared by ``gpuwizard
-    run`` and the Textual run screen. ``on_executor`` receives the executor before it
-    starts, so the caller can wire cancellation (Ctrl-C, a Quit button).
+    run`` and the Textual run screen. Setting ``cancel`` (Ctrl-C, the screen's Stop)
+    stops the run at any point: during provisioning no further request is waited for
+    and no step starts; during the steps the executor stops the remote commands.
+    Whatever happens, the run directory records how the run ended.
     """
+    from gpuwizard import events as ev
     from gpuwizard.executor import ExecOptions, Executor
     from gpuwizard.ssh import SshError
 
+    cancel = cancel or asyncio.Event()
+    gcp = recipe.target.gcp is not None
+    where = "gcp" if gcp else "gpuwizard"
+
+    def ended(outcome: Outcome, message: str | None) -> Outcome:
+        if message:
+            sink(ev.Output(host=where, step="provision" if gcp else "connect", stream="stderr", data=message + "\n"))
+        sink(ev.RunFinished(ok=False, interrupted=outcome.interrupted))
+        return outcome
+
     ctx = RunContext(run_id=rd.run_id, accept_new_host_key=accept_new_host_key, run_dir=str(rd.path))
     if hosts is None:
+        task = asyncio.ensure_future(resolve_hosts(recipe, ctx, sink))
+        stop = asyncio.ensure_future(cancel.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            msg = ("interrupted while provisioning: a VM may already exist; `gpuwizard run RECIPE --resume` "
+                   "picks it up, `gpuwizard down RECIPE` deletes it") if gcp else "interrupted before any step ran"
+            return ended(Outcome(ok=False, interrupted=True, provisioned=gcp), msg)
         try:
-            hosts = await resolve_hosts(recipe, ctx, sink)
+            hosts = task.result()
         except (SshError, ValueError) as exc:
-            return Outcome(ok=False, error=str(exc))
+            return ended(Outcome(ok=False, error=str(exc)), str(exc))
         except Exception as exc:  # noqa: BLE001 - GcpError and the client's own errors: one sentence
             if type(exc).__name__ != "GcpError" and not type(exc).__module__.startswith("google"):
                 raise
             # A VM exists only when provisioning got as far as pinning its host keys.
-            return Outcome(ok=False, error=str(exc), provisioned=getattr(exc, "kind", "") == "hostkey")
+            return ended(Outcome(ok=False, error=str(exc), provisioned=getattr(exc, "kind", "") == "hostkey"),
+                         str(exc))
+        if cancel.is_set():
+            return ended(Outcome(ok=False, interrupted=True, provisioned=gcp), "interrupted before any step ran")
     rd.begin_attempt()
     rd.set_plan({h.name: list(steps) for h in hosts})
     opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
                        reboot_command=recipe.ssh.reboot_command, done=rd.done(),
-                       retry_auth=recipe.target.gcp is not None, **options)
+                       retry_auth=gcp, **options)
     executor = Executor(list(hosts), list(steps), sink, opts)
-    if on_executor is not None:
-        on_executor(executor)
-    ok = await executor.run()
-    return Outcome(ok=ok, interrupted=executor.interrupted, provisioned=recipe.target.gcp is not None)
+
+    async def watch() -> None:
+        await cancel.wait()
+        executor.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        ok = await executor.run()
+    finally:
+        watcher.cancel()
+    return Outcome(ok=ok, interrupted=executor.interrupted or (cancel.is_set() and not ok), provisioned=gcp)
 
 
 async def delete_vms(recipe: Any, run_id: str, sink: Callable[[Any], None] | None = None) -> list[str]:
@@ -115,16 +147,39 @@ async def delete_vms(recipe: Any, run_id: str, sink: Callable[[Any], None] | Non
     return await provision.delete_recipe_vms(recipe.target.gcp.project, recipe.name, run_id=run_id, sink=sink)
 
 
+async def conclude(args: argparse.Namespace, recipe: Any, outcome: Outcome, run_id: str,
+                   sink: Callable[[Any], None] | None = None) -> list[str]:
+    """After a run, whichever front end ran it: apply ``--delete-on-failure`` and return
+    the closing advice (how to resume, how to delete what is still billed)."""
+    deleted = None
+    if (not outcome.ok and not outcome.interrupted and outcome.provisioned
+            and getattr(args, "delete_on_failure", False)):
+        deleted = await delete_vms(recipe, run_id, sink)
+    return closing_advice(args.recipe, outcome, deleted)
+
+
 def _recipe_text(path: str) -> str:
     with open(path, encoding="utf-8") as fh:
         return fh.read()
 
 
 def open_run_dir(args: argparse.Namespace, recipe: Any, text: str) -> tuple[Any, bool]:
+    """See :func:`_open_run_dir`; a run directory that cannot be made is a usage error."""
+    from gpuwizard.errors import UsageError
+
+    try:
+        return _open_run_dir(args, recipe, text)
+    except OSError as exc:
+        where = exc.filename or getattr(args, "run_dir", None) or "the state directory"
+        raise UsageError(f"cannot create the run directory ({where}: {exc.strerror or exc}); "
+                         "set XDG_STATE_HOME or --run-dir to a writable folder") from None
+
+
+def _open_run_dir(args: argparse.Namespace, recipe: Any, text: str) -> tuple[Any, bool]:
     """A new run directory, or the interrupted run to resume: ``--resume`` resumes the
     newest unfinished (or failed) run of this recipe file; without flags, a re-run of
     an interrupted run of the unchanged recipe resumes it; ``--fresh`` never resumes."""
-    from gpuwizard.cli import UsageError
+    from gpuwizard.errors import UsageError
     from gpuwizard.runlog import RunDir, find_resumable
 
     if getattr(args, "run_dir", None):
@@ -174,7 +229,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, list[Step]]:
 
         picked = select(steps, only)
         if not picked:
-            from gpuwizard.cli import UsageError
+            from gpuwizard.errors import UsageError
 
             raise UsageError(f"no step matches {', '.join(only)}; `gpuwizard plan {args.recipe}` lists them")
         steps = picked
@@ -249,8 +304,7 @@ async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd:
     sink = Fanout(rd, _renderer(args))
     loop = asyncio.get_running_loop()
     presses = 0
-    holder: dict[str, Any] = {}
-    cancelled = asyncio.Event()
+    cancel = asyncio.Event()
 
     def on_signal() -> None:
         nonlocal presses
@@ -258,9 +312,7 @@ async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd:
         if presses == 1:
             print("\ngpuwizard: stopping: remote commands are being stopped and the state saved "
                   "(Ctrl-C again to quit at once).", file=sys.stderr)
-            cancelled.set()
-            if "executor" in holder:
-                holder["executor"].cancel()
+            cancel.set()
         else:
             rd.save_state()
             os._exit(EXIT_INTERRUPTED)
@@ -270,16 +322,11 @@ async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd:
     try:
         outcome = await execute(recipe, steps, rd, sink,
                                 accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
-                                on_executor=lambda ex: holder.__setitem__("executor", ex))
+                                cancel=cancel)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    if cancelled.is_set() and not outcome.ok:
-        outcome.interrupted = True
-    deleted = None
-    if not outcome.ok and not outcome.interrupted and outcome.provisioned and getattr(args, "delete_on_failure", False):
-        deleted = await delete_vms(recipe, rd.run_id, sink)
-    for line in closing_advice(args.recipe, outcome, deleted):
+    for line in await conclude(args, recipe, outcome, rd.run_id, sink):
         print(line, file=sys.stderr)
     if outcome.interrupted:
         return EXIT_INTERRUPTED

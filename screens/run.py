@@ -356,7 +356,8 @@ class RunScreen(Screen[None]):
     def confirm_quit(self) -> None:
         """Called by the App's quit: a running run asks what to do with the VMs."""
         if not self.model.running:
-            code = 0 if (self.model.finished and self.model.finished.ok) else 1
+            fin = self.model.finished
+            code = 0 if (fin and fin.ok) else (130 if fin and fin.interrupted else 1)
             self.app.exit(result=code, return_code=code)
             return
         from screens.dialogs import ChoiceScreen

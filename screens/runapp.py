@@ -66,8 +66,12 @@ def run_tui(recipe: Any, args: argparse.Namespace, steps: Sequence[Any]) -> int:
     if src.rd is not None:
         print(f"gpuwizard: run directory {src.rd.path} (see `gpuwizard logs {src.rd.run_id}`)")
     if src.outcome is not None:
-        from gpuwizard.runner import closing_advice
+        import asyncio
 
-        for line in closing_advice(args.recipe, src.outcome):
+        from gpuwizard.runner import conclude
+
+        for line in asyncio.run(conclude(args, recipe, src.outcome, src.rd.run_id)):
             print(line)
+        if src.outcome.interrupted:
+            return 130
     return int(code if code is not None else 1)

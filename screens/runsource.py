@@ -70,24 +70,21 @@ class ExecutorSource:
     async def _go(self, sink: Sink, steps: list[Any], cancel: threading.Event) -> bool:
         from gpuwizard import runner
 
-        executors: list[Any] = []
+        stop = asyncio.Event()
 
         async def watch_cancel() -> None:
             while not cancel.is_set():
                 await asyncio.sleep(0.1)
-            for ex in executors:
-                ex.cancel()
+            stop.set()
 
         watcher = asyncio.ensure_future(watch_cancel())
         try:
             outcome = await runner.execute(self.recipe, steps, self.rd, sink, hosts=self._hosts,
-                                           accept_new_host_key=self.accept_new_host_key,
-                                           on_executor=executors.append, **self.options)
+                                           accept_new_host_key=self.accept_new_host_key, cancel=stop,
+                                           **self.options)
         finally:
             watcher.cancel()
         self.outcome = outcome
-        if outcome.error:
-            sink(ev.Output(host="gpuwizard", step="run", stream="stderr", data=outcome.error + "\n"))
         return outcome.ok
 
 

@@ -98,3 +98,45 @@ def test_failure_without_delete_says_how_to_clean_up(fake_compute, sshd_host, tm
     assert p.returncode == 1
     assert f"gpuwizard down {recipe}" in p.stderr
     assert len([i for i in fake_compute.state()["instances"] if i["labels"].get("gpuwizard-recipe") == "e2e"]) == 1
+
+
+def test_ctrl_c_while_provisioning_runs_no_step(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    import signal
+    import time
+
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.op_seconds = 6.0  # the insert operation takes a while, like a real one
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), CI="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(recipe), "--headless"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    line = ""
+    while "creating" not in line and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+    assert "creating" in line
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "step-ran" not in out and "user.hello" not in out
+    assert "a VM may already exist" in out and "--resume" in err
+    p = gw("logs", "--list", state=tmp_path / "state")
+    assert " interrupted " in p.stdout
+
+
+def test_provisioning_failure_is_recorded_in_the_run_directory(sshd_host, tmp_path: pathlib.Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.setenv("GPUWIZARD_COMPUTE_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    listing = gw("logs", "--list", state=tmp_path / "state").stdout
+    assert " failed " in listing
+    shown = gw("logs", state=tmp_path / "state").stdout
+    assert "127.0.0.1:9" in shown or "connect" in shown.lower()

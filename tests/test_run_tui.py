@@ -57,3 +57,25 @@ def test_run_on_a_terminal_uses_the_run_screen(sshd_factory, tmp_path: pathlib.P
     runs = list((tmp_path / "state" / "gpuwizard" / "runs").iterdir())
     logs = list((runs[0] / "hosts").glob("*.log"))
     assert len(logs) == 2 and all("line-30" in p.read_text() for p in logs)
+
+
+def test_terminal_run_honours_delete_on_failure(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    from tests.test_run_gcp import point_fake_at, write_recipe
+
+    point_fake_at(fake_compute, sshd_host)
+    r = tmp_path / "e2e.yaml"
+    write_recipe(r, sshd_host, "exit 3")
+    t = Tmux(str(tmp_path))
+    keep = ("GPUWIZARD_COMPUTE_ENDPOINT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG", "XDG_CONFIG_HOME",
+            "NO_GCE_CHECK", "GCE_METADATA_HOST", "GCE_METADATA_IP", "PATH")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update({"XDG_STATE_HOME": str(tmp_path / "state"), "TERM": "xterm-256color"})
+    t.start(f"sh -c '{sys.executable} -m gpuwizard.cli run {r} --delete-on-failure; echo EXIT=$?; sleep 60'", env)
+    try:
+        t.wait_for("Run failed", timeout=60)
+        t.keys("q")
+        screen = t.wait_for("EXIT=1", timeout=30)
+        assert "deleted 1 VM(s) of this run" in screen.replace("\n", "")
+    finally:
+        t.run("kill-server")
+    assert [i for i in fake_compute.state()["instances"] if i["labels"].get("gpuwizard-recipe") == "e2e"] == []

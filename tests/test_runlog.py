@@ -64,7 +64,7 @@ def test_files_state_and_logs_command(state_home, tmp_path, capsys):
 
 
 def test_finished_run_is_not_resumed_and_unknown_run_is_a_usage_error(state_home, tmp_path):
-    from gpuwizard.cli import UsageError
+    from gpuwizard.errors import UsageError
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("x")

@@ -163,3 +163,17 @@ def test_secret_upload_never_reaches_events_or_logs(sshd_host, tmp_path, monkeyp
     assert "done" in rd.host_log_path("h").read_text()
     assert (pathlib.Path("/root/gw-test-token.json").stat().st_mode & 0o777) == 0o600
     os.unlink("/root/gw-test-token.json")
+
+
+def test_unwritable_state_dir_is_a_usage_error(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    r = tmp_path / "r.yaml"
+    r.write_text("version: 1\nname: x\ntarget: {ssh: {hosts: [u@127.0.0.1:9]}}\nsteps:\n  - {name: a, run: 'true'}\n")
+    env = dict(os.environ, XDG_STATE_HOME="/proc/no-such-dir", CI="1")
+    p = subprocess.run([sys.executable, "-m", "gpuwizard.cli", "run", str(r), "--headless"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert p.returncode == 2
+    assert "cannot create the run directory" in p.stderr and "Traceback" not in p.stderr
