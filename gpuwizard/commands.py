@@ -61,7 +61,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "provision": prov.__dict__ if prov else None,
             "steps": [
                 {"id": s.id, "title": s.title, "run": s.run, "check": s.check, "sudo": s.sudo, "reboot": s.reboot,
-                 "timeout": s.timeout, "retries": s.retries, "env": dict(s.env),
+                 "timeout": s.timeout, "retries": s.retries,
+                 "env": {k: ("..." if _secretish(k) else v) for k, v in s.env},
                  "uploads": [{"local": u.local, "remote": u.remote, "mode": oct(u.mode)} for u in s.uploads],
                  "progress": s.progress}
                 for s in steps
