@@ -69,7 +69,7 @@ class ZoneScreen(WizardScreen):
 
     def load(self) -> None:
         table = self.query_one("#zones", DataTable)
-        table.add_columns("Use", "Zone", "Region", "Region free quota", "VM $/h", "Max GPUs/VM", "Data")
+        table.add_columns("Use", "Zone", "Region", "Region free quota", "From $/h", "Max GPUs/VM", "Data")
         g = self.draft.target.gcp
         if g is None:
             self.query_one("#zone-note", Static).update("This recipe runs on existing hosts: no zone to choose.")
