@@ -898,10 +898,17 @@ def save(recipe: Recipe, path: str) -> None:
 
     text = dumps(recipe)
     d = os.path.dirname(os.path.abspath(path))
+    try:  # a recipe is meant to be shared: keep the file's mode, or the umask's default
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".recipe-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

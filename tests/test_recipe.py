@@ -134,3 +134,20 @@ def test_schema_validates_shipped_recipes() -> None:
         pytest.skip("no shipped recipes yet")
     for f in files:
         jsonschema.validate(yaml.safe_load(f.read_text()), schema)
+
+
+def test_save_writes_a_shareable_file_and_keeps_an_existing_mode(tmp_path: pathlib.Path) -> None:
+    import os
+
+    r = R.Recipe(name="x", target=R.Target(ssh=R.SshTarget(hosts=["u@h"])))
+    old = os.umask(0o022)
+    try:
+        R.save(r, str(tmp_path / "new.yaml"))
+        assert (tmp_path / "new.yaml").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "mine.yaml").write_text("")
+        (tmp_path / "mine.yaml").chmod(0o640)
+        R.save(r, str(tmp_path / "mine.yaml"))
+        assert (tmp_path / "mine.yaml").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+    assert list(tmp_path.glob(".recipe-*")) == []
