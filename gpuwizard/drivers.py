@@ -447,20 +447,27 @@ def _python_problems(recipe: Recipe, osinfo: S.OsInfo | None) -> list[Problem]:
 # ---------------------------------------------------------------------------- steps
 
 # Shell fragments shared by the driver steps (they run as root under bash -euo pipefail).
+# Never `producer | grep -q`: grep -q exits at the first match, the producer can die of
+# SIGPIPE writing the rest, and pipefail turns the match into a failure (`apt-mark showhold |
+# grep -qxF` on its first line: 76 of 500 runs exited 141 in a Debian 12 chroot); `grep ...
+# >/dev/null` reads all of its input.
 _APT = r"""export DEBIAN_FRONTEND=noninteractive
 apt_get() { apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0 -y -q "$@"; }
 """
-_INSTALLED = r"""installed() {  # every named package is installed
+# "installed" is dpkg's package state, whatever the selection: a held package's ${Status} is
+# "hold ok installed" and its ${db:Status-Abbrev} "hi", so matching "install ok installed"
+# or "ii" would call every held package missing.
+_INSTALLED = r"""installed() {  # every named package is installed (held or not)
   local p
   for p in "$@"; do
     # shellcheck disable=SC2016
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || return 1
+    dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -x installed >/dev/null || return 1
   done
 }
 """
-_MATCHING = r"""installed_matching() {  # installed packages whose names match the globs
+_MATCHING = r"""installed_matching() {  # installed packages (held or not) whose names match the globs
   # shellcheck disable=SC2016
-  { dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null || true; } | awk '$1 == "ii" {print $2}'
+  { dpkg-query -W -f='${db:Status-Status} ${Package}\n' "$@" 2>/dev/null || true; } | awk '$1 == "installed" {print $2}'
 }
 """
 _VERSION_OF = r"""version_of() {
@@ -533,7 +540,7 @@ def _secure_boot_step() -> Step:
         f"  *'SecureBoot enabled'*) echo {q(SECURE_BOOT_MESSAGE)} >&2; exit 1 ;;",
         "esac",
     )
-    check = "nvidia-smi -L 2>/dev/null | grep -q UUID\n"
+    check = "nvidia-smi -L 2>/dev/null | grep UUID >/dev/null\n"
     return Step(id="driver.secureboot", title="Check Secure Boot (unsigned NVIDIA modules would be refused)",
                 run=run, check=check, sudo=False, timeout=60, phase="driver")
 
@@ -575,11 +582,11 @@ def _prereqs_step(osinfo: S.OsInfo | None) -> Step:
 
 def _repo_step(osinfo: S.OsInfo | None) -> Step:
     url = S.keyring_url("${distro}")
-    lists = "/var/lib/apt/lists/developer.download.nvidia.com_compute_cuda_repos_${distro}_x86_64_*Packages*"
+    packages_uri = S.repo_base("${distro}") + "/Packages"
     run = _script(
         _APT, _distro_block(osinfo),
         "# the retired apt-key flow (key 7fa2af80) leaves a stale trusted key behind on old images",
-        "if command -v apt-key >/dev/null 2>&1 && apt-key list 2>/dev/null | grep -q '7FA2 AF80'; then",
+        "if command -v apt-key >/dev/null 2>&1 && apt-key list 2>/dev/null | grep '7FA2 AF80' >/dev/null; then",
         "  apt-key del 7fa2af80",
         "fi",
         'tmp=$(mktemp -d)',
@@ -592,15 +599,24 @@ def _repo_step(osinfo: S.OsInfo | None) -> Step:
         _INSTALLED, _distro_block(osinfo),
         "installed cuda-keyring",
         '[ -f "/etc/apt/sources.list.d/cuda-${distro}-x86_64.list" ]',
-        "# apt-get update has fetched the repository's package lists",
-        f'compgen -G "{lists}" >/dev/null',
+        "# apt-get update has fetched the repository's package list: ask apt, which lists only",
+        "# downloaded indexes (the file names under /var/lib/apt/lists escape '_': x86%5f64)",
+        "# shellcheck disable=SC2016  # $(URI) is apt's format field",
+        f"apt-get indextargets --format '$(URI)' 'Identifier: Packages' | grep -xF \"{packages_uri}\" >/dev/null",
     )
     return Step(id="driver.repo", title="NVIDIA CUDA repository (cuda-keyring, not apt-key)", run=run, check=check,
                 sudo=True, timeout=600, retries=2, phase="driver")
 
 
-_PIN_GLOBS = "cuda-drivers* nvidia-* libnvidia-* libxnvctrl* xserver-xorg-video-nvidia*"
-_HOLD_GLOBS = ["nvidia-*", "libnvidia-*", "cuda-drivers*", "libxnvctrl*", "xserver-xorg-video-nvidia*"]
+# Every package of one driver release, on Ubuntu (libnvidia-compute-580, nvidia-dkms-580-open ...)
+# and on Debian 12, whose NVIDIA repository uses Debian's names (nvidia-driver, libcuda1,
+# firmware-nvidia-gsp, libgl1-nvidia-glvnd-glx ...) with "=" dependencies between them: one
+# left out of the pin keeps the newest branch as apt's candidate and the install fails
+# ("libcuda1 (= 580.95.05-1) but 595.58.03-1 is to be installed"). The hold uses the same list.
+_HOLD_GLOBS = ["cuda-drivers*", "nvidia-*", "libnvidia-*", "libcuda1", "libcudadebugger*", "libnvcuvid*",
+               "libnvoptix*", "libegl-nvidia*", "libgl1-nvidia*", "libgles-nvidia*", "libglx-nvidia*",
+               "firmware-nvidia-*", "xserver-xorg-video-nvidia*", "libxnvctrl*"]
+_PIN_GLOBS = " ".join(_HOLD_GLOBS)
 _PIN_FILE = "/etc/apt/preferences.d/gpuwizard-nvidia-driver"
 
 
@@ -729,8 +745,8 @@ def _pinned_install(kind: str, probe: str, pkgs: list[str] | None, globs: list[s
     check = _script(
         _INSTALLED, _VERSION_OF,
         f"installed {q(probe)}",
-        f"version_of {q(probe)} | grep -Eq {q(rx)}",
-        f"apt-mark showhold | grep -qxF {q(probe)}",
+        f"version_of {q(probe)} | grep -E {q(rx)} >/dev/null",
+        f"apt-mark showhold | grep -xF {q(probe)} >/dev/null",
     )
     return _script(*lines), check
 

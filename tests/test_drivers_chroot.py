@@ -42,8 +42,11 @@ The first run debootstraps Debian 12 from ``$GPUWIZARD_DEBIAN_MIRROR`` (default
 http://deb.debian.org/debian; about a minute) and caches it as a tarball in
 ``$GPUWIZARD_CHROOT_CACHE`` (default ~/.cache/gpuwizard-tests); later runs only unpack
 it and need no network. Each scenario unpacks a fresh root under /tmp and deletes it
-afterwards (the tarball stays). Nothing is mounted: debootstrap's own /proc and /sys
-mounts are checked for and unmounted should it die half way. Without
+afterwards (the tarball stays). Nothing is mounted on the host: every command runs
+under ``unshare --mount --pid --fork --mount-proc`` + ``chroot``, so its /proc (bash's
+process substitution needs /dev/fd) lives and dies with that private namespace; and
+debootstrap's own /proc and /sys mounts are checked for and unmounted should it die
+half way. Without
 ``GPUWIZARD_CHROOT_TESTS=1``, or without root, the tools or (for the first run) the
 network, the tests skip.
 """
@@ -65,10 +68,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Iterator
 
 import pytest
 
@@ -90,7 +93,7 @@ NVIDIA_HOST = "developer.download.nvidia.com"
 REPO_PATH = "compute/cuda/repos/debian12/x86_64"
 KVER = "6.1.0-37-cloud-amd64"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TOOLS = ["debootstrap", "chroot", "dpkg-deb", "dpkg-scanpackages", "gpg", "openssl", "tar", "umount"]
+TOOLS = ["debootstrap", "chroot", "unshare", "dpkg-deb", "dpkg-scanpackages", "gpg", "openssl", "tar", "umount"]
 
 
 # ---------------------------------------------------------------------------- the fake repository
@@ -253,7 +256,7 @@ def build_repo(base: pathlib.Path) -> pathlib.Path:
         subprocess.run(gpg + ["--digest-algo", "SHA256", "--clearsign", "-o", str(repo / "InRelease"),
                               str(repo / "Release")], check=True, capture_output=True)
     finally:
-        subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "all"], capture_output=True)
+        subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "all"], capture_output=True, check=False)
     return repo
 
 
@@ -278,7 +281,7 @@ def make_tls(base: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Pa
 class _Handler(http.server.SimpleHTTPRequestHandler):
     requests: list[str]
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         self.requests.append(self.path)
 
 
@@ -324,7 +327,7 @@ def fake_nvidia(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeNvidia
 def _require_host() -> None:
     if not ENABLED:
         pytest.skip("set GPUWIZARD_CHROOT_TESTS=1")
-    if not os.uname().sysname == "Linux" or os.geteuid() != 0:
+    if os.uname().sysname != "Linux" or os.geteuid() != 0:
         pytest.skip("the chroot tests need root on Linux")
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
@@ -340,8 +343,8 @@ def _mounts_under(path: pathlib.Path) -> list[str]:
 
 def _unmount_under(path: pathlib.Path) -> None:
     for p in _mounts_under(path):
-        if subprocess.run(["umount", p], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", p], capture_output=True)
+        if subprocess.run(["umount", p], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", p], capture_output=True, check=False)
 
 
 def _remove_root(path: pathlib.Path) -> None:
@@ -370,7 +373,7 @@ def debian_tarball() -> pathlib.Path:
     root = tmp / "root"
     try:
         r = subprocess.run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", "bookworm", str(root), MIRROR],
-                           capture_output=True, text=True, timeout=1200)
+                           capture_output=True, text=True, timeout=1200, check=False)
         if r.returncode != 0:
             pytest.skip(f"debootstrap failed: {(r.stdout + r.stderr)[-1500:]}")
         for d in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -424,16 +427,21 @@ def debian12(fake_nvidia: FakeNvidia) -> Iterator[pathlib.Path]:
 
 
 def in_root(root: pathlib.Path, script: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Runs a script in the root the way the executor runs steps (bash -euo pipefail, as root)."""
-    return subprocess.run(["chroot", str(root), "/usr/bin/env", "-i", f"PATH={PATH}", "HOME=/root", "LANG=C.UTF-8",
+    """Runs a script in the root the way the executor runs steps (bash -euo pipefail, as root).
+
+    In private mount and PID namespaces with their own /proc (bash's ``< <(...)`` needs
+    /dev/fd, a link into /proc): that mount exists only inside the namespace and ends with
+    the command, so the host never sees it."""
+    return subprocess.run(["unshare", "--mount", "--pid", "--fork", f"--mount-proc={root}/proc",
+                           "chroot", str(root), "/usr/bin/env", "-i", f"PATH={PATH}", "HOME=/root", "LANG=C.UTF-8",
                            "bash", "--norc", "--noprofile", "-euo", "pipefail", "-c", script],
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
 def installed(root: pathlib.Path) -> dict[str, str]:
-    r = in_root(root, "dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n'")
+    r = in_root(root, "dpkg-query -W -f='${db:Status-Status} ${Package} ${Version}\\n'")
     assert r.returncode == 0, r.stderr
-    return {p: v for s, p, v in (line.split() for line in r.stdout.splitlines()) if s == "ii"}
+    return {p: v for s, p, v in (line.split() for line in r.stdout.splitlines()) if s == "installed"}
 
 
 def showhold(root: pathlib.Path) -> set[str]:
@@ -533,7 +541,7 @@ def test_steps_in_debian12_chroot(sc: Scenario, debian12: pathlib.Path, fake_nvi
     assert candidate(root, "nvidia-driver") == sc.driver_version
 
     # holds: what the hold step says it held, plus the cuDNN and TensorRT packages, and every driver package
-    said = set(re.findall(r"^(\S+) set on hold\.$", outputs["driver.hold"], re.M))
+    said = set(re.findall(r"^(\S+) set on hold\.$", outputs["driver.hold"], re.MULTILINE))
     held = showhold(root)
     assert said and said <= held
     assert set(drv) <= said, f"driver packages the hold step missed: {sorted(set(drv) - said)}"

@@ -191,9 +191,13 @@ def wheel_runs_on(index: str, torch_version: str, cc: str) -> bool | None:
     return False
 
 
+def repo_base(repo: str) -> str:
+    """NVIDIA's CUDA apt repository for one OS repo name (no trailing slash)."""
+    return raw()["repository"]["base"].format(repo=repo)
+
+
 def keyring_url(repo: str) -> str:
-    r = raw()["repository"]
-    return r["base"].format(repo=repo) + "/" + r["keyring"]
+    return repo_base(repo) + "/" + raw()["repository"]["keyring"]
 
 
 def driver_packages(branch: Branch, flavor: str) -> list[str]:
