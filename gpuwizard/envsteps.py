@@ -134,7 +134,10 @@ def _system_step(recipe: Recipe, env: Env, path: str) -> Step:
     need_git = env.repo is not None
     if env.manager == "venv":
         pkgs = [py, f"{py}-venv"]
-        check = (f"if [ ! -x {path}/bin/python ]; then\n"
+        # Probe venv support unless the environment already works, pip included: a venv
+        # left without pip (ensurepip missing, or an interrupted creation) is repaired
+        # with ensurepip, which Debian ships in python3.X-venv.
+        check = (f"if ! {path}/bin/python -m pip --version >/dev/null 2>&1; then\n"
                  f"  command -v {q(py)} >/dev/null\n"
                  '  tmp=$(mktemp -d)\n'
                  "  trap 'rm -rf \"$tmp\"' EXIT\n"
@@ -170,20 +173,46 @@ def _conda_step() -> Step:
 
 
 def _create_step(env: Env, path: str) -> Step:
+    """The venv / conda environment, with a working pip.
+
+    ``python -m venv`` creates bin/python before ensurepip installs pip, and conda links
+    python before pip: a Ctrl-C in between leaves an environment whose interpreter works
+    but has no pip. So the check asks for pip too, and the run completes such a
+    half-built environment it recognises as its own kind (pyvenv.cfg / conda-meta, the
+    right Python) instead of refusing it: ensurepip into the venv (never ``--clear``,
+    which would wipe packages of a venv made without pip on purpose, e.g. by uv), or
+    ``conda install`` into the prefix. Anything else at the path is still refused.
+    """
     major, minor = env.python.split(".")
     version_ok = f"{path}/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != ({major}, {minor}))'"
-    wrong = (f"if [ -e {path} ]; then\n"
-             f"  echo {path} {q('exists but is not a Python ' + env.python + ' environment; remove it or set env.path')} >&2\n"
-             "  exit 1\n"
-             "fi\n")
+    pip_ok = f"{path}/bin/python -m pip --version >/dev/null"
+    wrong = (f"  echo {path} {q('exists but is not a Python ' + env.python + ' environment; remove it or set env.path')} >&2\n"
+             "  exit 1\n")
     if env.manager == "conda":
-        create = f'"{MINIFORGE}/bin/conda" create -y -q -p {path} {q("python=" + env.python)}\n'
+        conda = f'"{MINIFORGE}/bin/conda"'
+        pkgs = f"{q('python=' + env.python)} pip"
+        # conda-meta/ exists from the first linked package; python may not be linked yet.
+        mine = f"[ -d {path}/conda-meta ] && {{ [ ! -e {path}/bin/python ] || {version_ok} 2>/dev/null; }}"
+        repair = (f"  echo {path}: {q('an unfinished conda environment (interrupted?); completing it')}\n"
+                  f"  {conda} install -y -q -p {path} {pkgs}\n")
+        create = f"{conda} create -y -q -p {path} {pkgs}\n"
         title = f"conda environment with Python {env.python}"
     else:
+        mine = f"[ -f {path}/pyvenv.cfg ] && {version_ok} 2>/dev/null"
+        repair = (f"  echo {path}: {q('a Python ' + env.python + ' venv without a working pip (an interrupted creation?); installing pip into it')}\n"
+                  f"  {path}/bin/python -m ensurepip --upgrade --default-pip\n")
         create = f"mkdir -p \"$(dirname {path})\"\n{q('python' + env.python)} -m venv {path}\n"
         title = f"venv with Python {env.python}"
-    run = wrong + create + f"{version_ok}\n"
-    return Step(id="env.create", title=title, run=run, check=version_ok + "\n", timeout=900, retries=1, phase="env")
+    run = (f"if [ -e {path} ]; then\n"
+           f"  if {mine}; then\n" + _indent(repair) + "  else\n" + _indent(wrong) + "  fi\n"
+           "else\n" + _indent(create) + "fi\n"
+           f"{version_ok}\n{pip_ok}\n")
+    return Step(id="env.create", title=title, run=run, check=f"{version_ok}\n{pip_ok}\n", timeout=900, retries=1,
+                phase="env")
+
+
+def _indent(text: str) -> str:
+    return "".join("  " + line + "\n" for line in text.splitlines())
 
 
 def _torch_step(env: Env, path: str, version: str, index: str, companions: list[str]) -> Step:

@@ -50,7 +50,7 @@ def fingerprint(step: Step) -> str:
     """What makes a finished step still count as done: its shell, flags and env.
     A changed step gets a new fingerprint and re-runs on resume."""
     data = [step.run, step.check, step.sudo, step.reboot, sorted(step.env),
-            [(u.local, u.remote, u.mode) for u in step.uploads]]
+            [(u.local, u.remote, u.mode) + ((u.env,) if u.env else ()) for u in step.uploads]]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -150,13 +150,22 @@ class Executor:
     def _load_secrets(self, h: _Host) -> None:
         for step in h.steps:
             for up in step.uploads:
+                if up.env is not None:
+                    # Checked for every upload, secret or not: an unset variable fails its step.
+                    value = os.environ.get(up.env)
+                    if value is None:
+                        h.secret_errors[_source(up)] = (f"environment variable {up.env} is not set: export it "
+                                                         f"and run again (its value is uploaded as {up.remote})")
+                    elif up.secret:
+                        h.secrets |= values_from_file_text(value)
+                    continue
                 if not up.secret:
                     continue
                 try:
                     with open(os.path.expanduser(up.local), encoding="utf-8", errors="replace") as fh:
                         h.secrets |= values_from_file_text(fh.read())
                 except OSError as exc:
-                    h.secret_errors[up.local] = exc.strerror or str(exc)
+                    h.secret_errors[up.local] = f"cannot read {up.local} to upload: {exc.strerror or exc}"
 
     async def _run_host(self, h: _Host) -> bool:
         name = h.spec.name
@@ -284,9 +293,9 @@ class Executor:
             return result
 
     async def _attempt(self, h: _Host, step: Step) -> _Result:
-        missing = [u.local for u in step.uploads if u.local in h.secret_errors]
+        missing = [_source(u) for u in step.uploads if _source(u) in h.secret_errors]
         if missing:
-            return _Result("failed", message=f"cannot read {missing[0]} to upload: {h.secret_errors[missing[0]]}")
+            return _Result("failed", message=h.secret_errors[missing[0]])
         if h.conn is None or h.conn.is_closed():
             raise _Lost("not connected")
         sudo = step.sudo and not await self._is_root(h)
@@ -342,8 +351,7 @@ class Executor:
                     if parent and parent not in (".", "/"):
                         await sftp.makedirs(parent, exist_ok=True)
                     tmp = f"{remote}.gwtmp{os.getpid()}"
-                    with open(os.path.expanduser(up.local), "rb") as fh:
-                        data = fh.read()
+                    data = _upload_bytes(up)
                     async with sftp.open(tmp, "wb", attrs=asyncssh.SFTPAttrs(permissions=up.mode)) as f:
                         await f.write(data)
                     await sftp.chmod(tmp, up.mode)
@@ -509,6 +517,24 @@ class Executor:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _source(up: Upload) -> str:
+    """Where an upload's content comes from: its local path, or ``$NAME`` for ``env``."""
+    return up.local if up.env is None else f"${up.env}"
+
+
+def _upload_bytes(up: Upload) -> bytes:
+    """The content to send: the environment variable's value (read now, kept in memory
+    only), or the local file's bytes."""
+    if up.env is not None:
+        value = os.environ.get(up.env)
+        if value is None:
+            raise SshError(f"environment variable {up.env} is not set: export it and run again "
+                           f"(its value is uploaded as {up.remote})")
+        return value.encode("utf-8", "surrogateescape")
+    with open(os.path.expanduser(up.local), "rb") as fh:
+        return fh.read()
 
 
 def _env_prelude(step: Step) -> str:

@@ -640,10 +640,11 @@ class _SecretOpt:
     """A remote option whose value must come from a secret file on the host."""
 
     key: str             # the rclone option (token, client_secret, pass ...)
-    local: str           # local file to upload
+    local: str           # local file to upload ("$NAME" for env)
     remote: str          # host path (~/...)
     as_path: bool = False  # the option takes the file's path (service_account_file, key_file)
     obscure: bool = False  # rclone wants the value obscured (pass, password)
+    env: str | None = None  # the local environment variable holding the value (KEY_env)
 
 
 # rclone options whose *value* is a path to a key file; the file is uploaded and the
@@ -658,8 +659,10 @@ def _env_name(remote: str, key: str) -> str:
 
 
 def _split_options(name: str, remote: "Remote") -> tuple[dict[str, Any], list[_SecretOpt], list[str]]:
-    """(plain options, secret options, problems) for one recipe remote."""
-    from gpuwizard import secretstore
+    """(plain options, secret options, problems) for one recipe remote.
+
+    Pure: reads no environment variable and writes no file (``gpuwizard plan`` calls it).
+    """
     from gpuwizard.recipe import SECRET_KEYS
 
     plain: dict[str, Any] = {}
@@ -675,14 +678,11 @@ def _split_options(name: str, remote: "Remote") -> tuple[dict[str, Any], list[_S
         elif key.endswith("_env") and key[: -len("_env")] in SECRET_KEYS:
             base = key[: -len("_env")]
             var = str(value)
-            val = os.environ.get(var)
-            if val is None:
-                problems.append(f"rclone.remotes.{name}.{key}: environment variable {var} is not set here")
-                continue
-            # Materialise the variable as a private file so it travels like every other
-            # secret: SFTP upload 0600, masked in logs, never on a command line.
-            path = secretstore.write_secret(f"env.{name}.{base}", val.strip())
-            secrets.append(_SecretOpt(base, str(path), f"{HOST_SECRETS}/{name}.{base}", obscure=base in OBSCURED_KEYS))
+            # The executor reads the variable when the run starts and uploads its value
+            # from memory like every other secret (SFTP 0600, masked in logs, never on a
+            # command line); it is never written to the local disk. Unset -> that step fails.
+            secrets.append(_SecretOpt(base, f"${var}", f"{HOST_SECRETS}/{name}.{base}",
+                                      obscure=base in OBSCURED_KEYS, env=var))
         else:
             plain[key] = value
     if secrets and not re.match(r"^[A-Za-z0-9_]+$", name):
@@ -708,7 +708,7 @@ def _secret_prelude(name: str, secrets: Iterable[_SecretOpt]) -> str:
 
 
 def _uploads(secrets: Iterable[_SecretOpt]) -> tuple[Upload, ...]:
-    return tuple(Upload(local=s.local, remote=s.remote, mode=0o600, secret=True) for s in secrets)
+    return tuple(Upload(local=s.local, remote=s.remote, mode=0o600, secret=True, env=s.env) for s in secrets)
 
 
 def install_step(recipe: "Recipe") -> Step:

@@ -31,6 +31,7 @@ class RunContext:
     run_id: str
     accept_new_host_key: bool = False
     run_dir: str | None = None
+    recipe_path: str | None = None  # labels the VMs with the recipe file, so `down` finds only this file's
 
 
 def build_steps(recipe: Any) -> list[Step]:
@@ -56,7 +57,8 @@ async def resolve_hosts(recipe: Any, run: RunContext, sink: Callable[[Any], None
 
     known_hosts = os.path.join(run.run_dir, "known_hosts") if run.run_dir else None
     vms = await provision.provision(recipe, run_id=run.run_id, sink=sink,
-                                    accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts)
+                                    accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts,
+                                    recipe_path=run.recipe_path)
     return [HostSpec(name=vm.name, address=vm.address, port=vm.port, user=vm.user, identity=vm.identity,
                      known_hosts=vm.known_hosts,
                      accept_new=run.accept_new_host_key and not getattr(vm, "host_key_verified", False))
@@ -98,7 +100,8 @@ async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[A
         sink(ev.RunFinished(ok=False, interrupted=outcome.interrupted))
         return outcome
 
-    ctx = RunContext(run_id=rd.run_id, accept_new_host_key=accept_new_host_key, run_dir=str(rd.path))
+    ctx = RunContext(run_id=rd.run_id, accept_new_host_key=accept_new_host_key, run_dir=str(rd.path),
+                     recipe_path=rd.state.get("recipe_path"))
     if hosts is None:
         task = asyncio.ensure_future(resolve_hosts(recipe, ctx, sink))
         stop = asyncio.ensure_future(cancel.wait())

@@ -16,12 +16,18 @@ class Upload:
 
     ``secret`` files are written with mode 0600 and their contents are masked in every
     log line and event (the executor learns the values to mask from them).
+
+    ``env`` names a local environment variable whose value is the content instead of a
+    file: the executor reads it when the run starts and sends it from memory, so the
+    secret never touches the local disk. ``local`` is then only a label for the plan
+    (``$NAME``).
     """
 
     local: str
     remote: str
     mode: int = 0o600
     secret: bool = True
+    env: str | None = None
 
 
 @dataclass(frozen=True)

@@ -176,3 +176,77 @@ def test_env_steps_run_twice_for_real_as_unprivileged_user(sshd_user_host) -> No
     finally:
         shutil.rmtree(os.path.join(home, f"gw-envtest-{tag}"), ignore_errors=True)
         shutil.rmtree(os.path.dirname(bare), ignore_errors=True)
+
+
+# ---------------------------------------------------------------- interrupted env.create
+
+
+def _home_bash(script: str, home: pathlib.Path) -> subprocess.CompletedProcess:
+    """Run a step script the way the executor does, with HOME at a scratch directory and
+    this interpreter's python3.11 first on PATH (pyenv shims need the real HOME)."""
+    bindir = os.path.dirname(os.path.realpath(sys.executable))
+    return _bash(script, HOME=str(home), PATH=f"{bindir}:{os.environ['PATH']}")
+
+
+@pytest.mark.timeout(120)
+def test_half_built_venv_fails_the_check_and_the_run_repairs_it(tmp_path: pathlib.Path) -> None:
+    """Ctrl-C during `python -m venv` leaves bin/python but no pip (ensurepip runs last):
+    the check must not call that done, and the run (a resume, or a --fresh run) must
+    finish it rather than refuse it as "not a Python 3.11 environment"."""
+    home = tmp_path / "home"
+    home.mkdir()
+    venv = home / "venvs" / "half"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    assert (venv / "pyvenv.cfg").exists() and (venv / "bin" / "python").exists()
+    step = by_id(ssh_recipe("{python: '3.11', path: '~/venvs/half', packages: [six]}"))["env.create"]
+    assert _home_bash(step.check, home).returncode != 0, "a venv without pip passed the check"
+    res = _home_bash(step.run, home)
+    assert res.returncode == 0, res.stderr
+    assert _home_bash(step.check, home).returncode == 0, _home_bash(step.check, home).stderr
+    assert subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "--version"],
+                          capture_output=True).returncode == 0
+    # A path that is not a venv at all is still refused, untouched.
+    other = home / "venvs" / "notavenv"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine\n")
+    step2 = by_id(ssh_recipe("{python: '3.11', path: '~/venvs/notavenv'}"))["env.create"]
+    res = _home_bash(step2.run, home)
+    assert res.returncode != 0 and "is not a Python 3.11 environment" in res.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["keep.txt"]
+
+
+def test_half_built_venv_makes_the_system_step_probe_venv_support(tmp_path: pathlib.Path) -> None:
+    """A venv left without pip because ensurepip is missing (Debian without python3.X-venv)
+    must not let env.system skip: the repair needs ensurepip."""
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(home / "v")], check=True)
+    check = by_id(ssh_recipe("{python: '3.11', path: '~/v'}"))["env.system"].check
+    # python3.99 does not exist: a check that still probes fails, one that skips passes
+    check = check.replace("python3.11", "python3.99")
+    assert _home_bash(check, home).returncode != 0
+
+
+def test_half_built_conda_env_is_completed(tmp_path: pathlib.Path) -> None:
+    """conda's analogue: a prefix with conda-meta/ whose pip never got linked is completed
+    with `conda install`, not refused. conda itself is a stand-in script here."""
+    home = tmp_path / "home"
+    fake_conda = home / "miniforge3" / "bin" / "conda"
+    fake_conda.parent.mkdir(parents=True)
+    log = tmp_path / "conda.log"
+    fake_conda.write_text(f"""#!/bin/bash
+echo "$@" >>{log}
+[ "$1" = install ] || exit 9
+while [ $# -gt 0 ]; do [ "$1" = -p ] && prefix=$2; shift; done
+"$prefix/bin/python" -m ensurepip --default-pip >/dev/null
+""")
+    fake_conda.chmod(0o755)
+    env = home / "envs" / "c"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    (env / "conda-meta").mkdir()
+    s = by_id(ssh_recipe("{manager: conda, python: '3.11', path: '~/envs/c'}"))["env.create"]
+    assert _home_bash(s.check, home).returncode != 0
+    res = _home_bash(s.run, home)
+    assert res.returncode == 0, res.stderr
+    assert log.read_text().startswith("install ") and "python=3.11" in log.read_text()
+    assert _home_bash(s.check, home).returncode == 0

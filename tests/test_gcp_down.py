@@ -77,3 +77,74 @@ def test_cmd_status_lists_zone_state_ip_cost(populated, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "exp-r1" in out and "us-west1-b" in out and "RUNNING" in out and "0.54" in out
     assert "other-r1" not in out and "2 running at ~$1.08/hour" in out
+
+
+# ------------------------------------------------- two recipe files, one recipe name
+
+
+def _two_recipes(tmp_path):
+    from gpuwizard import recipe as R
+    from gpuwizard.gcp.provision import provision
+
+    paths = []
+    for d, run in (("a", "run-a"), ("b", "run-b")):
+        (tmp_path / d).mkdir()
+        p = tmp_path / d / "exp.yaml"
+        p.write_text(RECIPE)
+        asyncio.run(provision(R.load(str(p)), run, known_hosts_path=str(tmp_path / f"kh-{d}"),
+                              recipe_path=str(p)))
+        paths.append(str(p))
+    return paths
+
+
+def test_down_deletes_only_the_vms_of_its_recipe_file(fake_compute, tmp_path, capsys):
+    """Two recipe files both say `name: exp`: `down` on one must not delete the other's VM."""
+    from gpuwizard.gcp.commands import cmd_down, cmd_status
+
+    a, b = _two_recipes(tmp_path)
+    assert sorted(n for _, n in fake_compute.instances) == ["exp-run-a", "exp-run-b"]
+    ids = {i["name"]: i["labels"].get("gpuwizard-recipe-id") for i in fake_compute.instances.values()}
+    assert ids["exp-run-a"] and ids["exp-run-b"] and ids["exp-run-a"] != ids["exp-run-b"]
+    capsys.readouterr()
+    assert cmd_status(_args(b)) == 0
+    out = capsys.readouterr().out
+    assert "exp-run-b" in out and "exp-run-a" not in out
+    assert cmd_down(_args(a, yes=True)) == 0
+    out = capsys.readouterr().out
+    assert "Deleted 1 VM(s)." in out and "exp-run-b" not in out
+    assert [n for _, n in fake_compute.instances] == ["exp-run-b"]
+
+
+def test_vm_without_recipe_id_is_matched_by_name_with_a_note(fake_compute, tmp_path, capsys):
+    from gpuwizard.gcp.commands import cmd_down
+
+    a, _b = _two_recipes(tmp_path)
+    fake_compute.add_instance("us-central1-a", "exp-old", {"gpuwizard-recipe": "exp", "gpuwizard-run": "r0"})
+    capsys.readouterr()
+    assert cmd_down(_args(a, yes=True)) == 0
+    out = capsys.readouterr().out
+    assert "exp-old" in out and "gpuwizard-recipe-id" in out
+    assert sorted(n for _, n in fake_compute.instances) == ["exp-run-b"]
+
+
+def test_down_deletes_exactly_the_confirmed_list(populated, tmp_path, monkeypatch, capsys):
+    """A VM that appears while the user reads the prompt was not confirmed: it stays."""
+    from gpuwizard.gcp.commands import cmd_down
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(RECIPE)
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def answer(prompt: str) -> str:
+        assert "exp-r1" in prompt and "exp-late" not in prompt
+        populated.add_instance("us-central1-a", "exp-late", {"gpuwizard-recipe": "exp", "gpuwizard-run": "r9"})
+        return "y"
+
+    monkeypatch.setattr("sys.stdin", Tty(""))
+    monkeypatch.setattr("builtins.input", answer)
+    assert cmd_down(_args(str(path))) == 0
+    assert "Deleted 2 VM(s)." in capsys.readouterr().out
+    assert sorted(n for _, n in populated.instances) == ["exp-handmade", "exp-late", "other-r1", "prefix"]

@@ -138,3 +138,20 @@ def test_help_and_cli_never_import_the_client():
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)),
                    timeout=30)
+
+
+@pytest.mark.parametrize("count", [3, -5, 0, 5])
+def test_cmd_zones_refuses_counts_the_gpu_cannot_have(count, capsys):
+    from gpuwizard.gcp.commands import cmd_zones
+
+    assert cmd_zones(ns(gpu="T4", count=count, offline=True)) == 2
+    cap = capsys.readouterr()
+    assert "T4 takes 1, 2 or 4 GPUs per VM" in cap.err and not cap.out
+
+
+def test_cmd_zones_accepts_each_valid_count(capsys):
+    from gpuwizard.gcp.commands import cmd_zones
+
+    for n in (1, 2, 4):
+        assert cmd_zones(ns(gpu="nvidia-tesla-t4", count=n, offline=True)) == 0
+        assert f"{n} x nvidia-tesla-t4" in capsys.readouterr().out

@@ -261,3 +261,59 @@ def test_standalone_server_runs(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+LONG = "a-very-long-recipe-name-for-a-sweep-of-many-experiments"[:55] + "9"
+GCE_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+def _run_ids(name: str) -> tuple[str, str]:
+    """Two run ids in the form runlog.new_run_id makes, one second and a random tag apart."""
+    return f"20260102-030405-{name[:40]}-1a2b", f"20260102-030406-{name[:40]}-9f8e"
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_long_recipe_name_keeps_the_run_suffix(count):
+    import re
+
+    assert len(LONG) == 56
+    r = make_recipe(["us-central1-a"], name=LONG, count=count)
+    a, b = (instance_names(r, rid) for rid in _run_ids(LONG))
+    assert len(a) == len(b) == count
+    for n in a + b:
+        assert len(n) <= 63 and re.match(GCE_NAME, n), n
+    assert not set(a) & set(b), (a, b)
+    assert all(n.endswith(("-1a2b", "-1a2b-0", "-1a2b-1")) for n in a), a
+    # short names are unchanged (a resumed run finds the VMs it created before)
+    assert instance_names(make_recipe(["us-central1-a"]), "run-1") == ["exp-run-1"]
+
+
+def test_two_runs_of_a_long_recipe_get_two_vms(fake_compute, tmp_path):
+    r = make_recipe(["us-central1-a", "us-central1-b"], name=LONG)
+    names = []
+    for rid in _run_ids(LONG):
+        hosts = asyncio.run(provision(r, rid, known_hosts_path=str(tmp_path / f"kh-{rid[-4:]}")))
+        names += [h.name for h in hosts]
+    assert len(set(names)) == 2
+    assert sorted(fake_compute.instances) == sorted(("us-central1-a", n) for n in names)
+
+
+def test_name_already_taken_stops_instead_of_failing_over(fake_compute, tmp_path):
+    """409 alreadyExists is not a zone problem: another zone would get a second VM of the
+    same name (and a stranger's VM would look like ours to status and down)."""
+    r = make_recipe(["us-central1-a", "us-central1-b"])
+    (name,) = instance_names(r, "run-1")
+    fake_compute.add_instance("us-central1-a", name, {"gpuwizard-recipe": "someone-else"})
+    with pytest.raises(GcpError) as ei:
+        run(r, tmp_path)
+    assert ei.value.kind == "exists"
+    assert name in str(ei.value) and "us-central1-a" in str(ei.value)
+    assert fake_compute.inserts("us-central1-b") == []
+    assert list(fake_compute.instances) == [("us-central1-a", name)]
+
+
+def test_already_exists_is_classified_as_its_own_final_kind():
+    from gpuwizard.gcp.errors import EXISTS, classify
+
+    v = classify([{"reason": "alreadyExists", "message": "The resource 'x' already exists"}], 409)
+    assert v.kind == EXISTS

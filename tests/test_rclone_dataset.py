@@ -192,22 +192,32 @@ def test_missing_path_gives_clear_hint(sshd_user_host, host_dirs: HostDirs, rclo
     assert R.explain_rclone_error(err) is not None
 
 
-def test_secret_never_leaks(sshd_user_host, host_dirs: HostDirs, rclone_serve, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("route", ["file", "env"])
+def test_secret_never_leaks(sshd_user_host, host_dirs: HostDirs, rclone_serve, tmp_path, monkeypatch, route) -> None:
+    """route "file": pass_file names a 0600 file; route "env": pass_env names an
+    environment variable, read only at run time and sent from memory (no local file)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     password = "gwt-S3cret-" + os.urandom(6).hex()
     src = tmp_path / "src"
     makefile(src / "d.bin", "60M")
     served = rclone_serve("webdav", src, bwlimit="40M", user="u", password=password)
-    pw_file = secretstore.write_secret("gwt.dav.pass", password)
-    assert pw_file.stat().st_mode & 0o777 == 0o600
-    assert secretstore.check_private(pw_file) is None
-    remote = RR.Remote(type="webdav", options={**served.remote_options, "pass_file": secretstore.display_path(pw_file)})
+    if route == "file":
+        pw_file = secretstore.write_secret("gwt.dav.pass", password)
+        assert pw_file.stat().st_mode & 0o777 == 0o600
+        assert secretstore.check_private(pw_file) is None
+        secret_opt = {"pass_file": secretstore.display_path(pw_file)}
+    else:
+        monkeypatch.setenv("GWT_DAVPASS", password)
+        secret_opt = {"pass_env": "GWT_DAVPASS"}
+    remote = RR.Remote(type="webdav", options={**served.remote_options, **secret_opt})
     r = recipe_for({"gwtdav": remote}, [RR.Dataset(from_="gwtdav:d.bin", to=str(host_dirs.root / "w"))])
     yaml_text = RR.dumps(r)
     assert password not in yaml_text
     RR.loads(yaml_text)  # the recipe with pass_file is valid
     steps = R.steps(r)
     assert all(password not in (s.run + (s.check or "")) for s in steps)
+    if route == "env":
+        assert not (tmp_path / "cfg").exists()  # planning wrote nothing
     seen_argv: list[str] = []
     stop = threading.Event()
 
@@ -239,3 +249,5 @@ def test_secret_never_leaks(sshd_user_host, host_dirs: HostDirs, rclone_serve, t
     assert host_file.stat().st_mode & 0o777 == 0o600 and host_file.stat().st_uid == pw.pw_uid
     assert password not in pathlib.Path(host_dirs.conf).read_text()  # rclone.conf holds no secret either
     assert sha256(host_dirs.root / "w/d.bin") == sha256(src / "d.bin")
+    if route == "env":
+        assert not (tmp_path / "cfg").exists()  # nor did the run, locally

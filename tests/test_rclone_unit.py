@@ -150,18 +150,20 @@ def test_step_ids_and_shapes() -> None:
 
 
 def test_secret_env_indirection(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEY_env: the step uploads the variable's value at run time (Upload.env); planning
+    writes no file and does not depend on the variable being set."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("MY_S3_SECRET", "abcdefSECRET123")
-    st = R.remote_step("s3x", RR.Remote(type="s3", options={"provider": "AWS", "access_key_id": "AK",
-                                                             "secret_access_key_env": "MY_S3_SECRET"}))
+    opts = {"provider": "AWS", "access_key_id": "AK", "secret_access_key_env": "MY_S3_SECRET"}
+    st = R.remote_step("s3x", RR.Remote(type="s3", options=opts))
     assert "abcdefSECRET123" not in st.run
     (up,) = st.uploads
-    assert pathlib.Path(up.local).read_text() == "abcdefSECRET123"
-    assert stat.S_IMODE(pathlib.Path(up.local).stat().st_mode) == 0o600
+    assert (up.env, up.local, up.mode, up.secret) == ("MY_S3_SECRET", "$MY_S3_SECRET", 0o600, True)
+    assert up.remote == "~/.config/gpuwizard/secrets/s3x.secret_access_key"
+    assert list(tmp_path.rglob("*")) == []
     assert "RCLONE_CONFIG_S3X_SECRET_ACCESS_KEY=$(<" in st.run
     monkeypatch.delenv("MY_S3_SECRET")
-    st = R.remote_step("s3x", RR.Remote(type="s3", options={"secret_access_key_env": "MY_S3_SECRET"}))
-    assert "MY_S3_SECRET is not set" in st.run and "exit 2" in st.run
+    assert R.remote_step("s3x", RR.Remote(type="s3", options=opts)) == st
 
 
 def test_remote_name_with_dash_and_secrets_is_refused() -> None:

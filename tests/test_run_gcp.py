@@ -59,6 +59,9 @@ def test_run_provisions_pins_host_key_and_runs(fake_compute, sshd_host, tmp_path
     assert f"hello-from-{sshd_host.user}" in p.stdout
     insts = [i for i in fake_compute.state()["instances"] if i["labels"].get("gpuwizard-recipe") == "e2e"]
     assert len(insts) == 1
+    from gpuwizard.gcp.provision import recipe_id
+
+    assert insts[0]["labels"]["gpuwizard-recipe-id"] == recipe_id(str(recipe))  # `down` finds this file's VMs
     run_dirs = list((tmp_path / "state" / "gpuwizard" / "runs").iterdir())
     assert len(run_dirs) == 1
     kh = (run_dirs[0] / "known_hosts").read_text()

@@ -31,6 +31,12 @@ def _num(x: float | None) -> str:
     return "?" if x is None else f"{x:g}"
 
 
+def _or_list(items: Iterable[Any]) -> str:
+    """[1, 2, 4] -> "1, 2 or 4"."""
+    words = [str(i) for i in items]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -79,9 +85,14 @@ def cmd_quota(args: argparse.Namespace) -> int:
 
 def cmd_zones(args: argparse.Namespace) -> int:
     """Zones offering --gpu at --count, free quota and price, best first."""
+    from gpuwizard import catalog
     from gpuwizard.gcp.zones import zones_for_gpu, zones_offline
 
-    count = int(args.count or 1)
+    count = 1 if args.count is None else int(args.count)
+    g = catalog.gpu(args.gpu) or catalog.gpu_by_label(args.gpu)
+    if g is not None and count not in g.counts:  # (an unknown GPU is reported by the lookup below)
+        _err(f"{g.label} takes {_or_list(g.counts)} GPUs per VM.")
+        return EXIT_USAGE
     try:
         if args.offline:
             opts = zones_offline(args.gpu, count, bool(args.spot))
@@ -119,6 +130,17 @@ def _project_of(recipe: Any) -> str | None:
     return recipe.target.gcp.project if recipe.target.gcp else None
 
 
+def _unmarked_note(vms: list[Any], recipe: Any) -> None:
+    """Say which VMs were matched by the recipe name alone (no recipe-id label)."""
+    from gpuwizard.gcp.provision import LABEL_RECIPE_ID
+
+    old = [v.name for v in vms if v.recipe_id is None]
+    if old:
+        print(f"Note: {', '.join(old)} {'has' if len(old) == 1 else 'have'} no {LABEL_RECIPE_ID} label (made "
+              f"before gpuwizard labelled recipe files), so only the recipe name {recipe.name} matched: "
+              f"another recipe file with that name may have made {'it' if len(old) == 1 else 'them'}.")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """The recipe's VMs with zone, state, IP and running cost."""
     from gpuwizard.gcp.provision import list_recipe_vms
@@ -127,12 +149,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if recipe is None:
         return EXIT_USAGE
     try:
-        vms = _run(list_recipe_vms(_project_of(recipe), recipe.name))
+        vms = _run(list_recipe_vms(_project_of(recipe), recipe.name, recipe_path=args.recipe))
     except GcpError as exc:
         return _fail(exc)
     if not vms:
         print(f"No VMs from recipe {recipe.name}.")
         return EXIT_OK
+    _unmarked_note(vms, recipe)
     print(table(["NAME", "ZONE", "STATE", "IP", "GPU", "$/HOUR", "SO FAR"],
                 [[v.name, v.zone, v.status, v.address or v.internal_address or "-",
                   f"{v.gpu_count} x {v.gpu_type}" if v.gpu_type else "-",
@@ -146,20 +169,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    """Delete the VMs that runs of the recipe created (found by label), after confirmation."""
-    from gpuwizard.gcp.provision import delete_recipe_vms, list_recipe_vms
+    """Delete the VMs that runs of the recipe file created (found by label), after
+    confirmation; exactly the VMs listed to the user, never a list fetched afterwards."""
+    from gpuwizard.gcp.provision import delete_vms, list_recipe_vms
 
     recipe = _load(args.recipe)
     if recipe is None:
         return EXIT_USAGE
     project = _project_of(recipe)
     try:
-        vms = _run(list_recipe_vms(project, recipe.name))
+        vms = _run(list_recipe_vms(project, recipe.name, recipe_path=args.recipe))
     except GcpError as exc:
         return _fail(exc)
     if not vms:
         print(f"No VMs from recipe {recipe.name}: nothing to delete.")
         return EXIT_OK
+    _unmarked_note(vms, recipe)
     names = ", ".join(f"{v.name} ({v.zone})" for v in vms)
     if not args.yes:
         if not sys.stdin.isatty():
@@ -178,7 +203,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(ev.data, end="", flush=True)
 
     try:
-        gone = _run(delete_recipe_vms(project, recipe.name, sink=sink))
+        gone = _run(delete_vms(project, vms, sink=sink))
     except GcpError as exc:
         return _fail(exc)
     print(f"Deleted {len(gone)} VM(s).")

@@ -23,12 +23,15 @@ ZONE = "zone"                  # anything else tied to the zone (bad accelerator
 REGION_QUOTA = "region_quota"  # regional quota exhausted: skip every zone of the region
 GLOBAL_QUOTA = "global_quota"  # GPUS_ALL_REGIONS: no zone anywhere can work; stop
 PERMISSION = "permission"      # IAM / API disabled: stop
-_RANK = {TRANSIENT: 0, STOCKOUT: 1, ZONE: 2, REGION_QUOTA: 3, GLOBAL_QUOTA: 4, PERMISSION: 5}
+EXISTS = "exists"              # the VM name is taken (409 alreadyExists): stop; another zone
+#                                would only make a second VM of the same name
+_RANK = {TRANSIENT: 0, STOCKOUT: 1, ZONE: 2, REGION_QUOTA: 3, GLOBAL_QUOTA: 4, PERMISSION: 5, EXISTS: 6}
 
 STOCKOUT_CODES = {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
                   "insufficientCapacity", "RESOURCE_NOT_FOUND", "UNSUPPORTED_OPERATION"}
 PERMISSION_CODES = {"IAM_PERMISSION_DENIED", "forbidden", "accessNotConfigured", "PERMISSION_DENIED",
                     "SERVICE_DISABLED", "insufficientPermissions"}
+EXISTS_CODES = {"alreadyExists", "RESOURCE_ALREADY_EXISTS"}
 TRANSIENT_CODES = {"rateLimitExceeded", "userRateLimitExceeded", "RESOURCE_OPERATION_RATE_EXCEEDED",
                    "backendError", "internalError", "UNAVAILABLE", "INTERNAL_ERROR"}
 
@@ -95,7 +98,7 @@ class Verdict:
         codes = ", ".join(dict.fromkeys(i.code for i in self.items if i.code))
         words = {TRANSIENT: "temporary error", STOCKOUT: "no capacity", ZONE: "zone error",
                  REGION_QUOTA: "regional quota exhausted", GLOBAL_QUOTA: "global GPU quota exhausted",
-                 PERMISSION: "permission denied"}
+                 PERMISSION: "permission denied", EXISTS: "name already taken"}
         what = words[self.kind]
         if self.metric:
             what += f" ({self.metric}" + (f" in {self.region}" if self.region else "") + ")"
@@ -147,6 +150,8 @@ def kind_of(item: ErrorItem) -> str:
                 item.quota_metric or "").endswith("_ALL_REGIONS"):
             return GLOBAL_QUOTA
         return REGION_QUOTA
+    if code in EXISTS_CODES or (item.http_status == 409 and "already exists" in msg):
+        return EXISTS
     if code in STOCKOUT_CODES or "does not have enough resources" in msg:
         return STOCKOUT
     status = item.http_status or 0

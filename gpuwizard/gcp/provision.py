@@ -17,6 +17,7 @@ Every blocking client call runs in a thread (:func:`client.call`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import time
@@ -29,12 +30,15 @@ from gpuwizard import catalog
 from gpuwizard.events import Event, Output
 from gpuwizard.gcp import client as _client
 from gpuwizard.gcp import sshkeys
-from gpuwizard.gcp.errors import (GLOBAL_QUOTA, PERMISSION, REGION_QUOTA, STOCKOUT, TRANSIENT, GcpError,
+from gpuwizard.gcp.errors import (EXISTS, GLOBAL_QUOTA, PERMISSION, REGION_QUOTA, STOCKOUT, TRANSIENT, GcpError,
                                   Verdict, api_error, classify, console_link, from_api_exception,
                                   global_quota_error, region_quota_message)
 
 LABEL_RECIPE = "gpuwizard-recipe"
 LABEL_RUN = "gpuwizard-run"
+# Which recipe *file* made the VM (two files may share a recipe name): a short hash of
+# its real path. VMs made before this label existed, or without a known path, lack it.
+LABEL_RECIPE_ID = "gpuwizard-recipe-id"
 DEFAULT_USER = "gpuwizard"
 
 # Tunables (seconds). Environment overrides exist for tests, benches and slow networks.
@@ -87,6 +91,11 @@ class VmInfo:
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
+    def recipe_id(self) -> str | None:
+        """Its ``gpuwizard-recipe-id`` label; None on VMs made before that label existed."""
+        return self.labels.get(LABEL_RECIPE_ID)
+
+    @property
     def hours(self) -> float:
         if self.created is None:
             return 0.0
@@ -112,20 +121,31 @@ def label_value(s: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", s.lower())[:63]
 
 
+def recipe_id(recipe_path: str) -> str:
+    """The ``gpuwizard-recipe-id`` label value of a recipe file: 12 hex digits of the
+    SHA-256 of its real path (the same file by any relative path or symlink)."""
+    real = os.path.realpath(os.path.expanduser(recipe_path))
+    return hashlib.sha256(real.encode("utf-8")).hexdigest()[:12]
+
+
 def instance_names(recipe: Any, run_id: str) -> list[str]:
-    """VM names: ``<prefix>-<run>`` (``-<i>`` per VM when count > 1), valid GCE names."""
+    """VM names: ``<prefix>-<run>`` (``-<i>`` per VM when count > 1), valid GCE names.
+
+    Over 63 characters the *prefix* is shortened: the run part (the end of the run id,
+    which carries its random tag) and the VM index always survive, so two runs, or two
+    VMs of one run, never share a name.
+    """
     g = recipe.target.gcp
-    prefix = g.name_prefix or recipe.name
-    run = re.sub(r"[^a-z0-9-]", "-", run_id.lower()).strip("-")[-20:] or "run"
-    base = f"{prefix}-{run}"
+    prefix = re.sub(r"-+", "-", g.name_prefix or recipe.name).strip("-")
+    if not re.match(r"^[a-z]", prefix):
+        prefix = "g" + prefix
+    run = re.sub(r"[^a-z0-9-]", "-", run_id.lower()).strip("-")[-20:].strip("-") or "run"
     n = max(1, int(g.count or 1))
-    names = [base] if n == 1 else [f"{base}-{i}" for i in range(n)]
+    tails = [f"-{run}"] if n == 1 else [f"-{run}-{i}" for i in range(n)]
     out = []
-    for nm in names:
-        nm = re.sub(r"-+", "-", nm)[:63].rstrip("-")
-        if not re.match(r"^[a-z]", nm):
-            nm = "g" + nm[:62]
-        out.append(nm)
+    for tail in tails:
+        tail = re.sub(r"-+", "-", tail)
+        out.append(prefix[: 63 - len(tail)].rstrip("-") + tail)
     return out
 
 
@@ -140,7 +160,7 @@ def _source_image(image: str) -> str:
 
 
 def instance_body(recipe: Any, zone: str, name: str, run_id: str, ssh_user: str, public_key: str,
-                  *, bare: bool = False) -> dict[str, Any]:
+                  *, bare: bool = False, recipe_id: str | None = None) -> dict[str, Any]:
     """The Instance resource (proto-plus field names). ``bare``: names instead of zone paths,
     as bulkInsert's instanceProperties wants them (SkyPilot: a prefix there gives a 503)."""
     g = recipe.target.gcp
@@ -150,7 +170,8 @@ def instance_body(recipe: Any, zone: str, name: str, run_id: str, ssh_user: str,
     key_line = f"{ssh_user}:{key[0]} {key[1]} {ssh_user}" if len(key) >= 2 else f"{ssh_user}:{public_key}"
     body: dict[str, Any] = {
         "machine_type": mt,
-        "labels": {LABEL_RECIPE: label_value(recipe.name), LABEL_RUN: label_value(run_id)},
+        "labels": {LABEL_RECIPE: label_value(recipe.name), LABEL_RUN: label_value(run_id),
+                   **({LABEL_RECIPE_ID: recipe_id} if recipe_id else {})},
         "disks": [{"boot": True, "auto_delete": True, "initialize_params": {
             "source_image": _source_image(g.image), "disk_size_gb": int(g.disk_gb), "disk_type": disk_type}}],
         "network_interfaces": [{"network": "global/networks/default",
@@ -212,12 +233,15 @@ class Provisioner:
     """One provisioning run: state of the failover and the clients it uses."""
 
     def __init__(self, recipe: Any, run_id: str, sink: Sink | None, accept_new_host_key: bool,
-                 known_hosts_path: str | None, host_key_timeout: float | None = None) -> None:
+                 known_hosts_path: str | None, host_key_timeout: float | None = None,
+                 recipe_path: str | None = None) -> None:
         if recipe.target.gcp is None:
             raise GcpError("This recipe has no target.gcp: there is nothing to provision.", kind="usage")
         self.recipe = recipe
         self.g = recipe.target.gcp
         self.run_id = run_id
+        self.recipe_path = recipe_path
+        self.recipe_id = recipe_id(recipe_path) if recipe_path else None
         self.sink = sink
         self.accept_new = accept_new_host_key
         self.known_hosts = known_hosts_path or str(
@@ -304,11 +328,13 @@ class Provisioner:
 
         inst = _client.compute("InstancesClient")
         if len(self.names) == 1:
-            body = instance_body(self.recipe, zone, self.names[0], self.run_id, self.user, public_key)
+            body = instance_body(self.recipe, zone, self.names[0], self.run_id, self.user, public_key,
+                                 recipe_id=self.recipe_id)
             _fill_project(body, self.project)
             return await _client.call(inst.insert_unary, project=self.project, zone=zone,
                                       instance_resource=compute_v1.Instance(body))
-        props = instance_body(self.recipe, zone, "", self.run_id, self.user, public_key, bare=True)
+        props = instance_body(self.recipe, zone, "", self.run_id, self.user, public_key, bare=True,
+                              recipe_id=self.recipe_id)
         res = compute_v1.BulkInsertInstanceResource(
             count=len(self.names), min_count=len(self.names), instance_properties=props,
             per_instance_properties={n: {} for n in self.names})
@@ -370,6 +396,16 @@ class Provisioner:
             if verdict is None:
                 return zone
             self.report.skipped.append((zone, verdict.reason))
+            if verdict.kind == EXISTS:
+                if await self._ours_in(zone):
+                    self.say(f"{zone}: this run's VM(s) already exist there (an earlier request went through)")
+                    return zone
+                names = ", ".join(self.names)
+                raise GcpError(f"A VM named {names} already exists in {zone} and is not this run's, so the run "
+                               f"stops here (another zone would get a second VM of the same name). See it with "
+                               f"`gpuwizard status RECIPE.yaml` (recipe {self.recipe.name}); delete it with "
+                               f"`gpuwizard down RECIPE.yaml` if it is a leftover, or set target.gcp.name_prefix.",
+                               kind=EXISTS)
             if verdict.kind == GLOBAL_QUOTA:
                 q = self.quota
                 raise global_quota_error(q.global_limit if q and q.global_limit is not None else 0,
@@ -400,9 +436,14 @@ class Provisioner:
 
     # -- after creation --------------------------------------------------------------
 
+    async def _ours_in(self, zone: str) -> bool:
+        """Whether every VM name of this run exists in ``zone`` with this run's labels."""
+        _, vms = await _list(self.project, self.recipe.name, self.run_id, self.recipe_path)
+        return {v.name for v in vms if v.zone == zone} >= set(self.names)
+
     async def existing(self) -> list[VmInfo]:
         """This run's VMs if a previous attempt already created them (resume is idempotent)."""
-        _, vms = await _list(self.project, self.recipe.name, self.run_id)
+        _, vms = await _list(self.project, self.recipe.name, self.run_id, self.recipe_path)
         vms = [v for v in vms if v.name in self.names]
         if not vms:
             return []
@@ -494,14 +535,18 @@ def _fill_project(body: dict[str, Any], project: str) -> None:
 # ---------------------------------------------------------------------- public API
 
 async def provision(recipe: Any, run_id: str, sink: Sink | None = None, accept_new_host_key: bool = False,
-                    known_hosts_path: str | None = None, host_key_timeout: float | None = None
-                    ) -> list[ProvisionedHost]:
+                    known_hosts_path: str | None = None, host_key_timeout: float | None = None,
+                    recipe_path: str | None = None) -> list[ProvisionedHost]:
     """Create the recipe's VM(s), failing over between zones, and pin their host keys.
 
-    Progress goes to ``sink`` as ``Output(host="gcp", step="provision", stream="stdout")``
-    lines. Raises :class:`GcpError` (one or two sentences with the fix) when it cannot.
+    ``recipe_path``, the recipe file, labels the VMs with its :func:`recipe_id` so that
+    ``status`` / ``down`` on that file find them and not those of another file that
+    uses the same recipe name. Progress goes to ``sink`` as
+    ``Output(host="gcp", step="provision", stream="stdout")`` lines. Raises
+    :class:`GcpError` (one or two sentences with the fix) when it cannot.
     """
-    return await Provisioner(recipe, run_id, sink, accept_new_host_key, known_hosts_path, host_key_timeout).run()
+    return await Provisioner(recipe, run_id, sink, accept_new_host_key, known_hosts_path, host_key_timeout,
+                             recipe_path=recipe_path).run()
 
 
 def _recipe_filter(recipe_name: str, run_id: str | None = None) -> str:
@@ -511,7 +556,11 @@ def _recipe_filter(recipe_name: str, run_id: str | None = None) -> str:
     return f
 
 
-async def _list(project: str | None, recipe_name: str, run_id: str | None) -> tuple[str, list[VmInfo]]:
+async def _list(project: str | None, recipe_name: str, run_id: str | None,
+                recipe_path: str | None = None) -> tuple[str, list[VmInfo]]:
+    """The VMs labelled with ``recipe_name`` (and ``run_id``); with ``recipe_path``, only
+    those of that recipe file, plus unmarked ones (no recipe-id label: made before the
+    label existed), which only the name can match."""
     creds, project = await _client.call(_client.credentials_and_project, project)
     from google.cloud import compute_v1
 
@@ -531,21 +580,38 @@ async def _list(project: str | None, recipe_name: str, run_id: str | None) -> tu
         raise api_error(exc, "listing VMs") from None
     # Labels are filtered server-side; check again so a lax filter never deletes a stranger's VM.
     want = label_value(recipe_name)
+    rid = recipe_id(recipe_path) if recipe_path else None
     mine = [v for v in vms if v.labels.get(LABEL_RECIPE) == want
-            and (run_id is None or v.labels.get(LABEL_RUN) == label_value(run_id))]
+            and (run_id is None or v.labels.get(LABEL_RUN) == label_value(run_id))
+            and (rid is None or v.recipe_id in (None, rid))]
     return project, sorted(mine, key=lambda v: (v.zone, v.name))
 
 
-async def list_recipe_vms(project: str | None, recipe_name: str, run_id: str | None = None) -> list[VmInfo]:
-    """VMs labelled as created by runs of ``recipe_name`` (one aggregatedList request)."""
-    _, vms = await _list(project, recipe_name, run_id)
+async def list_recipe_vms(project: str | None, recipe_name: str, run_id: str | None = None,
+                          recipe_path: str | None = None) -> list[VmInfo]:
+    """VMs labelled as created by runs of ``recipe_name`` (one aggregatedList request);
+    with ``recipe_path``, of that recipe file (see :func:`_list`)."""
+    _, vms = await _list(project, recipe_name, run_id, recipe_path)
     return vms
 
 
 async def delete_recipe_vms(project: str | None, recipe_name: str, run_id: str | None = None,
-                            sink: Sink | None = None) -> list[str]:
-    """Delete every VM that runs of ``recipe_name`` created, wait for it, return ``zone/name``s."""
-    project, vms = await _list(project, recipe_name, run_id)
+                            sink: Sink | None = None, recipe_path: str | None = None) -> list[str]:
+    """Delete every VM that runs of ``recipe_name`` (of the file ``recipe_path`` when
+    given) created, wait for it, return ``zone/name``s."""
+    project, vms = await _list(project, recipe_name, run_id, recipe_path)
+    return await _delete(project, vms, sink)
+
+
+async def delete_vms(project: str | None, vms: list[VmInfo], sink: Sink | None = None) -> list[str]:
+    """Delete exactly ``vms`` (e.g. the list a user confirmed), wait, return ``zone/name``s."""
+    if not vms:
+        return []
+    _creds, project = await _client.call(_client.credentials_and_project, project)
+    return await _delete(project, vms, sink)
+
+
+async def _delete(project: str, vms: list[VmInfo], sink: Sink | None) -> list[str]:
     inst = _client.compute("InstancesClient")
     ops_client = _client.compute("ZoneOperationsClient")
     from google.api_core import exceptions as gexc
