@@ -451,8 +451,21 @@ def _python_problems(recipe: Recipe, osinfo: S.OsInfo | None) -> list[Problem]:
 # SIGPIPE writing the rest, and pipefail turns the match into a failure (`apt-mark showhold |
 # grep -qxF` on its first line: 76 of 500 runs exited 141 in a Debian 12 chroot); `grep ...
 # >/dev/null` reads all of its input.
+# apt_get first finishes a dpkg run that a reboot, a dropped connection or Ctrl-C cut short
+# (dpkg leaves files in /var/lib/dpkg/updates; apt then refuses everything with "dpkg was
+# interrupted"), waiting out a boot-time unattended-upgrades that holds the lock.
 _APT = r"""export DEBIAN_FRONTEND=noninteractive
-apt_get() { apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0 -y -q "$@"; }
+dpkg_heal() {
+  local tries=60
+  [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ] || return 0
+  echo 'finishing an interrupted dpkg run (dpkg --configure -a)'
+  until dpkg --force-confdef --force-confold --configure -a; do
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || return 1
+    sleep 10
+  done
+}
+apt_get() { dpkg_heal; apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0 -y -q "$@"; }
 """
 # "installed" is dpkg's package state, whatever the selection: a held package's ${Status} is
 # "hold ok installed" and its ${db:Status-Abbrev} "hi", so matching "install ok installed"

@@ -745,7 +745,7 @@ curl -fsSL --retry 3 -o "$gw_tmp/SHA256SUMS" https://downloads.rclone.org/v{vers
 unzip -q -o "$gw_tmp/$gw_zip" -d "$gw_tmp"
 $gw_sudo install -m 0755 "$gw_tmp/rclone-v{version}-linux-$gw_arch/rclone" /usr/local/bin/rclone
 hash -r
-rclone version | head -n 1
+rclone version | awk 'NR == 1'
 """
     return Step(id="rclone.install", title=f"rclone >= {minimum}", run=run, check=check, sudo=False,
                 timeout=600, retries=2, phase="data")
@@ -775,7 +775,7 @@ def remote_step(name: str, remote: "Remote") -> Step:
     pre = ""
     if tunnel:
         # The token lives only in the host's rclone config; never replace a working one.
-        check = f"rclone config show {q(name)} 2>/dev/null | grep -q '^token = .'\n"
+        check = f"rclone config show {q(name)} 2>/dev/null | grep '^token = .' >/dev/null\n"
         msg = (f"gpuwizard: remote {name} logs in through an SSH tunnel. From your computer run: "
                f"ssh -L {AUTH_PORT}:localhost:{AUTH_PORT} THIS-HOST, then open the "
                f"http://127.0.0.1:{AUTH_PORT}/auth link printed below in your browser.")
@@ -789,7 +789,7 @@ def remote_step(name: str, remote: "Remote") -> Step:
 
 # rclone exits 0 even when it stopped to ask a question: the JSON State must be "".
 # Only State/Name/Error are printed: the Help text can embed `rclone authorize` blobs.
-_JSON_FIELD = r"""sed -n 's/^[[:space:]]*"%s":[[:space:]]*"\(.*\)",\{0,1\}[[:space:]]*$/\1/p' | head -n 1"""
+_JSON_FIELD = r"""sed -n 's/^[[:space:]]*"%s":[[:space:]]*"\(.*\)",\{0,1\}[[:space:]]*$/\1/p' | awk 'NR == 1'"""
 
 
 def _state_check_shell(name: str) -> str:
@@ -799,7 +799,7 @@ def _state_check_shell(name: str) -> str:
         f"gw_state=$(printf '%s\\n' \"$gw_out\" | {_JSON_FIELD % 'State'})\n"
         f"gw_err=$(printf '%s\\n' \"$gw_out\" | {_JSON_FIELD % 'Error'})\n"
         f"gw_ask=$(printf '%s\\n' \"$gw_out\" | {_JSON_FIELD % 'Name'})\n"
-        "if ! printf '%s\\n' \"$gw_out\" | grep -q '\"State\"'; then\n"
+        "if ! printf '%s\\n' \"$gw_out\" | grep '\"State\"' >/dev/null; then\n"
         "  echo 'gpuwizard: rclone config create printed no JSON state; rclone 1.56 or newer is needed' >&2; exit 1\n"
         "fi\n"
         'if [ -n "$gw_state" ] || [ -n "$gw_err" ]; then\n'
@@ -808,7 +808,7 @@ def _state_check_shell(name: str) -> str:
         "  echo 'gpuwizard: give that answer in the recipe (for drive: token_file or service_account_file)' >&2\n"
         "  exit 1\n"
         "fi\n"
-        f"rclone listremotes | grep -Fxq -- {q(name + ':')} || {{ echo \"gpuwizard: remote \"{label}\" was not saved\" >&2; exit 1; }}\n"
+        f"rclone listremotes | grep -Fx -- {q(name + ':')} >/dev/null || {{ echo \"gpuwizard: remote \"{label}\" was not saved\" >&2; exit 1; }}\n"
         f"echo \"rclone remote \"{label}\" configured\"\n"
     )
 

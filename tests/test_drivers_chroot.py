@@ -575,3 +575,14 @@ def test_steps_in_debian12_chroot(sc: Scenario, debian12: pathlib.Path, fake_nvi
     for s in steps:
         r = in_root(root, s.check)
         assert r.returncode == 0, f"after re-run: {_fmt(s, 'check', r)}"
+
+    # a dpkg run cut short (reboot, dropped connection, Ctrl-C) leaves its journal behind and apt
+    # refuses everything ("dpkg was interrupted"): the next apt step finishes it first
+    in_root(root, "printf '' > /var/lib/dpkg/updates/0000")
+    r = in_root(root, "apt-get -y install --reinstall cuda-keyring")
+    assert r.returncode != 0 and "dpkg was interrupted" in r.stdout + r.stderr
+    toolkit = [s for s in steps if s.id == "cuda.toolkit"][0]
+    r = in_root(root, toolkit.run, timeout=toolkit.timeout)
+    assert r.returncode == 0, f"after an interrupted dpkg: {_fmt(toolkit, 'run', r)}"
+    assert "finishing an interrupted dpkg run" in r.stdout
+    assert in_root(root, "ls -A /var/lib/dpkg/updates").stdout.strip() == ""
