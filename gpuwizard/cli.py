@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("new", "screens.app:cmd_new", "open the wizard for a new recipe (the default)")
     p.add_argument("-o", "--output", metavar="PATH", help="where to save the recipe")
+    p.add_argument("--from", dest="template", metavar="RECIPE",
+                   help="start from a shipped recipe (`gpuwizard catalog recipes`) or a recipe file")
 
     p = cmd("edit", "screens.app:cmd_edit", "open the wizard on an existing recipe")
     _add_recipe(p)
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="catalog snapshot only")
 
     p = cmd("catalog", "gpuwizard.commands:cmd_catalog", "print the embedded catalog")
-    p.add_argument("what", choices=["gpus", "drivers", "zones", "machines", "images"], help="which table")
+    p.add_argument("what", choices=["gpus", "drivers", "zones", "machines", "images", "recipes"], help="which table")
     p.add_argument("--gpu", metavar="TYPE", help="filter by GPU")
 
     cmd("rclone", "gpuwizard.rclone_cli:cmd_rclone", "guided Google Drive remote set-up in a plain terminal")
@@ -126,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler = "screens.runapp:cmd_run"
     if not hasattr(args, "output"):
         args.output = None
+    if not hasattr(args, "template"):
+        args.template = None
     try:
         fn = _resolve(handler)
     except ModuleNotFoundError as exc:

@@ -171,6 +171,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                  i.label] for i in catalog.images().values()]
         print(table(["family", "project", "os", "driver", "what"], rows))
         _source(catalog.meta("images"))
+    elif args.what == "recipes":
+        from gpuwizard.shipped import shipped, summary
+
+        rows = [[name, summary(path), path] for name, path in shipped().items()]
+        print(table(["recipe", "what it is for", "file"], rows))
+        print("\nStart from one: gpuwizard new --from NAME -o my.yaml   (or copy the file)")
     elif args.what == "drivers":
         from gpuwizard import drivers
 

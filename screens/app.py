@@ -163,8 +163,23 @@ def _run_app(app: WizardApp) -> int:
 
 
 def cmd_new(args: argparse.Namespace) -> int:
-    """``gpuwizard`` / ``gpuwizard new [-o PATH]``: the wizard on an empty draft."""
-    return _run_app(WizardApp(path=getattr(args, "output", None)))
+    """``gpuwizard`` / ``gpuwizard new [-o PATH] [--from RECIPE]``: the wizard on an empty
+    draft, or on a copy of a shipped recipe (saved to a new file, never over the template)."""
+    template = getattr(args, "template", None)
+    if not template:
+        return _run_app(WizardApp(path=getattr(args, "output", None)))
+    from gpuwizard import recipe as rc
+    from gpuwizard.shipped import resolve
+
+    path = resolve(template)
+    try:
+        draft = rc.load(path)
+    except RecipeError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 2
+    out = getattr(args, "output", None) or os.path.basename(path)
+    return _run_app(WizardApp(draft, path=out))
 
 
 def cmd_edit(args: argparse.Namespace) -> int:

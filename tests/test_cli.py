@@ -91,3 +91,16 @@ def test_catalog_tables() -> None:
     p = gw("catalog", "machines", "--gpu", "nvidia-l4")
     assert "g2-standard-24" in p.stdout and "n1-standard-4" not in p.stdout
     assert gw("catalog", "zones", "--gpu", "bogus").returncode == 2
+
+
+def test_catalog_lists_the_shipped_recipes() -> None:
+    p = gw("catalog", "recipes")
+    assert p.returncode == 0
+    for name in ("stgcn-t4", "l4-pytorch", "dlvm-quickstart", "existing-host"):
+        assert name in p.stdout
+    assert "gpuwizard new --from NAME" in p.stdout
+
+
+def test_new_from_unknown_template_is_a_usage_error() -> None:
+    p = gw("new", "--from", "no-such-recipe")
+    assert p.returncode == 2 and "no shipped recipe 'no-such-recipe'" in p.stderr
