@@ -44,7 +44,8 @@ def test_run_on_a_terminal_uses_the_run_screen(sshd_factory, tmp_path: pathlib.P
     r.write_text(recipe_for(hosts, sshd_factory, run2))
     t = Tmux(str(tmp_path))
     env = {"XDG_STATE_HOME": str(tmp_path / "state"), "TERM": "xterm-256color", "PATH": os.environ["PATH"]}
-    t.start(f"sh -c '{sys.executable} -m gpuwizard.cli run {r}; echo EXIT=$?; sleep 60'", env)
+    # `env -u CI`: under CI=true gpuwizard prints plain lines even on a terminal, and CI sets it
+    t.start(f"env -u CI sh -c '{sys.executable} -m gpuwizard.cli run {r}; echo EXIT=$?; sleep 60'", env)
     try:
         screen = t.wait_for(text, timeout=40)
         assert "user.count" in screen and "user.second" in screen
@@ -70,7 +71,8 @@ def test_terminal_run_honours_delete_on_failure(fake_compute, sshd_host, tmp_pat
             "NO_GCE_CHECK", "GCE_METADATA_HOST", "GCE_METADATA_IP", "PATH")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.update({"XDG_STATE_HOME": str(tmp_path / "state"), "TERM": "xterm-256color"})
-    t.start(f"sh -c '{sys.executable} -m gpuwizard.cli run {r} --delete-on-failure; echo EXIT=$?; sleep 60'", env)
+    t.start(f"env -u CI sh -c '{sys.executable} -m gpuwizard.cli run {r} --delete-on-failure; echo EXIT=$?; "
+            "sleep 60'", env)
     try:
         t.wait_for("Run failed", timeout=60)
         t.keys("q")
