@@ -11,6 +11,14 @@ command in its own session/process group, so the wrapper prints its PID (the gro
 as the first line on stderr and ``exec``s the step; a timeout or Ctrl-C kills the whole
 group over a second channel of the same connection.
 
+Why the group id is also handed to ``ExecOptions.on_running`` (the run directory writes
+it down): a hard exit (a second Ctrl-C, a crash) leaves the step running on the host,
+and only that record lets the next attempt of the run stop it (``ExecOptions.running``)
+before the step runs again, so two copies never race. The marker also carries the
+process's start time and the host's boot id: a pid alone may have been reused, and the
+start time survives the ``exec`` of the step's last command (bash execs it), which the
+command line does not.
+
 Why read 64 KiB chunks, not lines: per-line handling costs 10-40x at log rates such as
 pip or apt output; consumers split lines themselves where they need to.
 
@@ -68,6 +76,10 @@ class ExecOptions:
     retry_auth: bool = False                # fresh VMs install our key late
     kill_grace: float = 3.0                 # TERM -> KILL on timeout / Ctrl-C
     done: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # resume: host -> step -> fingerprint
+    # resume: host -> the remote process group an earlier attempt left running (stopped before a step runs)
+    running: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # told (host, record) as soon as a step's remote process group is known, (host, None) once it ended
+    on_running: Callable[[str, dict[str, Any] | None], None] | None = None
     emit_run_events: bool = True            # RunStarted / RunFinished
 
 
@@ -77,6 +89,38 @@ class _Stopped(Exception):
 
 class _Lost(Exception):
     """The connection dropped; the step is re-run after reconnecting."""
+
+
+@dataclass(frozen=True)
+class RemoteProc:
+    """A step's remote process group: its id, and what tells it from a later process
+    with the same pid (the pid's start time in clock ticks, the host's boot id)."""
+
+    pid: int
+    start: str = ""
+    boot: str = ""
+    step: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "start": self.start, "boot": self.boot, "step": self.step}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RemoteProc | None:
+        try:
+            pid = int(d["pid"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        start, boot = str(d.get("start") or ""), str(d.get("boot") or "")
+        if pid <= 1 or (start and not start.isdigit()) or not re.fullmatch(r"[0-9a-fA-F-]*", boot):
+            return None  # never a shell-unsafe value in the kill command
+        return cls(pid, start, boot, str(d.get("step") or ""))
+
+    @classmethod
+    def parse(cls, marker: bytes, step: str) -> RemoteProc | None:
+        """``PID[:START[:BOOT]]`` from the wrapper's marker line."""
+        parts = marker.decode("ascii", "replace").strip().split(":")
+        return cls.from_dict({"pid": parts[0], "start": parts[1] if len(parts) > 1 else "",
+                              "boot": parts[2] if len(parts) > 2 else "", "step": step})
 
 
 @dataclass
@@ -96,7 +140,7 @@ class _Host:
         self.is_root: bool | None = None
         self.secrets: set[str] = set()
         self.secret_errors: dict[str, str] = {}
-        self.running_pid: int | None = None  # remote process group of the step in flight
+        self.running: RemoteProc | None = None  # remote process group of the step in flight (or left behind)
 
 
 class Executor:
@@ -117,6 +161,7 @@ class Executor:
         self.hosts = [_Host(h, per_host.get(h.name, ())) for h in hosts]
         self.interrupted = False
         self._stop: asyncio.Event | None = None
+        self._stale = dict(self.options.running)  # host -> record, consumed at the host's first connect
 
     # ------------------------------------------------------------------ public
 
@@ -144,6 +189,27 @@ class Executor:
         self.interrupted = True
         if self._stop is not None:
             self._stop.set()
+
+    async def kill_now(self, timeout: float = 2.0) -> None:
+        """Last resort before a hard exit (a second Ctrl-C): send TERM to every remote
+        step's process group at once over the open connections, waiting at most
+        ``timeout`` seconds in all. Best effort: what does not stop stays recorded
+        (``on_running``) for the next attempt to stop."""
+        jobs = []
+        for h in self.hosts:
+            rp, conn = h.running, h.conn
+            if rp is None or conn is None or conn.is_closed():
+                continue
+            cmd = f"kill -TERM -- -{rp.pid} 2>/dev/null || kill -TERM {rp.pid} 2>/dev/null; true"
+            jobs.append(asyncio.ensure_future(conn.run(cmd, check=False)))
+        if not jobs:
+            return
+        _, pending = await asyncio.wait(jobs, timeout=timeout)
+        for job in pending:
+            job.cancel()
+        for job in jobs:
+            if job.done() and not job.cancelled():
+                job.exception()  # retrieved: a host that is gone is not worth a warning
 
     # ------------------------------------------------------------------ per host
 
@@ -179,6 +245,9 @@ class Executor:
             if h.conn is None:  # connect at the first step with work to do
                 try:
                     await self._connect(h)
+                    stale = RemoteProc.from_dict(self._stale.pop(name, None) or {})
+                    if stale is not None and h.running is None:
+                        h.running = stale  # an earlier attempt's step: stopped before anything runs
                 except _Stopped:
                     return self._finish_host(h, i, "not_run", "interrupted before connecting")
                 except SshError as exc:
@@ -241,6 +310,18 @@ class Executor:
     def _note(self, h: _Host, step: str, text: str) -> None:
         self.sink(ev.Output(host=h.spec.name, step=step, stream=NOTE, data=f"[gpuwizard] {text}\n"))
 
+    def _set_running(self, h: _Host, rp: RemoteProc | None) -> None:
+        """Track (and report through ``on_running``) the host's remote process group."""
+        if rp is None and h.running is None:
+            return
+        h.running = rp
+        cb = self.options.on_running
+        if cb is not None:
+            try:
+                cb(h.spec.name, rp.to_dict() if rp is not None else None)
+            except Exception:  # noqa: BLE001 - a bookkeeping failure must not stop the run
+                pass
+
     # ------------------------------------------------------------------ steps
 
     async def _run_step(self, h: _Host, step: Step) -> _Result:
@@ -273,8 +354,7 @@ class Executor:
                 else:
                     self._note(h, step.id, f"connection lost during {step.id}; reconnecting to re-run it")
                     try:
-                        await self._connect(h)
-                        await self._kill_stale(h)
+                        await self._connect(h)  # _attempt stops the orphaned step before re-running it
                     except SshError as exc:
                         result = _Result("failed", message=str(exc))
                     except _Stopped:
@@ -298,6 +378,8 @@ class Executor:
             return _Result("failed", message=h.secret_errors[missing[0]])
         if h.conn is None or h.conn.is_closed():
             raise _Lost("not connected")
+        if h.running is not None:  # a copy of a step may still run there: stop it first
+            await self._kill_stale(h, step.id)
         sudo = step.sudo and not await self._is_root(h)
         if step.uploads:
             await self._upload(h, step.uploads)
@@ -370,6 +452,7 @@ class Executor:
         proc = await self._guard(h.conn.create_process(_wrap(script, sudo), encoding=None))
         proc.stdin.write_eof()
         pid: list[int] = []
+        got_pid = asyncio.Event()
         sink = self.sink
         parse = _progress_parser(step.progress)
 
@@ -390,12 +473,16 @@ class Executor:
                     if nl < 0:
                         if at < 0 and len(buf) > CHUNK:  # no marker coming: pass through
                             head, data = False, buf
+                            got_pid.set()
                         else:
                             continue
                     else:
                         head = False
-                        pid.append(int(buf[at + len(PID_MARK):nl] or 0))
-                        h.running_pid = pid[0]
+                        rp = RemoteProc.parse(buf[at + len(PID_MARK):nl], step.id)
+                        if rp is not None:
+                            pid.append(rp.pid)
+                            self._set_running(h, rp)
+                        got_pid.set()
                         data = buf[:at] + buf[nl + 1:]
                         if not data:
                             continue
@@ -411,12 +498,13 @@ class Executor:
             if lines is not None:
                 for line in lines.feed(text) + lines.flush():
                     _emit_progress(sink, name, step.id, parse, line)
+            if stream == "stderr":
+                got_pid.set()  # no marker came
 
         async def work() -> Any:
             await asyncio.gather(pump("stdout", proc.stdout), pump("stderr", proc.stderr))
             return await proc.wait()
 
-        h.running_pid = None
         task = asyncio.ensure_future(work())
         assert self._stop is not None
         stop = asyncio.ensure_future(self._stop.wait())
@@ -433,13 +521,21 @@ class Executor:
                 if h.conn.is_closed():
                     raise _Lost("connection closed")
                 return _Result("failed", None, "the remote command ended without an exit status")
-            h.running_pid = None
+            self._set_running(h, None)
             if completed.exit_signal is not None:
                 return _Result("failed", None, f"killed by signal {completed.exit_signal[0]}")
             code = completed.exit_status
             return _Result("ok" if code == 0 else "failed", code, "" if code == 0 else f"exit code {code}")
         # timed out or cancelled: kill the remote process group, then stop reading
+        if not pid and not task.done():  # started a moment ago: its marker is on its way
+            marker = asyncio.ensure_future(got_pid.wait())
+            try:
+                await asyncio.wait({marker, task}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                marker.cancel()
         await self._kill(h, pid[0] if pid else None, task)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            self._set_running(h, None)  # it ended; otherwise it stays recorded for the next attempt
         task.cancel()
         try:
             await task
@@ -469,20 +565,31 @@ class Executor:
                 if task.done():
                     return
 
-    async def _kill_stale(self, h: _Host) -> None:
-        """After a dropped connection (not a dead host) the step may still run on the
-        host; stop it before the step is re-run, so two copies never race. The pid is
-        only trusted if it is still our wrapper's bash (a rebooted host reuses pids)."""
-        pid, h.running_pid = h.running_pid, None
-        if pid is None or h.conn is None:
+    async def _kill_stale(self, h: _Host, step: str | None = None) -> None:
+        """Stop a step that may still run on the host (after a dropped connection, or
+        left by an earlier attempt of the run) before anything runs there, so two
+        copies never race: TERM its process group, KILL it after the grace period, and
+        wait until it is gone. The pid is trusted only while it is the same process:
+        same start time and boot id (a rebooted or busy host reuses pids), or, for a
+        record without them, still our wrapper's bash. A group whose leader exited is
+        still ours: its id cannot be reused while the group exists."""
+        rp = h.running
+        if rp is None or h.conn is None:
             return
-        ours = "'bash --norc --noprofile -euo pipefail -c '*|'sudo -n -- bash --norc --noprofile -euo pipefail -c '*"
-        cmd = (f"c=$(tr '\\0' ' ' < /proc/{pid}/cmdline 2>/dev/null) || exit 0; "
-               f"case \"$c\" in {ours}) kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null;; esac; true")
+        grace = self.options.kill_grace
+        cmd = "sh -c " + shlex.quote(_stale_kill_script(rp, int(grace * 10)))
         try:
-            await asyncio.wait_for(h.conn.run(cmd, check=False), 10)
-        except Exception:  # noqa: BLE001 - best effort; the re-run goes ahead either way
-            pass
+            r = await asyncio.wait_for(h.conn.run(cmd, check=False), grace + 15)
+        except Exception as exc:  # noqa: BLE001 - best effort; the step goes ahead unless the connection went
+            if h.conn is None or h.conn.is_closed():
+                raise _Lost(str(exc) or type(exc).__name__) from None  # tried again after reconnecting
+            self._set_running(h, None)
+            return
+        self._set_running(h, None)
+        if "stopped" in (r.stdout or "") and step is not None:
+            what = f"{rp.step} " if rp.step else ""
+            self._note(h, step, f"stopped {what}(process group {rp.pid}) still running on the host "
+                                f"from an earlier attempt")
 
     async def _reboot(self, h: _Host, step: Step) -> _Result:
         """Reboot after a step: send the command, wait for SSH to drop, then come back."""
@@ -557,7 +664,46 @@ def _wrap(script: str, sudo: bool, report_pid: bool = True) -> str:
     inner = f"bash --norc --noprofile -euo pipefail -c {shlex.quote(script)}"
     if sudo:
         inner = f"sudo -n -- {inner}"
-    return f"printf '\\036gwpid:%d\\n' $$ >&2; exec {inner}" if report_pid else f"exec {inner}"
+    return f"{_PID_PRELUDE}; exec {inner}" if report_pid else f"exec {inner}"
+
+
+# Builtins only (no fork): the login shell's pid, its start time (field 22 of
+# /proc/PID/stat; a login shell's name has no spaces) and the boot id, on one line.
+_PID_PRELUDE = ("{ read -r x x x x x x x x x x x x x x x x x x x x x gws x </proc/$$/stat; "
+                "read -r gwb </proc/sys/kernel/random/boot_id; } 2>/dev/null; "
+                "printf '\\036gwpid:%d:%s:%s\\n' $$ \"$gws\" \"$gwb\" >&2")
+
+
+_OURS = "'bash --norc --noprofile -euo pipefail -c '*|'sudo -n -- bash --norc --noprofile -euo pipefail -c '*"
+
+
+def _stale_kill_script(rp: RemoteProc, grace_ticks: int) -> str:
+    """A POSIX sh script (run as ``sh -c``) that stops ``rp``'s process group if it
+    is still the process we started, then prints ``stopped``; see ``_kill_stale``.
+    Root processes of a ``sudo`` step are signalled through ``sudo -n`` where the
+    login user may use it."""
+    p = rp.pid
+    if rp.start:
+        same = f'[ "${{20}}" = {rp.start} ]'
+    else:
+        same = (f"case \"$(tr '\\0' ' ' </proc/{p}/cmdline 2>/dev/null)\" in {_OURS}) true;; *) false;; esac")
+    boot = (f'read -r b </proc/sys/kernel/random/boot_id 2>/dev/null; [ "$b" = {rp.boot} ] || exit 0\n'
+            if rp.boot else "")
+    return f"""{boot}if s=$(cat /proc/{p}/stat 2>/dev/null) && [ -n "$s" ]; then
+  s=${{s##*) }}; set -- $s
+  {same} || exit 0
+elif [ -z "{rp.boot}" ] || ! kill -0 -- -{p} 2>/dev/null; then
+  exit 0
+fi
+k=; [ "$(id -u)" = 0 ] || {{ sudo -n true 2>/dev/null && k="sudo -n"; }}
+$k kill -TERM -- -{p} 2>/dev/null || $k kill -TERM {p} 2>/dev/null
+i=0; while {{ kill -0 -- -{p} || kill -0 {p}; }} 2>/dev/null && [ $i -lt {grace_ticks} ]; do sleep 0.1; i=$((i+1)); done
+if {{ kill -0 -- -{p} || kill -0 {p}; }} 2>/dev/null; then
+  $k kill -KILL -- -{p} 2>/dev/null || $k kill -KILL {p} 2>/dev/null
+  i=0; while {{ kill -0 -- -{p} || kill -0 {p}; }} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+fi
+echo stopped
+"""
 
 
 def _sftp_path(remote: str) -> str:

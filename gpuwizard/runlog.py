@@ -11,6 +11,10 @@ Layout of ``$XDG_STATE_HOME/gpuwizard/runs/<run-id>/`` (default ``~/.local/state
     done.jsonl               finished steps appended as they finish (merged into
                              state.json's view on open: one small append per step
                              instead of rewriting the whole state)
+    running.jsonl            each host's remote process group of the step in flight,
+                             appended when it starts and (``null``) when it ends: a
+                             hard exit leaves the step running on the host, and the
+                             next attempt stops it before running anything there
     lock                     flock'ed while a process runs this directory
 
 Why Output is not in events.jsonl: it is the bulk of a run (a million lines for some
@@ -80,6 +84,7 @@ class RunDir:
         self._fingerprints: dict[str, dict[str, str]] = {}
         self._lock_fd: int | None = None
         self._journal: IO[str] | None = None
+        self._running: IO[str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -155,10 +160,10 @@ class RunDir:
         self.save_state()
 
     def close(self) -> None:
-        for fh in [self._events, self._journal, *self._logs.values(), *self._index.values()]:
+        for fh in [self._events, self._journal, self._running, *self._logs.values(), *self._index.values()]:
             if fh is not None:
                 fh.close()
-        self._events = self._journal = None
+        self._events = self._journal = self._running = None
         self._logs.clear()
         self._index.clear()
         if self._lock_fd is not None:
@@ -185,6 +190,40 @@ class RunDir:
     def done(self) -> dict[str, dict[str, str]]:
         """Per host: finished step id -> fingerprint (for ``ExecOptions.done``)."""
         return {h: dict(v.get("done", {})) for h, v in self.state.get("hosts", {}).items()}
+
+    def record_running(self, host: str, proc: Mapping[str, Any] | None) -> None:
+        """``ExecOptions.on_running``: the host's step now runs as remote process group
+        ``proc`` (None: it ended). One line appended, on disk at once (line-buffered),
+        so even ``os._exit`` or ``kill -9`` leaves it behind."""
+        if self._running is None:
+            path = self.path / "running.jsonl"
+            torn = False
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(-1, os.SEEK_END)
+                    torn = fh.read(1) != b"\n"  # a line cut short by a crash: do not glue onto it
+            except OSError:
+                pass  # missing or empty
+            self._running = open(path, "a", encoding="utf-8", buffering=1)
+            if torn:
+                self._running.write("\n")
+        self._running.write(json.dumps({"host": host, "proc": proc}) + "\n")
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        """Per host: the remote process group last recorded as running and never
+        recorded as ended (for ``ExecOptions.running``)."""
+        last: dict[str, Any] = {}
+        try:
+            with open(self.path / "running.jsonl", encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        d = json.loads(line)
+                        last[str(d["host"])] = d["proc"]
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line after a crash
+        except OSError:
+            return {}
+        return {h: dict(p) for h, p in last.items() if isinstance(p, dict)}
 
     def _host_state(self, host: str) -> dict[str, Any]:
         hosts = self.state.setdefault("hosts", {})

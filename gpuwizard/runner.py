@@ -15,6 +15,7 @@ import hashlib
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -77,14 +78,17 @@ class Outcome:
 
 async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[Any], None], *,
                   accept_new_host_key: bool = False, hosts: Sequence[HostSpec] | None = None,
-                  cancel: asyncio.Event | None = None, **options: Any) -> Outcome:
+                  cancel: asyncio.Event | None = None, on_executor: Callable[[Any], None] | None = None,
+                  **options: Any) -> Outcome:
     """Resolve the hosts (provisioning them for ``target.gcp``) and run ``steps`` on each.
 
     The one place that turns a recipe into a running executor, shared by ``gpuwizard
     run`` and the Textual run screen. Setting ``cancel`` (Ctrl-C, the screen's Stop)
     stops the run at any point: during provisioning no further request is waited for
     and no step starts; during the steps the executor stops the remote commands.
-    Whatever happens, the run directory records how the run ended.
+    Whatever happens, the run directory records how the run ended, and which remote
+    process groups are running (a resumed run stops those an earlier attempt left).
+    ``on_executor`` is handed the executor once it exists (for a hard exit's last try).
     """
     from gpuwizard import events as ev
     from gpuwizard.executor import ExecOptions, Executor
@@ -128,8 +132,11 @@ async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[A
     rd.set_plan({h.name: list(steps) for h in hosts})
     opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
                        reboot_command=recipe.ssh.reboot_command, done=rd.done(),
+                       running=rd.running(), on_running=rd.record_running,
                        retry_auth=gcp, **options)
     executor = Executor(list(hosts), list(steps), sink, opts)
+    if on_executor is not None:
+        on_executor(executor)
 
     async def watch() -> None:
         await cancel.wait()
@@ -308,6 +315,13 @@ async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd:
     loop = asyncio.get_running_loop()
     presses = 0
     cancel = asyncio.Event()
+    executors: list[Any] = []
+
+    async def quit_now(executor: Any) -> None:
+        try:
+            await asyncio.wait_for(executor.kill_now(2.0), 2.0)
+        finally:  # leaving either way, whatever happened
+            os._exit(EXIT_INTERRUPTED)
 
     def on_signal() -> None:
         nonlocal presses
@@ -316,16 +330,25 @@ async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd:
             print("\ngpuwizard: stopping: remote commands are being stopped and the state saved "
                   "(Ctrl-C again to quit at once).", file=sys.stderr)
             cancel.set()
-        else:
-            rd.save_state()
-            os._exit(EXIT_INTERRUPTED)
+            return
+        rd.save_state()
+        if presses == 2 and executors:
+            # Quit at once, but first a bounded try (<= 2 s) to TERM the remote steps; what
+            # survives stays recorded in the run directory, and the next run stops it.
+            print("gpuwizard: quitting; sending TERM to the remote commands (at most 2 s).", file=sys.stderr)
+            backstop = threading.Timer(2.5, os._exit, (EXIT_INTERRUPTED,))
+            backstop.daemon = True
+            backstop.start()
+            asyncio.ensure_future(quit_now(executors[0]))
+            return
+        os._exit(EXIT_INTERRUPTED)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
         outcome = await execute(recipe, steps, rd, sink,
                                 accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
-                                cancel=cancel)
+                                cancel=cancel, on_executor=executors.append)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -276,3 +276,89 @@ def test_reboot_that_fails_or_never_happens_fails_the_step(sshd_host):
     assert finished(events) == [("k", "failed")]
     assert "did not go down" in next(e.message for e in events if isinstance(e, ev.StepFinished))
     assert sshd_host.reboots == 0
+
+
+def once_script(tmp: pathlib.Path, body: str) -> str:
+    """A step that proves it never runs beside another copy of itself: it appends
+    ``start PID 1`` to ``copies.log`` when the previous copy is still alive (else
+    ``start PID 0``), then runs ``body``. The host is this machine, so the test reads
+    the log and signals the pids directly."""
+    pidf, log = tmp / "copy.pid", tmp / "copies.log"
+    return (f'o=$(cat {pidf} 2>/dev/null || true); a=0; if [ -n "$o" ] && kill -0 "$o" 2>/dev/null; then a=1; fi; '
+            f'echo $$ > {pidf}; echo "start $$ $a" >> {log}; {body}')
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_resume_stops_the_step_an_abandoned_attempt_left_running(sshd_host, tmp_path):
+    # "trap '' TERM" and bash exec-ing its last command (sleep): TERM does nothing, and
+    # the pid's command line is no longer our wrapper's bash; the start time still matches
+    step = Step("s", "s", once_script(tmp_path, "echo ready; trap '' TERM; sleep 25"))
+    records: list[tuple[str, object]] = []
+
+    async def abandon() -> None:  # an attempt that dies like os._exit: nothing is stopped
+        events: list[ev.Event] = []
+        ex = Executor([spec(sshd_host)], [step], events.append,
+                      ExecOptions(connect_timeout=15, on_running=lambda h, p: records.append((h, p))))
+        task = asyncio.ensure_future(ex.run())
+        while not any(isinstance(e, ev.Output) and "ready" in e.data for e in events):
+            await asyncio.sleep(0.02)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        for h in ex.hosts:
+            h.conn.abort()
+
+    asyncio.run(abandon())
+    log = tmp_path / "copies.log"
+    first = int(log.read_text().split()[1])
+    assert records and records[-1][0] == "h0" and records[-1][1]["pid"] == first
+    assert records[-1][1]["start"].isdigit() and records[-1][1]["boot"]
+    assert group_alive(first)  # the orphan: a plain re-run would start a second copy beside it
+
+    fixed = Step("s", "s", once_script(tmp_path, "echo second"))
+    t0 = time.monotonic()
+    try:
+        ok, events, _ = execute([sshd_host], [fixed], running={"h0": records[-1][1]}, kill_grace=0.5,
+                                on_running=lambda h, p: records.append((h, p)))
+    finally:
+        if group_alive(first):
+            os.killpg(first, 9)
+    assert ok, finished(events)
+    assert time.monotonic() - t0 < 8
+    assert not group_alive(first)
+    starts = [line.split() for line in log.read_text().splitlines()]
+    assert [s[2] for s in starts] == ["0", "0"]  # never two copies at once
+    assert "stopped s (process group" in output(events, "h0", "gpuwizard")
+    assert records[-1] == ("h0", None)  # ended: nothing left for a later attempt to stop
+
+
+def test_stale_record_of_another_process_is_left_alone(sshd_host, tmp_path):
+    """A recorded pid is only killed while it is the same process: pids get reused."""
+    bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        boot = pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = pathlib.Path(f"/proc/{bystander.pid}/stat").read_text()
+        start = stat[stat.rindex(")") + 2:].split()[19]
+        for rec in ({"pid": bystander.pid, "start": str(int(start) + 1), "boot": boot},  # another process
+                    {"pid": bystander.pid, "start": start, "boot": "0000-other-boot"},    # before a reboot
+                    {"pid": bystander.pid}):                                             # not our bash
+            ok, events, _ = execute([sshd_host], [Step("a", "a", "true")], running={"h0": rec}, kill_grace=0.5)
+            assert ok and bystander.poll() is None, rec
+            assert "stopped" not in output(events, "h0", "gpuwizard")
+        # the same process: stopped (TERM), so the check above is not vacuous
+        ok, events, _ = execute([sshd_host], [Step("a", "a", "true")], kill_grace=0.5,
+                                running={"h0": {"pid": bystander.pid, "start": start, "boot": boot}})
+        assert ok and bystander.wait(timeout=5) is not None
+    finally:
+        if bystander.poll() is None:
+            bystander.kill()
+            bystander.wait()

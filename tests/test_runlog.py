@@ -79,3 +79,23 @@ def test_finished_run_is_not_resumed_and_unknown_run_is_a_usage_error(state_home
 def test_host_file_names_are_safe():
     assert host_file("ubuntu@1.2.3.4:22") == "ubuntu@1.2.3.4_22"
     assert "/" not in host_file("../../etc/passwd")
+
+
+def test_running_processes_are_recorded_until_they_end(tmp_path):
+    rd = RunDir.create(None, "x", "x", base=tmp_path)
+    assert rd.running() == {}
+    rd.record_running("a", {"pid": 10, "start": "5", "boot": "b", "step": "s1"})
+    rd.record_running("b", {"pid": 20, "start": "6", "boot": "b", "step": "s1"})
+    rd.record_running("a", None)  # ended
+    rd.record_running("b", {"pid": 30, "start": "7", "boot": "b", "step": "s2"})
+    # on disk at once (a hard exit skips close()), read back by a later attempt
+    again = RunDir.open(rd.path)
+    assert again.running() == {"b": {"pid": 30, "start": "7", "boot": "b", "step": "s2"}}
+    with open(rd.path / "running.jsonl", "a") as fh:
+        fh.write('{"host": "a", "proc": {"pid"')  # torn by a crash
+    rd.close()
+    again = RunDir.open(rd.path)
+    assert again.running() == {"b": {"pid": 30, "start": "7", "boot": "b", "step": "s2"}}
+    again.record_running("b", None)  # appended after the torn line, not glued onto it
+    again.close()
+    assert RunDir.open(rd.path).running() == {}

@@ -14,6 +14,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
 
+# A duration no other process on the machine uses, so pgrep finds only this test's sleep.
+SLEEP = f"30.{os.getpid()}"
+
 
 def write_recipe(path: pathlib.Path, hosts, steps: list[dict], **ssh) -> pathlib.Path:
     import yaml
@@ -80,7 +83,7 @@ def test_bad_recipe_exits_2(tmp_path):
 def test_ctrl_c_leaves_a_resumable_run(sshd_host, tmp_path):
     flag = tmp_path / "count"
     steps = [{"name": "first", "run": f"echo first >> {flag}"},
-             {"name": "slow", "run": f"echo slow-start >> {flag}; echo waiting; sleep 30; echo slow-done >> {flag}"},
+             {"name": "slow", "run": f"echo slow-start >> {flag}; echo waiting; sleep {SLEEP}; echo slow-done >> {flag}"},
              {"name": "third", "run": f"echo third >> {flag}"}]
     r = write_recipe(tmp_path / "r.yaml", [sshd_host], steps)
     proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(r)], stdout=subprocess.PIPE,
@@ -98,10 +101,10 @@ def test_ctrl_c_leaves_a_resumable_run(sshd_host, tmp_path):
     assert state["status"] == "interrupted"
     assert list(state["hosts"][sshd_host.host_string]["done"]) == ["user.first"]
     # the remote sleep was stopped with the run
-    assert subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True).returncode == 1
+    assert subprocess.run(["pgrep", "-f", f"sleep {SLEEP}"], capture_output=True).returncode == 1
 
     # the fix for "slow": re-running the unchanged recipe resumes the interrupted run by default
-    steps[1]["run"] = steps[1]["run"].replace("sleep 30", "true")
+    steps[1]["run"] = steps[1]["run"].replace(f"sleep {SLEEP}", "true")
     write_recipe(r, [sshd_host], steps)
     p = gw(tmp_path, "run", str(r), "--resume")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -177,3 +180,95 @@ def test_unwritable_state_dir_is_a_usage_error(tmp_path) -> None:
                        text=True, env=env, timeout=60)
     assert p.returncode == 2
     assert "cannot create the run directory" in p.stderr and "Traceback" not in p.stderr
+
+
+def once_script(tmp: pathlib.Path, body: str) -> str:
+    """See tests/test_executor.py: logs ``start PID 1`` if the previous copy still runs."""
+    pidf, log = tmp / "copy.pid", tmp / "copies.log"
+    return (f'o=$(cat {pidf} 2>/dev/null || true); a=0; if [ -n "$o" ] && kill -0 "$o" 2>/dev/null; then a=1; fi; '
+            f'echo $$ > {pidf}; echo "start $$ $a" >> {log}; {body}')
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def ctrl_c_twice(tmp_path, recipe: pathlib.Path, ready: str) -> subprocess.CompletedProcess[str]:
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(recipe), "--headless"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(tmp_path), cwd=tmp_path)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if ready in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # "quit at once": no time for the clean stop's TERM -> KILL
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 4, err  # the bounded last try: <= 2 s, then exit
+    assert proc.returncode == 130, err
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_second_ctrl_c_terms_the_remote_step_before_quitting(sshd_host, tmp_path):
+    # Survives the first TERM (the clean stop's), ends on the second (the hard exit's):
+    # without that last try it would run on after gpuwizard quit, KILL never coming.
+    body = "n=0; trap 'n=$((n+1))' TERM; echo waiting; while [ $n -lt 2 ]; do sleep 0.1 || true; done; echo ended >> " + \
+        str(tmp_path / "ended")
+    steps = [{"name": "twoterms", "run": once_script(tmp_path, body)}]
+    r = write_recipe(tmp_path / "r.yaml", [sshd_host], steps)
+    p = ctrl_c_twice(tmp_path, r, "user.twoterms | waiting")
+    assert "quitting" in p.stderr
+    pgid = int((tmp_path / "copies.log").read_text().split()[1])
+    try:
+        _rerun_after_second_ctrl_c(tmp_path, r, steps, sshd_host, pgid)
+    finally:
+        if group_alive(pgid):  # a failed test must not leave the loop running
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _rerun_after_second_ctrl_c(tmp_path, r, steps, sshd_host, pgid: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 5
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = group_alive(pgid)
+    # either it is gone within a few seconds, or (the hard exit won the race) the
+    # re-run stops it before running the step again; never two copies at once
+    steps[0]["run"] = once_script(tmp_path, "echo fixed")
+    write_recipe(r, [sshd_host], steps)
+    p = gw(tmp_path, "run", str(r), "--resume")
+    assert p.returncode == 0 and "resuming run" in p.stderr, p.stdout + p.stderr
+    assert not group_alive(pgid)
+    assert ("stopped user.twoterms" in p.stdout) == alive
+    assert not alive  # on loopback the last try always gets there
+    assert [line.split()[2] for line in (tmp_path / "copies.log").read_text().splitlines()] == ["0", "0"]
+
+
+def test_rerun_after_a_hard_exit_stops_the_orphan_before_running_the_step(sshd_host, tmp_path):
+    # TERM is ignored, so the hard exit's TERM cannot stop it: the orphan outlives
+    # gpuwizard, and a plain re-run (which resumes the run) must stop it first
+    body = "echo waiting; trap '' TERM; sleep 4; echo \"end $$\" >> " + str(tmp_path / "copies.log")
+    r = write_recipe(tmp_path / "r.yaml", [sshd_host], [{"name": "stubborn", "run": once_script(tmp_path, body)}])
+    ctrl_c_twice(tmp_path, r, "user.stubborn | waiting")
+    first = int((tmp_path / "copies.log").read_text().split()[1])
+    assert group_alive(first)
+    (run_dir,) = runs(tmp_path)
+    assert json.loads((run_dir / "running.jsonl").read_text().splitlines()[-1])["proc"]["pid"] == first
+
+    p = gw(tmp_path, "run", str(r))  # unchanged recipe: resumes the interrupted run
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "resuming run" in p.stderr and runs(tmp_path) == [run_dir]
+    assert "stopped user.stubborn" in p.stdout
+    assert not group_alive(first)
+    lines = [line.split() for line in (tmp_path / "copies.log").read_text().splitlines()]
+    second = int(lines[1][1])
+    assert lines == [["start", str(first), "0"], ["start", str(second), "0"], ["end", str(second)]]
+    assert json.loads((run_dir / "running.jsonl").read_text().splitlines()[-1])["proc"] is None
