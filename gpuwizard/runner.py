@@ -207,7 +207,25 @@ def _open_run_dir(args: argparse.Namespace, recipe: Any, text: str) -> tuple[Any
                 return prev, True
         elif getattr(args, "resume", False):
             print("gpuwizard: no interrupted run of this recipe to resume; starting a new run.", file=sys.stderr)
-    return RunDir.create(args.recipe, text, recipe.name), False
+    rd = RunDir.create(args.recipe, text, recipe.name)
+    _inherit_running(rd, args.recipe)
+    return rd, False
+
+
+def _inherit_running(rd: Any, recipe_path: str) -> None:
+    """A new run (``--fresh``, or a changed recipe) must not start a step beside one that
+    an earlier, abandoned run of the same recipe left running: carry that run's record
+    of remote process groups over, so the executor stops them before its first step."""
+    from gpuwizard.runlog import list_runs
+
+    want = os.path.abspath(recipe_path)
+    for prev in reversed(list_runs()):
+        if prev.run_id == rd.run_id or prev.state.get("recipe_path") != want:
+            continue
+        if not prev.is_locked():
+            for host, proc in prev.running().items():
+                rd.record_running(host, proc)
+        return
 
 
 def _same_text(rd: Any, text: str) -> bool:

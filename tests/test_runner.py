@@ -272,3 +272,18 @@ def test_rerun_after_a_hard_exit_stops_the_orphan_before_running_the_step(sshd_h
     second = int(lines[1][1])
     assert lines == [["start", str(first), "0"], ["start", str(second), "0"], ["end", str(second)]]
     assert json.loads((run_dir / "running.jsonl").read_text().splitlines()[-1])["proc"] is None
+
+
+def test_fresh_run_after_a_hard_exit_also_stops_the_orphan(sshd_host, tmp_path):
+    # --fresh starts a new run directory; the abandoned run's record comes with it
+    body = "echo waiting; trap '' TERM; sleep 4; echo \"end $$\" >> " + str(tmp_path / "copies.log")
+    r = write_recipe(tmp_path / "r.yaml", [sshd_host], [{"name": "stubborn", "run": once_script(tmp_path, body)}])
+    ctrl_c_twice(tmp_path, r, "user.stubborn | waiting")
+    first = int((tmp_path / "copies.log").read_text().split()[1])
+    assert group_alive(first)
+    p = gw(tmp_path, "run", str(r), "--fresh")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert len(runs(tmp_path)) == 2 and "stopped user.stubborn" in p.stdout
+    assert not group_alive(first)
+    lines = [line.split() for line in (tmp_path / "copies.log").read_text().splitlines()]
+    assert [ln[0] for ln in lines] == ["start", "start", "end"] and lines[1][2] == "0"
