@@ -30,11 +30,14 @@ def script() -> list[str]:
 
 
 def measure(cmd: list[str], n: int) -> list[float]:
+    """Wall times of ``n`` runs; a command that fails is an error, not a fast figure."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode
         times.append(time.perf_counter() - t0)
+        if rc != 0:
+            raise SystemExit(f"{' '.join(cmd)} exited {rc}: fix it before timing it")
     return times
 
 
