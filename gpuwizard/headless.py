@@ -117,6 +117,11 @@ class LineRenderer:
 
     def _table(self, e: ev.RunFinished) -> None:
         w = self.out.write
+        if not self._order:  # it ended before any host was reached (provisioning, set-up)
+            w("\n" + ("interrupted before any step ran\n" if e.interrupted else
+                      "stopped before any step ran (the reason is above)\n"))
+            self.out.flush()
+            return
         rows = []
         for host in self._order:
             st = self._hosts.get(host, {})

@@ -139,6 +139,7 @@ def test_provisioning_failure_is_recorded_in_the_run_directory(sshd_host, tmp_pa
     write_recipe(recipe, sshd_host, "echo step-ran")
     p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
     assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "stopped before any step ran" in p.stdout and "HOST" not in p.stdout  # no empty summary table
     listing = gw("logs", "--list", state=tmp_path / "state").stdout
     assert " failed " in listing
     shown = gw("logs", state=tmp_path / "state").stdout
