@@ -399,13 +399,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
             out.flush()
         if not log.exists():
             continue
-        if step is None:
-            ranges = [(0, None)]
-        else:
-            ranges = [(r["start"], r["end"]) for r in _index(rd, host) if r.get("step") == step]
-            if not ranges:
-                continue
-        for start, end in ranges:
+        index = [r for r in _index(rd, host) if step is None or r.get("step") == step]
+        if step is not None and not index:
+            continue
+        # A whole log shows each step's output under a header saying which step, which
+        # attempt and how it ended (a log without an index, from a run cut short before
+        # its first step ended, is shown as it is); `--step` prints the raw output alone,
+        # ready to redirect into a file.
+        ranges: list[tuple[str | None, int, int | None]] = [
+            (None if step else f"--- {r.get('step')} (attempt {r.get('attempt', 1)}, {r.get('status', '?')}) ---",
+             r["start"], r["end"])
+            for r in index] or [(None, 0, None)]
+        for header, start, end in ranges:
+            if header:
+                out.write(header + "\n")
+                out.flush()
             if binary is not None:
                 _copy_range(log, start, end, binary)
                 binary.flush()

@@ -57,6 +57,9 @@ def test_files_state_and_logs_command(state_home, tmp_path, capsys):
     assert capsys.readouterr().out == "beta\nbeta again\n"
     cmd_logs(argparse.Namespace(run=rd.run_id[-6:], host="h", step="a", list=False))
     assert capsys.readouterr().out == "alpha 1\nalpha 2\n"
+    cmd_logs(argparse.Namespace(run=None, host=None, step=None, list=False))
+    whole = capsys.readouterr().out
+    assert whole.startswith("--- a (attempt 1, ok) ---\nalpha 1\nalpha 2\n--- b (attempt 1,")  # step headers
     cmd_logs(argparse.Namespace(run=None, host=None, step=None, list=True))
     listing = capsys.readouterr().out
     assert rd.run_id in listing and "interrupted" in listing
