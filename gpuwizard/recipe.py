@@ -158,9 +158,9 @@ class Ssh:
         pattern=r"^[a-z_][a-z0-9_-]{0,31}$"))
     port: int = field(default=22, metadata=doc("SSH port.", minimum=1, maximum=65535))
     identity: str | None = field(default=None, metadata=doc(
-        "Private key file; default: ssh-agent and ~/.ssh/id_*, or gpuwizard's own key for GCE VMs."))
+        "Private key file; default: ssh-agent and ~/.ssh/id_*, or gpuwizard's own key for GCE VMs.", path=True))
     known_hosts: str | None = field(default=None, metadata=doc(
-        "known_hosts file used to verify host keys; default ~/.ssh/known_hosts."))
+        "known_hosts file used to verify host keys; default ~/.ssh/known_hosts.", path=True))
     reboot_command: str = field(default="sudo -n systemctl reboot", metadata=doc(
         "Command that reboots a host when a step needs it."))
     connect_timeout: float = field(default=600.0, metadata=doc(
@@ -191,10 +191,11 @@ class Driver:
 class Repo:
     """A git repository to clone on the host, with the commands that set it up."""
 
-    url: str = field(default="", metadata=doc("Clone URL (https, ssh or a path on the host).", required=True))
+    url: str = field(default="", metadata=doc("Clone URL (https, ssh or a path on the host).", required=True,
+                                               path=True))
     ref: str | None = field(default=None, metadata=doc("Branch, tag or commit; default: the default branch.",
                                                         pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"))
-    dir: str | None = field(default=None, metadata=doc("Where to clone; default ~/<repo name>."))
+    dir: str | None = field(default=None, metadata=doc("Where to clone; default ~/<repo name>.", path=True))
     setup: list[str] = field(default_factory=list, metadata=doc(
         "Shell commands run once inside the clone with the environment active."))
 
@@ -205,7 +206,8 @@ class Env:
 
     manager: str = field(default="venv", metadata=doc("venv (fast, default) or conda.", enum=["venv", "conda"], always=True))
     python: str = field(default="3.10", metadata=doc("Python version, e.g. '3.10'.", pattern=r"^3\.[0-9]{1,2}$", always=True))
-    path: str | None = field(default=None, metadata=doc("Environment location; default ~/venvs/<recipe name>."))
+    path: str | None = field(default=None, metadata=doc("Environment location; default ~/venvs/<recipe name>.",
+                                                         path=True))
     torch: str | None = field(default=None, metadata=doc(
         "PyTorch version, e.g. '2.9.1'; null: no PyTorch.", pattern=r"^[0-9]+\.[0-9]+(\.[0-9]+)?$"))
     torch_index: str | None = field(default=None, metadata=doc(
@@ -247,7 +249,7 @@ class Dataset:
     from_: str = field(default="", metadata=doc(
         "REMOTE:path, or a Google Drive share link (then `remote` names the drive remote).",
         key="from", required=True))
-    to: str = field(default="~/data/", metadata=doc("Destination directory on the host.", required=True))
+    to: str = field(default="~/data/", metadata=doc("Destination directory on the host.", required=True, path=True))
     remote: str | None = field(default=None, metadata=doc("The remote a share link is fetched through."))
     unzip: bool = field(default=False, metadata=doc("Extract .zip / .tar* archives after the copy."))
     checksum: bool = field(default=True, metadata=doc("Verify sizes and hashes after the copy."))
@@ -405,6 +407,12 @@ class _Loader:
         return value
 
     def check_constraints(self, node: Any, path: str, value: Any, meta: dict[str, Any]) -> None:
+        if meta.get("path") and isinstance(value, str):
+            if not value.strip():
+                self.err(node, path, "empty path")
+            elif re.search(r"[\x00-\x1f\x7f]", value):
+                self.err(node, path, "a path or URL must be one line, without line breaks or other "
+                                     "control characters")
         if "enum" in meta and value not in meta["enum"]:
             choices = ", ".join(str(c) for c in meta["enum"])
             self.err(node, path, f"must be one of {choices} (got {value!r})")
