@@ -200,7 +200,7 @@ class Executor:
             rp, conn = h.running, h.conn
             if rp is None or conn is None or conn.is_closed():
                 continue
-            cmd = f"kill -TERM -- -{rp.pid} 2>/dev/null || kill -TERM {rp.pid} 2>/dev/null; true"
+            cmd = _signal_cmd("TERM", rp.pid)
             jobs.append(asyncio.ensure_future(conn.run(cmd, check=False)))
         if not jobs:
             return
@@ -553,7 +553,7 @@ class Executor:
             return
         grace = self.options.kill_grace
         for sig in ("TERM", "KILL"):
-            cmd = f"kill -{sig} -- -{pid} 2>/dev/null || kill -{sig} {pid} 2>/dev/null; true"
+            cmd = _signal_cmd(sig, pid)
             try:
                 await asyncio.wait_for(h.conn.run(cmd, check=False), 10)
             except Exception:  # noqa: BLE001 - best effort: the host may be gone
@@ -677,9 +677,22 @@ _PID_PRELUDE = ("{ read -r x x x x x x x x x x x x x x x x x x x x x gws x </pro
 _OURS = "'bash --norc --noprofile -euo pipefail -c '*|'sudo -n -- bash --norc --noprofile -euo pipefail -c '*"
 
 
+def _signal_cmd(sig: str, pid: int) -> str:
+    """Shell that signals remote process group ``pid`` (its leader alone as a fallback).
+
+    ``kill -s SIG -- -PGID`` is the form every shell's kill takes (dash, Debian's sh,
+    rejects ``kill -SIG -- -PGID``). A ``sudo`` step's processes belong to root: when
+    the login user may not signal them, ``sudo -n kill`` does (GCE login users have
+    passwordless sudo; elsewhere it fails quietly)."""
+    return (f"{{ kill -s {sig} -- -{pid} || sudo -n kill -s {sig} -- -{pid} || kill -s {sig} {pid} "
+            f"|| sudo -n kill -s {sig} {pid}; }} 2>/dev/null; true")
+
+
 def _stale_kill_script(rp: RemoteProc, grace_ticks: int) -> str:
     """A POSIX sh script (run as ``sh -c``) that stops ``rp``'s process group if it
     is still the process we started, then prints ``stopped``; see ``_kill_stale``.
+    Signals go as ``kill -s SIG -- -PGID``: dash (Debian's and Ubuntu's sh) rejects
+    ``kill -SIG -- -PGID`` and would then signal the leader alone.
     Root processes of a ``sudo`` step are signalled through ``sudo -n`` where the
     login user may use it."""
     p = rp.pid
@@ -692,15 +705,15 @@ def _stale_kill_script(rp: RemoteProc, grace_ticks: int) -> str:
     return f"""{boot}if s=$(cat /proc/{p}/stat 2>/dev/null) && [ -n "$s" ]; then
   s=${{s##*) }}; set -- $s
   {same} || exit 0
-elif [ -z "{rp.boot}" ] || ! kill -0 -- -{p} 2>/dev/null; then
+elif [ -z "{rp.boot}" ] || ! kill -s 0 -- -{p} 2>/dev/null; then
   exit 0
 fi
 k=; [ "$(id -u)" = 0 ] || {{ sudo -n true 2>/dev/null && k="sudo -n"; }}
-$k kill -TERM -- -{p} 2>/dev/null || $k kill -TERM {p} 2>/dev/null
-i=0; while {{ kill -0 -- -{p} || kill -0 {p}; }} 2>/dev/null && [ $i -lt {grace_ticks} ]; do sleep 0.1; i=$((i+1)); done
-if {{ kill -0 -- -{p} || kill -0 {p}; }} 2>/dev/null; then
-  $k kill -KILL -- -{p} 2>/dev/null || $k kill -KILL {p} 2>/dev/null
-  i=0; while {{ kill -0 -- -{p} || kill -0 {p}; }} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+$k kill -s TERM -- -{p} 2>/dev/null || $k kill -TERM {p} 2>/dev/null
+i=0; while {{ kill -s 0 -- -{p} || kill -0 {p}; }} 2>/dev/null && [ $i -lt {grace_ticks} ]; do sleep 0.1; i=$((i+1)); done
+if {{ kill -s 0 -- -{p} || kill -0 {p}; }} 2>/dev/null; then
+  $k kill -s KILL -- -{p} 2>/dev/null || $k kill -KILL {p} 2>/dev/null
+  i=0; while {{ kill -s 0 -- -{p} || kill -0 {p}; }} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 fi
 echo stopped
 """

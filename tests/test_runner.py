@@ -190,11 +190,19 @@ def once_script(tmp: pathlib.Path, body: str) -> str:
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """True while a live (not zombie) process is in the group. Zombies count as gone: a
+    container's init may never reap the orphans a killed step leaves behind."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def ctrl_c_twice(tmp_path, recipe: pathlib.Path, ready: str) -> subprocess.CompletedProcess[str]:
@@ -255,7 +263,9 @@ def _rerun_after_second_ctrl_c(tmp_path, r, steps, sshd_host, pgid: int) -> None
 def test_rerun_after_a_hard_exit_stops_the_orphan_before_running_the_step(sshd_host, tmp_path):
     # TERM is ignored, so the hard exit's TERM cannot stop it: the orphan outlives
     # gpuwizard, and a plain re-run (which resumes the run) must stop it first
-    body = "echo waiting; trap '' TERM; sleep 4; echo \"end $$\" >> " + str(tmp_path / "copies.log")
+    # the first copy sleeps long (only a kill ends it in time); the re-run's copy is quick
+    body = ("echo waiting; trap '' TERM; if [ \"$a\" = 0 ] && [ ! -e " + str(tmp_path / "rerun") + " ]; then touch "
+            + str(tmp_path / "rerun") + "; sleep 60; else sleep 1; fi; echo \"end $$\" >> " + str(tmp_path / "copies.log"))
     r = write_recipe(tmp_path / "r.yaml", [sshd_host], [{"name": "stubborn", "run": once_script(tmp_path, body)}])
     ctrl_c_twice(tmp_path, r, "user.stubborn | waiting")
     first = int((tmp_path / "copies.log").read_text().split()[1])
@@ -276,7 +286,9 @@ def test_rerun_after_a_hard_exit_stops_the_orphan_before_running_the_step(sshd_h
 
 def test_fresh_run_after_a_hard_exit_also_stops_the_orphan(sshd_host, tmp_path):
     # --fresh starts a new run directory; the abandoned run's record comes with it
-    body = "echo waiting; trap '' TERM; sleep 4; echo \"end $$\" >> " + str(tmp_path / "copies.log")
+    # the first copy sleeps long (only a kill ends it in time); the re-run's copy is quick
+    body = ("echo waiting; trap '' TERM; if [ \"$a\" = 0 ] && [ ! -e " + str(tmp_path / "rerun") + " ]; then touch "
+            + str(tmp_path / "rerun") + "; sleep 60; else sleep 1; fi; echo \"end $$\" >> " + str(tmp_path / "copies.log"))
     r = write_recipe(tmp_path / "r.yaml", [sshd_host], [{"name": "stubborn", "run": once_script(tmp_path, body)}])
     ctrl_c_twice(tmp_path, r, "user.stubborn | waiting")
     first = int((tmp_path / "copies.log").read_text().split()[1])
