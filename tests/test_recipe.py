@@ -151,3 +151,12 @@ def test_save_writes_a_shareable_file_and_keeps_an_existing_mode(tmp_path: pathl
     finally:
         os.umask(old)
     assert list(tmp_path.glob(".recipe-*")) == []
+
+
+def test_published_schema_file_is_current() -> None:
+    """docs/recipe.schema.json is what the shipped recipes' `$schema` line points at."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    published = json.loads((root / "docs" / "recipe.schema.json").read_text())
+    assert published == R.json_schema(), "regenerate: gpuwizard schema > docs/recipe.schema.json"
+    for f in sorted((root / "recipes").glob("*.yaml")):
+        assert f.read_text().startswith(f"# yaml-language-server: $schema={R.SCHEMA_URL}\n"), f.name
