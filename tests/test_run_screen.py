@@ -73,21 +73,7 @@ from textual.app import App  # noqa: E402
 from screens.run import RunScreen  # noqa: E402
 
 
-class _RunApp(App[int]):
-    """A bare app hosting the run screen (the wizard pushes it the same way)."""
-
-    CSS_PATH = "../screens/app.tcss"
-
-    def __init__(self, screen: RunScreen) -> None:
-        super().__init__()
-        self.run_screen = screen
-        self.exit_message: str | None = None
-
-    def on_mount(self) -> None:
-        self.push_screen(self.run_screen)
-
-    async def action_quit(self) -> None:
-        self.run_screen.confirm_quit()
+from screens.runapp import RunApp as _RunApp  # the app `gpuwizard run` uses on a terminal
 
 
 async def _finish(app: App, scr: RunScreen, pilot) -> None:
