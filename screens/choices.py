@@ -335,4 +335,15 @@ def env_default(recipe: Recipe) -> Env:
             if c.value and c.enabled:
                 torch = c.value
                 break
-    return Env(manager="venv", python="3.10", torch=torch)
+    return Env(manager="venv", python=default_python(recipe), torch=torch)
+
+
+def default_python(recipe: Recipe) -> str:
+    """The image's own Python (a venv needs no extra packages then): 3.10 on Ubuntu 22.04,
+    3.12 on Ubuntu 24.04, 3.11 on Debian 12; 3.10 when the image is unknown."""
+    from gpuwizard.catalog import stack
+
+    g = recipe.target.gcp
+    img = catalog.image(g.image) if g else None
+    info = stack.oses().get(img.os) if img is not None else None
+    return info.python_default if info is not None else "3.10"
