@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from gpuwizard.ssh import HostSpec
@@ -33,6 +33,7 @@ class RunContext:
     accept_new_host_key: bool = False
     run_dir: str | None = None
     recipe_path: str | None = None  # labels the VMs with the recipe file, so `down` finds only this file's
+    previous_hosts: list[str] = field(default_factory=list)  # host names this run has had (replaced VMs)
 
 
 def build_steps(recipe: Any) -> list[Step]:
@@ -59,7 +60,7 @@ async def resolve_hosts(recipe: Any, run: RunContext, sink: Callable[[Any], None
     known_hosts = os.path.join(run.run_dir, "known_hosts") if run.run_dir else None
     vms = await provision.provision(recipe, run_id=run.run_id, sink=sink,
                                     accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts,
-                                    recipe_path=run.recipe_path)
+                                    recipe_path=run.recipe_path, previous_hosts=run.previous_hosts)
     return [HostSpec(name=vm.name, address=vm.address, port=vm.port, user=vm.user, identity=vm.identity,
                      known_hosts=vm.known_hosts,
                      accept_new=run.accept_new_host_key and not getattr(vm, "host_key_verified", False))
@@ -105,7 +106,7 @@ async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[A
         return outcome
 
     ctx = RunContext(run_id=rd.run_id, accept_new_host_key=accept_new_host_key, run_dir=str(rd.path),
-                     recipe_path=rd.state.get("recipe_path"))
+                     recipe_path=rd.state.get("recipe_path"), previous_hosts=list(rd.state.get("hosts", {})))
     if hosts is None:
         task = asyncio.ensure_future(resolve_hosts(recipe, ctx, sink))
         stop = asyncio.ensure_future(cancel.wait())

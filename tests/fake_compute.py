@@ -9,7 +9,11 @@ patches the client. What it keeps:
   whose usage moves as instances are created and deleted;
 * zones with accelerator types (``maximumCardsPerInstance``), by default from the
   catalog's zone snapshot, so "all regions" really is the whole world;
-* instances (with labels, IPs and guest attributes that publish SSH host keys);
+* instances (with labels, IPs and guest attributes that publish SSH host keys while
+  RUNNING); ``instances.start`` / ``stop``; :meth:`FakeCompute.preempt` plays a spot
+  preemption (TERMINATED with the ephemeral external IP released, or deleted, as the
+  VM's ``instanceTerminationAction`` says); GPU quota is held only while RUNNING;
+* the project's ``commonInstanceMetadata`` (``enable-oslogin`` ...) in ``projects.get``;
 * zone operations that go PENDING -> RUNNING -> DONE over ``op_seconds`` and apply their
   effect when DONE; ``.../wait`` blocks until DONE like the real endpoint;
 * faults per zone: stockout (``ZONE_RESOURCE_POOL_EXHAUSTED`` or the ``_WITH_DETAILS``
@@ -18,8 +22,9 @@ patches the client. What it keeps:
 
 Every request is recorded in :attr:`FakeCompute.requests` so tests can assert what was
 (not) sent. Standalone: ``python -m tests.fake_compute --port 8089 --scenario failover``.
-A tiny control API (``GET /_fake/state``, ``POST /_fake/fault``, ``POST /_fake/reset``)
-lets a demo change faults while it runs.
+A tiny control API (``GET /_fake/state``, ``POST /_fake/fault``, ``POST /_fake/reset``,
+``POST /_fake/preempt`` ``{"zone", "name"}`` or ``{"run"}`` [``"action"``], ``POST
+/_fake/metadata`` ``{"key", "value"}``) lets a demo change things while it runs.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ FAKE_HOST_KEYS = {
 @dataclass
 class Fault:
     """One injected misbehaviour for a zone's inserts.
+
+    Faults apply to ``instances.start`` in the zone too (a stockout stops a preempted spot
+    VM from starting again, as it does on GCE).
 
     kind: ``stockout`` | ``stockout_details`` | ``insufficient_capacity`` |
     ``resource_not_found`` | ``quota_region`` | ``quota_global`` | ``permission`` |
@@ -136,6 +144,7 @@ class FakeCompute:
                 metric = self._metric(acc, spot=False)
                 q.setdefault(metric, {"limit": float(gpu_quota), "usage": 0.0})
                 q.setdefault("PREEMPTIBLE_" + metric, {"limit": float(gpu_quota), "usage": 0.0})
+        self.project_metadata: dict[str, str] = {}   # commonInstanceMetadata
         self.instances: dict[tuple[str, str], dict[str, Any]] = {}   # (zone, name) -> instance
         self.ops: dict[str, Op] = {}
         self.faults: dict[str, list[Fault]] = {}
@@ -168,6 +177,44 @@ class FakeCompute:
         with self.lock:
             self.faults.setdefault(zone, []).append(Fault(kind, **kw))
 
+    def set_project_metadata(self, key: str, value: str | None) -> None:
+        """Set (None: remove) a commonInstanceMetadata item, e.g. ``enable-oslogin``."""
+        with self.lock:
+            if value is None:
+                self.project_metadata.pop(key, None)
+            else:
+                self.project_metadata[key] = value
+
+    def preempt(self, zone: str | None = None, name: str | None = None, *, run: str | None = None,
+                action: str | None = None) -> list[str]:
+        """Preempt VMs now: by ``zone``/``name``, or every VM labelled ``gpuwizard-run=run``.
+
+        ``action`` (default: the VM's ``scheduling.instanceTerminationAction``, else STOP):
+        STOP leaves it TERMINATED with its ephemeral external IP released (a start gives it
+        a new one); DELETE removes it with its disk. Either frees its GPU quota. Returns
+        the names preempted.
+        """
+        with self.lock:
+            self._tick()
+            keys = [k for k, i in self.instances.items()
+                    if (name is None or k == (zone, name) or (zone is None and k[1] == name))
+                    and (run is None or (i.get("labels") or {}).get("gpuwizard-run") == run)]
+            for k in keys:
+                inst = self.instances[k]
+                act = (action or (inst.get("scheduling") or {}).get("instanceTerminationAction") or "STOP").upper()
+                self._release(inst)
+                if act == "DELETE":
+                    del self.instances[k]
+                else:
+                    self._halt(inst)
+            self.lock.notify_all()
+            return [k[1] for k in keys]
+
+    def starts(self, zone: str | None = None) -> list[str]:
+        """Paths of the instances.start requests received."""
+        return [p for _, m, p in self.requests if m == "POST" and p.endswith("/start")
+                and (zone is None or f"/zones/{zone}/" in p)]
+
     def clear_faults(self) -> None:
         with self.lock:
             self.faults.clear()
@@ -181,7 +228,9 @@ class FakeCompute:
             if gpu:
                 body["guestAccelerators"] = [{"acceleratorType": gpu, "acceleratorCount": gpu_count or 1}]
             inst = self._make_instance(zone, body)
-            inst["status"] = status
+            inst["_holds_quota"] = False  # placed, not created: no quota was taken
+            if status != "RUNNING":
+                self._halt(inst, status)
             self.instances[(zone, name)] = inst
             return inst
 
@@ -268,9 +317,58 @@ class FakeCompute:
             "networkInterfaces": [{"name": "nic0", "networkIP": f"10.128.0.{n % 250 + 1}",
                                    "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT",
                                                       "natIP": nat}]}],
-            "_running_since": time.monotonic(),
+            "_running_since": time.monotonic(), "_holds_quota": True,
         })
         return inst
+
+    def _halt(self, inst: dict[str, Any], status: str = "TERMINATED") -> None:
+        """Stopped: the ephemeral external IP goes back to the pool (a static one would stay)."""
+        inst["status"] = status
+        inst["lastStopTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())
+        for nic in inst.get("networkInterfaces") or []:
+            for ac in nic.get("accessConfigs") or []:
+                ac.pop("natIP", None)
+
+    def _release(self, inst: dict[str, Any]) -> None:
+        """Give back the GPU quota a running VM holds. Caller holds the lock."""
+        if not inst.get("_holds_quota"):
+            return
+        inst["_holds_quota"] = False
+        acc, n = self._gpus_of(inst)
+        if acc:
+            zone = inst["zone"].rsplit("/", 1)[-1]
+            q = self.region_quotas.get(_region(zone), {}).get(self._metric(acc, self._spot(inst)))
+            if q is not None:
+                q["usage"] = max(0.0, q["usage"] - n)
+            g = self.global_quotas["GPUS_ALL_REGIONS"]
+            g["usage"] = max(0.0, g["usage"] - n)
+
+    def _quota_errors(self, zone: str, bodies: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Quota errors for running ``bodies`` in ``zone``, and the GPUs they need per metric."""
+        region = _region(zone)
+        need: dict[str, int] = {}
+        for b in bodies:
+            acc, n = self._gpus_of(b)
+            if acc:
+                m = self._metric(acc, self._spot(b))
+                need[m] = need.get(m, 0) + n
+        total = sum(need.values())
+        errors = []
+        g = self.global_quotas["GPUS_ALL_REGIONS"]
+        if total and g["usage"] + total > g["limit"]:
+            errors.append(self._quota_error("GPUS_ALL_REGIONS", g["limit"], None))
+        for m, n in need.items():
+            q = self.region_quotas.get(region, {}).get(m)
+            if q is not None and q["usage"] + n > q["limit"]:
+                errors.append(self._quota_error(m, q["limit"], region))
+        return errors, need
+
+    def _take_quota(self, zone: str, need: dict[str, int]) -> None:
+        for m, n in need.items():
+            q = self.region_quotas.get(_region(zone), {}).get(m)
+            if q is not None:
+                q["usage"] += n
+        self.global_quotas["GPUS_ALL_REGIONS"]["usage"] += sum(need.values())
 
     def _gpus_of(self, body: dict[str, Any]) -> tuple[str | None, int]:
         accs = body.get("guestAccelerators") or []
@@ -317,59 +415,15 @@ class FakeCompute:
 
     def insert(self, zone: str, bodies: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         """Insert one or more instances in ``zone`` (insert and bulkInsert share this)."""
-        region = _region(zone)
         if zone not in self.world:
             return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}' was not found", "notFound")
         first = bodies[0]
         target = f"{BASE}/projects/{self.project}/zones/{zone}/instances/{first['name']}"
-        duration = None
-        for f in self.faults.get(zone, []):
-            if f.kind == "slow" and f.take():
-                duration = f.seconds
-        for f in self.faults.get(zone, []):
-            if f.kind == "slow" or not f.take():
-                continue
-            if f.kind == "permission":
-                return 403, _http_error(403, f"Required 'compute.instances.create' permission for "
-                                             f"'projects/{self.project}/zones/{zone}/instances/{first['name']}'",
-                                        "forbidden")
-            if f.kind == "unavailable":
-                return 503, _http_error(503, "Backend Error", "backendError")
-            if f.kind == "rate_limit":
-                return 429, _http_error(429, "Rate Limit Exceeded", "rateLimitExceeded")
-            if f.kind in ("stockout", "stockout_details"):
-                err = self._stockout(zone, first, f.kind == "stockout_details", f.zones_available)
-            elif f.kind == "insufficient_capacity":
-                err = {"code": "insufficientCapacity", "message": "Insufficient capacity."}
-            elif f.kind == "resource_not_found":
-                err = {"code": "RESOURCE_NOT_FOUND", "message": "The resource was not found."}
-            elif f.kind == "quota_region":
-                acc, _ = self._gpus_of(first)
-                metric = self._metric(acc or "nvidia-tesla-t4", self._spot(first))
-                err = self._quota_error(metric, self.region_quotas.get(region, {}).get(metric, {}).get("limit", 0), region)
-            elif f.kind == "quota_global":
-                err = self._quota_error("GPUS_ALL_REGIONS", self.global_quotas["GPUS_ALL_REGIONS"]["limit"], None)
-            else:
-                raise ValueError(f"unknown fault kind {f.kind!r}")
-            op = self._new_op(zone, "insert", target, errors=[err], duration=duration,
-                              http_status=503 if "EXHAUSTED" in err["code"] else 403)
-            return 200, self._op_json(op)
+        duration, early = self._faults(zone, first, "insert", target)
+        if early is not None:
+            return early
         # Real quota accounting: regional metric and GPUS_ALL_REGIONS.
-        need: dict[str, int] = {}
-        for b in bodies:
-            acc, n = self._gpus_of(b)
-            if acc:
-                m = self._metric(acc, self._spot(b))
-                need[m] = need.get(m, 0) + n
-        total = sum(need.values())
-        errors = []
-        g = self.global_quotas["GPUS_ALL_REGIONS"]
-        if total and g["usage"] + total > g["limit"]:
-            errors.append(self._quota_error("GPUS_ALL_REGIONS", g["limit"], None))
-        for m, n in need.items():
-            q = self.region_quotas.get(region, {}).get(m)
-            if q is not None and q["usage"] + n > q["limit"]:
-                errors.append(self._quota_error(m, q["limit"], region))
+        errors, need = self._quota_errors(zone, bodies)
         for b in bodies:
             if (zone, b["name"]) in self.instances:
                 return 409, _http_error(409, f"The resource 'projects/{self.project}/zones/{zone}/instances/"
@@ -387,13 +441,99 @@ class FakeCompute:
         def effect() -> None:
             for b in bodies:
                 self.instances[(zone, b["name"])] = self._make_instance(zone, b)
-            for m, n in need.items():
-                q = self.region_quotas.get(region, {}).get(m)
-                if q is not None:
-                    q["usage"] += n
-            g["usage"] += total
+            self._take_quota(zone, need)
 
         return 200, self._op_json(self._new_op(zone, "insert", target, effect=effect, duration=duration))
+
+    def _faults(self, zone: str, first: dict[str, Any], op_type: str,
+                target: str) -> tuple[float | None, tuple[int, dict[str, Any]] | None]:
+        """The zone's injected faults for one insert or start: (operation duration, the early
+        answer when a fault decides it, else None). Caller holds the lock."""
+        region = _region(zone)
+        duration = None
+        for f in self.faults.get(zone, []):
+            if f.kind == "slow" and f.take():
+                duration = f.seconds
+        for f in self.faults.get(zone, []):
+            if f.kind == "slow" or not f.take():
+                continue
+            if f.kind == "permission":
+                perm = "create" if op_type == "insert" else op_type
+                return duration, (403, _http_error(
+                    403, f"Required 'compute.instances.{perm}' permission for "
+                         f"'projects/{self.project}/zones/{zone}/instances/{first['name']}'", "forbidden"))
+            if f.kind == "unavailable":
+                return duration, (503, _http_error(503, "Backend Error", "backendError"))
+            if f.kind == "rate_limit":
+                return duration, (429, _http_error(429, "Rate Limit Exceeded", "rateLimitExceeded"))
+            if f.kind in ("stockout", "stockout_details"):
+                err = self._stockout(zone, first, f.kind == "stockout_details", f.zones_available)
+            elif f.kind == "insufficient_capacity":
+                err = {"code": "insufficientCapacity", "message": "Insufficient capacity."}
+            elif f.kind == "resource_not_found":
+                err = {"code": "RESOURCE_NOT_FOUND", "message": "The resource was not found."}
+            elif f.kind == "quota_region":
+                acc, _ = self._gpus_of(first)
+                metric = self._metric(acc or "nvidia-tesla-t4", self._spot(first))
+                err = self._quota_error(metric, self.region_quotas.get(region, {}).get(metric, {}).get("limit", 0), region)
+            elif f.kind == "quota_global":
+                err = self._quota_error("GPUS_ALL_REGIONS", self.global_quotas["GPUS_ALL_REGIONS"]["limit"], None)
+            else:
+                raise ValueError(f"unknown fault kind {f.kind!r}")
+            op = self._new_op(zone, op_type, target, errors=[err], duration=duration,
+                              http_status=503 if "EXHAUSTED" in err["code"] else 403)
+            return duration, (200, self._op_json(op))
+        return duration, None
+
+    def start_instance(self, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        """instances.start: a TERMINATED/STOPPED VM runs again (new ephemeral external IP,
+        GPU quota taken again); zone faults (stockout ...) and quota can refuse it."""
+        inst = self.instances.get((zone, name))
+        if inst is None:
+            return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
+                                         f"was not found", "notFound")
+        target = inst["selfLink"]
+        if inst["status"] == "RUNNING":
+            return 200, self._op_json(self._new_op(zone, "start", target))
+        if inst["status"] not in ("TERMINATED", "STOPPED"):
+            return 400, _http_error(400, f"The resource '{target}' is not ready", "resourceNotReady")
+        duration, early = self._faults(zone, inst, "start", target)
+        if early is not None:
+            return early
+        errors, need = self._quota_errors(zone, [inst])
+        if errors:
+            return 200, self._op_json(self._new_op(zone, "start", target, errors=errors, duration=duration,
+                                                   http_status=403))
+        inst["status"] = "STAGING"
+
+        def effect() -> None:
+            if self.instances.get((zone, name)) is not inst:
+                return
+            n = next(self._ids)
+            for nic in inst.get("networkInterfaces") or []:
+                for ac in nic.get("accessConfigs") or []:
+                    ac["natIP"] = self.nat_ip or f"198.51.100.{n % 250 + 1}"
+            inst.update({"status": "RUNNING", "_running_since": time.monotonic(), "_holds_quota": True,
+                         "lastStartTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())})
+            self._take_quota(zone, need)
+
+        return 200, self._op_json(self._new_op(zone, "start", target, effect=effect, duration=duration))
+
+    def stop_instance(self, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        """instances.stop: STOPPING, then TERMINATED when the operation is done."""
+        inst = self.instances.get((zone, name))
+        if inst is None:
+            return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
+                                         f"was not found", "notFound")
+        if inst["status"] == "RUNNING":
+            inst["status"] = "STOPPING"
+
+        def effect() -> None:
+            if self.instances.get((zone, name)) is inst and inst["status"] == "STOPPING":
+                self._release(inst)
+                self._halt(inst)
+
+        return 200, self._op_json(self._new_op(zone, "stop", inst["selfLink"], effect=effect))
 
     def delete(self, zone: str, name: str) -> tuple[int, dict[str, Any]]:
         inst = self.instances.get((zone, name))
@@ -405,14 +545,7 @@ class FakeCompute:
         def effect() -> None:
             gone = self.instances.pop((zone, name), None)
             if gone:
-                acc, n = self._gpus_of(gone)
-                if acc:
-                    m = self._metric(acc, self._spot(gone))
-                    q = self.region_quotas.get(_region(zone), {}).get(m)
-                    if q is not None:
-                        q["usage"] = max(0.0, q["usage"] - n)
-                    g = self.global_quotas["GPUS_ALL_REGIONS"]
-                    g["usage"] = max(0.0, g["usage"] - n)
+                self._release(gone)
 
         return 200, self._op_json(self._new_op(zone, "delete", inst["selfLink"], effect=effect))
 
@@ -421,7 +554,7 @@ class FakeCompute:
         if inst is None:
             return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
                                          f"was not found", "notFound")
-        ready = time.monotonic() - inst["_running_since"] >= self.hostkey_delay
+        ready = inst["status"] == "RUNNING" and time.monotonic() - inst["_running_since"] >= self.hostkey_delay
         if not ready or not self.host_keys or query_path.strip("/") != "hostkeys":
             return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}/"
                                          f"guestAttributes/{query_path}' was not found", "notFound")
@@ -499,6 +632,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/bulkInsert$"), "inst_bulk"),
     ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)$"), "inst_get"),
     ("DELETE", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)$"), "inst_delete"),
+    ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/start$"), "inst_start"),
+    ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/stop$"), "inst_stop"),
     ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/getGuestAttributes$"), "guest"),
     ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)$"), "op_get"),
     ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)/wait$"), "op_wait"),
@@ -584,6 +719,12 @@ class _Handler(BaseHTTPRequestHandler):
                 zone = body.pop("zone")
                 st.faults.setdefault(zone, []).append(Fault(**body))
                 return self._send(200, {"ok": True})
+            if path == "/_fake/preempt" and method == "POST":
+                return self._send(200, {"preempted": st.preempt(body.get("zone"), body.get("name"),
+                                                                run=body.get("run"), action=body.get("action"))})
+            if path == "/_fake/metadata" and method == "POST":
+                st.set_project_metadata(body["key"], body.get("value"))
+                return self._send(200, {"ok": True})
             if path == "/_fake/reset" and method == "POST":
                 st.faults.clear()
                 return self._send(200, {"ok": True})
@@ -596,7 +737,10 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, {"kind": "compute#project", "name": st.project, "id": "1234567890",
                      "quotas": [{"metric": m, "limit": v["limit"], "usage": v["usage"]}
                                 for m, v in sorted(st.global_quotas.items())],
-                     "commonInstanceMetadata": {"items": []}}
+                     "commonInstanceMetadata": {
+                         "kind": "compute#metadata",
+                         "fingerprint": f"fp{abs(hash(tuple(sorted(st.project_metadata.items())))) % 10**8:08d}",
+                         "items": [{"key": k, "value": v} for k, v in sorted(st.project_metadata.items())]}}
 
     def _regions(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, {"kind": "compute#regionList", "items": self.state.regions_json()}
@@ -660,6 +804,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _inst_delete(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self.state.delete(a["zone"], a["name"])
+
+    def _inst_start(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.start_instance(a["zone"], a["name"])
+
+    def _inst_stop(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.stop_instance(a["zone"], a["name"])
 
     def _guest(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self.state.guest_attributes(a["zone"], a["name"], q.get("queryPath", ""))

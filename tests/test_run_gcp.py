@@ -144,3 +144,21 @@ def test_provisioning_failure_is_recorded_in_the_run_directory(sshd_host, tmp_pa
     assert " failed " in listing
     shown = gw("logs", state=tmp_path / "state").stdout
     assert "127.0.0.1:9" in shown or "connect" in shown.lower()
+
+
+def test_resume_after_spot_preemption_restarts_the_vm_and_finishes(fake_compute, sshd_host,
+                                                                    tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    recipe = tmp_path / "e2e.yaml"
+    marker = tmp_path / "second-ran"
+    write_recipe(recipe, sshd_host, f"test -e {marker}.ok && touch {marker}")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 1  # the step fails: the file it waits for is not there yet
+    (vm,) = [i for i in fake_compute.state()["instances"] if i["labels"].get("gpuwizard-recipe") == "e2e"]
+    fake_compute.preempt(run=vm["labels"]["gpuwizard-run"])  # Google takes the spot VM back
+    (tmp_path / "second-ran.ok").touch()
+    p = gw("run", str(recipe), "--headless", "--resume", state=tmp_path / "state")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert fake_compute.starts(), "the preempted VM was started again"
+    assert [i["name"] for i in fake_compute.state()["instances"]] == [vm["name"]]  # no second VM
+    assert marker.exists()

@@ -25,6 +25,8 @@ GLOBAL_QUOTA = "global_quota"  # GPUS_ALL_REGIONS: no zone anywhere can work; st
 PERMISSION = "permission"      # IAM / API disabled: stop
 EXISTS = "exists"              # the VM name is taken (409 alreadyExists): stop; another zone
 #                                would only make a second VM of the same name
+OS_LOGIN = "os_login"          # (GcpError kind only) the project enforces OS Login and the recipe
+#                                names no OS Login user: metadata ssh-keys would be ignored
 _RANK = {TRANSIENT: 0, STOCKOUT: 1, ZONE: 2, REGION_QUOTA: 3, GLOBAL_QUOTA: 4, PERMISSION: 5, EXISTS: 6}
 
 STOCKOUT_CODES = {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
@@ -213,6 +215,17 @@ def region_quota_message(metric: str, region: str, limit: float | None, usage: f
     lim = "unknown" if limit is None else f"{limit:g}"
     used = "" if usage is None else f", {usage:g} in use"
     return f"Quota '{metric}' in {region} is {lim}{used}; {need} needed: request it at {link}"
+
+
+def os_login_error(project: str, public_key_path: str) -> GcpError:
+    """The stop message when a project enforces OS Login and the recipe sets no ``ssh.user``."""
+    return GcpError(
+        f"Project {project} enforces OS Login (enable-oslogin=TRUE in its metadata), which ignores the SSH key "
+        f"gpuwizard puts in VM metadata, so nothing was created or started: either add gpuwizard's key to your "
+        f"OS Login profile with `gcloud compute os-login ssh-keys add --key-file={public_key_path}`, set ssh.user "
+        f"in the recipe to your OS Login POSIX username (shown by `gcloud compute os-login describe-profile`) "
+        f"and run again, or ask a project owner to allow metadata SSH keys (enable-oslogin=FALSE).",
+        kind=OS_LOGIN)
 
 
 def api_error(exc: BaseException, doing: str) -> GcpError:

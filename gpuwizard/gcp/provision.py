@@ -12,6 +12,40 @@ Operations are polled with our own ZoneOperationsClient (``*_unary`` calls +
 ``zone_operations.wait``), not the ExtendedOperation that ``insert()`` returns: its
 poller is built on the default Google host and would ignore an endpoint override.
 Every blocking client call runs in a thread (:func:`client.call`).
+
+Resume (same run id) finds the run's VMs by their labels and brings them back:
+
+* RUNNING: reused as they are;
+* TERMINATED / STOPPED (a spot VM preempted with ``instanceTerminationAction: STOP``,
+  or a stopped VM): ``instances.start``, wait for the operation and for RUNNING, then
+  read the external IP again (an ephemeral one changes on restart) and re-read and
+  re-pin the host keys from guest attributes (same disk, same keys, but verified again,
+  and the lines of the old address dropped). A start that hits a stockout stops with
+  one sentence: wait and resume later, or ``down`` and a fresh run (which fails over);
+* PROVISIONING / STAGING / STOPPING ...: waited for, then handled as above;
+* gone (deleted: a spot VM preempted with ``instanceTerminationAction: DELETE``, or
+  ``gpuwizard down``): replaced by a *new host*. The run's steps already done are kept
+  per host name, and a replacement has a fresh disk, so it must not inherit them: the
+  replacement of ``NAME`` is ``NAME-r1`` (then ``-r2`` ...), which the executor treats
+  as a new host and runs every step on. Which names a run has used is remembered
+  beside its known_hosts file (``<known_hosts>.vms``), since Compute forgets a deleted
+  VM; a VM that is gone and was never used there keeps its plain name.
+
+OS Login: ``projects.get`` (the request that reads ``GPUS_ALL_REGIONS``) also returns
+the project's ``commonInstanceMetadata``. When it holds ``enable-oslogin`` = TRUE (any
+case), the guest ignores the ``ssh-keys`` metadata gpuwizard logs in with, and the
+rule is:
+
+* the recipe sets ``ssh.user``: proceed, assuming the user registered the login key
+  (``ssh.identity``, else gpuwizard's own key) in the OS Login profile of that POSIX
+  user; no ``ssh-keys`` metadata is added;
+* it does not: stop before creating or starting anything, with one sentence naming
+  ``gcloud compute os-login ssh-keys add --key-file=<the public key's path>``, the
+  ``ssh.user`` to set, and the other way out (a project owner allows metadata keys).
+
+gpuwizard never sets ``enable-oslogin`` on its VMs (that would silently switch OS Login
+off). An organisation policy (``compute.requireOsLogin``) that enforces OS Login without
+project metadata is not visible to ``projects.get`` and is not detected.
 """
 
 from __future__ import annotations
@@ -32,7 +66,7 @@ from gpuwizard.gcp import client as _client
 from gpuwizard.gcp import sshkeys
 from gpuwizard.gcp.errors import (EXISTS, GLOBAL_QUOTA, PERMISSION, REGION_QUOTA, STOCKOUT, TRANSIENT, GcpError,
                                   Verdict, api_error, classify, console_link, from_api_exception,
-                                  global_quota_error, region_quota_message)
+                                  global_quota_error, os_login_error, region_quota_message)
 
 LABEL_RECIPE = "gpuwizard-recipe"
 LABEL_RUN = "gpuwizard-run"
@@ -47,6 +81,10 @@ RETRY_BASE = float(os.environ.get("GPUWIZARD_GCP_RETRY_BASE", "2.0"))
 TRANSIENT_RETRIES = 3
 HOSTKEY_TIMEOUT = float(os.environ.get("GPUWIZARD_HOSTKEY_TIMEOUT", "180"))
 HOSTKEY_POLL = float(os.environ.get("GPUWIZARD_HOSTKEY_POLL", "3"))
+STATE_POLL = float(os.environ.get("GPUWIZARD_GCP_STATE_POLL", "2"))  # instances.get while a VM changes state
+
+STARTABLE = ("TERMINATED", "STOPPED")             # instances.start brings these back
+SETTLING = ("PROVISIONING", "STAGING", "REPAIRING", "STOPPING", "SUSPENDING", "PENDING_STOP")
 
 Sink = Callable[[Event], None]
 
@@ -128,12 +166,14 @@ def recipe_id(recipe_path: str) -> str:
     return hashlib.sha256(real.encode("utf-8")).hexdigest()[:12]
 
 
-def instance_names(recipe: Any, run_id: str) -> list[str]:
+def instance_names(recipe: Any, run_id: str, generations: list[int] | None = None) -> list[str]:
     """VM names: ``<prefix>-<run>`` (``-<i>`` per VM when count > 1), valid GCE names.
 
+    ``generations`` (one per VM, default all 0): generation ``g`` > 0 names the g-th
+    replacement of a VM that was deleted (``-r<g>`` at the end), a new host for the run.
     Over 63 characters the *prefix* is shortened: the run part (the end of the run id,
-    which carries its random tag) and the VM index always survive, so two runs, or two
-    VMs of one run, never share a name.
+    which carries its random tag), the VM index and the generation always survive, so
+    two runs, or two VMs of one run, never share a name.
     """
     g = recipe.target.gcp
     prefix = re.sub(r"-+", "-", g.name_prefix or recipe.name).strip("-")
@@ -142,6 +182,8 @@ def instance_names(recipe: Any, run_id: str) -> list[str]:
     run = re.sub(r"[^a-z0-9-]", "-", run_id.lower()).strip("-")[-20:].strip("-") or "run"
     n = max(1, int(g.count or 1))
     tails = [f"-{run}"] if n == 1 else [f"-{run}-{i}" for i in range(n)]
+    if generations:
+        tails = [t + (f"-r{g}" if g else "") for t, g in zip(tails, list(generations) + [0] * n)]
     out = []
     for tail in tails:
         tail = re.sub(r"-+", "-", tail)
@@ -160,9 +202,11 @@ def _source_image(image: str) -> str:
 
 
 def instance_body(recipe: Any, zone: str, name: str, run_id: str, ssh_user: str, public_key: str,
-                  *, bare: bool = False, recipe_id: str | None = None) -> dict[str, Any]:
+                  *, bare: bool = False, recipe_id: str | None = None, os_login: bool = False) -> dict[str, Any]:
     """The Instance resource (proto-plus field names). ``bare``: names instead of zone paths,
-    as bulkInsert's instanceProperties wants them (SkyPilot: a prefix there gives a 503)."""
+    as bulkInsert's instanceProperties wants them (SkyPilot: a prefix there gives a 503).
+    ``os_login``: the project enforces OS Login, so no ``ssh-keys`` metadata (it would be
+    ignored); ``enable-oslogin`` is never set either way."""
     g = recipe.target.gcp
     mt = g.machine_type if bare else f"zones/{zone}/machineTypes/{g.machine_type}"
     disk_type = g.disk_type if bare else f"zones/{zone}/diskTypes/{g.disk_type}"
@@ -176,8 +220,8 @@ def instance_body(recipe: Any, zone: str, name: str, run_id: str, ssh_user: str,
             "source_image": _source_image(g.image), "disk_size_gb": int(g.disk_gb), "disk_type": disk_type}}],
         "network_interfaces": [{"network": "global/networks/default",
                                 "access_configs": [{"name": "External NAT", "type_": "ONE_TO_ONE_NAT"}]}],
-        "metadata": {"items": [{"key": "ssh-keys", "value": key_line},
-                               {"key": "enable-guest-attributes", "value": "TRUE"}]},
+        "metadata": {"items": ([] if os_login else [{"key": "ssh-keys", "value": key_line}])
+                     + [{"key": "enable-guest-attributes", "value": "TRUE"}]},
         # GPUs cannot live-migrate: TERMINATE is the only valid maintenance policy.
         "scheduling": {"on_host_maintenance": "TERMINATE", "automatic_restart": not g.spot},
     }
@@ -234,7 +278,7 @@ class Provisioner:
 
     def __init__(self, recipe: Any, run_id: str, sink: Sink | None, accept_new_host_key: bool,
                  known_hosts_path: str | None, host_key_timeout: float | None = None,
-                 recipe_path: str | None = None) -> None:
+                 recipe_path: str | None = None, previous_hosts: Any = ()) -> None:
         if recipe.target.gcp is None:
             raise GcpError("This recipe has no target.gcp: there is nothing to provision.", kind="usage")
         self.recipe = recipe
@@ -250,11 +294,19 @@ class Provisioner:
         self.user = recipe.ssh.user or DEFAULT_USER
         self.port = int(recipe.ssh.port or 22)
         self.project = ""
-        self.names = instance_names(recipe, run_id)
+        self.slots = instance_names(recipe, run_id)   # the run's VM names, one per VM (see plan())
+        self.names = list(self.slots)                  # the names to create now
+        self.previous_hosts = set(previous_hosts or ())
         self.gpu = catalog.gpu(self.g.gpu.type) if self.g.gpu else None
-        self.need = (int(self.g.gpu.count) * len(self.names)) if self.g.gpu else 0
         self.quota: Any = None
+        self.os_login = False
+        self.identity = ""
         self.report = _Report()
+
+    @property
+    def need(self) -> int:
+        """GPUs the VMs to create need."""
+        return (int(self.g.gpu.count) * len(self.names)) if self.g.gpu else 0
 
     def say(self, text: str) -> None:
         """A plain progress line for the run log / UI."""
@@ -268,21 +320,37 @@ class Provisioner:
             return None
         return self.gpu.spot_quota_metric if self.g.spot else self.gpu.quota_metric
 
-    async def check_quota(self) -> None:
-        """GPUS_ALL_REGIONS first (new projects have 0), then remember each region's free quota."""
-        if self.gpu is None:
-            return
-        from gpuwizard.gcp.quota import fetch_quota
+    async def check_project(self, creating: bool) -> None:
+        """OS Login first (see the module docstring for the rule), then, when VMs are to be
+        created, GPUS_ALL_REGIONS (new projects have 0) and each region's free quota.
 
-        try:
-            self.quota = await fetch_quota(self.project, self.gpu.name, self.g.spot)
-        except GcpError as exc:
-            # Fail open: reading quotas needs compute.projects.get / regions.list, which a
-            # narrowly scoped account may lack; inserts will still say what is wrong.
-            self.say(f"could not read quotas ({exc}); trying the zones anyway")
-            return
+        One ``projects.get`` serves both (with ``regions.list`` beside it when creating
+        GPU VMs). Fails open: a narrowly scoped account may lack compute.projects.get;
+        inserts will still say what is wrong.
+        """
+        from gpuwizard.gcp import quota as Q
+
+        meta: dict[str, str] | None = None
+        if creating and self.gpu is not None:
+            try:
+                self.quota = await Q.fetch_quota(self.project, self.gpu.name, self.g.spot)
+                meta = self.quota.metadata
+            except GcpError as exc:
+                self.say(f"could not read quotas ({exc}); trying the zones anyway")
+        else:
+            try:
+                meta = await Q.fetch_project_metadata(self.project)
+            except GcpError as exc:
+                self.say(f"could not read the project's metadata ({exc}); assuming metadata SSH keys work")
+        if meta is not None and Q.os_login_enabled(meta):
+            if not self.recipe.ssh.user:
+                raise os_login_error(self.project, self.identity + ".pub")
+            self.os_login = True
+            self.say(f"project {self.project} enforces OS Login: logging in as OS Login user {self.user} with "
+                     f"{self.identity} and adding no ssh-keys metadata (if SSH is refused, add the key with "
+                     f"`gcloud compute os-login ssh-keys add --key-file={self.identity}.pub`)")
         q = self.quota
-        if q.global_limit is not None and q.global_free < self.need:
+        if creating and q is not None and q.global_limit is not None and q.global_free < self.need:
             raise global_quota_error(q.global_limit, q.global_usage, self.need, self.project)
 
     def region_block(self, region: str) -> str | None:
@@ -329,12 +397,12 @@ class Provisioner:
         inst = _client.compute("InstancesClient")
         if len(self.names) == 1:
             body = instance_body(self.recipe, zone, self.names[0], self.run_id, self.user, public_key,
-                                 recipe_id=self.recipe_id)
+                                 recipe_id=self.recipe_id, os_login=self.os_login)
             _fill_project(body, self.project)
             return await _client.call(inst.insert_unary, project=self.project, zone=zone,
                                       instance_resource=compute_v1.Instance(body))
         props = instance_body(self.recipe, zone, "", self.run_id, self.user, public_key, bare=True,
-                              recipe_id=self.recipe_id)
+                              recipe_id=self.recipe_id, os_login=self.os_login)
         res = compute_v1.BulkInsertInstanceResource(
             count=len(self.names), min_count=len(self.names), instance_properties=props,
             per_instance_properties={n: {} for n in self.names})
@@ -441,19 +509,173 @@ class Provisioner:
         _, vms = await _list(self.project, self.recipe.name, self.run_id, self.recipe_path)
         return {v.name for v in vms if v.zone == zone} >= set(self.names)
 
-    async def existing(self) -> list[VmInfo]:
-        """This run's VMs if a previous attempt already created them (resume is idempotent)."""
+    # -- resume: the run's VMs, restarted or replaced ------------------------------------
+
+    def _ledger_path(self) -> str:
+        return self.known_hosts + ".vms"
+
+    def _read_ledger(self) -> set[str]:
+        """Names of the VMs this run has had (Compute forgets deleted ones)."""
+        import json
+
+        try:
+            with open(self._ledger_path(), encoding="utf-8") as fh:
+                return set(json.load(fh).get("names") or [])
+        except (OSError, ValueError, AttributeError):
+            return set()
+
+    def _write_ledger(self, names: list[str]) -> None:
+        import json
+
+        path = self._ledger_path()
+        have = sorted(self._read_ledger() | set(names))
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"run": self.run_id, "names": have}, fh)
+        os.replace(tmp, path)
+
+    def _slot_name(self, i: int, generation: int, n: int) -> str:
+        """The name of VM ``i`` (of ``n``) in its ``generation``."""
+        return instance_names(self.recipe, self.run_id, [generation if j == i else 0 for j in range(n)])[i]
+
+    async def plan(self) -> list[VmInfo]:
+        """Match the run's VMs to its slots: returns those that exist (in any state) and
+        sets :attr:`names` to the ones to create, :attr:`slots` to all of them.
+
+        Per slot, the latest generation the run has had (in Compute or the ledger) is
+        looked at: it exists (resume it); it was had but is gone (create its replacement,
+        the next generation, a new host); or it was never had (create it).
+        """
         _, vms = await _list(self.project, self.recipe.name, self.run_id, self.recipe_path)
-        vms = [v for v in vms if v.name in self.names]
-        if not vms:
-            return []
-        if len(vms) != len(self.names) or any(v.status != "RUNNING" for v in vms):
-            states = ", ".join(f"{v.name} {v.status}" for v in vms)
-            raise GcpError(f"This run's VMs exist but are not all running ({states}): delete them with "
-                           f"`gpuwizard down RECIPE.yaml` (recipe {self.recipe.name}) and start a fresh run.",
-                           kind="state")
-        self.say(f"reusing {len(vms)} VM(s) this run already created: {', '.join(v.name for v in vms)}")
-        return vms
+        found = {v.name: v for v in vms}
+        used = await _client.call(self._read_ledger) | self.previous_hosts
+        known = used | set(found)
+        n = len(self.slots)
+        keep: list[VmInfo] = []
+        self.slots, self.names = [], []
+        for i in range(n):
+            g = 0
+            while self._slot_name(i, g + 1, n) in known:
+                g += 1
+            cur = self._slot_name(i, g, n)
+            if cur in found:
+                keep.append(found[cur])
+                self.slots.append(cur)
+                continue
+            if cur in used:
+                new = self._slot_name(i, g + 1, n)
+                self.say(f"{cur} no longer exists (deleted, or a spot VM preempted with instanceTerminationAction "
+                         f"DELETE): creating {new} in its place, a new host with a fresh disk, so every step "
+                         f"runs again on it")
+                cur = new
+            self.slots.append(cur)
+            self.names.append(cur)
+        if keep:
+            self.say(f"reusing {len(keep)} VM(s) this run already created: "
+                     + ", ".join(f"{v.name} ({v.status})" for v in keep))
+        return keep
+
+    async def _get(self, vm: VmInfo) -> VmInfo:
+        inst = _client.compute("InstancesClient")
+        got = await _client.call(inst.get, project=self.project, zone=vm.zone, instance=vm.name)
+        return vm_info(_client.to_dict(got))
+
+    def _start_error(self, vm: VmInfo, verdict: Verdict) -> GcpError:
+        """One sentence for a start that failed, by what failed."""
+        what = f"{vm.name} was preempted" if vm.spot else f"{vm.name} is stopped"
+        rec = f"(recipe {self.recipe.name})"
+        if verdict.kind == STOCKOUT:
+            return GcpError(
+                f"{what} and {vm.zone} has no {'spot ' if vm.spot else ''}capacity to start it again now "
+                f"[{', '.join(dict.fromkeys(i.code for i in verdict.items if i.code))}]: wait and run "
+                f"`gpuwizard run RECIPE.yaml --resume` again later, or run `gpuwizard down RECIPE.yaml` {rec}, "
+                f"which deletes it and its disk, then a fresh `gpuwizard run RECIPE.yaml`, which fails over to "
+                f"other zones.", kind=STOCKOUT)
+        if verdict.kind in (REGION_QUOTA, GLOBAL_QUOTA):
+            metric = verdict.metric or self._metric() or "GPUS_ALL_REGIONS"
+            link = console_link(metric, verdict.region if verdict.kind == REGION_QUOTA else None, self.project)
+            return GcpError(f"{what} and starting it again needs GPU quota that is now in use ({verdict.reason}): "
+                            f"free some or request more at {link}, then run `gpuwizard run RECIPE.yaml --resume` "
+                            f"{rec} again.", kind=verdict.kind, link=link)
+        msg = verdict.items[0].message if verdict.items else verdict.reason
+        if verdict.kind == PERMISSION:
+            return GcpError(f"Permission denied starting {vm.name} in {vm.zone}: {msg} Ask for "
+                            f"roles/compute.instanceAdmin.v1 on project {self.project}.", kind=PERMISSION)
+        return GcpError(f"Starting {vm.name} in {vm.zone} failed ({msg}): run `gpuwizard run RECIPE.yaml --resume` "
+                        f"again later, or `gpuwizard down RECIPE.yaml` {rec} and a fresh run.", kind=verdict.kind)
+
+    async def _start(self, vm: VmInfo) -> None:
+        """instances.start and wait for its operation; transient errors are retried."""
+        from google.api_core import exceptions as gexc
+
+        inst = _client.compute("InstancesClient")
+        self.say(f"{vm.name}: {vm.status} in {vm.zone}"
+                 + (" (preempted spot VM)" if vm.spot else "") + ": starting it again")
+        for i in range(TRANSIENT_RETRIES + 1):
+            try:
+                op = await _client.call(inst.start_unary, project=self.project, zone=vm.zone, instance=vm.name)
+                op = await self._wait(vm.zone, op)
+            except gexc.GoogleAPICallError as exc:
+                verdict = from_api_exception(exc)
+            else:
+                errs = list(op.error.errors) if op.error else []
+                if not errs:
+                    return
+                verdict = classify([_client.to_dict(e) for e in errs], op.http_error_status_code or None)
+            if verdict.kind != TRANSIENT or i == TRANSIENT_RETRIES:
+                raise self._start_error(vm, verdict)
+            delay = RETRY_BASE * (2 ** i)
+            self.say(f"{vm.name}: {verdict.reason}; retrying the start in {delay:.1f} s")
+            await asyncio.sleep(delay)
+
+    async def settle(self, vm: VmInfo) -> VmInfo:
+        """Bring one of the run's existing VMs to RUNNING: wait out transitions, start it
+        when TERMINATED/STOPPED; returns it as it is then (with its new address)."""
+        deadline = time.monotonic() + OP_TIMEOUT
+        started = False
+        while vm.status != "RUNNING":
+            if vm.status in STARTABLE:
+                if started:  # stopped again while starting: preempted at once, capacity is gone
+                    raise self._start_error(vm, classify([{"code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+                                                           "message": "preempted again while starting"}]))
+                await self._start(vm)
+                started = True
+            elif vm.status == "SUSPENDED":
+                raise GcpError(f"{vm.name} in {vm.zone} is suspended: resume it with `gcloud compute instances "
+                               f"resume {vm.name} --zone {vm.zone}` and run `gpuwizard run RECIPE.yaml --resume` "
+                               f"again, or delete it with `gpuwizard down RECIPE.yaml` (recipe {self.recipe.name}).",
+                               kind="state")
+            elif vm.status not in SETTLING:
+                raise GcpError(f"{vm.name} in {vm.zone} is {vm.status}: delete it with `gpuwizard down RECIPE.yaml` "
+                               f"(recipe {self.recipe.name}) and start a fresh run.", kind="state")
+            elif time.monotonic() > deadline:
+                raise GcpError(f"{vm.name} in {vm.zone} stayed {vm.status} for {OP_TIMEOUT:.0f} s: check the console, "
+                               f"then run `gpuwizard run RECIPE.yaml --resume` again.", kind=TRANSIENT)
+            else:
+                await asyncio.sleep(STATE_POLL)
+            vm = await self._get(vm)
+        if started:
+            self.say(f"{vm.name}: running again at {vm.address or vm.internal_address} (a restarted VM gets a new "
+                     f"external IP unless it is static)")
+        return vm
+
+    async def create_in(self, zone: str, public_key: str) -> str:
+        """Create :attr:`names` in ``zone`` only: the zone of the run's other VMs (no failover,
+        a run's VMs share a zone)."""
+        region = catalog.region_of(zone)
+        verdict = None
+        why = self.region_block(region)
+        if not why:
+            self.say(f"{zone}: creating {', '.join(self.names)} beside the run's other VM(s)")
+            verdict = await self.attempt(zone, public_key)
+            if verdict is None or (verdict.kind == EXISTS and await self._ours_in(zone)):
+                return zone
+            why = verdict.reason
+        raise GcpError(f"Replacing {', '.join(self.names)} in {zone}, where the run's other VMs are, failed ({why}): "
+                       f"run `gpuwizard run RECIPE.yaml --resume` again later, or `gpuwizard down RECIPE.yaml` "
+                       f"(recipe {self.recipe.name}) and a fresh run.", kind=verdict.kind if verdict else REGION_QUOTA)
 
     async def describe(self, zone: str) -> list[VmInfo]:
         inst = _client.compute("InstancesClient")
@@ -485,6 +707,8 @@ class Provisioner:
             await asyncio.sleep(HOSTKEY_POLL)
 
     async def pin(self, vm: VmInfo, identity: str) -> ProvisionedHost:
+        """Read ``vm``'s host keys and make them the only ones its addresses have in the
+        run's known_hosts (a restarted VM: new external address, same keys, verified again)."""
         address = vm.address or vm.internal_address or ""
         host = ProvisionedHost(name=vm.name, zone=vm.zone, address=address, port=self.port, user=self.user,
                                known_hosts=self.known_hosts, identity=identity,
@@ -492,9 +716,14 @@ class Provisioner:
         keys = await self.host_keys(vm)
         if keys:
             addrs = list(dict.fromkeys(a for a in (vm.address, vm.internal_address) if a))
-            sshkeys.add_known_hosts(self.known_hosts, sshkeys.known_hosts_lines(addrs, self.port, keys))
+            lines = sshkeys.known_hosts_lines(addrs, self.port, keys)
+            dropped = await _client.call(sshkeys.replace_known_hosts, self.known_hosts, addrs, self.port, lines)
             host.host_key_verified = True
             self.say(f"{vm.name}: pinned {len(keys)} host key(s) from guest attributes in {self.known_hosts}")
+            blobs = {b for _, b in keys}
+            if any(ln.split()[2:3] and ln.split()[2] not in blobs for ln in dropped):
+                self.say(f"{vm.name}: its host keys differ from the ones pinned before for {', '.join(addrs)}; "
+                         f"the new ones, read from Compute Engine, replace them")
         elif self.accept_new:
             self.say(f"{vm.name}: published no host keys in {self.host_key_timeout:.0f} s; "
                      f"--accept-new-host-key: the key it presents on first connect will be trusted")
@@ -509,12 +738,21 @@ class Provisioner:
     async def run(self) -> list[ProvisionedHost]:
         creds, self.project = await _client.call(_client.credentials_and_project, self.g.project)
         identity, public_key = await _client.call(sshkeys.ensure_identity, self.recipe.ssh.identity)
+        self.identity = identity
         try:
-            vms = await self.existing()
-            if not vms:
-                await self.check_quota()
-                zone = await self.create(public_key)
-                vms = await self.describe(zone)
+            vms = await self.plan()
+            await self.check_project(creating=bool(self.names))
+            settled = await asyncio.gather(*(self.settle(v) for v in vms), return_exceptions=True)
+            for res in settled:  # every start has ended (none left running unseen); report the first failure
+                if isinstance(res, BaseException):
+                    raise res
+            vms = [v for v in settled if isinstance(v, VmInfo)]
+            if self.names:
+                zone = await (self.create_in(vms[0].zone, public_key) if vms else self.create(public_key))
+                vms += await self.describe(zone)
+            await _client.call(self._write_ledger, [v.name for v in vms])
+            order = {n: i for i, n in enumerate(self.slots)}
+            vms.sort(key=lambda v: order.get(v.name, len(order)))
         except GcpError:
             raise
         except Exception as exc:  # noqa: BLE001 - API errors become one sentence
@@ -536,8 +774,15 @@ def _fill_project(body: dict[str, Any], project: str) -> None:
 
 async def provision(recipe: Any, run_id: str, sink: Sink | None = None, accept_new_host_key: bool = False,
                     known_hosts_path: str | None = None, host_key_timeout: float | None = None,
-                    recipe_path: str | None = None) -> list[ProvisionedHost]:
+                    recipe_path: str | None = None, previous_hosts: Any = ()) -> list[ProvisionedHost]:
     """Create the recipe's VM(s), failing over between zones, and pin their host keys.
+
+    With a run id that already has VMs (resume) they are reused, started again when
+    preempted or stopped, and replaced under a new name when deleted (see the module
+    docstring). ``previous_hosts``: host names the run has used (e.g. those with done
+    steps), added to the names remembered beside ``known_hosts_path``, so that a VM of
+    one of those names that is gone is replaced by a new host and not recreated under
+    the old name. A project that enforces OS Login needs ``ssh.user`` in the recipe.
 
     ``recipe_path``, the recipe file, labels the VMs with its :func:`recipe_id` so that
     ``status`` / ``down`` on that file find them and not those of another file that
@@ -546,7 +791,7 @@ async def provision(recipe: Any, run_id: str, sink: Sink | None = None, accept_n
     :class:`GcpError` (one or two sentences with the fix) when it cannot.
     """
     return await Provisioner(recipe, run_id, sink, accept_new_host_key, known_hosts_path, host_key_timeout,
-                             recipe_path=recipe_path).run()
+                             recipe_path=recipe_path, previous_hosts=previous_hosts).run()
 
 
 def _recipe_filter(recipe_name: str, run_id: str | None = None) -> str:

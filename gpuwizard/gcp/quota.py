@@ -1,7 +1,9 @@
 """GPU quota: the global GPUS_ALL_REGIONS and every region's NVIDIA_*_GPUS metrics.
 
 Two requests for the whole world, sent together: ``projects.get`` (global quotas) and
-one ``regions.list`` (every region with its quotas). Free is ``limit - usage`` (dstack's
+one ``regions.list`` (every region with its quotas). ``projects.get`` also carries the
+project's ``commonInstanceMetadata``, kept on the report (:attr:`QuotaReport.metadata`)
+so the provisioner can see ``enable-oslogin`` without another request. Free is ``limit - usage`` (dstack's
 rule) rather than SkyPilot's ``limit == 0``, because a region whose quota is all in use
 is just as useless for the next VM.
 """
@@ -16,7 +18,8 @@ from typing import Any
 from gpuwizard.gcp import client as _client
 from gpuwizard.gcp.errors import GcpError, console_link
 
-__all__ = ["QuotaRow", "QuotaReport", "fetch_quota", "console_link", "gpu_metric", "parse_quotas"]
+__all__ = ["QuotaRow", "QuotaReport", "fetch_quota", "fetch_project_metadata", "console_link", "gpu_metric",
+           "os_login_enabled", "parse_quotas", "project_metadata"]
 
 GPU_METRIC_RE = re.compile(r"^(PREEMPTIBLE_)?NVIDIA_[A-Z0-9_]+_GPUS$")
 
@@ -47,6 +50,7 @@ class QuotaReport:
     global_usage: float
     rows: list[QuotaRow] = field(default_factory=list)
     metric: str | None = None      # the metric asked for (None: all GPU metrics)
+    metadata: dict[str, str] = field(default_factory=dict)  # the project's commonInstanceMetadata
 
     @property
     def global_free(self) -> float | None:
@@ -63,6 +67,18 @@ class QuotaReport:
     def regions(self) -> dict[str, QuotaRow]:
         """region -> row of the asked metric."""
         return {r.region: r for r in self.rows if r.region and (self.metric is None or r.metric == self.metric)}
+
+
+def project_metadata(project_json: dict[str, Any]) -> dict[str, str]:
+    """``commonInstanceMetadata`` of a projects.get payload as key -> value."""
+    items = (project_json.get("commonInstanceMetadata") or {}).get("items") or []
+    return {str(i.get("key")): str(i.get("value") or "") for i in items if i.get("key")}
+
+
+def os_login_enabled(metadata: dict[str, str]) -> bool:
+    """Whether metadata turns OS Login on: ``enable-oslogin`` is TRUE, any case (the guest
+    agent parses it like Go's ParseBool, so ``1`` and ``t`` count too)."""
+    return metadata.get("enable-oslogin", "").strip().lower() in ("true", "t", "1")
 
 
 def gpu_metric(gpu_type: str, spot: bool) -> str:
@@ -90,7 +106,8 @@ def parse_quotas(project_json: dict[str, Any], regions_json: list[dict[str, Any]
             if (metric and m == metric) or (not metric and GPU_METRIC_RE.match(m)):
                 rows.append(QuotaRow(m, reg.get("name"), float(q.get("limit") or 0), float(q.get("usage") or 0)))
     rows.sort(key=lambda r: (-r.free, r.region or "", r.metric))
-    return QuotaReport(project=project, global_limit=glim, global_usage=gusage, rows=rows, metric=metric)
+    return QuotaReport(project=project, global_limit=glim, global_usage=gusage, rows=rows, metric=metric,
+                       metadata=project_metadata(project_json))
 
 
 async def _project_and_regions(project: str | None) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
@@ -123,3 +140,18 @@ async def fetch_quota(project: str | None, gpu_type: str | None, spot: bool) -> 
     if not gpu_type:
         report.rows = [r for r in report.rows if r.metric.startswith("PREEMPTIBLE_") == spot]
     return report
+
+
+async def fetch_project_metadata(project: str | None) -> dict[str, str]:
+    """The project's ``commonInstanceMetadata`` (one projects.get request)."""
+    from gpuwizard.gcp.errors import api_error
+
+    try:
+        creds, project = await _client.call(_client.credentials_and_project, project)
+        projects = _client.compute("ProjectsClient", creds)
+        p = await _client.call(projects.get, project=project)
+    except GcpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - turn API errors into one sentence
+        raise api_error(exc, "reading the project's metadata") from None
+    return project_metadata(_client.to_dict(p))

@@ -106,3 +106,25 @@ def add_known_hosts(path: str, lines: list[str]) -> None:
         with os.fdopen(fd, "a", encoding="utf-8") as fh:
             for ln in new:
                 fh.write(ln + "\n")
+
+
+def replace_known_hosts(path: str, addresses: list[str], port: int, lines: list[str]) -> list[str]:
+    """Pin ``lines`` as the only keys of ``addresses``: drop earlier lines that name any of
+    them (a restarted VM keeps its internal address but gets a new external one; an old
+    external address may now belong to someone else), then append. Returns the dropped lines."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    pats = {a if port == 22 else f"[{a}]:{port}" for a in addresses if a}
+    with _lock:
+        old = p.read_text(encoding="utf-8").splitlines() if p.exists() else []
+        keep, dropped = [], []
+        for ln in old:
+            first = ln.split(None, 1)[0] if ln.strip() and not ln.lstrip().startswith("#") else ""
+            (dropped if first and pats & set(first.split(",")) else keep).append(ln)
+        out = keep + [ln for ln in lines if ln not in keep]
+        tmp = p.with_name(p.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("".join(ln + "\n" for ln in out))
+        os.replace(tmp, p)
+    return [ln for ln in dropped if ln not in lines]
