@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -353,10 +354,13 @@ class DriveSetup:
         return path if ver and ver >= (1, 50, 0) else None
 
     def authorize(self, *, rclone: str = "rclone", on_url: Callable[[str], None] | None = None,
-                  open_browser: bool | None = None, timeout: float = 600.0) -> str:
+                  open_browser: bool | None = None, timeout: float = 600.0,
+                  cancel: threading.Event | None = None) -> str:
         """Run ``rclone authorize "drive"`` here and return the token JSON (also stored
-        on the spec). ``on_url`` gets the login URL as soon as rclone prints it."""
-        tok = authorize_local(self.spec, rclone=rclone, on_url=on_url, open_browser=open_browser, timeout=timeout)
+        on the spec). ``on_url`` gets the login URL as soon as rclone prints it;
+        ``cancel`` stops the login."""
+        tok = authorize_local(self.spec, rclone=rclone, on_url=on_url, open_browser=open_browser, timeout=timeout,
+                              cancel=cancel)
         self.spec.token = tok
         return tok
 
@@ -461,12 +465,13 @@ _URL_RE = re.compile(r"https?://(?:127\.0\.0\.1|localhost):\d+/auth\?state=[A-Za
 
 def authorize_local(spec: DriveRemoteSpec, *, rclone: str = "rclone", on_url: Callable[[str], None] | None = None,
                     open_browser: bool | None = None, timeout: float = 600.0,
-                    extra_env: Mapping[str, str] | None = None) -> str:
+                    extra_env: Mapping[str, str] | None = None, cancel: threading.Event | None = None) -> str:
     """Run ``rclone authorize "drive"`` and return the token JSON.
 
     Scope and client go through the environment (never argv). rclone listens on
     127.0.0.1:53682 for Google's redirect; we read its stderr for the login URL and its
-    stdout for the token between the "Paste the following" markers.
+    stdout for the token between the "Paste the following" markers. Setting ``cancel``
+    (a dialog closed mid-login) stops rclone at once, freeing the port.
     """
     if open_browser is None:
         open_browser = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or os.uname().sysname == "Darwin"
@@ -501,11 +506,20 @@ def authorize_local(spec: DriveRemoteSpec, *, rclone: str = "rclone", on_url: Ca
     for t in readers:
         t.start()
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise RcloneError(f"no login within {int(timeout)} s; start again when you are ready") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    proc.kill()
+                    proc.wait()
+                    raise RcloneError("login cancelled") from None
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    raise RcloneError(f"no login within {int(timeout)} s; start again when you are ready") from None
     except BaseException:  # Ctrl-C: do not leave rclone listening on 53682
         proc.kill()
         proc.wait()

@@ -14,6 +14,8 @@ Secrets (token, client secret, service-account key) are written only by
 
 from __future__ import annotations
 
+import threading
+
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -97,6 +99,7 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
         ``host``: shown in the SSH-tunnel instructions; ``secrets_dir``: where
         :meth:`DriveSetup.save` writes (None: gpuwizard's config directory)."""
         super().__init__(id="rclone-dialog")
+        self._login_cancel = threading.Event()
         self.existing = set(existing or [])
         self.host = host
         self.secrets_dir = secrets_dir
@@ -333,10 +336,13 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
     def authorize(self, spec: core.DriveRemoteSpec, rclone: str) -> str:
         """Blocks until the browser login finishes (or rclone gives up); the login link
         is posted as :class:`LoginUrl` as soon as rclone prints it."""
-        # The core cannot be told to stop rclone early (no cancel hook), so the timeout
-        # bounds how long a cancelled login keeps rclone on port 53682 (and delays quitting).
+        # Closing the dialog sets the event: rclone stops at once and frees port 53682.
         return core.DriveSetup(spec, self.secrets_dir).authorize(
-            rclone=rclone, on_url=lambda url: self.post_message(self.LoginUrl(url)), timeout=LOGIN_TIMEOUT_S)
+            rclone=rclone, on_url=lambda url: self.post_message(self.LoginUrl(url)), timeout=LOGIN_TIMEOUT_S,
+            cancel=self._login_cancel)
+
+    def on_unmount(self) -> None:
+        self._login_cancel.set()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every worker result and error is handled here, in one place."""

@@ -12,6 +12,7 @@ import os
 import pathlib
 import re
 import subprocess
+import threading
 
 import pytest
 
@@ -210,3 +211,36 @@ def test_generic_backends_pass_through(conf_env: dict[str, str], tmp_path: pathl
     assert dav == {"type": "webdav", "url": "http://127.0.0.1:9/", "vendor": "other", "user": "u"}
     revealed = run_rclone([RCLONE, "reveal", "--", (tmp_path / "obscured").read_text()], conf_env).stdout.strip()
     assert revealed == "s3cr3t-pass"
+
+
+@pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")
+def test_authorize_can_be_cancelled_and_frees_the_port(fake_oauth: FakeOAuth) -> None:
+    import socket
+    import time
+
+    spec = R.DriveRemoteSpec(name="gd", auth="local")
+    cancel = threading.Event()
+    urls: list[str] = []
+    errors: list[Exception] = []
+
+    def login() -> None:
+        try:
+            R.authorize_local(spec, rclone=RCLONE, on_url=urls.append, open_browser=False, timeout=60,
+                              extra_env=fake_oauth.env(), cancel=cancel)
+        except R.RcloneError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=login)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not urls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert urls, "rclone printed no login link"
+    t0 = time.monotonic()
+    cancel.set()  # the user closes the dialog instead of logging in
+    t.join(10)
+    assert not t.is_alive() and time.monotonic() - t0 < 3
+    assert [str(e) for e in errors] == ["login cancelled"]
+    with socket.socket() as s:  # rclone no longer holds its redirect port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 53682))
