@@ -211,8 +211,10 @@ def main(argv: List[str]) -> int:
     query = _run(["nvidia-smi", "--query-gpu=" + SMI_QUERY, "--format=csv,noheader"])
     banner = _run(["nvidia-smi"])
     try:
-        text = query.stdout if query.returncode == 0 else query.stdout + "\n" + banner.stdout
-        gpus = parse_nvidia_smi(text + "\n" + (banner.stdout if banner.returncode == 0 else ""))
+        # The query's CSV, plus the banner once: it carries the GPUs when the query is
+        # refused (old drivers, a field a GPU rejects) and the failure text when both fail.
+        use_banner = banner.returncode == 0 or query.returncode != 0
+        gpus = parse_nvidia_smi(query.stdout + "\n" + (banner.stdout if use_banner else ""))
     except NvidiaSmiError as exc:
         report["error"] = str(exc)
         report["nvidia_smi"] = exc.output[-2000:]

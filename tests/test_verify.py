@@ -97,14 +97,15 @@ def _fake_bin(d: pathlib.Path, name: str, body: str) -> None:
     p.chmod(p.stat().st_mode | stat.S_IXUSR)
 
 
-def _run_step(tmp_path: pathlib.Path, smi_query: str, smi_banner: str, torch_json: dict, rc: int = 0):
+def _run_step(tmp_path: pathlib.Path, smi_query: str, smi_banner: str, torch_json: dict, rc: int = 0,
+              query_rc: int | None = None):
     """Run the generated verify step here, with fake nvidia-smi and env python on PATH."""
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     (tmp_path / "q.txt").write_text(smi_query)
     (tmp_path / "b.txt").write_text(smi_banner)
     _fake_bin(bin_, "nvidia-smi", f'if [ "${{1:-}}" = "" ]; then cat {tmp_path}/b.txt; exit {rc}; fi\n'
-                                  f"cat {tmp_path}/q.txt\nexit {rc}\n")
+                                  f"cat {tmp_path}/q.txt\nexit {rc if query_rc is None else query_rc}\n")
     env_py = tmp_path / "venv" / "bin"
     env_py.mkdir(parents=True)
     _fake_bin(env_py, "python", f"echo {json.dumps(json.dumps(torch_json))}\n")
@@ -135,3 +136,14 @@ def test_remote_program_explains_a_dead_driver(tmp_path: pathlib.Path) -> None:
     res = _run_step(tmp_path, sample("fail_couldnt_communicate.txt"), sample("fail_couldnt_communicate.txt"),
                     {}, rc=9)
     assert res.returncode == 1 and "reboot" in res.stderr and "dkms status" in res.stderr
+
+
+def test_refused_query_falls_back_to_the_banner_once(tmp_path: pathlib.Path) -> None:
+    """An nvidia-smi that refuses the CSV query (old driver, a field a GPU rejects) still
+    has its banner read, once: one T4 is one GPU, not two."""
+    res = _run_step(tmp_path, 'Field "driver_version" is not a valid field to query.\n',
+                    sample("t4_580.82.07_banner.txt"),
+                    {"torch": "2.9.1+cu126", "cuda": "12.6", "available": True, "device": "Tesla T4", "matmul": True},
+                    query_rc=2)
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)["gpus"]) == 1
