@@ -842,13 +842,33 @@ RCLONE_FLAGS = "--use-json-log --stats 1s --stats-log-level NOTICE -v"
 # when the first byte moves and the progress fraction only grows.
 COPY_FLAGS = RCLONE_FLAGS + " --check-first"
 
+# gw_extract returns 100 for "not an archive: copy it as it is", a status no extractor
+# uses (unzip's 3 means a damaged zip, which must fail the step, never be copied as done);
+# unzip's 1 means warnings only, and the files are there.
+# The destination may lie outside the login user's home (/data, /mnt/disks/...): make it
+# with sudo -n for the login user when plain mkdir may not, so the copy runs unprivileged.
+_MAKE_DEST = r"""if ! mkdir -p "$gw_dest/.gpuwizard" 2>/dev/null; then
+  if sudo -n install -d -o "$(id -u)" -g "$(id -g)" -- "$gw_dest" 2>/dev/null; then
+    mkdir -p "$gw_dest/.gpuwizard"
+  else
+    echo "gpuwizard: cannot create $gw_dest as $(id -un), and sudo -n is not allowed: choose a folder under ~ or create it for $(id -un) first" >&2
+    exit 1
+  fi
+fi
+mkdir -p "$gw_stage"
+"""
+
 _EXTRACT = r"""gw_extract() {
   mkdir -p "$2"
   case "$1" in
     *.zip|*.ZIP)
-      if command -v unzip >/dev/null 2>&1; then unzip -q -o "$1" -d "$2"; else python3 -m zipfile -e "$1" "$2"; fi ;;
+      if command -v unzip >/dev/null 2>&1; then
+        unzip -q -o "$1" -d "$2" || [ $? -eq 1 ]
+      else
+        python3 -m zipfile -e "$1" "$2"
+      fi ;;
     *.tar|*.tar.gz|*.tgz|*.tar.bz2|*.tbz2|*.tbz|*.tar.xz|*.txz|*.tar.zst) tar -xf "$1" -C "$2" ;;
-    *) return 3 ;;
+    *) return 100 ;;
   esac
 }
 """
@@ -900,7 +920,7 @@ def dataset_step(index: int, ds: "Dataset", recipe: "Recipe", step_id: str) -> S
            f"gw_dest={qpath(ds.to)}",
            'gw_dest="${gw_dest%/}"; gw_dest="${gw_dest:-/}"',
            stage_line,
-           'mkdir -p "$gw_dest/.gpuwizard" "$gw_stage"',
+           _MAKE_DEST,
            f'gw_log="$gw_dest/.gpuwizard/{key}.log"',
            "gw_rc=0",
            f'{copy} 2>&1 | tee "$gw_log" || gw_rc=$?']
@@ -925,7 +945,7 @@ while IFS= read -r -d '' gw_f; do
   gw_dir=$(dirname -- "$gw_rel")
   if gw_extract "$gw_f" "$gw_dest/$gw_dir"; then
     echo "gpuwizard: extracted $gw_rel"; gw_n=$((gw_n + 1))
-  elif [ $? -eq 3 ]; then
+  elif [ $? -eq 100 ]; then
     mkdir -p "$gw_dest/$gw_dir"; ln -f -- "$gw_f" "$gw_dest/$gw_rel" 2>/dev/null || cp -f -- "$gw_f" "$gw_dest/$gw_rel"
   else
     echo "gpuwizard: could not extract $gw_rel (damaged or unsupported archive)" >&2; exit 1

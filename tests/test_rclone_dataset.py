@@ -180,6 +180,31 @@ def test_unzip_and_untar(sshd_user_host, host_dirs: HostDirs, rclone_serve, tmp_
     assert "2 archive(s) extracted" in out_text(events, "dataset.archives")
 
 
+def test_damaged_zip_fails_the_step_and_is_never_marked_done(sshd_user_host, host_dirs: HostDirs, rclone_serve,
+                                                             tmp_path) -> None:
+    """unzip exits 3 for a damaged zip: that must fail the step (and a re-run must try
+    again), not pass the archive off as a plain file and mark the dataset ready."""
+    src = tmp_path / "src/bad"
+    src.mkdir(parents=True)
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w") as z:
+        z.writestr("train/x.txt", "zip content\n" * 50)
+    data = bytearray(good.getvalue())
+    data[len(data) - 22 + 10] = 0  # zero entries in the end record: unzip exits 3, "zipfile corrupt"
+    (src / "data.zip").write_bytes(bytes(data))
+    served = rclone_serve("http", src.parent)
+    dest = host_dirs.root / "badz"
+    r = recipe_for({"srv": RR.Remote(type="http", options=served.remote_options)},
+                   [RR.Dataset(from_="srv:bad", to=str(dest), unzip=True, checksum=False)])
+    steps = R.steps(r)
+    ok, events = run_steps(sshd_user_host, steps, host_dirs.conf)
+    assert not ok
+    assert "could not extract data.zip" in out_text(events, "dataset.bad")
+    assert not list((dest / ".gpuwizard").glob("*.done"))
+    ok, events = run_steps(sshd_user_host, steps, host_dirs.conf)  # the check does not skip it
+    assert not ok and "could not extract data.zip" in out_text(events, "dataset.bad")
+
+
 def test_missing_path_gives_clear_hint(sshd_user_host, host_dirs: HostDirs, rclone_serve, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     served = rclone_serve("http", tmp_path / "empty")
@@ -251,3 +276,18 @@ def test_secret_never_leaks(sshd_user_host, host_dirs: HostDirs, rclone_serve, t
     assert sha256(host_dirs.root / "w/d.bin") == sha256(src / "d.bin")
     if route == "env":
         assert not (tmp_path / "cfg").exists()  # nor did the run, locally
+
+
+def test_destination_outside_home_without_sudo_says_what_to_do(sshd_user_host, host_dirs: HostDirs, rclone_serve,
+                                                               tmp_path) -> None:
+    """gwtest may not write /var/lib/... and has no sudo: one clear sentence, not mkdir's error alone."""
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "f.txt").write_text("x\n")
+    served = rclone_serve("http", tmp_path / "srv")
+    r = recipe_for({"srv": RR.Remote(type="http", options=served.remote_options)},
+                   [RR.Dataset(from_="srv:f.txt", to="/var/lib/gpuwizard-test-not-allowed/data")])
+    ok, events = run_steps(sshd_user_host, R.steps(r), host_dirs.conf)
+    assert not ok
+    text = "".join(e.data for e in events if isinstance(e, ev.Output) and e.step.startswith("dataset."))
+    assert "cannot create /var/lib/gpuwizard-test-not-allowed/data as gwtest" in text
+    assert "choose a folder under ~" in text
