@@ -179,7 +179,18 @@ def cmd_new(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return 2
     out = getattr(args, "output", None) or os.path.basename(path)
+    draft.source = _mark_as_copy(draft.source or "", os.path.basename(path))
     return _run_app(WizardApp(draft, path=out))
+
+
+def _mark_as_copy(text: str, template: str) -> str:
+    """Say in the copy's header that its notes describe the template: once the user
+    changes the GPU or the image, prose about "one T4 on Ubuntu 22.04" would mislead."""
+    note = (f"# Started from gpuwizard's recipe {template}; the notes below describe that recipe, "
+            "not necessarily this one.\n")
+    lines = text.splitlines(keepends=True)
+    at = 1 if lines and lines[0].startswith("# yaml-language-server:") else 0
+    return "".join(lines[:at]) + note + "".join(lines[at:])
 
 
 def cmd_edit(args: argparse.Namespace) -> int:

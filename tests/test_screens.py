@@ -103,3 +103,24 @@ def test_cmd_edit_reports_bad_recipe(tmp_path, capsys) -> None:
     assert cmd_edit(argparse.Namespace(recipe=str(bad), screen=None)) == 2
     assert "bad.yaml:2:" in capsys.readouterr().err
     assert cmd_edit(argparse.Namespace(recipe=str(bad), screen="nope")) == 2
+
+
+def test_copy_of_a_shipped_recipe_says_where_its_notes_come_from(tmp_path) -> None:
+    """`gpuwizard new --from stgcn-t4`: the copy's header says its prose describes the
+    template, and the copy still saves and validates."""
+    from gpuwizard.shipped import resolve
+    from gpuwizard.validate import load_checked
+    from screens.app import _mark_as_copy
+
+    path = resolve("stgcn-t4")
+    draft = rc.load(path)
+    draft.source = _mark_as_copy(draft.source or "", "stgcn-t4.yaml")
+    out = tmp_path / "mine.yaml"
+    rc.save(draft, str(out))
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("# yaml-language-server: $schema=")
+    assert lines[1].startswith("# Started from gpuwizard's recipe stgcn-t4.yaml")
+    draft.target.gcp.spot = True  # a changed copy keeps the note in its header
+    rc.save(draft, str(out))
+    assert "# Started from gpuwizard's recipe stgcn-t4.yaml" in out.read_text()
+    load_checked(str(out))
