@@ -260,16 +260,23 @@ def _rerun_after_second_ctrl_c(tmp_path, r, steps, sshd_host, pgid: int) -> None
     assert [line.split()[2] for line in (tmp_path / "copies.log").read_text().splitlines()] == ["0", "0"]
 
 
-def test_rerun_after_a_hard_exit_stops_the_orphan_before_running_the_step(sshd_host, tmp_path):
-    # TERM is ignored, so the hard exit's TERM cannot stop it: the orphan outlives
-    # gpuwizard, and a plain re-run (which resumes the run) must stop it first
-    # the first copy sleeps long (only a kill ends it in time); the re-run's copy is quick
+def abandon_a_stubborn_step(sshd_host, tmp_path) -> tuple[pathlib.Path, int]:
+    """Run a step that ignores TERM and quit with a double Ctrl-C, so it outlives
+    gpuwizard: the first copy sleeps long (only a kill ends it in time), a later copy is
+    quick. Returns the recipe and the orphan's process group."""
     body = ("echo waiting; trap '' TERM; if [ \"$a\" = 0 ] && [ ! -e " + str(tmp_path / "rerun") + " ]; then touch "
             + str(tmp_path / "rerun") + "; sleep 60; else sleep 1; fi; echo \"end $$\" >> " + str(tmp_path / "copies.log"))
     r = write_recipe(tmp_path / "r.yaml", [sshd_host], [{"name": "stubborn", "run": once_script(tmp_path, body)}])
     ctrl_c_twice(tmp_path, r, "user.stubborn | waiting")
     first = int((tmp_path / "copies.log").read_text().split()[1])
     assert group_alive(first)
+    return r, first
+
+
+def test_rerun_after_a_hard_exit_stops_the_orphan_before_running_the_step(sshd_host, tmp_path):
+    # TERM is ignored, so the hard exit's TERM cannot stop it: the orphan outlives
+    # gpuwizard, and a plain re-run (which resumes the run) must stop it first
+    r, first = abandon_a_stubborn_step(sshd_host, tmp_path)
     (run_dir,) = runs(tmp_path)
     assert json.loads((run_dir / "running.jsonl").read_text().splitlines()[-1])["proc"]["pid"] == first
 
@@ -286,13 +293,7 @@ def test_rerun_after_a_hard_exit_stops_the_orphan_before_running_the_step(sshd_h
 
 def test_fresh_run_after_a_hard_exit_also_stops_the_orphan(sshd_host, tmp_path):
     # --fresh starts a new run directory; the abandoned run's record comes with it
-    # the first copy sleeps long (only a kill ends it in time); the re-run's copy is quick
-    body = ("echo waiting; trap '' TERM; if [ \"$a\" = 0 ] && [ ! -e " + str(tmp_path / "rerun") + " ]; then touch "
-            + str(tmp_path / "rerun") + "; sleep 60; else sleep 1; fi; echo \"end $$\" >> " + str(tmp_path / "copies.log"))
-    r = write_recipe(tmp_path / "r.yaml", [sshd_host], [{"name": "stubborn", "run": once_script(tmp_path, body)}])
-    ctrl_c_twice(tmp_path, r, "user.stubborn | waiting")
-    first = int((tmp_path / "copies.log").read_text().split()[1])
-    assert group_alive(first)
+    r, first = abandon_a_stubborn_step(sshd_host, tmp_path)
     p = gw(tmp_path, "run", str(r), "--fresh")
     assert p.returncode == 0, p.stdout + p.stderr
     assert len(runs(tmp_path)) == 2 and "stopped user.stubborn" in p.stdout
