@@ -951,7 +951,9 @@ while IFS= read -r -d '' gw_f; do
     echo "gpuwizard: could not extract $gw_rel (damaged or unsupported archive)" >&2; exit 1
   fi
 done < <(find "$gw_stage" -type f ! -name '*.partial' -print0)
-echo "gpuwizard: $gw_n archive(s) extracted into $gw_dest" """)
+echo "gpuwizard: $gw_n archive(s) extracted into $gw_dest"
+# everything is in place: the staged download would only double the disk the dataset takes
+rm -rf -- "$gw_stage" """)
     run.append(f'printf "%s\\n" {q(src)} > "$gw_dest/.gpuwizard/{key}.done"\necho "gpuwizard: dataset ready in $gw_dest"')
     check = f'gw_dest={qpath(ds.to)}\ngw_dest="${{gw_dest%/}}"\ntest -f "$gw_dest/.gpuwizard/{key}.done"\n'
     return Step(id=step_id, title=f"dataset {title} -> {ds.to}", run="\n".join(x for x in run if x) + "\n",

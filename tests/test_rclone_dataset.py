@@ -178,6 +178,9 @@ def test_unzip_and_untar(sshd_user_host, host_dirs: HostDirs, rclone_serve, tmp_
     assert (dest / "labels/y.txt").read_text() == "tar content\n"
     assert (dest / "README").read_text() == "plain file\n"
     assert "2 archive(s) extracted" in out_text(events, "dataset.archives")
+    assert list((dest / ".gpuwizard").glob("stage-*")) == []  # the downloaded archives do not stay behind
+    ok, events = run_steps(sshd_user_host, R.steps(r), host_dirs.conf)  # a re-run is skipped, not re-downloaded
+    assert ok and "archive(s) extracted" not in out_text(events, "dataset.archives")
 
 
 def test_damaged_zip_fails_the_step_and_is_never_marked_done(sshd_user_host, host_dirs: HostDirs, rclone_serve,
