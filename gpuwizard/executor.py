@@ -340,8 +340,7 @@ class Executor:
             except _Lost as exc:
                 result = _Result("lost", message=str(exc))
             except _Stopped:
-                self.sink(ev.StepFinished(host=name, step=step.id, status="cancelled",
-                                          seconds=round(time.monotonic() - t0, 3), message="interrupted"))
+                self._cancelled(name, step, t0)
                 raise
             except SshError as exc:
                 result = _Result("failed", message=str(exc))
@@ -358,8 +357,7 @@ class Executor:
                     except SshError as exc:
                         result = _Result("failed", message=str(exc))
                     except _Stopped:
-                        self.sink(ev.StepFinished(host=name, step=step.id, status="cancelled",
-                                                  seconds=round(time.monotonic() - t0, 3), message="interrupted"))
+                        self._cancelled(name, step, t0)
                         raise
                     else:
                         continue
@@ -590,6 +588,11 @@ class Executor:
             what = f"{rp.step} " if rp.step else ""
             self._note(h, step, f"stopped {what}(process group {rp.pid}) still running on the host "
                                 f"from an earlier attempt")
+
+    def _cancelled(self, host: str, step: Step, t0: float) -> None:
+        """Report a step stopped by Ctrl-C or cancel (the caller re-raises)."""
+        self.sink(ev.StepFinished(host=host, step=step.id, status="cancelled",
+                                  seconds=round(time.monotonic() - t0, 3), message="interrupted"))
 
     async def _reboot(self, h: _Host, step: Step) -> _Result:
         """Reboot after a step: send the command, wait for SSH to drop, then come back."""

@@ -433,15 +433,6 @@ class DriveSetup:
         ]
 
 
-def write_secret_file(path: str, data: str) -> Path:
-    """Store a token/key at ``path`` with mode 0600, atomically (the Textual screen's hook)."""
-    from gpuwizard import secretstore
-
-    if isinstance(data, str) and data.lstrip().startswith("{") and '"access_token"' in data:
-        data = parse_token_text(data)  # validate and normalise a pasted token
-    return secretstore.write_secret_path(path, data)
-
-
 # ---------------------------------------------------------------------------- local rclone
 
 

@@ -26,15 +26,6 @@ def validate(recipe: Recipe) -> list[Problem]:
     return sorted(set(problems))
 
 
-def check(recipe: Recipe, filename: str) -> list[Problem]:
-    """Validate and raise :class:`RecipeError` when any problem is an error; return warnings."""
-    problems = validate(recipe)
-    errors = [p for p in problems if not p.warning]
-    if errors:
-        raise RecipeError(filename, problems)
-    return problems
-
-
 def load_checked(path: str) -> tuple[Recipe, list[Problem]]:
     """Load a recipe and run every check, shape and catalog, reporting all problems at
     once: the one call front ends use. Returns the recipe and its warnings."""
@@ -168,14 +159,6 @@ def _gpu_problems(r: Recipe, mt: catalog.MachineType | None, fam_name: str) -> l
 
 
 def _driver_problems(r: Recipe) -> list[Problem]:
-    try:
-        from gpuwizard import drivers
-    except ImportError:  # pragma: no cover - drivers ships with the package
-        return []
-    check = getattr(drivers, "check", None)
-    return list(check(r)) if check else []
+    from gpuwizard import drivers
 
-
-def all_problems(recipe: Recipe, shape_problems: list[Problem]) -> list[Problem]:
-    """Catalog problems merged with earlier ones without duplicating a covered field."""
-    return merge_problems(shape_problems, validate(recipe))
+    return drivers.check(r)

@@ -244,8 +244,3 @@ def test_failure_prints_hint_and_exit_code(tmp_path: pathlib.Path) -> None:
     assert "download quota is used up" in res.stderr and "re-run the step to resume" in res.stderr
 
 
-def test_write_secret_file_hook_for_screens(tmp_path: pathlib.Path) -> None:
-    p = R.write_secret_file(str(tmp_path / "sub/gd-token.json"), json.dumps(TOKEN))
-    assert stat.S_IMODE(p.stat().st_mode) == 0o600 and json.loads(p.read_text()) == TOKEN
-    with pytest.raises(R.TokenError):
-        R.write_secret_file(str(tmp_path / "bad.json"), '{"access_token": "x"}')
