@@ -2,7 +2,7 @@
 
     python scripts/screenshots.py [OUTDIR]
 
-Offline and deterministic (the catalog, a fixed ST-GCN recipe, a synthetic run with
+Offline and deterministic (the catalog, the shipped ST-GCN recipe, a synthetic run with
 fixed timestamps), like the snapshot tests, so re-running it only changes the images
 when the UI changed.
 """
@@ -19,32 +19,9 @@ os.environ["GPUWIZARD_OFFLINE"] = "1"
 
 SIZE = (120, 40)
 
-RECIPE = """\
-# ST-GCN (mmskeleton) on one T4, dataset from Google Drive.
-version: 1
-name: stgcn-t4
-target:
-  gcp:
-    zones: [us-central1-a, us-central1-b, us-west1-b]
-    machine_type: n1-standard-8
-    gpu: {type: nvidia-tesla-t4, count: 1}
-    spot: true
-    image: ubuntu-2204-lts
-    disk_gb: 150
-driver: {branch: "580", cuda: "12.8", cudnn: "9", tensorrt: false}
-env:
-  manager: venv
-  python: "3.10"
-  torch: "2.9"
-  repo:
-    url: https://github.com/open-mmlab/mmskeleton.git
-    setup: [pip install -r requirements.txt, python setup.py develop]
-rclone:
-  remotes:
-    gdrive: {type: drive, scope: drive.readonly, token_file: ~/.config/gpuwizard/gdrive.json}
-datasets:
-  - {from: "gdrive:st-gcn-processed-data.zip", to: "~/data/", unzip: true}
-"""
+# The shipped ST-GCN recipe: what a user starting from `gpuwizard new --from stgcn-t4` sees.
+with open(os.path.join(ROOT, "recipes", "stgcn-t4.yaml"), encoding="utf-8") as _fh:
+    RECIPE = _fh.read()
 
 
 async def _steady(app) -> None:
