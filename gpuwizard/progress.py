@@ -5,7 +5,7 @@ parser here; a dict result becomes a :class:`gpuwizard.events.Progress` event.
 
 rclone: the dataset steps run ``rclone ... --use-json-log --stats 1s``, so every second
 rclone writes one JSON object whose ``stats`` key carries the same numbers as the rc
-``core/stats`` call (facts/rclone-drive.md §5). Lines are recognised by that key, never
+``core/stats`` call (docs/facts/rclone-drive.md §5). Lines are recognised by that key, never
 by the level (1.60 logs stats at "info" or "warning"; newer versions use slog). Other
 lines (per-file "Copied (new)", plain-text fatal errors, our own echo lines) are not
 progress and give None. Parsers are stateless: one line in, one answer out.

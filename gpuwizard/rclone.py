@@ -1,6 +1,6 @@
 """rclone remotes and dataset downloads: the UI-free core both front ends call.
 
-Three jobs, each replacing a part of the original procedure (facts/rclone-drive.md):
+Three jobs, each replacing a part of the original procedure (docs/facts/rclone-drive.md):
 
 * **Guided Drive set-up** (:class:`DriveRemoteSpec`, :class:`DriveSetup`): the twenty
   prompts of ``rclone config`` become one form with validation; the credential comes

@@ -7,7 +7,7 @@ through an authenticated drive remote, if it is given the *ID*: files go through
 ``remote,root_folder_id=ID:``. Giving a file ID as root_folder_id silently copies
 nothing (rclone issue #7458), so telling files from folders matters.
 
-Rules (facts/rclone-drive.md §4c): ``/folders/ID`` first, then ``/file/(u/N/)?d/ID``,
+Rules (docs/facts/rclone-drive.md §4c): ``/folders/ID`` first, then ``/file/(u/N/)?d/ID``,
 then the Docs ``/d/ID`` forms, then the ``id=`` query parameter. ``open?id=`` links and
 bare IDs can be either kind: they come back as ``"unknown"`` and the dataset step tries
 copyid first, falling back to a folder copy on rclone's "can't copy directory" error.

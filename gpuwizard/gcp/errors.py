@@ -2,7 +2,7 @@
 
 Failover needs to know, for *every* error an operation carries (not only the first),
 whether to move to the next zone, skip the whole region, stop, or retry. The
-taxonomy follows SkyPilot's blocking granularity (see facts/gcp-provisioning-anchors.md),
+taxonomy follows SkyPilot's blocking granularity (see docs/facts/gcp-provisioning-anchors.md),
 plus the ``zonesAvailable`` hint of ``ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS`` that
 neither SkyPilot nor dstack follows. This module imports nothing from Google so it can be
 tested, and used by the UI, without the 2 s client import.

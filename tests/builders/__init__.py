@@ -1,0 +1,2 @@
+"""Builders shared by several test modules (one module per area), so no test module imports
+another test module."""
