@@ -70,7 +70,7 @@ class _Loader:
                 return _BAD
             value, reason = _number(raw, tag)
             if reason is not None:
-                self.err(node, path, reason + _range_clause(meta))
+                self.err(node, path, reason.format(range=_range_clause(meta)))
                 return _BAD
             if tp is float:
                 value = float(value)
@@ -293,7 +293,8 @@ def _number(raw: str, tag: str) -> tuple[int | float | None, str | None]:
 
 
 def _yaml_number(raw: str, tag: str) -> tuple[int | float | None, str | None]:
-    """A YAML 1.1 int or float scalar as a number, or the reason it is refused.
+    """A YAML 1.1 int or float scalar as a number, or the reason it is refused (a
+    ``str.format`` template: ``{range}`` is where the field's allowed range goes).
 
     PyYAML resolves ``010`` (octal 8), ``1:30`` (base 60: 90), ``.inf`` and ``.nan`` as
     numbers; read as a user meant them they are surprises, so each is refused with what
@@ -303,9 +304,9 @@ def _yaml_number(raw: str, tag: str) -> tuple[int | float | None, str | None]:
     sign = -1 if text.startswith("-") else 1
     body = text.lstrip("+-")
     if body.lower() in (".inf", ".nan"):
-        return None, f"{raw!r} is not a finite number"
+        return None, f"{raw!r} is not a finite number{{range}}"
     if len(re.sub(r"[^0-9a-fA-F]", "", body)) > _MAX_DIGITS:
-        return None, f"a number with {len(body):,} digits is too large"
+        return None, f"a number with {len(body):,} digits is too large{{range}}"
     if ":" in body:
         head, _, frac = body.partition(".")
         value: int | float = 0
@@ -339,7 +340,7 @@ def _range_words(meta: dict[str, Any]) -> str:
 
 
 def _range_clause(meta: dict[str, Any]) -> str:
-    return f": must be {_range_words(meta)}" if "minimum" in meta or "maximum" in meta else ""
+    return f"; it must be {_range_words(meta)}" if "minimum" in meta or "maximum" in meta else ""
 
 
 def _problem_for_yaml_error(exc: Exception) -> Problem:
@@ -458,10 +459,11 @@ def read(path: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise RecipeError(path, [Problem(1, 1, "", f"cannot read the file: {exc.strerror}")]) from None
+    kind = _file_kind(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise RecipeError(path, [Problem(1, 1, "", f"this is {kind}, not a file; give the path of a recipe file")])
     with os.fdopen(fd, "rb") as fh:
-        kind = _file_kind(os.fstat(fd).st_mode)
-        if kind is not None:
-            raise RecipeError(path, [Problem(1, 1, "", f"this is {kind}, not a file; give the path of a recipe file")])
         try:
             return fh.read(MAX_RECIPE_BYTES + 1)
         except OSError as exc:

@@ -22,6 +22,8 @@ MAX_RECIPE_BYTES = 1_000_000
 
 # ---------------------------------------------------------------------------- errors
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -34,7 +36,9 @@ class Problem:
     warning: bool = False
 
     def format(self, filename: str) -> str:
-        where = f"{self.path}: " if self.path else ""
+        # A key such as "g\n" is wrong, and its path must still print on one line.
+        path = _CONTROL.sub(lambda m: repr(m.group())[1:-1], self.path)
+        where = f"{path}: " if path else ""
         level = "warning: " if self.warning else ""
         return f"{filename}:{self.line}:{self.col}: {level}{where}{self.message}"
 
