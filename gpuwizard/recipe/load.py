@@ -3,9 +3,9 @@
 Loading walks the YAML *node* tree (not the plain Python values) so every problem can be
 reported as ``FILE:LINE:COL: field.path: message`` at the node that is wrong, and every
 problem is collected before reporting: the user fixes a recipe in one pass, not one error
-per run. Why one module of ~400 lines: the node walker, its scalar rules (YAML 1.1
-numbers, tags, NUL bytes) and the file-level guards (size, encoding, anchors, what kind
-of file) are one pipeline, each step relying on the one before.
+per run. Why one module of ~440 lines: the node walker, its scalar rules (tags, types,
+constraints) and the file-level guards (what kind of file, size, encoding, anchors) are
+one pipeline, each step relying on the one before; YAML 1.1 numbers are in :mod:`.numbers`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from gpuwizard.recipe.checks import merge_problems, structural_problems
 from gpuwizard.recipe.model import (
     MAX_RECIPE_BYTES, VERSION_RE, Driver, Problem, Recipe, RecipeError, Remote, model_fields, type_hints, yaml_key,
 )
+from gpuwizard.recipe.numbers import yaml_number
 from gpuwizard.recipe.save import to_data
 from gpuwizard.secretcheck import SECRET_KEYS, looks_secret
 
@@ -68,7 +69,7 @@ class _Loader:
             if tag != "int" and not (tp is float and tag == "float"):
                 self.err(node, path, f"expected {_type_word(tp)}, got {raw!r}")
                 return _BAD
-            value, reason = _number(raw, tag)
+            value, reason = yaml_number(raw, tag)
             if reason is not None:
                 self.err(node, path, reason.format(range=_range_clause(meta)))
                 return _BAD
@@ -86,7 +87,7 @@ class _Loader:
         elif tag == "str":  # Any scalar (rclone options)
             value = raw
         elif tag in ("int", "float"):
-            number, reason = _number(raw, tag)
+            number, reason = yaml_number(raw, tag)
             value = raw if reason is not None else number  # rclone reads the text as written
         else:
             value = yaml.safe_load(yaml.serialize(node))
@@ -278,53 +279,8 @@ def _unknown_key(key: str, known: list[str]) -> str:
 
 
 _TENSORRT_VERSION = {"pattern": VERSION_RE, "hint": "use true, false or a TensorRT version such as '10.4'"}
-_MAX_DIGITS = 100  # far beyond any limit here; int() refuses over 4,300 digits with a bare ValueError
-
-
 def _shown(value: str) -> str:
     return value if len(value) <= 60 else value[:57] + "..."
-
-
-def _number(raw: str, tag: str) -> tuple[int | float | None, str | None]:
-    try:
-        return _yaml_number(raw, tag)
-    except ValueError:  # forms the resolver accepts but hold no digits, such as `0b_` or `._`
-        return None, f"{raw!r} is not a number; write it with digits"
-
-
-def _yaml_number(raw: str, tag: str) -> tuple[int | float | None, str | None]:
-    """A YAML 1.1 int or float scalar as a number, or the reason it is refused (a
-    ``str.format`` template: ``{range}`` is where the field's allowed range goes).
-
-    PyYAML resolves ``010`` (octal 8), ``1:30`` (base 60: 90), ``.inf`` and ``.nan`` as
-    numbers; read as a user meant them they are surprises, so each is refused with what
-    YAML made of it, except a leading zero that changes nothing (``007``).
-    """
-    text = raw.replace("_", "")
-    sign = -1 if text.startswith("-") else 1
-    body = text.lstrip("+-")
-    if body.lower() in (".inf", ".nan"):
-        return None, f"{raw!r} is not a finite number{{range}}"
-    if len(re.sub(r"[^0-9a-fA-F]", "", body)) > _MAX_DIGITS:
-        return None, f"a number with {len(body):,} digits is too large{{range}}"
-    if ":" in body:
-        head, _, frac = body.partition(".")
-        value: int | float = 0
-        for part in head.split(":"):
-            value = value * 60 + int(part)
-        if frac or tag == "float":
-            value += float("0." + (frac or "0"))
-        value *= sign
-        return None, (f"{raw!r} is a base-60 number in YAML 1.1 (it reads as {value:g}); write {value:g}, "
-                      "or quote the value to mean the text")
-    if tag == "float":
-        return sign * float(body), None
-    if body.startswith(("0b", "0x")):
-        return sign * int(body, 0), None
-    if len(body) > 1 and body.startswith("0") and int(body, 8) != int(body, 10):
-        return None, (f"{raw!r} starts with 0, which YAML 1.1 reads as octal ({sign * int(body, 8)}); "
-                      "remove the leading zero, or quote the value to mean the text")
-    return sign * int(body, 10), None
 
 
 def _in_range(value: float, meta: dict[str, Any]) -> bool:
