@@ -224,14 +224,15 @@ def test_invalid_hosts_say_the_limit(host: str, words: str) -> None:
     assert problem is not None and words in problem
 
 
-@pytest.mark.parametrize("spec", ["numpy", "numpy==1.26.4", "torch>=2,<3", "x @ https://e.org/x.whl", "a[b,c]>1"])
+@pytest.mark.parametrize("spec", ["numpy", "numpy==1.26.4", "torch>=2,<3", "x @ https://e.org/x.whl", "a[b,c]>1",
+                                  "./local", "~/src/pkg", "/opt/x.whl", "git+https://github.com/o/r@v1"])
 def test_pip_requirements_pass(spec: str) -> None:
     assert R.package_problem(spec) is None
 
 
 @pytest.mark.parametrize(("spec", "words"), [
     ("numpy=1.0", "did you mean '=='?"), ("--index-url=https://x", "pip option"), ("-e .", "pip option"),
-    ("a b", "at character 3"), ("numpy[", "not a pip requirement"),
+    ("a b", "at character 3"), ("numpy[", "not a pip requirement"), ("local/pkg", "a path such as ./pkg"),
 ])
 def test_bad_pip_requirements_say_what_is_wrong(spec: str, words: str) -> None:
     problem = R.package_problem(spec)

@@ -19,6 +19,7 @@ PORT_MIN, PORT_MAX = 1, 65535
 DNS_NAME_MAX = 253   # RFC 1035: a DNS name is at most 253 characters ...
 DNS_LABEL_MAX = 63   # ... and each dot-separated label at most 63
 
+_PIP_PATH_PREFIXES = ("./", "../", "/", "~/")
 _HOST_PARTS = re.compile(r"(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>[0-9]+))?")
 
 
@@ -76,11 +77,15 @@ def host_problem(value: str) -> str | None:
 
 
 def package_problem(spec: str) -> str | None:
-    """Whether ``spec`` is one pip requirement (PEP 508), parsed by ``packaging``, the
-    parser pip itself uses, rather than a regex that would drift from it."""
+    """Whether ``spec`` is one argument ``pip install`` takes as a package: a requirement
+    (PEP 508, parsed by ``packaging``, the parser pip itself uses, rather than a regex that
+    would drift from it), a URL, or a path on the host. Each item travels as one quoted
+    word, so a pip option (``-r file``) could never work there: it is refused."""
     if spec.lstrip().startswith("-"):
         return (f"{spec!r} is a pip option, not a package; list packages only "
                 "(an index or other options belong in a setup command)")
+    if spec.startswith(_PIP_PATH_PREFIXES) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://\S", spec):
+        return None
     try:
         Requirement(spec)
     except InvalidRequirement as exc:
@@ -90,7 +95,7 @@ def package_problem(spec: str) -> str | None:
         reason = lines[0][0].lower() + lines[0][1:] if lines and lines[0] else "unexpected text"
         hint = " (did you mean '=='?)" if re.search(r"[^=<>!~]=[^=]", spec) else ""
         return (f"{spec!r} is not a pip requirement{where}: {reason}{hint}; write NAME, NAME==VERSION "
-                "(e.g. numpy==1.26.4) or NAME @ URL")
+                "(e.g. numpy==1.26.4), NAME @ URL, a URL or a path such as ./pkg")
     return None
 
 
