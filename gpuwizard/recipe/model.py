@@ -64,7 +64,9 @@ def doc(text: str, **extra: Any) -> dict[str, Any]:
     Keys the loader and the schema read: ``pattern`` / ``item_pattern`` / ``key_pattern``
     (anchored regexes, matched in full) with ``hint`` / ``item_hint`` / ``key_hint``
     (what a valid value looks like, shown when the pattern fails); ``max_length``;
-    ``minimum`` / ``maximum``; ``enum``; ``path`` (one line, not empty); ``required``;
+    ``minimum`` / ``maximum``; ``enum``; ``check`` / ``item_check`` (a function from
+    :mod:`.values` returning None or the problem, run once the pattern passed);
+    ``path`` (one line, not empty); ``required``;
     ``always`` (saved even at its default); ``key`` (the YAML name); ``inline``;
     ``schema`` (extra JSON Schema keywords the loader leaves to :mod:`gpuwizard.validate`).
     """
