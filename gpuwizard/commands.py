@@ -12,6 +12,8 @@ import sys
 import textwrap
 from typing import Any, Iterable
 
+from gpuwizard import catalog, drivers
+from gpuwizard.catalog import stack as S
 from gpuwizard.recipe import RecipeError
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -125,8 +127,6 @@ def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from gpuwizard import catalog
-
     gpu_filter = None
     if args.gpu:
         g = catalog.gpu(args.gpu) or catalog.gpu_by_label(args.gpu)
@@ -178,10 +178,27 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print(table(["recipe", "what it is for", "file"], rows))
         print("\nStart from one: gpuwizard new --from NAME -o my.yaml   (or copy the file)")
     elif args.what == "drivers":
-        from gpuwizard import drivers
-
-        print(drivers.catalog_table(gpu_filter))
+        print(drivers_table(gpu_filter))
     return EXIT_OK
+
+
+def drivers_table(gpu_filter: str | None = None) -> str:
+    """`gpuwizard catalog drivers`: the proposed stack per GPU on Ubuntu 22.04, and why."""
+    rows = []
+    notes = []
+    for name, g in catalog.gpus().items():
+        if gpu_filter and name != gpu_filter:
+            continue
+        st = drivers.propose(name, "ubuntu-2204-lts")
+        rows.append([g.label, g.arch, g.cc, st.branch and f"R{st.branch}", st.flavor, st.cuda, st.cudnn,
+                     st.tensorrt, st.torch and f"{st.torch} {st.torch_index}"])
+        notes += [f"{g.label}: {n}" for n in st.notes]
+    out = table(["GPU", "arch", "cc", "driver", "modules", "CUDA", "cuDNN", "TensorRT", "PyTorch"], rows)
+    if notes:
+        out += "\n\n" + "\n".join(dict.fromkeys(notes))
+    m = S.meta()
+    out += f"\n\nsnapshot {m.get('snapshot')}; sources: " + "; ".join(m.get("sources", []))
+    return out
 
 
 def _abbrev(zones: list[str]) -> str:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpuwizard import catalog, drivers, envsteps, rclone, verify
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
 
 # Runs before every user step, so a step sees what a person at the VM would after
 # logging in: CUDA on PATH (the executor's shells skip /etc/profile.d on purpose).
-CUDA_PROFILE = ("if [ -r /etc/profile.d/gpuwizard-cuda.sh ]; then set +u; . /etc/profile.d/gpuwizard-cuda.sh; "
+CUDA_PROFILE = (f"if [ -r {drivers.PROFILE_FILE} ]; then set +u; . {drivers.PROFILE_FILE}; "
                 "set -u; fi\n")
 
 
@@ -27,8 +28,6 @@ def user_step(s: UserStep, recipe: Recipe | None = None) -> Step:
     the recipe's environment active and, when it cloned a repository, inside the clone."""
     prelude = ""
     if recipe is not None:
-        from gpuwizard import envsteps
-
         prelude = "# gpuwizard: CUDA on PATH, the environment active, inside the clone\n" + CUDA_PROFILE
         prelude += envsteps.activation(recipe)
         prelude += "# the step\n"
@@ -38,14 +37,17 @@ def user_step(s: UserStep, recipe: Recipe | None = None) -> Step:
 
 
 def build(recipe: Recipe) -> list[Step]:
-    """The full ordered step list for each host of ``recipe``."""
-    from gpuwizard import drivers, envsteps, rclone, verify
+    """The full ordered step list for each host of ``recipe``.
 
-    steps: list[Step] = []
+    A preinstalled driver is checked first: an environment built on a host whose GPU
+    does not work is time (and money) wasted."""
+    checks = verify.steps(recipe)
+    first, last = (checks[:1], checks[1:]) if drivers.is_verify_only(recipe) else ([], checks)
+    steps: list[Step] = first
     steps += drivers.steps(recipe)
     steps += envsteps.steps(recipe)
     steps += rclone.steps(recipe)
-    steps += verify.steps(recipe)
+    steps += last
     steps += [user_step(s, recipe) for s in recipe.steps]
     seen: set[str] = set()
     for st in steps:
@@ -90,8 +92,6 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
     g = recipe.target.gcp
     if g is None:
         return None
-    from gpuwizard import catalog
-
     gpu = f"{g.gpu.count} x {g.gpu.type}" if g.gpu else "no GPU"
     hourly = catalog.hourly_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot)
     return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,

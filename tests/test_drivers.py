@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from gpuwizard import drivers, recipe
+from gpuwizard import commands, drivers, recipe
 from gpuwizard.catalog import stack as S
-
-MACHINES = {
-    "nvidia-tesla-t4": ("n1-standard-4", 1), "nvidia-tesla-v100": ("n1-standard-8", 1),
-    "nvidia-tesla-p100": ("n1-standard-8", 1), "nvidia-tesla-p4": ("n1-standard-8", 1),
-    "nvidia-tesla-k80": ("n1-standard-4", 1), "nvidia-l4": ("g2-standard-8", 1),
-    "nvidia-tesla-a100": ("a2-highgpu-1g", 1), "nvidia-h100-80gb": ("a3-highgpu-8g", 8),
-    "nvidia-b200": ("a4-highgpu-8g", 8),
-}
-
-
-def make_recipe(gpu: str = "nvidia-tesla-t4", image: str = "ubuntu-2204-lts", driver: str | None = "{}",
-                env: str | None = None, name: str = "t") -> recipe.Recipe:
-    """A gcp recipe from a few YAML fragments (driver/env given as flow mappings)."""
-    machine, count = MACHINES.get(gpu, ("n1-standard-4", 1))
-    text = textwrap.dedent(f"""\
-        version: 1
-        name: {name}
-        target:
-          gcp:
-            zones: [us-central1-a]
-            machine_type: {machine}
-            gpu: {{type: {gpu}, count: {count}}}
-            image: {image}
-        """)
-    if driver is not None:
-        text += f"driver: {driver}\n"
-    if env is not None:
-        text += f"env: {env}\n"
-    return recipe.loads(text)
+from tests.builders.drivers import make_recipe
 
 
 def messages(r: recipe.Recipe) -> list[str]:
@@ -153,5 +123,5 @@ def test_stack_data_is_consistent() -> None:
 
 
 def test_catalog_table_lists_every_gpu() -> None:
-    text = drivers.catalog_table()
+    text = commands.drivers_table()
     assert "R595" in text and "R580" in text and "snapshot" in text

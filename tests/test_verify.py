@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from gpuwizard import verify
-from tests.test_drivers import make_recipe
+from tests.builders.drivers import make_recipe
 
 DATA = pathlib.Path(__file__).parent / "data" / "nvidia_smi"
 
