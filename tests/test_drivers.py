@@ -125,3 +125,28 @@ def test_stack_data_is_consistent() -> None:
 def test_catalog_table_lists_every_gpu() -> None:
     text = commands.drivers_table()
     assert "R595" in text and "R580" in text and "snapshot" in text
+
+
+@pytest.mark.parametrize("image,driver,path,expect", [
+    ("debian-12", "{branch: '595'}", "driver.branch", "production branch (R595) does not install from NVIDIA's repository on Debian 12"),
+    ("debian-12", "{branch: '610'}", "driver.branch", "use branch '580'"),
+    ("ubuntu-2204-lts", "{branch: '610'}", "driver.branch", "new-feature branch (R610, CUDA 13.3) is not supported on Ubuntu 22.04"),
+    ("ubuntu-2204-lts", "{branch: '620', cuda: '13.3'}", "driver.cuda", "CUDA 13.3 does not install on Ubuntu 22.04"),
+])
+def test_check_refuses_branches_and_cuda_the_os_cannot_install(image: str, driver: str, path: str, expect: str) -> None:
+    got = messages(make_recipe("nvidia-tesla-t4", image, driver=driver))
+    assert any(m.startswith(path + ":") and expect in m for m in got), got
+
+
+def test_os_limits_cap_the_proposal_and_say_why() -> None:
+    st = drivers.propose("nvidia-tesla-t4", "debian-12")
+    assert (st.branch, st.cuda) == ("580", "13.0")
+    assert any("Debian 12" in n and "dkms" in n for n in st.notes)
+    assert drivers.propose("nvidia-tesla-t4", "ubuntu-2404-lts-amd64").branch == "595"
+    # what the wizard greys: a reason for refused choices, None for allowed ones
+    assert drivers.os_refusal("debian-12", branch="595")
+    assert drivers.os_refusal("debian-12", branch="580") is None
+    assert drivers.os_refusal("ubuntu-2204-lts", cuda="13.3")
+    assert drivers.os_refusal("ubuntu-2404-lts-amd64", branch="610") is None
+    for o in S.oses().values():
+        assert (o.branch_max is None) == (o.limit_source is None), o.key
