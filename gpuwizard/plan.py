@@ -75,16 +75,21 @@ class ProvisionSummary:
     spot: bool
     image: str
     disk_gb: int
-    hourly: float | None
+    hourly: float | None      # catalog.vm_price: machine + GPUs + boot disk; None: unknown
+    cost_assumes: str = ""    # what the figure assumes (region, model, disk, snapshot)
+    cost_unknown: str | None = None   # why there is no figure
 
     def lines(self) -> list[str]:
-        cost = f"~${self.hourly:.2f}/hour per VM" if self.hourly is not None else "price unknown"
-        total = f", ~${self.hourly * self.vms:.2f}/hour in all" if self.hourly is not None and self.vms > 1 else ""
+        if self.hourly is None:
+            cost = f"price unknown: {self.cost_unknown}"
+        else:
+            total = f", ~${self.hourly * self.vms:.2f}/hour in all" if self.vms > 1 else ""
+            cost = f"~${self.hourly:.2f}/hour per VM{total} ({self.cost_assumes})"
         model = "spot" if self.spot else "on-demand"
         return [
             f"create {self.vms} x {self.machine_type} with {self.gpu} ({model}), {self.image}, {self.disk_gb} GB disk",
             f"zones, tried in order: {', '.join(self.zones) or '(none)'}",
-            f"cost: {cost}{total} (catalog prices, us-central1; delete with `gpuwizard down`)",
+            f"cost: {cost}; delete with `gpuwizard down`",
         ]
 
 
@@ -93,6 +98,9 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
     if g is None:
         return None
     gpu = f"{g.gpu.count} x {g.gpu.type}" if g.gpu else "no GPU"
-    hourly = catalog.hourly_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot)
+    price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot,
+                             disk_gb=g.disk_gb, disk_type=g.disk_type,
+                             region=catalog.region_of(g.zones[0]) if g.zones else None)
     return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
-                            image=g.image, disk_gb=g.disk_gb, hourly=hourly)
+                            image=g.image, disk_gb=g.disk_gb, hourly=price.per_hour, cost_assumes=price.assumes,
+                            cost_unknown=price.why)

@@ -150,3 +150,9 @@ def test_os_limits_cap_the_proposal_and_say_why() -> None:
     assert drivers.os_refusal("ubuntu-2404-lts-amd64", branch="610") is None
     for o in S.oses().values():
         assert (o.branch_max is None) == (o.limit_source is None), o.key
+
+
+def test_tensorrt_11_is_known_with_cuda_13() -> None:
+    assert messages(make_recipe("nvidia-l4", "ubuntu-2404-lts-amd64", driver="{cuda: '13.2', tensorrt: '11'}")) == []
+    got = messages(make_recipe("nvidia-l4", "ubuntu-2404-lts-amd64", driver="{cuda: '12.8', tensorrt: '11'}"))
+    assert any("TensorRT 11 has no builds for CUDA 12.8" in m for m in got), got
