@@ -153,8 +153,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 if not (m.gpu_type == gpu_filter or (m.gpu_type is None and g and m.family in g.families)):
                     continue
             gpu = f"{m.gpu_count} x {m.gpu_type}" if m.gpu_type else "attach"
-            rows.append([m.name, m.vcpus, f"{m.memory_gb:g} GB", gpu, f"${m.price_hour:.2f}",
-                         f"${m.spot_price_hour:.2f}", "spot only" if m.spot_only else ""])
+            rows.append([m.name, m.vcpus, f"{m.memory_gb:g} GB", gpu, _dollars(m.price_hour),
+                         _dollars(m.spot_price_hour), "spot only" if m.spot_only else ""])
         print(table(["machine type", "vCPUs", "memory", "GPUs", "$/h", "spot $/h", ""], rows))
         _source(catalog.meta("machines"))
     elif args.what == "zones":
@@ -199,6 +199,10 @@ def drivers_table(gpu_filter: str | None = None) -> str:
     m = S.meta()
     out += f"\n\nsnapshot {m.get('snapshot')}; sources: " + "; ".join(m.get("sources", []))
     return out
+
+
+def _dollars(price: float | None) -> str:
+    return "unknown" if price is None else f"${price:.2f}"
 
 
 def _abbrev(zones: list[str]) -> str:
