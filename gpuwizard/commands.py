@@ -12,7 +12,7 @@ import sys
 import textwrap
 from typing import Any, Iterable
 
-from gpuwizard import catalog, drivers
+from gpuwizard import catalog, drivers, exit_codes
 from gpuwizard.catalog import stack as S
 from gpuwizard.recipe import RecipeError
 
@@ -132,7 +132,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         g = catalog.gpu(args.gpu) or catalog.gpu_by_label(args.gpu)
         if g is None:
             _stderr(f"gpuwizard: unknown GPU {args.gpu!r}; known: {', '.join(catalog.gpus())}")
-            return EXIT_USAGE
+            return exit_codes.USAGE
         gpu_filter = g.name
     if args.what == "gpus":
         rows = []
@@ -179,7 +179,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print("\nStart from one: gpuwizard new --from NAME -o my.yaml   (or copy the file)")
     elif args.what == "drivers":
         print(drivers_table(gpu_filter))
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def drivers_table(gpu_filter: str | None = None) -> str:

@@ -11,6 +11,7 @@ it verbatim, so the parser the tests exercise is the parser that runs on the hos
 it free of gpuwizard imports (the host has no gpuwizard).
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -236,9 +237,7 @@ _WAITABLE = ("nvidia-smi is not installed", "cannot talk to the NVIDIA kernel mo
 
 def main(argv: List[str]) -> int:
     """Run the checks on the host; argv: expected JSON [, environment python]."""
-    import json as _json
-
-    expected = _json.loads(argv[0])
+    expected = json.loads(argv[0])
     python = argv[1] if len(argv) > 1 else ""
     report: dict = {"ok": False}
     if expected.get("wait_for_driver"):
@@ -250,12 +249,12 @@ def main(argv: List[str]) -> int:
     except NvidiaSmiError as exc:
         report["error"] = str(exc)
         report["nvidia_smi"] = exc.output[-2000:]
-        print(_json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
         print("verify: " + str(exc), file=sys.stderr)
         return 1
     except ValueError as exc:
         report["error"] = f"{exc}; nvidia-smi said: {(query.stdout + banner.stdout).strip()[-500:]}"
-        print(_json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
         print("verify: " + report["error"], file=sys.stderr)
         return 1
     report["gpus"] = [asdict(g) for g in gpus]
@@ -268,14 +267,14 @@ def main(argv: List[str]) -> int:
     if expected.get("torch") and python:
         out = _run([python, "-c", TORCH_PROBE])
         try:
-            torch = _json.loads(out.stdout.strip().splitlines()[-1])
+            torch = json.loads(out.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             torch = {"error": out.stdout.strip()[-500:] or f"exit {out.returncode}"}
         report["torch"] = torch
     diffs = compare(expected, gpus, nvcc, torch)
     report["ok"] = not diffs
     report["differences"] = diffs
-    print(_json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
     for d in diffs:
         print("verify: " + d, file=sys.stderr)
     return 1 if diffs else 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from gpuwizard import catalog
+from gpuwizard import catalog, commands
 
 
 @pytest.mark.parametrize("name", ["gpus", "machines", "zones", "images"])
@@ -103,3 +105,9 @@ def test_every_disk_type_a_family_offers_has_a_price() -> None:
     for name in catalog.data("machines")["families"]:
         for disk in catalog.family(name)["disks"]:
             assert disk in prices, (name, disk)
+
+
+def test_catalog_machines_says_unknown_for_unknown_prices(capsys: pytest.CaptureFixture[str]) -> None:
+    assert commands.cmd_catalog(argparse.Namespace(what="machines", gpu="b200")) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("a4-highgpu-8g")][0]
+    assert row.split()[-2:] == ["unknown", "unknown"]

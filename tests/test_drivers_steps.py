@@ -98,3 +98,32 @@ def test_pin_preferences_parse_as_apt_preferences(tmp_path: pathlib.Path) -> Non
                         "-o", f"Dir::Cache={tmp_path}", "-o", f"Dir::State::lists={empty}", "policy"],
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0 and "E:" not in r.stderr and "W:" not in r.stderr, r.stderr
+
+
+def _run_secure_boot(tmp_path: pathlib.Path, os_id: str, signed: set[str]) -> subprocess.CompletedProcess[str]:
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "mokutil").write_text("#!/bin/sh\necho 'SecureBoot enabled'\n")
+    cases = " ".join(f'"{p}"' for p in signed) or '"none"'
+    (bin_ / "apt-cache").write_text(f'#!/bin/sh\nfor p in {cases}; do [ "$2" = "$p" ] && exit 0; done\nexit 100\n')
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    run = _step("driver.secureboot", gpu="nvidia-tesla-t4", driver="{branch: '580', flavor: open}").run
+    run = run.replace(". /etc/os-release", f"ID={os_id}")
+    return subprocess.run(["bash", "--norc", "--noprofile", "-euo", "pipefail", "-c", run], capture_output=True,
+                          text=True, env={"PATH": f"{bin_}:/usr/bin:/bin"}, timeout=60, check=False)
+
+
+def test_secure_boot_names_canonicals_signed_modules_when_ubuntu_has_them(tmp_path: pathlib.Path) -> None:
+    r = _run_secure_boot(tmp_path, "ubuntu", {"linux-modules-nvidia-580-open-gcp"})
+    assert r.returncode == 1
+    assert "Canonical's signed prebuilt module for this kernel (linux-modules-nvidia-580-open-gcp)" in r.stderr
+    assert "ubuntu-drivers install --gpgpu nvidia:580-server-open" in r.stderr
+    assert "--no-shielded-secure-boot" in r.stderr          # ... and the other route
+
+
+def test_secure_boot_without_signed_modules_says_both_other_routes(tmp_path: pathlib.Path) -> None:
+    r = _run_secure_boot(tmp_path, "debian", {"linux-modules-nvidia-580-open-gcp"})
+    assert r.returncode == 1
+    assert "--no-shielded-secure-boot" in r.stderr and "Deep Learning VM image" in r.stderr
+    assert "linux-modules-nvidia-580-server-open-gcp or linux-modules-nvidia-580-open-gcp is not available" in r.stderr

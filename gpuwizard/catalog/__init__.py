@@ -13,14 +13,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 _DIR = os.path.dirname(__file__)
 
 
 @functools.lru_cache(maxsize=None)
 def data(name: str) -> dict[str, Any]:
     """The parsed data file ``name`` (without ``.yaml``)."""
-    import yaml
-
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(os.path.join(_DIR, f"{name}.yaml"), encoding="utf-8") as fh:
         return yaml.load(fh, Loader=loader)

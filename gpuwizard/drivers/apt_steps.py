@@ -19,14 +19,36 @@ from gpuwizard.steps import Step
 
 SECURE_BOOT_MESSAGE = (
     "Secure Boot is on: the kernel will refuse the NVIDIA module that DKMS builds ('Key was rejected by "
-    "service'). Stop the VM and run: gcloud compute instances update NAME --zone ZONE --no-shielded-secure-boot "
-    "(then start it and re-run), or use a Deep Learning VM image, or an image built by Google's cuda_installer "
-    "build_image whose signing key is enrolled in the UEFI db.")
+    "service').")
+_SB_OFF = ("turn Secure Boot off: stop the VM, run gcloud compute instances update NAME --zone ZONE "
+           "--no-shielded-secure-boot, start it and re-run")
 
 _SB_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 
-def _secure_boot_step() -> Step:
+def signed_module_packages(branch: str, flavor: str) -> list[str]:
+    """Canonical-signed prebuilt NVIDIA modules for Ubuntu's gcp kernel (from
+    linux-restricted-modules-gcp; docs/facts/realworld-sources.md), server builds first."""
+    o = "-open" if flavor == "open" else ""
+    return [f"linux-modules-nvidia-{branch}-server{o}-gcp", f"linux-modules-nvidia-{branch}{o}-gcp"]
+
+
+def secure_boot_routes(branch: str, flavor: str) -> tuple[str, str]:
+    """(message when Canonical's signed modules exist for the branch, message when they do not).
+    ``$signed`` in the first is the package found on the host."""
+    keep = (f"keep Secure Boot with Canonical's signed prebuilt module for this kernel ($signed): on the VM run "
+            f"sudo ubuntu-drivers install --gpgpu nvidia:{branch}-server{'-open' if flavor == 'open' else ''}, "
+            "then set driver: preinstalled in the recipe and re-run")
+    found = f"{SECURE_BOOT_MESSAGE} Two routes: (1) {keep}; (2) {_SB_OFF}."
+    probed = " or ".join(signed_module_packages(branch, flavor))
+    missing = (f"{SECURE_BOOT_MESSAGE} Two routes: (1) {_SB_OFF}; (2) an image whose modules are signed: a Deep "
+               f"Learning VM image, or Ubuntu with a branch Canonical signs ({probed} is not available here).")
+    return found, missing
+
+
+def _secure_boot_step(branch: str, flavor: str) -> Step:
+    found, missing = secure_boot_routes(branch, flavor)
+    before, after = found.split("$signed")
     run = script(
         "state='Secure Boot state unknown (no EFI variables)'",
         "if command -v mokutil >/dev/null 2>&1; then",
@@ -40,7 +62,21 @@ def _secure_boot_step() -> Step:
         "fi",
         'echo "Secure Boot: $state"',
         'case "$state" in',
-        f"  *'SecureBoot enabled'*) echo {q(SECURE_BOOT_MESSAGE)} >&2; exit 1 ;;",
+        "  *'SecureBoot enabled'*)",
+        "    # Ubuntu signs prebuilt NVIDIA modules for its gcp kernel: say so when they exist for the branch",
+        "    signed=''",
+        "    # shellcheck source=/dev/null",
+        '    if [ "$(. /etc/os-release && echo "${ID:-}")" = ubuntu ]; then',
+        "      for p in " + " ".join(q(p) for p in signed_module_packages(branch, flavor)) + "; do",
+        '        if apt-cache show "$p" >/dev/null 2>&1; then signed=$p; break; fi',
+        "      done",
+        "    fi",
+        '    if [ -n "$signed" ]; then',
+        f'      echo {q(before)}"$signed"{q(after)} >&2',
+        "    else",
+        f"      echo {q(missing)} >&2",
+        "    fi",
+        "    exit 1 ;;",
         "esac",
     )
     check = "nvidia-smi -L 2>/dev/null | grep UUID >/dev/null\n"
@@ -320,8 +356,9 @@ def steps(recipe: Recipe) -> list[Step]:
     if branch is None:
         raise ValueError(f"driver branch {st.branch!r} is not in the catalog; run `gpuwizard validate`")
     _, osinfo = os_of(recipe_image(recipe))
-    out = [_secure_boot_step(), _prereqs_step(osinfo), _repo_step(osinfo), _pin_step(branch),
-           _install_step(branch, st.flavor or default_flavor(branch, None)), _hold_step()]
+    flavor = st.flavor or default_flavor(branch, None)
+    out = [_secure_boot_step(branch.name, flavor), _prereqs_step(osinfo), _repo_step(osinfo), _pin_step(branch),
+           _install_step(branch, flavor), _hold_step()]
     if st.cuda:
         out += [_toolkit_step(st.cuda), _profile_step(st.cuda)]
         if st.cudnn:
