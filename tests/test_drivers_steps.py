@@ -4,8 +4,9 @@ the cuda-keyring checksum and the branch pin (the chroot test runs them against 
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
+import re
+import shutil
 import subprocess
 
 import pytest
@@ -85,19 +86,58 @@ def test_older_branches_pin_to_nvidias_repository_only() -> None:
     assert "Pin: origin developer.download.nvidia.com" in pin.run and "Pin: release o=Ubuntu" in pin.run
 
 
-def test_pin_preferences_parse_as_apt_preferences(tmp_path: pathlib.Path) -> None:
-    """apt itself reads the file (no repository needed): a syntax slip would fail here."""
-    if not os.path.exists("/usr/bin/apt-cache"):
-        pytest.skip("apt is not installed")
-    prefs = tmp_path / "prefs"
-    prefs.write_text(drivers.apt_steps.pin_preferences("570"))
-    empty = tmp_path / "empty.d"
-    empty.mkdir()
-    r = subprocess.run(["apt-cache", "-o", f"Dir::Etc::preferences={prefs}", "-o", f"Dir::Etc::preferencesparts={empty}",
-                        "-o", f"Dir::Etc::sourceparts={empty}", "-o", f"Dir::Etc::sourcelist={tmp_path / 'none'}",
-                        "-o", f"Dir::Cache={tmp_path}", "-o", f"Dir::State::lists={empty}", "policy"],
-                       capture_output=True, text=True, timeout=60, check=False)
-    assert r.returncode == 0 and "E:" not in r.stderr and "W:" not in r.stderr, r.stderr
+PKG = "Package: {name}\nVersion: {version}\nArchitecture: amd64\nFilename: ./x.deb\nSize: 1\nDescription: x\n\n"
+
+
+def _policy(tmp_path: pathlib.Path, preferences: str, repos: dict[str, list[tuple[str, str]]], pkg: str) -> str:
+    """apt's own answer (apt-cache policy) for ``pkg`` given flat repositories by Origin and a
+    preferences file: real apt, throwaway state dirs, no root, no network."""
+    lines = []
+    for origin, pkgs in repos.items():
+        repo = tmp_path / f"repo-{origin}"
+        repo.mkdir()
+        (repo / "Packages").write_text("".join(PKG.format(name=n, version=v) for n, v in pkgs))
+        (repo / "Release").write_text(f"Origin: {origin}\nLabel: {origin}\nArchitectures: amd64\n")
+        lines.append(f"deb [trusted=yes] file:{repo} ./\n")
+    etc, lists, cache = tmp_path / "etc", tmp_path / "lists", tmp_path / "cache"
+    for d in (etc / "parts", lists / "partial", cache / "archives" / "partial"):
+        d.mkdir(parents=True)
+    (etc / "sources.list").write_text("".join(lines))
+    (etc / "preferences").write_text(preferences)
+    opts = []
+    for k, v in {"Dir::Etc::sourcelist": etc / "sources.list", "Dir::Etc::sourceparts": etc / "parts",
+                 "Dir::Etc::preferences": etc / "preferences", "Dir::Etc::preferencesparts": etc / "parts",
+                 "Dir::State::lists": lists, "Dir::Cache": cache, "Dir::State::status": "/dev/null",
+                 "Debug::NoLocking": "1", "APT::Architecture": "amd64"}.items():
+        opts += ["-o", f"{k}={v}"]
+    up = subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True, timeout=120, check=False)
+    assert up.returncode == 0, up.stderr
+    r = subprocess.run(["apt-cache", *opts, "policy", pkg], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0 and "W: " not in r.stderr, r.stderr
+    return r.stdout
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt is not installed (Debian/Ubuntu only)")
+def test_origin_pin_keeps_the_os_archives_same_named_packages_out(tmp_path: pathlib.Path) -> None:
+    """Ubuntu's archive has libnvidia-compute-570 at a higher version than NVIDIA's repository:
+    a version glob alone (the old pin) gives both 1001 and apt takes Ubuntu's; the pin fences
+    the OS archive off first, so NVIDIA's wins."""
+    repos = {"Ubuntu": [("libnvidia-compute-570", "570.200.01-0ubuntu0.22.04.1")],
+             "NVIDIA": [("libnvidia-compute-570", "570.195.03-0ubuntu1"),
+                        ("libnvidia-compute-580", "580.95.05-0ubuntu1")]}
+    out = _policy(tmp_path, drivers.apt_steps.pin_preferences("570"), repos, "libnvidia-compute-570")
+    assert "Candidate: 570.195.03-0ubuntu1" in out, out
+    assert re.search(r"570\.200\.01-0ubuntu0\.22\.04\.1 -1\n", out), out
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt is not installed (Debian/Ubuntu only)")
+def test_a_version_glob_alone_would_pick_the_os_archive(tmp_path: pathlib.Path) -> None:
+    """The defect the origin pin fixes, shown with apt itself (guards the test above)."""
+    globs = " ".join(drivers.apt_steps._HOLD_GLOBS)
+    old = f"Package: {globs}\nPin: version 570.*\nPin-Priority: 1001\n"
+    repos = {"Ubuntu": [("libnvidia-compute-570", "570.200.01-0ubuntu0.22.04.1")],
+             "NVIDIA": [("libnvidia-compute-570", "570.195.03-0ubuntu1")]}
+    assert "Candidate: 570.200.01-0ubuntu0.22.04.1" in _policy(tmp_path, old, repos, "libnvidia-compute-570")
 
 
 def _run_secure_boot(tmp_path: pathlib.Path, os_id: str, signed: set[str]) -> subprocess.CompletedProcess[str]:
