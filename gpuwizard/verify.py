@@ -59,7 +59,9 @@ def expected(recipe: Recipe) -> dict:
     if recipe.env is not None and recipe.env.torch:
         idx = recipe.env.torch_index or st.torch_index
         out["torch"] = {"version": recipe.env.torch, "index": idx}
-    if st.preinstalled:
+    if st.preinstalled and recipe.target.gcp is not None:
+        # a VM gpuwizard just created may still be installing its driver at first boot
+        # (Deep Learning VM images with install-nvidia-driver=True); an existing host is not
         out["wait_for_driver"] = {"timeout": DRIVER_WAIT_S, "interval": 15, "say_every": 60}
     return out
 

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from gpuwizard import recipe as R
 from gpuwizard import verify
 from tests.builders.drivers import make_recipe
 
@@ -206,6 +207,8 @@ def test_verify_is_not_retried_and_waits_only_for_preinstalled_drivers() -> None
     (step,) = verify.steps(dlvm)
     assert step.retries == 0 and verify.expected(dlvm)["wait_for_driver"]["timeout"] == verify.DRIVER_WAIT_S
     assert step.timeout > verify.DRIVER_WAIT_S and "first-boot" in step.title
+    ssh = R.loads("version: 1\nname: t\ntarget: {ssh: {hosts: ['u@h']}}\ndriver: preinstalled\n")
+    assert "wait_for_driver" not in verify.expected(ssh)   # an existing host has no first boot to wait for
 
 
 def test_remote_program_is_the_probe_module_and_stdlib_only() -> None:
