@@ -140,30 +140,67 @@ def test_a_version_glob_alone_would_pick_the_os_archive(tmp_path: pathlib.Path) 
     assert "Candidate: 570.200.01-0ubuntu0.22.04.1" in _policy(tmp_path, old, repos, "libnvidia-compute-570")
 
 
-def _run_secure_boot(tmp_path: pathlib.Path, os_id: str, signed: set[str]) -> subprocess.CompletedProcess[str]:
+def _host_with_secure_boot(tmp_path: pathlib.Path, sb: str, available: set[str]) -> tuple[dict[str, str], pathlib.Path]:
+    """PATH with mokutil (saying ``sb``), apt-cache (knowing ``available``) and a recording apt-get."""
     bin_ = tmp_path / "bin"
     bin_.mkdir()
-    (bin_ / "mokutil").write_text("#!/bin/sh\necho 'SecureBoot enabled'\n")
-    cases = " ".join(f'"{p}"' for p in signed) or '"none"'
-    (bin_ / "apt-cache").write_text(f'#!/bin/sh\nfor p in {cases}; do [ "$2" = "$p" ] && exit 0; done\nexit 100\n')
+    (bin_ / "mokutil").write_text(f"#!/bin/sh\necho {sb!r}\n")
+    known = " ".join(f'"{p}"' for p in available) or '"none"'
+    (bin_ / "apt-cache").write_text(f'#!/bin/sh\nfor p in {known}; do [ "$2" = "$p" ] && exit 0; done\nexit 100\n')
+    (bin_ / "apt-get").write_text(STUB)
     for f in bin_.iterdir():
         f.chmod(0o755)
-    run = _step("driver.secureboot", gpu="nvidia-tesla-t4", driver="{branch: '580', flavor: open}").run
-    run = run.replace(". /etc/os-release", f"ID={os_id}")
-    return subprocess.run(["bash", "--norc", "--noprofile", "-euo", "pipefail", "-c", run], capture_output=True,
-                          text=True, env={"PATH": f"{bin_}:/usr/bin:/bin"}, timeout=60, check=False)
+    calls = tmp_path / "calls"
+    calls.touch()
+    return {"PATH": f"{bin_}:/usr/bin:/bin", "CALLS": str(calls)}, calls
 
 
-def test_secure_boot_names_canonicals_signed_modules_when_ubuntu_has_them(tmp_path: pathlib.Path) -> None:
-    r = _run_secure_boot(tmp_path, "ubuntu", {"linux-modules-nvidia-580-open-gcp"})
+def _bash(script: str, env: dict[str, str], os_id: str = "ubuntu") -> subprocess.CompletedProcess[str]:
+    script = script.replace(". /etc/os-release", f"ID={os_id}")
+    return subprocess.run(["bash", "--norc", "--noprofile", "-euo", "pipefail", "-c", script], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+
+
+SIGNED_580_OPEN = {"linux-modules-nvidia-580-server-open-gcp", "nvidia-headless-no-dkms-580-server-open",
+                   "nvidia-utils-580-server"}
+
+
+def _driver_steps(branch: str) -> dict[str, object]:
+    r = make_recipe("nvidia-tesla-t4", driver=f"{{branch: '{branch}', flavor: open}}")
+    return {s.id: s for s in drivers.steps(r)}
+
+
+def test_secure_boot_on_ubuntu_uses_canonicals_signed_modules(tmp_path: pathlib.Path) -> None:
+    env, calls = _host_with_secure_boot(tmp_path, "SecureBoot enabled", SIGNED_580_OPEN)
+    steps = _driver_steps("580")
+    sb = _bash(steps["driver.secureboot"].run, env)
+    assert sb.returncode == 0, sb.stderr
+    assert "using Canonical's signed prebuilt modules" in sb.stdout
+    install = _bash(steps["driver.install"].run, env)
+    assert install.returncode == 0, install.stderr
+    line = [c for c in calls.read_text().splitlines() if " install " in c][-1]
+    assert line.endswith("install linux-modules-nvidia-580-server-open-gcp nvidia-headless-no-dkms-580-server-open "
+                         "nvidia-utils-580-server")
+    assert "nvidia-open-580" not in calls.read_text()
+
+
+def test_secure_boot_off_installs_nvidias_driver(tmp_path: pathlib.Path) -> None:
+    env, calls = _host_with_secure_boot(tmp_path, "SecureBoot disabled", SIGNED_580_OPEN)
+    steps = _driver_steps("580")
+    assert _bash(steps["driver.secureboot"].run, env).returncode == 0
+    assert _bash(steps["driver.install"].run, env).returncode == 0
+    assert calls.read_text().splitlines()[-1].endswith("install nvidia-open-580")
+
+
+@pytest.mark.parametrize("os_id,branch,available,why", [
+    ("ubuntu", "580", SIGNED_580_OPEN - {"linux-modules-nvidia-580-server-open-gcp"},
+     "(linux-modules-nvidia-580-server-open-gcp) are not available on this host"),
+    ("debian", "580", SIGNED_580_OPEN, "are not available on this host"),
+    ("ubuntu", "570", {"linux-modules-nvidia-570-server-open-gcp"}, "only for R580 and newer"),
+])
+def test_secure_boot_without_a_signed_route_says_both_routes(tmp_path: pathlib.Path, os_id: str, branch: str,
+                                                             available: set[str], why: str) -> None:
+    env, _ = _host_with_secure_boot(tmp_path, "SecureBoot enabled", available)
+    r = _bash(_driver_steps(branch)["driver.secureboot"].run, env, os_id)
     assert r.returncode == 1
-    assert "Canonical's signed prebuilt module for this kernel (linux-modules-nvidia-580-open-gcp)" in r.stderr
-    assert "ubuntu-drivers install --gpgpu nvidia:580-server-open" in r.stderr
-    assert "--no-shielded-secure-boot" in r.stderr          # ... and the other route
-
-
-def test_secure_boot_without_signed_modules_says_both_other_routes(tmp_path: pathlib.Path) -> None:
-    r = _run_secure_boot(tmp_path, "debian", {"linux-modules-nvidia-580-open-gcp"})
-    assert r.returncode == 1
-    assert "--no-shielded-secure-boot" in r.stderr and "Deep Learning VM image" in r.stderr
-    assert "linux-modules-nvidia-580-server-open-gcp or linux-modules-nvidia-580-open-gcp is not available" in r.stderr
+    assert "--no-shielded-secure-boot" in r.stderr and "Deep Learning VM image" in r.stderr and why in r.stderr

@@ -25,63 +25,83 @@ _SB_OFF = ("turn Secure Boot off: stop the VM, run gcloud compute instances upda
 
 _SB_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
+_SB_STATE = f"""sb_state() {{  # what mokutil (or the EFI variable) says about Secure Boot
+  if command -v mokutil >/dev/null 2>&1; then
+    mokutil --sb-state 2>&1 || true
+  elif [ -r {_SB_VAR} ]; then
+    if [ "$(od -An -t u1 -j 4 -N 1 {_SB_VAR} | tr -d ' ')" = 1 ]; then
+      echo 'SecureBoot enabled'
+    else
+      echo 'SecureBoot disabled'
+    fi
+  else
+    echo 'Secure Boot state unknown (no EFI variables)'
+  fi
+}}
+"""
+
 
 def signed_module_packages(branch: str, flavor: str) -> list[str]:
-    """Canonical-signed prebuilt NVIDIA modules for Ubuntu's gcp kernel (from
-    linux-restricted-modules-gcp; docs/facts/realworld-sources.md), server builds first."""
+    """Ubuntu's Secure Boot route for a branch: Canonical's signed prebuilt module for the gcp
+    kernel (from linux-restricted-modules-gcp; docs/facts/realworld-sources.md) and the
+    Ubuntu archive's matching DKMS-free driver, the set ``ubuntu-drivers install --gpgpu``
+    installs. The ``-server`` builds: their names never collide with NVIDIA's repository."""
     o = "-open" if flavor == "open" else ""
-    return [f"linux-modules-nvidia-{branch}-server{o}-gcp", f"linux-modules-nvidia-{branch}{o}-gcp"]
+    return [f"linux-modules-nvidia-{branch}-server{o}-gcp", f"nvidia-headless-no-dkms-{branch}-server{o}",
+            f"nvidia-utils-{branch}-server"]
 
 
-def secure_boot_routes(branch: str, flavor: str) -> tuple[str, str]:
-    """(message when Canonical's signed modules exist for the branch, message when they do not).
-    ``$signed`` in the first is the package found on the host."""
-    keep = (f"keep Secure Boot with Canonical's signed prebuilt module for this kernel ($signed): on the VM run "
-            f"sudo ubuntu-drivers install --gpgpu nvidia:{branch}-server{'-open' if flavor == 'open' else ''}, "
-            "then set driver: preinstalled in the recipe and re-run")
-    found = f"{SECURE_BOOT_MESSAGE} Two routes: (1) {keep}; (2) {_SB_OFF}."
-    probed = " or ".join(signed_module_packages(branch, flavor))
-    missing = (f"{SECURE_BOOT_MESSAGE} Two routes: (1) {_SB_OFF}; (2) an image whose modules are signed: a Deep "
-               f"Learning VM image, or Ubuntu with a branch Canonical signs ({probed} is not available here).")
-    return found, missing
+def _signed_route(branch: S.Branch, flavor: str) -> str:
+    """Bash ``signed_route``: prints the Canonical-signed package set when Secure Boot is on,
+    the host runs Ubuntu and the archive has every package for the branch; else nothing.
+    Only for branches NVIDIA pins with its own package (R580 on): the apt preferences pin of
+    older branches fences the Ubuntu archive's driver packages off."""
+    if not branch.pin_package:
+        return "signed_route() { :; }\n"
+    pkgs = " ".join(q(p) for p in signed_module_packages(branch.name, flavor))
+    return (_SB_STATE + "signed_route() {\n"
+            "  case \"$(sb_state)\" in *'SecureBoot enabled'*) ;; *) return 0 ;; esac\n"
+            "  # shellcheck source=/dev/null\n"
+            '  [ "$(. /etc/os-release && echo "${ID:-}")" = ubuntu ] || return 0\n'
+            f"  local p pkgs=({pkgs})\n"
+            '  for p in "${pkgs[@]}"; do apt-cache show "$p" >/dev/null 2>&1 || return 0; done\n'
+            '  echo "${pkgs[*]}"\n'
+            "}\n")
 
 
-def _secure_boot_step(branch: str, flavor: str) -> Step:
-    found, missing = secure_boot_routes(branch, flavor)
-    before, after = found.split("$signed")
+def secure_boot_message(branch: S.Branch, flavor: str) -> str:
+    """What to do when Secure Boot is on and no signed route applies: both routes."""
+    if branch.pin_package:
+        why = (f"Canonical's signed modules for R{branch.name} ("
+               f"{signed_module_packages(branch.name, flavor)[0]}) are not available on this host")
+    else:
+        why = f"gpuwizard uses Canonical's signed modules only for R580 and newer (R{branch.name} is pinned to NVIDIA's repository)"
+    return (f"{SECURE_BOOT_MESSAGE} Two routes: (1) {_SB_OFF}; (2) keep Secure Boot with signed modules: an "
+            f"Ubuntu image and a branch Canonical signs (R580 or newer), or a Deep Learning VM image; {why}.")
+
+
+def _secure_boot_step(branch: S.Branch, flavor: str) -> Step:
     run = script(
-        "state='Secure Boot state unknown (no EFI variables)'",
-        "if command -v mokutil >/dev/null 2>&1; then",
-        "  state=$(mokutil --sb-state 2>&1 || true)",
-        f"elif [ -r {_SB_VAR} ]; then",
-        f'  if [ "$(od -An -t u1 -j 4 -N 1 {_SB_VAR} | tr -d \' \')" = 1 ]; then',
-        "    state='SecureBoot enabled'",
-        "  else",
-        "    state='SecureBoot disabled'",
-        "  fi",
-        "fi",
+        APT, _signed_route(branch, flavor),
+        _SB_STATE if not branch.pin_package else "",
+        'state=$(sb_state)',
         'echo "Secure Boot: $state"',
         'case "$state" in',
         "  *'SecureBoot enabled'*)",
-        "    # Ubuntu signs prebuilt NVIDIA modules for its gcp kernel: say so when they exist for the branch",
-        "    signed=''",
-        "    # shellcheck source=/dev/null",
-        '    if [ "$(. /etc/os-release && echo "${ID:-}")" = ubuntu ]; then',
-        "      for p in " + " ".join(q(p) for p in signed_module_packages(branch, flavor)) + "; do",
-        '        if apt-cache show "$p" >/dev/null 2>&1; then signed=$p; break; fi',
-        "      done",
-        "    fi",
-        '    if [ -n "$signed" ]; then',
-        f'      echo {q(before)}"$signed"{q(after)} >&2',
+        "    # Ubuntu's archive lists may be empty on a fresh image: refresh them before asking",
+        "    apt_get update >/dev/null",
+        '    route=$(signed_route)',
+        '    if [ -n "$route" ]; then',
+        "      echo \"using Canonical's signed prebuilt modules (the driver step installs: $route)\"",
         "    else",
-        f"      echo {q(missing)} >&2",
-        "    fi",
-        "    exit 1 ;;",
+        f"      echo {q(secure_boot_message(branch, flavor))} >&2",
+        "      exit 1",
+        "    fi ;;",
         "esac",
     )
     check = "nvidia-smi -L 2>/dev/null | grep UUID >/dev/null\n"
     return Step(id="driver.secureboot", title="Check Secure Boot (unsigned NVIDIA modules would be refused)",
-                run=run, check=check, sudo=False, timeout=60, phase="driver")
+                run=run, check=check, sudo=True, timeout=300, phase="driver")
 
 
 def _prereqs_step(osinfo: S.OsInfo | None) -> Step:
@@ -212,16 +232,34 @@ def _pin_step(branch: S.Branch) -> Step:
 def _install_step(branch: S.Branch, flavor: str) -> Step:
     pkgs = S.driver_packages(branch, flavor)
     words = " ".join(q(p) for p in pkgs)
-    run = script(APT, f"apt_get install {words}")
+    run = script(
+        APT, _signed_route(branch, flavor),
+        "route=$(signed_route)",
+        'if [ -n "$route" ]; then',
+        "  # Secure Boot on Ubuntu: Canonical's signed module + the archive's DKMS-free driver",
+        "  read -r -a signed <<<\"$route\"",
+        '  apt_get install "${signed[@]}"',
+        "else",
+        f"  apt_get install {words}",
+        "fi",
+    )
     check = script(
-        INSTALLED, VERSION_OF,
-        f"installed {words}",
-        f"v=$(version_of {q(pkgs[0])})",
+        INSTALLED, VERSION_OF, _signed_route(branch, flavor),
+        "route=$(signed_route)",
+        'if [ -n "$route" ]; then',
+        "  read -r -a signed <<<\"$route\"",
+        '  installed "${signed[@]}"',
+        "  pkg=${signed[1]}",
+        "else",
+        f"  installed {words}",
+        f"  pkg={q(pkgs[0])}",
+        "fi",
+        'v=$(version_of "$pkg")',
         'case "$v" in',
         f"  {branch.name}.*|*:{branch.name}.*) ;;",
-        f'  *) echo "{pkgs[0]} is $v, not branch {branch.name}" >&2; exit 1 ;;',
+        f'  *) echo "$pkg is $v, not branch {branch.name}" >&2; exit 1 ;;',
         "esac",
-        "# the module is built for the running kernel",
+        "# the module is built (or, signed, installed) for the running kernel",
         'modinfo -k "$(uname -r)" nvidia >/dev/null 2>&1',
     )
     return Step(id="driver.install", title=f"NVIDIA driver R{branch.name} ({flavor} kernel modules; reboots)",
@@ -232,7 +270,7 @@ def _hold_step() -> Step:
     globs = " ".join(q(g) for g in _HOLD_GLOBS)
     collect = script(
         INSTALLED, MATCHING, KFLAVOR,
-        f"mapfile -t pkgs < <(installed_matching {globs})",
+        f"mapfile -t pkgs < <(installed_matching {globs} 'linux-modules-nvidia-*')",
         'for k in "linux-image-$(uname -r)" "linux-headers-$(uname -r)" "linux-image-$kflavor" "linux-headers-$kflavor"; do',
         '  if installed "$k"; then pkgs+=("$k"); fi',
         "done",
@@ -357,7 +395,7 @@ def steps(recipe: Recipe) -> list[Step]:
         raise ValueError(f"driver branch {st.branch!r} is not in the catalog; run `gpuwizard validate`")
     _, osinfo = os_of(recipe_image(recipe))
     flavor = st.flavor or default_flavor(branch, None)
-    out = [_secure_boot_step(branch.name, flavor), _prereqs_step(osinfo), _repo_step(osinfo), _pin_step(branch),
+    out = [_secure_boot_step(branch, flavor), _prereqs_step(osinfo), _repo_step(osinfo), _pin_step(branch),
            _install_step(branch, flavor), _hold_step()]
     if st.cuda:
         out += [_toolkit_step(st.cuda), _profile_step(st.cuda)]
