@@ -25,7 +25,7 @@ from gpuwizard.catalog import stack as S
 from gpuwizard.recipe import Recipe
 from gpuwizard.shell import q, qpath
 from gpuwizard.probe_gpu import (GpuInfo, NvidiaSmiError, compare, parse_nvcc,  # noqa: F401 (re-exported)
-                                 parse_nvidia_smi, wait_for_driver)
+                                 parse_nvidia_smi)
 from gpuwizard.steps import Step
 
 #: How long the probe waits for a first-boot driver install (Deep Learning VM images

@@ -5,7 +5,8 @@ Three jobs, one module each, all driven by ``catalog/stack.yaml``:
 
 * :mod:`.choice` -- :func:`propose` / :func:`resolve`: the stack for a GPU and image.
 * :mod:`.check` -- :func:`check`: the recipe's explicit choices, as located problems.
-* :mod:`.apt_steps` (with the shared bash in :mod:`.bash`) -- :func:`steps`.
+* :mod:`.apt_steps` (with the shared bash in :mod:`.bash` and Secure Boot in
+  :mod:`.secureboot`) -- :func:`steps`.
 
 Deep Learning VM images (and ``driver: preinstalled``) install nothing here; the
 verification step (:mod:`gpuwizard.verify`) checks what the image brought. This package
@@ -14,10 +15,11 @@ re-exports the names screens, validate and the planner use.
 
 from __future__ import annotations
 
-from gpuwizard.drivers.apt_steps import PROFILE_FILE, SECURE_BOOT_MESSAGE, cuda_profile, steps
+from gpuwizard.drivers.apt_steps import PROFILE_FILE, cuda_profile, steps
 from gpuwizard.drivers.check import check
 from gpuwizard.drivers.choice import (Stack, branch_supports, choose_index, cudnn_prefix, default_flavor,
                                       is_verify_only, os_refusal, propose, resolve, tensorrt_prefix)
+from gpuwizard.drivers.secureboot import SECURE_BOOT_MESSAGE
 
 __all__ = ["PROFILE_FILE", "SECURE_BOOT_MESSAGE", "Stack", "branch_supports", "check", "choose_index",
            "cuda_profile", "cudnn_prefix", "default_flavor", "is_verify_only", "os_refusal",
