@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import pathlib
+
 import pytest
 
-from gpuwizard import commands, drivers, recipe
+from gpuwizard import commands, drivers, plan, recipe
 from gpuwizard.catalog import stack as S
 from tests.builders.drivers import make_recipe
 
@@ -156,3 +159,39 @@ def test_tensorrt_11_is_known_with_cuda_13() -> None:
     assert messages(make_recipe("nvidia-l4", "ubuntu-2404-lts-amd64", driver="{cuda: '13.2', tensorrt: '11'}")) == []
     got = messages(make_recipe("nvidia-l4", "ubuntu-2404-lts-amd64", driver="{cuda: '12.8', tensorrt: '11'}"))
     assert any("TensorRT 11 has no builds for CUDA 12.8" in m for m in got), got
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MINE = [*sorted((ROOT / "gpuwizard" / "drivers").glob("*.py")),
+        *(ROOT / "gpuwizard" / f for f in ("verify.py", "probe_gpu.py", "envsteps.py", "plan.py", "steps.py",
+                                           "presets.py")),
+        *sorted((ROOT / "gpuwizard" / "catalog").glob("*.py"))]
+
+
+def _imports(path: pathlib.Path) -> list[tuple[str, bool]]:
+    """(module, inside a function) for every import of the file."""
+    out = []
+    tree = ast.parse(path.read_text())
+    funcs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    nested = {id(x) for f in funcs for x in ast.walk(f)}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module:
+            out.append((n.module, id(n) in nested))
+        elif isinstance(n, ast.Import):
+            out += [(a.name, id(n) in nested) for a in n.names]
+    return out
+
+
+def test_the_driver_modules_import_the_project_at_module_top_and_never_the_cli() -> None:
+    for path in MINE:
+        for mod, in_function in _imports(path):
+            assert not (in_function and mod.startswith("gpuwizard")), f"{path.name}: in-function import of {mod}"
+            if path.parent.name == "drivers":
+                assert mod != "gpuwizard.commands", f"{path.name} imports the CLI (an import cycle)"
+
+
+def test_the_cuda_profile_path_is_written_once() -> None:
+    literal = "/etc/profile.d/gpuwizard-cuda.sh"
+    hits = [p for p in (ROOT / "gpuwizard").rglob("*.py") if literal in p.read_text()]
+    assert [p.name for p in hits] == ["apt_steps.py"]
+    assert drivers.PROFILE_FILE == literal and literal in plan.CUDA_PROFILE
