@@ -81,7 +81,7 @@ import pytest
 from gpuwizard import drivers
 from gpuwizard.catalog import stack as S
 from gpuwizard.steps import Step
-from tests.builders.drivers import make_recipe
+from tests.builders.drivers import chroot_tests_enabled, make_recipe
 
 MIRROR = os.environ.get("GPUWIZARD_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 CACHE = pathlib.Path(os.environ.get("GPUWIZARD_CHROOT_CACHE") or pathlib.Path.home() / ".cache" / "gpuwizard-tests")
@@ -89,16 +89,7 @@ INCLUDE = "curl,ca-certificates"   # what driver.prereqs would have installed an
 TARBALL = CACHE / f"debian12-bookworm-minbase-{INCLUDE.replace(',', '-')}.tar.gz"
 
 
-def chroot_tests_enabled(env: dict[str, str] | os._Environ[str] = os.environ, tarball: pathlib.Path = TARBALL) -> bool:
-    """On when asked for (GPUWIZARD_CHROOT_TESTS=1) or, unless turned off (=0), when the
-    cached Debian 12 root exists: then the run needs no network and about a minute."""
-    flag = env.get("GPUWIZARD_CHROOT_TESTS")
-    if flag is not None:
-        return flag == "1"
-    return tarball.exists()
-
-
-ENABLED = chroot_tests_enabled()
+ENABLED = chroot_tests_enabled(os.environ, TARBALL)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not ENABLED, reason="set GPUWIZARD_CHROOT_TESTS=1 (or cache the Debian 12 root) to run "

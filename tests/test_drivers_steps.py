@@ -13,7 +13,7 @@ import pytest
 
 from gpuwizard import drivers
 from gpuwizard.catalog import stack as S
-from tests.builders.drivers import make_recipe
+from tests.builders.drivers import chroot_tests_enabled, make_recipe
 
 STUB = "#!/bin/sh\necho \"$(basename \"$0\") $*\" >>\"$CALLS\"\n"
 # curl -fsSL --retry 5 -o FILE URL: write $KEYRING_CONTENT to FILE
@@ -204,3 +204,11 @@ def test_secure_boot_without_a_signed_route_says_both_routes(tmp_path: pathlib.P
     r = _bash(_driver_steps(branch)["driver.secureboot"].run, env, os_id)
     assert r.returncode == 1
     assert "--no-shielded-secure-boot" in r.stderr and "Deep Learning VM image" in r.stderr and why in r.stderr
+
+
+def test_chroot_tests_run_wherever_the_cached_root_exists(tmp_path: pathlib.Path) -> None:
+    cached, missing = tmp_path / "root.tar.gz", tmp_path / "none.tar.gz"
+    cached.write_bytes(b"")
+    assert chroot_tests_enabled({}, cached) and not chroot_tests_enabled({}, missing)
+    assert chroot_tests_enabled({"GPUWIZARD_CHROOT_TESTS": "1"}, missing)
+    assert not chroot_tests_enabled({"GPUWIZARD_CHROOT_TESTS": "0"}, cached)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
 import textwrap
+from collections.abc import Mapping
 
 from gpuwizard import recipe
 
@@ -34,3 +36,13 @@ def make_recipe(gpu: str = "nvidia-tesla-t4", image: str = "ubuntu-2204-lts", dr
     if env is not None:
         text += f"env: {env}\n"
     return recipe.loads(text)
+
+
+def chroot_tests_enabled(env: Mapping[str, str], tarball: pathlib.Path) -> bool:
+    """Whether tests/test_drivers_chroot.py runs: when asked for (GPUWIZARD_CHROOT_TESTS=1)
+    or, unless turned off (=0), when the cached Debian 12 root exists (then it needs no
+    network and about a minute, so ``scripts/test`` runs it wherever the cache is kept)."""
+    flag = env.get("GPUWIZARD_CHROOT_TESTS")
+    if flag is not None:
+        return flag == "1"
+    return tarball.exists()
