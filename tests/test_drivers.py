@@ -155,6 +155,12 @@ def test_os_limits_cap_the_proposal_and_say_why() -> None:
         assert (o.branch_max is None) == (o.limit_source is None), o.key
 
 
+def test_debian_12_driver_installs_carry_the_dkms_warning() -> None:
+    (p,) = drivers.check(make_recipe("nvidia-tesla-t4", "debian-12", driver="{branch: '580'}"))
+    assert p.warning and p.path == "driver" and "dkms >= 3.1.8" in p.message
+    assert drivers.check(make_recipe("nvidia-tesla-t4", "ubuntu-2404-lts-amd64", driver="{branch: '580'}")) == []
+
+
 def test_tensorrt_11_is_known_with_cuda_13() -> None:
     assert messages(make_recipe("nvidia-l4", "ubuntu-2404-lts-amd64", driver="{cuda: '13.2', tensorrt: '11'}")) == []
     got = messages(make_recipe("nvidia-l4", "ubuntu-2404-lts-amd64", driver="{cuda: '12.8', tensorrt: '11'}"))

@@ -73,7 +73,7 @@ CASES = [(o, g) for o in IMAGES for g in GPUS]
 @pytest.mark.parametrize("os_key,gpu_key", CASES, ids=[f"{o}-{g}" for o, g in CASES])
 def test_golden_steps(os_key: str, gpu_key: str) -> None:
     r = full_recipe(GPUS[gpu_key], IMAGES[os_key])
-    assert drivers.check(r) == []
+    assert [p for p in drivers.check(r) if not p.warning] == []
     text = render(all_steps(r))
     assert_golden(GOLDEN / f"steps-{os_key}-{gpu_key}.txt", text)
 

@@ -83,6 +83,7 @@ class OsInfo:
     limit_why: str | None = None
     limit_source: str | None = None
     keyring_sha256: str | None = None
+    install_warning: str | None = None   # said (as a warning) for every driver install on this OS
 
 
 def raw() -> dict[str, Any]:
@@ -125,7 +126,8 @@ def oses() -> dict[str, OsInfo]:
                       kernel_meta=o["kernel_meta"], pythons=tuple(str(p) for p in o["pythons"]),
                       python_default=str(o["python_default"]), branch_max=_opt(o.get("branch_max")),
                       cuda_max=_opt(o.get("cuda_max")), limit_why=o.get("limit_why"),
-                      limit_source=o.get("limit_source"), keyring_sha256=o.get("keyring_sha256"))
+                      limit_source=o.get("limit_source"), keyring_sha256=o.get("keyring_sha256"),
+                      install_warning=o.get("install_warning"))
             for k, o in raw()["os"].items()}
 
 

@@ -40,6 +40,8 @@ def check(recipe: Recipe) -> list[Problem]:
             out.append(recipe.problem("driver.branch" if d.branch else "driver", why))
         if d.cuda and (why := os_refusal(image, cuda=d.cuda)):
             out.append(recipe.problem("driver.cuda", why))
+        if osinfo is not None and osinfo.install_warning and not any(not p.warning for p in out):
+            out.append(recipe.problem("driver", f"{osinfo.label}: {osinfo.install_warning}", warning=True))
         if branch is not None and d.flavor:
             if d.flavor not in branch.modules:
                 out.append(recipe.problem("driver.flavor", f"R{branch.name} ships {' and '.join(branch.modules)} "
