@@ -12,7 +12,8 @@ import sys
 import textwrap
 from typing import Any, Iterable
 
-from gpuwizard import exit_codes, plan
+from gpuwizard import catalog, drivers, exit_codes, plan
+from gpuwizard.catalog import stack as S
 from gpuwizard.recipe import RecipeError, json_schema
 from gpuwizard.secretcheck import secret_name
 from gpuwizard.validate import load_checked
@@ -116,8 +117,6 @@ def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from gpuwizard import catalog
-
     gpu_filter = None
     if args.gpu:
         g = catalog.gpu(args.gpu) or catalog.gpu_by_label(args.gpu)
@@ -144,8 +143,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 if not (m.gpu_type == gpu_filter or (m.gpu_type is None and g and m.family in g.families)):
                     continue
             gpu = f"{m.gpu_count} x {m.gpu_type}" if m.gpu_type else "attach"
-            rows.append([m.name, m.vcpus, f"{m.memory_gb:g} GB", gpu, f"${m.price_hour:.2f}",
-                         f"${m.spot_price_hour:.2f}", "spot only" if m.spot_only else ""])
+            rows.append([m.name, m.vcpus, f"{m.memory_gb:g} GB", gpu, _dollars(m.price_hour),
+                         _dollars(m.spot_price_hour), "spot only" if m.spot_only else ""])
         print(table(["machine type", "vCPUs", "memory", "GPUs", "$/h", "spot $/h", ""], rows))
         _source(catalog.meta("machines"))
     elif args.what == "zones":
@@ -169,10 +168,31 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print(table(["recipe", "what it is for", "file"], rows))
         print("\nStart from one: gpuwizard new --from NAME -o my.yaml   (or copy the file)")
     elif args.what == "drivers":
-        from gpuwizard import drivers
-
-        print(drivers.catalog_table(gpu_filter))
+        print(drivers_table(gpu_filter))
     return exit_codes.OK
+
+
+def drivers_table(gpu_filter: str | None = None) -> str:
+    """`gpuwizard catalog drivers`: the proposed stack per GPU on Ubuntu 22.04, and why."""
+    rows = []
+    notes = []
+    for name, g in catalog.gpus().items():
+        if gpu_filter and name != gpu_filter:
+            continue
+        st = drivers.propose(name, "ubuntu-2204-lts")
+        rows.append([g.label, g.arch, g.cc, st.branch and f"R{st.branch}", st.flavor, st.cuda, st.cudnn,
+                     st.tensorrt, st.torch and f"{st.torch} {st.torch_index}"])
+        notes += [f"{g.label}: {n}" for n in st.notes]
+    out = table(["GPU", "arch", "cc", "driver", "modules", "CUDA", "cuDNN", "TensorRT", "PyTorch"], rows)
+    if notes:
+        out += "\n\n" + "\n".join(dict.fromkeys(notes))
+    m = S.meta()
+    out += f"\n\nsnapshot {m.get('snapshot')}; sources: " + "; ".join(m.get("sources", []))
+    return out
+
+
+def _dollars(price: float | None) -> str:
+    return "unknown" if price is None else f"${price:.2f}"
 
 
 def _abbrev(zones: list[str]) -> str:

@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from gpuwizard import envsteps, events as ev, recipe
-from tests.test_drivers import make_recipe
+from tests.builders.drivers import make_recipe
 
 
 def ssh_recipe(env: str) -> recipe.Recipe:
