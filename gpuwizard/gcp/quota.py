@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuwizard.gcp import client as _client
-from gpuwizard.gcp.errors import GcpError, console_link
+from gpuwizard import catalog
+from gpuwizard.gcp.client import call, open_compute
+from gpuwizard.gcp.errors import GcpError, api_error, console_link
 
 __all__ = ["QuotaRow", "QuotaReport", "fetch_quota", "fetch_project_metadata", "console_link", "gpu_metric",
            "os_login_enabled", "parse_quotas", "project_metadata"]
@@ -83,8 +84,6 @@ def os_login_enabled(metadata: dict[str, str]) -> bool:
 
 def gpu_metric(gpu_type: str, spot: bool) -> str:
     """The regional quota metric for an accelerator type or label (T4, nvidia-l4 ...)."""
-    from gpuwizard import catalog
-
     g = catalog.gpu(gpu_type) or catalog.gpu_by_label(gpu_type)
     if g is None:
         raise GcpError(f"Unknown GPU '{gpu_type}': see `gpuwizard catalog gpus` for the names.", kind="usage")
@@ -111,25 +110,14 @@ def parse_quotas(project_json: dict[str, Any], regions_json: list[dict[str, Any]
 
 
 async def _project_and_regions(project: str | None) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
-    creds, project = await _client.call(_client.credentials_and_project, project)
-    from google.cloud import compute_v1
-
-    projects = _client.compute("ProjectsClient", creds)
-    regions = _client.compute("RegionsClient", creds)
-
-    def list_regions() -> list[dict[str, Any]]:
-        req = compute_v1.ListRegionsRequest(project=project, max_results=500)
-        return [_client.to_dict(r) for r in regions.list(request=req)]
-
-    p, rs = await asyncio.gather(_client.call(projects.get, project=project), _client.call(list_regions))
-    return project, _client.to_dict(p), rs
+    compute = await open_compute(project)
+    p, rs = await asyncio.gather(call(compute.get_project), call(compute.list_regions))
+    return compute.project, p, rs
 
 
 async def fetch_quota(project: str | None, gpu_type: str | None, spot: bool) -> QuotaReport:
     """Global and per-region GPU quota. ``gpu_type`` None: every NVIDIA metric (spot or not)."""
     metric = gpu_metric(gpu_type, spot) if gpu_type else None
-    from gpuwizard.gcp.errors import api_error
-
     try:
         project, pj, rs = await _project_and_regions(project)
     except GcpError:
@@ -144,14 +132,11 @@ async def fetch_quota(project: str | None, gpu_type: str | None, spot: bool) -> 
 
 async def fetch_project_metadata(project: str | None) -> dict[str, str]:
     """The project's ``commonInstanceMetadata`` (one projects.get request)."""
-    from gpuwizard.gcp.errors import api_error
-
     try:
-        creds, project = await _client.call(_client.credentials_and_project, project)
-        projects = _client.compute("ProjectsClient", creds)
-        p = await _client.call(projects.get, project=project)
+        compute = await open_compute(project)
+        p = await call(compute.get_project)
     except GcpError:
         raise
     except Exception as exc:  # noqa: BLE001 - turn API errors into one sentence
         raise api_error(exc, "reading the project's metadata") from None
-    return project_metadata(_client.to_dict(p))
+    return project_metadata(p)
