@@ -60,15 +60,21 @@ class Fault:
 
     kind: ``stockout`` | ``stockout_details`` | ``insufficient_capacity`` |
     ``resource_not_found`` | ``quota_region`` | ``quota_global`` | ``permission`` |
-    ``unavailable`` (HTTP 503) | ``rate_limit`` (HTTP 429) | ``slow``.
+    ``unavailable`` (HTTP 503) | ``rate_limit`` (HTTP 429) | ``slow`` | ``quota_metric`` (the
+    operation error of any quota ``metric``: ``CPUS_ALL_REGIONS``, ``SSD_TOTAL_GB`` in the
+    region ...) | ``stockout_sync`` (a synchronous HTTP 503 whose ``error.details`` carry
+    the ErrorInfo with ``zonesAvailable``).
     ``times``: how many inserts it affects (None: all). ``zones_available`` for
-    ``stockout_details``; ``seconds`` for ``slow``.
+    ``stockout_details`` / ``stockout_sync``; ``seconds`` for ``slow``; ``metric`` (and
+    ``limit``) for ``quota_metric``.
     """
 
     kind: str
     times: int | None = None
     zones_available: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    metric: str = ""
+    limit: float = 0.0
 
     def take(self) -> bool:
         if self.times is None:
@@ -148,6 +154,12 @@ class FakeCompute:
         self.instances: dict[tuple[str, str], dict[str, Any]] = {}   # (zone, name) -> instance
         self.ops: dict[str, Op] = {}
         self.faults: dict[str, list[Fault]] = {}
+        # Faults by route (``inst_get``, ``guest``, ``serial`` ...): [HTTP status, times left or None].
+        self.http_faults: dict[str, list[list[Any]]] = {}
+        # Operation durations by type (``delete`` ...), overriding op_seconds; inf: never DONE.
+        self.op_durations: dict[str, float] = {}
+        # Keys the guest prints on its serial console (None: none printed), see serial_output().
+        self.serial_host_keys: dict[str, str] | None = None
         self._ids = itertools.count(1000)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -214,6 +226,27 @@ class FakeCompute:
         """Paths of the instances.start requests received."""
         return [p for _, m, p in self.requests if m == "POST" and p.endswith("/start")
                 and (zone is None or f"/zones/{zone}/" in p)]
+
+    def add_http_fault(self, route: str, status: int, times: int | None = None) -> None:
+        """Answer requests of ``route`` (a name in :data:`ROUTES`: ``inst_get``, ``guest`` ...)
+        with HTTP ``status`` (500, 503, 429 ...), ``times`` times (None: always)."""
+        with self.lock:
+            self.http_faults.setdefault(route, []).append([status, times])
+
+    def _http_fault(self, route: str) -> int | None:
+        """The status to fail this request of ``route`` with, if a fault takes it. Caller holds the lock."""
+        for f in self.http_faults.get(route, []):
+            if f[1] is None:
+                return int(f[0])
+            if f[1] > 0:
+                f[1] -= 1
+                return int(f[0])
+        return None
+
+    def route_requests(self, route: str) -> int:
+        """How many requests ``route`` received."""
+        rx = next(r for _, r, n in ROUTES if n == route)
+        return sum(1 for _, _, path in self.requests if rx.match(path))
 
     def clear_faults(self) -> None:
         with self.lock:
@@ -298,8 +331,10 @@ class FakeCompute:
 
     def _new_op(self, zone: str, op_type: str, target: str, *, errors: list[dict[str, Any]] | None = None,
                 effect: Any = None, duration: float | None = None, http_status: int = 200) -> Op:
+        if duration is None:
+            duration = self.op_durations.get(op_type, self.op_seconds)
         op = Op(name=f"operation-{next(self._ids)}-{op_type}", zone=zone, op_type=op_type, target=target,
-                created=time.monotonic(), duration=self.op_seconds if duration is None else duration,
+                created=time.monotonic(), duration=duration,
                 errors=errors or [], effect=effect, http_status=http_status)
         self.ops[op.name] = op
         return op
@@ -402,6 +437,22 @@ class FakeCompute:
             ]
         return err
 
+    def _stockout_sync(self, zone: str, body: dict[str, Any], zones_available: list[str]) -> dict[str, Any]:
+        """A stockout refused synchronously: the HTTP error body carries ``google.rpc.ErrorInfo``
+        in ``error.details`` with a ``metadata`` map (google/rpc/error_details.proto; the JSON
+        error format of https://cloud.google.com/apis/design/errors#http_mapping), where an
+        operation error carries ``errorDetails[].errorInfo.metadatas``."""
+        msg = (f"The zone 'projects/{self.project}/zones/{zone}' does not have enough resources available "
+               f"to fulfill the request.  '(resource type:compute)'.")
+        meta = {"zone": zone, "vmType": str(body.get("machineType", "")).rsplit("/", 1)[-1]}
+        if zones_available:
+            meta["zonesAvailable"] = ",".join(zones_available)
+        out = _http_error(503, msg, "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS")
+        out["error"]["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                    "reason": "resource_availability", "domain": "compute.googleapis.com",
+                                    "metadata": meta}]
+        return out
+
     def _quota_error(self, metric: str, limit: float, region: str | None) -> dict[str, Any]:
         where = f"in region {region}" if region else "globally"
         dims = {"region": region} if region else {"global": "global"}
@@ -476,6 +527,10 @@ class FakeCompute:
                 acc, _ = self._gpus_of(first)
                 metric = self._metric(acc or "nvidia-tesla-t4", self._spot(first))
                 err = self._quota_error(metric, self.region_quotas.get(region, {}).get(metric, {}).get("limit", 0), region)
+            elif f.kind == "quota_metric":
+                err = self._quota_error(f.metric, f.limit, None if f.metric.endswith("_ALL_REGIONS") else region)
+            elif f.kind == "stockout_sync":
+                return duration, (503, self._stockout_sync(zone, first, f.zones_available))
             elif f.kind == "quota_global":
                 err = self._quota_error("GPUS_ALL_REGIONS", self.global_quotas["GPUS_ALL_REGIONS"]["limit"], None)
             else:
@@ -563,6 +618,25 @@ class FakeCompute:
                      "selfLink": inst["selfLink"] + "/guestAttributes/" + query_path,
                      "queryValue": {"items": items}}
 
+    def serial_output(self, zone: str, name: str, port: int) -> tuple[int, dict[str, Any]]:
+        """``instances.getSerialPortOutput`` (SerialPortOutput: kind, contents, port, start,
+        next, selfLink; Compute v1 REST reference). A RUNNING guest prints boot lines and,
+        when :attr:`serial_host_keys` is set, its host keys between the BEGIN/END SSH HOST
+        KEY KEYS markers, one ``type base64 comment`` line each, as cloud-init and the guest
+        agent do (the block format also in docs/facts/gcp-provisioning-anchors.md, item 8)."""
+        inst = self.instances.get((zone, name))
+        if inst is None:
+            return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
+                                         f"was not found", "notFound")
+        lines = ["SeaBIOS (version 1.8.2-google)", "Booting from Hard Disk 0...",
+                 "[    0.000000] Linux version 6.8.0-1015-gcp", f"{name} login: "]
+        if inst["status"] == "RUNNING" and self.serial_host_keys:
+            lines[-1:-1] = ["-----BEGIN SSH HOST KEY KEYS-----"] + [
+                f"{t} {k} root@{name}" for t, k in self.serial_host_keys.items()] + ["-----END SSH HOST KEY KEYS-----"]
+        contents = "\r\n".join(lines) + "\r\n"
+        return 200, {"kind": "compute#serialPortOutput", "contents": contents, "port": port, "start": "0",
+                     "next": str(len(contents)), "selfLink": inst["selfLink"] + f"/serialPort?port={port}"}
+
     def accelerator_types(self, flt: str) -> dict[str, Any]:
         want = _filter_value(flt, "name")
         items: dict[str, Any] = {}
@@ -635,6 +709,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/start$"), "inst_start"),
     ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/stop$"), "inst_stop"),
     ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/getGuestAttributes$"), "guest"),
+    ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/serialPort$"), "serial"),
     ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)$"), "op_get"),
     ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)/wait$"), "op_wait"),
 ]
@@ -687,6 +762,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if args.get("project") != st.project:
                     return self._send(404, _http_error(404, f"The resource 'projects/{args.get('project')}' "
                                                             f"was not found", "notFound"))
+                with st.lock:
+                    status = st._http_fault(name)
+                if status is not None:
+                    reason = {429: "rateLimitExceeded", 500: "internalError", 503: "backendError"}.get(status, "error")
+                    return self._send(status, _http_error(status, f"injected HTTP {status}", reason))
                 if name == "op_wait":
                     return self._wait(args["op"])
                 with st.lock:
@@ -813,6 +893,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _guest(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self.state.guest_attributes(a["zone"], a["name"], q.get("queryPath", ""))
+
+    def _serial(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.serial_output(a["zone"], a["name"], int(q.get("port") or 1))
 
     def _op_get(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         op = self.state.ops.get(a["op"])

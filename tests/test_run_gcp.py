@@ -9,44 +9,12 @@ the steps. A failing run with --delete-on-failure deletes the VM it created.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def write_recipe(path: pathlib.Path, host, run: str) -> None:
-    path.write_text(f"""version: 1
-name: e2e
-target:
-  gcp:
-    zones: [us-central1-a, us-central1-b]
-    machine_type: n1-standard-4
-    gpu: {{type: nvidia-tesla-t4, count: 1}}
-ssh:
-  user: {host.user}
-  port: {host.port}
-  identity: {host.client_key}
-steps:
-  - name: hello
-    run: {json.dumps(run)}
-""")
-
-
-def gw(*args: str, state: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, XDG_STATE_HOME=str(state), CI="1")
-    p = subprocess.run([sys.executable, "-m", "gpuwizard.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
-    return p
-
-
-def point_fake_at(fake, host) -> None:
-    _, ktype, key = host.host_key_line.split()[:3]
-    fake.host_keys = {ktype: key}
-    fake.nat_ip = host.address
+from tests.builders.gcp import ROOT, e2e_vms, gw, point_fake_at, write_recipe
 
 
 def test_run_provisions_pins_host_key_and_runs(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
@@ -162,3 +130,43 @@ def test_resume_after_spot_preemption_restarts_the_vm_and_finishes(fake_compute,
     assert fake_compute.starts(), "the preempted VM was started again"
     assert [i["name"] for i in fake_compute.state()["instances"]] == [vm["name"]]  # no second VM
     assert marker.exists()
+
+
+def test_success_says_the_vm_is_still_running_and_its_cost(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "true")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "still running at ~$" in p.stderr and f"gpuwizard down {recipe}" in p.stderr
+
+
+def test_get_storm_after_insert_then_delete_on_failure_deletes_the_vm(fake_compute, sshd_host,
+                                                                      tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.add_http_fault("inst_get", 503)           # every instances.get fails
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    p = gw("run", str(recipe), "--headless", "--delete-on-failure", state=tmp_path / "state",
+           env={"GPUWIZARD_GCP_READ_BUDGET": "1"})
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "running (and billed" in p.stdout + p.stderr and "Timeout of" not in p.stdout + p.stderr
+    assert "deleted 1 VM(s) of this run" in p.stderr
+    assert e2e_vms(fake_compute) == []
+
+
+def test_get_failure_after_insert_then_plain_rerun_resumes_onto_the_vm(fake_compute, sshd_host,
+                                                                        tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.add_http_fault("inst_get", 503)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state", env={"GPUWIZARD_GCP_READ_BUDGET": "1"})
+    assert p.returncode == 1 and "running (and billed" in p.stdout + p.stderr
+    (vm,) = e2e_vms(fake_compute)
+    fake_compute.http_faults.clear()
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "resuming run" in p.stderr and "step-ran" in p.stdout
+    assert [i["name"] for i in e2e_vms(fake_compute)] == [vm["name"]]   # no second VM
+    assert len(fake_compute.inserts()) == 1
