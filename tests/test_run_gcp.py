@@ -170,3 +170,34 @@ def test_get_failure_after_insert_then_plain_rerun_resumes_onto_the_vm(fake_comp
     assert "resuming run" in p.stderr and "step-ran" in p.stdout
     assert [i["name"] for i in e2e_vms(fake_compute)] == [vm["name"]]   # no second VM
     assert len(fake_compute.inserts()) == 1
+
+
+def test_ctrl_c_does_not_wait_for_the_request_in_flight(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    """The insert's operation never finishes and .../wait holds the request open: one
+    Ctrl-C ends the run at once (exit 130) and says what was in flight; before, the
+    process waited for the blocked request's thread (the client's 600 s timeout)."""
+    import signal
+    import time
+
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.op_seconds = 3600.0
+    fake_compute.wait_cap = 3600.0
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), CI="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(recipe), "--headless"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while fake_compute.route_requests("op_wait") == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)   # polling a condition (the wait request arrived), with a deadline
+    assert fake_compute.route_requests("op_wait") >= 1
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("one Ctrl-C did not end the run while a request was in flight") from None
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert "interrupted while waiting for zoneOperations.wait (us-central1-a)" in out + err

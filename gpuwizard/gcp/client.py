@@ -148,16 +148,30 @@ _inflight: dict[int, str] = {}
 _tokens = itertools.count()
 
 
+_abandoned: list[str] = []
+
+
 def in_flight() -> list[str]:
-    """The blocking calls being waited for now, e.g. ``instances.insert us-central1-a``."""
+    """The blocking calls being waited for now, and those a cancellation stopped waiting
+    for (Ctrl-C), e.g. ``instances.insert (us-central1-a)``, each once."""
     with _cache_lock:
-        return list(_inflight.values())
+        return list(dict.fromkeys(list(_inflight.values()) + _abandoned))
+
+
+_API_NAMES = {"get_project": "projects.get", "list_regions": "regions.list",
+              "accelerator_types": "acceleratorTypes.aggregatedList", "list_instances": "instances.aggregatedList",
+              "get_instance": "instances.get", "guest_attributes": "instances.getGuestAttributes",
+              "serial_output": "instances.getSerialPortOutput", "insert": "instances.insert",
+              "bulk_insert": "instances.bulkInsert", "start": "instances.start", "delete": "instances.delete",
+              "wait": "zoneOperations.wait", "credentials_and_project": "looking up credentials"}
 
 
 def _label(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
-    what = getattr(fn, "__doc_label__", None) or getattr(fn, "__name__", "call")
-    where = " ".join(str(a) for a in args[:2] if isinstance(a, str))
-    return f"{what} {where}".strip()
+    """``instances.insert (us-central1-a)``: the request a blocking call makes, for Ctrl-C's report."""
+    name = getattr(fn, "__name__", "call")
+    where = str(args[0]) if args and isinstance(args[0], str) and isinstance(getattr(fn, "__self__", None),
+                                                                             Compute) else ""
+    return f"{_API_NAMES.get(name, name)}" + (f" ({where})" if where else "")
 
 
 async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -193,6 +207,10 @@ async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     threading.Thread(target=work, name=f"gpuwizard-gcp-{token}", daemon=True).start()
     try:
         return await fut
+    except asyncio.CancelledError:
+        with _cache_lock:
+            _abandoned.append(_inflight.get(token, "a Compute Engine request"))
+        raise
     finally:
         with _cache_lock:
             _inflight.pop(token, None)
