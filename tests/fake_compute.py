@@ -372,7 +372,8 @@ class FakeCompute:
         acc, n = self._gpus_of(inst)
         if acc:
             zone = inst["zone"].rsplit("/", 1)[-1]
-            q = self.region_quotas.get(_region(zone), {}).get(self._metric(acc, self._spot(inst)))
+            q = self.region_quotas.get(_region(zone), {}).get(
+                inst.get("_quota_metric") or self._metric(acc, self._spot(inst)))
             if q is not None:
                 q["usage"] = max(0.0, q["usage"] - n)
             g = self.global_quotas["GPUS_ALL_REGIONS"]
@@ -385,7 +386,7 @@ class FakeCompute:
         for b in bodies:
             acc, n = self._gpus_of(b)
             if acc:
-                m = self._metric(acc, self._spot(b))
+                m = self._charged_metric(region, acc, self._spot(b))
                 need[m] = need.get(m, 0) + n
         total = sum(need.values())
         errors = []
@@ -397,6 +398,15 @@ class FakeCompute:
             if q is not None and q["usage"] + n > q["limit"]:
                 errors.append(self._quota_error(m, q["limit"], region))
         return errors, need
+
+    def _charged_metric(self, region: str, acc: str, spot: bool) -> str:
+        """The regional metric a VM draws on: a Spot VM uses PREEMPTIBLE_* where that quota is
+        granted (limit > 0) and the standard metric where it is not (Compute Engine docs, Spot
+        VMs, quotas: https://cloud.google.com/compute/docs/instances/spot#quotas)."""
+        m = self._metric(acc, spot)
+        if spot and self.region_quotas.get(region, {}).get(m, {}).get("limit", 0) <= 0:
+            return self._metric(acc, False)
+        return m
 
     def _take_quota(self, zone: str, need: dict[str, int]) -> None:
         for m, n in need.items():
@@ -491,7 +501,10 @@ class FakeCompute:
 
         def effect() -> None:
             for b in bodies:
-                self.instances[(zone, b["name"])] = self._make_instance(zone, b)
+                inst = self.instances[(zone, b["name"])] = self._make_instance(zone, b)
+                acc, _ = self._gpus_of(b)
+                if acc:
+                    inst["_quota_metric"] = self._charged_metric(_region(zone), acc, self._spot(b))
             self._take_quota(zone, need)
 
         return 200, self._op_json(self._new_op(zone, "insert", target, effect=effect, duration=duration))
@@ -570,6 +583,8 @@ class FakeCompute:
                     ac["natIP"] = self.nat_ip or f"198.51.100.{n % 250 + 1}"
             inst.update({"status": "RUNNING", "_running_since": time.monotonic(), "_holds_quota": True,
                          "lastStartTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())})
+            if need:
+                inst["_quota_metric"] = next(iter(need))
             self._take_quota(zone, need)
 
         return 200, self._op_json(self._new_op(zone, "start", target, effect=effect, duration=duration))

@@ -108,3 +108,63 @@ def test_vm_info_is_unchanged_by_the_split():
     vm = vm_info({"name": "a", "zone": "z/us-central1-a", "status": "RUNNING",
                   "machineType": "x/n1-standard-4", "labels": {"gpuwizard-run": "r"}})
     assert (vm.name, vm.zone, vm.run, vm.machine_type) == ("a", "us-central1-a", "r", "n1-standard-4")
+
+
+# ---------------------------------------------------------------- issue 12: spot quota, quota names, hints
+
+def test_spot_falls_back_to_standard_quota_when_no_preemptible_quota(fake_compute, tmp_path):
+    fake_compute.set_quota("us-central1", "PREEMPTIBLE_NVIDIA_T4_GPUS", 0)   # none granted
+    hosts, lines = run(make_recipe(["us-central1-a"], spot=True), tmp_path)
+    assert [h.zone for h in hosts] == ["us-central1-a"]
+    assert not any("skipping us-central1" in ln for ln in lines)
+    assert fake_compute.region_quotas["us-central1"]["NVIDIA_T4_GPUS"]["usage"] == 1
+
+
+def test_spot_region_is_skipped_only_when_both_quotas_are_exhausted(fake_compute, tmp_path):
+    fake_compute.set_quota("us-central1", "PREEMPTIBLE_NVIDIA_T4_GPUS", 0)
+    fake_compute.set_quota("us-central1", "NVIDIA_T4_GPUS", 0)
+    with pytest.raises(GcpError):
+        run(make_recipe(["us-central1-a"], spot=True), tmp_path)
+    assert fake_compute.inserts() == []
+
+
+def test_quota_and_zones_show_both_spot_metrics(fake_compute, capsys):
+    import argparse
+
+    from gpuwizard.gcp.commands import cmd_quota, cmd_zones
+
+    fake_compute.set_quota("us-central1", "PREEMPTIBLE_NVIDIA_T4_GPUS", 0)
+    assert cmd_quota(argparse.Namespace(project=None, gpu="T4", spot=True)) == 0
+    out = capsys.readouterr().out
+    assert "PREEMPTIBLE_NVIDIA_T4_GPUS" in out and " NVIDIA_T4_GPUS" in out and "fall back" in out
+    assert "is 0 in every region" not in out
+    assert cmd_zones(argparse.Namespace(project=None, gpu="T4", count=1, spot=True, offline=False)) == 0
+    out = capsys.readouterr().out
+    assert "PREEMPTIBLE" in out and "STANDARD" in out
+    row = next(ln for ln in out.splitlines() if ln.startswith("us-central1-a "))
+    assert row.split()[3:6] == ["8", "0", "8"]   # usable 8 = max(preemptible 0, standard 8)
+
+
+def test_cpus_all_regions_is_named_with_its_own_link(fake_compute, tmp_path):
+    fake_compute.add_fault("us-central1-a", "quota_metric", metric="CPUS_ALL_REGIONS", limit=12.0)
+    with pytest.raises(GcpError) as ei:
+        run(make_recipe(["us-central1-a", "us-central1-b"]), tmp_path)
+    msg = str(ei.value)
+    assert "CPUS_ALL_REGIONS" in msg and "limit 12" in msg and "GPUS_ALL_REGIONS" not in msg
+    assert "compute.googleapis.com%2Fcpus_all_regions" in msg.replace('"', "") or "cpus_all_regions" in msg
+    assert len(fake_compute.inserts()) == 1     # global: no other zone is tried
+
+
+def test_regional_ssd_quota_is_named_and_skips_the_region(fake_compute, tmp_path):
+    fake_compute.add_fault("us-central1-a", "quota_metric", metric="SSD_TOTAL_GB", limit=500.0)
+    hosts, lines = run(make_recipe(["us-central1-a", "us-central1-b", "us-west1-b"]), tmp_path)
+    assert hosts[0].zone == "us-west1-b"
+    assert any("SSD_TOTAL_GB in us-central1" in ln and "ssd_total_gb" in ln for ln in lines)
+
+
+def test_zones_available_of_a_synchronous_error_is_followed(fake_compute, tmp_path):
+    fake_compute.add_fault("us-central1-a", "stockout_sync", zones_available=["us-west1-b"])
+    hosts, lines = run(make_recipe(["us-central1-a", "us-central1-b", "us-west1-b"]), tmp_path)
+    assert hosts[0].zone == "us-west1-b"
+    assert fake_compute.inserts("us-central1-b") == []   # the hint went first
+    assert any("suggests us-west1-b" in ln for ln in lines)

@@ -72,8 +72,13 @@ def cmd_quota(args: argparse.Namespace) -> int:
     print()
     print(table(["REGION", "METRIC", "LIMIT", "USAGE", "FREE"],
                 [[r.region, r.metric, _num(r.limit), _num(r.usage), _num(r.free)] for r in rep.rows], rule=False))
-    zero = [r for r in rep.rows if r.limit == 0]
-    if args.gpu and zero and len(zero) == len(rep.rows):
+    asked = [r for r in rep.rows if rep.metric is None or r.metric == rep.metric]
+    if rep.fallback:
+        print(f"\nSpot VMs use {rep.metric} where it is granted and fall back to {rep.fallback} where it is not: "
+              f"a region is out of quota only when both are.")
+    zero = [r for r in asked if r.limit == 0
+            and not ((fb := rep.fallback_row(r.region or "")) is not None and fb.free > 0)]
+    if args.gpu and zero and len(zero) == len(asked):
         r = zero[0]
         print(f"\nQuota '{r.metric}' is 0 in every region: request it for a region near you, e.g. "
               f"{r.link(rep.project)}")
@@ -106,9 +111,15 @@ def cmd_zones(args: argparse.Namespace) -> int:
         return OK
     src = "catalog snapshot; quota unknown" if args.offline else "live"
     print(f"{len(opts)} zone(s) offering {count} x {args.gpu} ({src}), best first:")
-    print(table(["ZONE", "REGION", "MAX/VM", "FREE QUOTA", "$/HOUR"],
-                [[o.zone, o.region, o.max_count, _num(o.free_quota),
-                  "?" if o.price_hour is None else f"{o.price_hour:.2f}"] for o in opts], rule=False))
+    both = any(o.free_preemptible is not None or o.free_standard is not None for o in opts)
+    print(table(["ZONE", "REGION", "MAX/VM", "FREE QUOTA"] + (["PREEMPTIBLE", "STANDARD"] if both else [])
+                + ["$/HOUR"],
+                [[o.zone, o.region, o.max_count, _num(o.free_quota)]
+                 + ([_num(o.free_preemptible), _num(o.free_standard)] if both else [])
+                 + ["?" if o.price_hour is None else f"{o.price_hour:.2f}"] for o in opts], rule=False))
+    if both:
+        print("Spot VMs use the preemptible quota where it is granted, else the standard one (FREE QUOTA: "
+              "the larger).")
     return OK
 
 

@@ -117,8 +117,13 @@ class Provisioner:
         if free is None or free >= self.need:
             return None
         row = self.quota.regions().get(region)
-        return region_quota_message(self.metric() or "", region, row.limit if row else None,
-                                    row.usage if row else None, self.need, self.project)
+        msg = region_quota_message(self.metric() or "", region, row.limit if row else None,
+                                   row.usage if row else None, self.need, self.project)
+        std = self.quota.fallback_row(region)
+        if std is not None:  # spot: the standard quota it falls back to is exhausted too
+            msg += (f"; the standard quota '{std.metric}' Spot VMs fall back to has {std.free:g} free: "
+                    f"or request it at {std.link(self.project)}")
+        return msg
 
     # -- the run's VM ledger: names (and zones) it has owned --------------------------------
 

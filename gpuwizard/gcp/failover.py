@@ -169,7 +169,7 @@ async def create(p: Provisioner, public_key: str) -> str:
             metric = verdict.metric or p.metric() or "GPUS"
             link = console_link(metric, verdict.region or region, p.project)
             blocked[region] = f"{verdict.reason}; request more at {link}"
-            p.say(f"{zone}: {verdict.reason}; skipping region {region}")
+            p.say(f"{zone}: {verdict.reason}; skipping region {region} (request more at {link})")
             continue
         hints = [z for z in verdict.zones_available
                  if z not in tried and not p.region_block(catalog.region_of(z))

@@ -20,13 +20,18 @@ from gpuwizard.gcp.quota import gpu_metric, parse_quotas
 
 @dataclass(frozen=True)
 class ZoneOption:
-    """One candidate zone. ``free_quota`` None: unknown (offline, or not listed by regions.list)."""
+    """One candidate zone. ``free_quota`` None: unknown (offline, or not listed by regions.list).
+
+    For spot, ``free_quota`` is what a Spot VM can use (the larger of the two, see
+    :mod:`.quota`), and ``free_preemptible`` / ``free_standard`` show both."""
 
     zone: str
     region: str
     max_count: int
     free_quota: float | None
     price_hour: float | None
+    free_preemptible: float | None = None
+    free_standard: float | None = None
 
     def fits(self, count: int) -> bool:
         return self.max_count >= count and (self.free_quota is None or self.free_quota >= count)
@@ -85,7 +90,9 @@ def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name
             if n < count:
                 continue
             region = catalog.region_of(zone)
-            opts.append(ZoneOption(zone, region, n, report.free_in(region), price))
+            both = (report.free_in(region, report.metric), report.free_in(region, report.fallback)) \
+                if report.fallback else (None, None)
+            opts.append(ZoneOption(zone, region, n, report.free_in(region), price, *both))
     return sort_options(opts, count, catalog.zones_for(gpu_name))
 
 
