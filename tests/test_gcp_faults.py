@@ -168,3 +168,11 @@ def test_zones_available_of_a_synchronous_error_is_followed(fake_compute, tmp_pa
     assert hosts[0].zone == "us-west1-b"
     assert fake_compute.inserts("us-central1-b") == []   # the hint went first
     assert any("suggests us-west1-b" in ln for ln in lines)
+
+
+def test_a_long_operation_says_what_it_waits_for(fake_compute, tmp_path, monkeypatch):
+    monkeypatch.setattr(budgets, "ANNOUNCE_AFTER", 0.2)
+    fake_compute.add_fault("us-central1-a", "slow", seconds=1.0)
+    fake_compute.wait_cap = 0.3        # .../wait returns before the operation is DONE
+    _, lines = run(make_recipe(["us-central1-a"]), tmp_path)
+    assert any("still waiting for creating exp-run-1" in ln and "at most" in ln for ln in lines)

@@ -201,3 +201,18 @@ def test_ctrl_c_does_not_wait_for_the_request_in_flight(fake_compute, sshd_host,
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Exception ignored" not in err
     assert "interrupted while waiting for zoneOperations.wait (us-central1-a)" in out + err
+
+
+def test_hostkey_timeout_env_bounds_a_guest_attributes_storm(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    """503 on every getGuestAttributes: the run ends at GPUWIZARD_HOSTKEY_TIMEOUT (before, the
+    client's 600 s retry ran first), says so, and says the VM is running and billed."""
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.add_http_fault("guest", 503)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state",
+           env={"GPUWIZARD_HOSTKEY_TIMEOUT": "2", "GPUWIZARD_HOSTKEY_POLL": "0.2"})
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "published no SSH host keys in 2 s" in out and "running (and billed" in out
+    assert "step-ran" not in p.stdout and "Timeout of" not in out

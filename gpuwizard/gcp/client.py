@@ -28,10 +28,13 @@ import asyncio
 import itertools
 import os
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from gpuwizard.gcp import budgets
 from gpuwizard.gcp.errors import ApiError, GcpError
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 ENDPOINT_ENV = "GPUWIZARD_COMPUTE_ENDPOINT"
 T = TypeVar("T")
@@ -67,10 +70,10 @@ def _maybe_on_gce() -> bool:
 
 
 _cache_lock = threading.Lock()
-_creds_cache: dict[str | None, tuple[Any, str | None]] = {}
+_creds_cache: dict[str | None, tuple["Credentials", str | None]] = {}
 
 
-def credentials_and_project(recipe_project: str | None) -> tuple[Any, str]:
+def credentials_and_project(recipe_project: str | None) -> tuple[Credentials, str]:
     """Credentials and the project to use: the recipe's, then ADC's, then $GOOGLE_CLOUD_PROJECT.
 
     Blocking (may read files, or probe the metadata server on GCE): call it in a thread
@@ -120,7 +123,7 @@ def reset_cache() -> None:
 _clients: dict[tuple[str, str | None], Any] = {}
 
 
-def compute(name: str, credentials: Any | None = None) -> Any:
+def compute(name: str, credentials: Credentials | None = None) -> Any:
     """A ``compute_v1.<name>`` client (e.g. "InstancesClient") on REST, honouring the override.
 
     Clients are cached per endpoint: building one costs a few ms and they are safe to
@@ -251,7 +254,7 @@ class Compute:
     mutations are never retried here (the operation runner classifies and retries them).
     """
 
-    def __init__(self, project: str, credentials: Any | None = None) -> None:
+    def __init__(self, project: str, credentials: Credentials | None = None) -> None:
         self.project = project
         self.credentials = credentials
 

@@ -37,7 +37,7 @@ class ZoneOption:
         return self.max_count >= count and (self.free_quota is None or self.free_quota >= count)
 
 
-def _gpu(gpu_type: str) -> Any:
+def _gpu(gpu_type: str) -> catalog.GpuType:
     g = catalog.gpu(gpu_type) or catalog.gpu_by_label(gpu_type)
     if g is None:
         raise GcpError(f"Unknown GPU '{gpu_type}': see `gpuwizard catalog gpus` for the names.", kind="usage")
