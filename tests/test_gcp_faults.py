@@ -176,3 +176,13 @@ def test_a_long_operation_says_what_it_waits_for(fake_compute, tmp_path, monkeyp
     fake_compute.wait_cap = 0.3        # .../wait returns before the operation is DONE
     _, lines = run(make_recipe(["us-central1-a"]), tmp_path)
     assert any("still waiting for creating exp-run-1" in ln and "at most" in ln for ln in lines)
+
+
+def test_an_insert_that_never_finishes_says_the_vm_may_exist(fake_compute, tmp_path, monkeypatch):
+    monkeypatch.setattr(budgets, "OP_TIMEOUT", 0.5)
+    fake_compute.op_durations["insert"] = math.inf
+    fake_compute.wait_cap = 0.05
+    with pytest.raises(GcpError) as ei:
+        run(make_recipe(["us-central1-a", "us-central1-b"]), tmp_path)
+    assert ei.value.vm_exists and "did not finish" in str(ei.value) and "gpuwizard down" in str(ei.value)
+    assert fake_compute.inserts("us-central1-b") == []   # no second VM in another zone

@@ -29,8 +29,8 @@ from gpuwizard.gcp import quota as Q
 from gpuwizard.gcp.body import fill_project, instance_body
 from gpuwizard.gcp.client import call
 from gpuwizard.gcp.context import Provisioner
-from gpuwizard.gcp.errors import (EXISTS, GLOBAL_QUOTA, PERMISSION, REGION_QUOTA, STOCKOUT, GcpError, Verdict,
-                                  console_link, global_quota_error, os_login_error, quota_error)
+from gpuwizard.gcp.errors import (EXISTS, GLOBAL_QUOTA, PERMISSION, REGION_QUOTA, STOCKOUT, UNFINISHED, GcpError,
+                                  Verdict, console_link, global_quota_error, os_login_error, quota_error)
 from gpuwizard.gcp.inventory import find
 from gpuwizard.gcp.operations import run_operation
 from gpuwizard.gcp.zones import zones_for_gpu
@@ -96,7 +96,14 @@ async def attempt(p: Provisioner, zone: str, public_key: str) -> Verdict | None:
         def submit() -> dict:
             return p.compute.bulk_insert(zone, props, names)
 
-    verdict = await run_operation(p.compute, zone, submit, f"creating {', '.join(p.names)}", p.say)
+    try:
+        verdict = await run_operation(p.compute, zone, submit, f"creating {', '.join(p.names)}", p.say)
+    except GcpError as exc:
+        if exc.kind != UNFINISHED:
+            raise
+        raise GcpError(f"{exc.message}: the VM(s) may exist and be billed. See `gpuwizard status RECIPE.yaml` "
+                       f"(recipe {p.recipe.name}); `gpuwizard run RECIPE.yaml --resume` picks them up, "
+                       f"`gpuwizard down RECIPE.yaml` deletes them.", kind=UNFINISHED, vm_exists=True) from None
     if verdict is None:
         await call(p.write_ledger, list(p.names), zone)
     return verdict
