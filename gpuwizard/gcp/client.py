@@ -159,9 +159,11 @@ _abandoned: list[str] = []
 
 def in_flight() -> list[str]:
     """The blocking calls being waited for now, and those a cancellation stopped waiting
-    for (Ctrl-C), e.g. ``instances.insert (us-central1-a)``, each once."""
+    for (Ctrl-C) since the last look, e.g. ``instances.insert (us-central1-a)``, each once."""
     with _cache_lock:
-        return list(dict.fromkeys(list(_inflight.values()) + _abandoned))
+        out = list(dict.fromkeys(list(_inflight.values()) + _abandoned))
+        _abandoned.clear()
+        return out
 
 
 _API_NAMES = {"get_project": "projects.get", "list_regions": "regions.list",
