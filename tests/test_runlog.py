@@ -9,7 +9,8 @@ import pytest
 
 from gpuwizard import events as ev
 from gpuwizard.executor import fingerprint
-from gpuwizard.runlog import RunDir, cmd_logs, find_resumable, host_file, list_runs
+from gpuwizard.logs import cmd_logs
+from gpuwizard.runlog import RunDir, find_resumable, host_file, list_runs
 from gpuwizard.steps import Step
 
 
