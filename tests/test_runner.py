@@ -11,39 +11,12 @@ import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from tests.builders.runs import env, group_alive, gw, runs, write_recipe
+
 pytestmark = pytest.mark.timeout(60)
 
 # A duration no other process on the machine uses, so pgrep finds only this test's sleep.
 SLEEP = f"30.{os.getpid()}"
-
-
-def write_recipe(path: pathlib.Path, hosts, steps: list[dict], **ssh) -> pathlib.Path:
-    import yaml
-
-    h0 = hosts[0]
-    data = {"version": 1, "name": "runner-test",
-            "target": {"ssh": {"hosts": [h.host_string for h in hosts]}},
-            "ssh": {"identity": h0.client_key, "known_hosts": h0.known_hosts, "connect_timeout": 10, **ssh},
-            "steps": steps}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def env(tmp_path: pathlib.Path) -> dict[str, str]:
-    e = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), PYTHONPATH=str(ROOT))
-    e.pop("GPUWIZARD_DEBUG", None)
-    return e
-
-
-def gw(tmp_path, *args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gpuwizard.cli", *args], capture_output=True, text=True,
-                          env=env(tmp_path), cwd=tmp_path, timeout=50, **kw)
-
-
-def runs(tmp_path) -> list[pathlib.Path]:
-    d = tmp_path / "state" / "gpuwizard" / "runs"
-    return sorted(d.iterdir()) if d.exists() else []
 
 
 def test_headless_lines_summary_table_and_exit_codes(sshd_factory, tmp_path):
@@ -187,22 +160,6 @@ def once_script(tmp: pathlib.Path, body: str) -> str:
     pidf, log = tmp / "copy.pid", tmp / "copies.log"
     return (f'o=$(cat {pidf} 2>/dev/null || true); a=0; if [ -n "$o" ] && kill -0 "$o" 2>/dev/null; then a=1; fi; '
             f'echo $$ > {pidf}; echo "start $$ $a" >> {log}; {body}')
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a live (not zombie) process is in the group. Zombies count as gone: a
-    container's init may never reap the orphans a killed step leaves behind."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def ctrl_c_twice(tmp_path, recipe: pathlib.Path, ready: str) -> subprocess.CompletedProcess[str]:
