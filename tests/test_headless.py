@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 
 from gpuwizard import events as ev
 from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
