@@ -32,6 +32,10 @@ A write that fails (a full disk) does not raise into the executor: the first fai
 kept in :attr:`RunDir.fault` and handed to ``on_fault``, so the runner can stop the
 remote steps and say which path is full, and the files stay as they were (resumable).
 
+Why one module of ~470 lines: it is the writer and the reader of one on-disk format, and
+the two must change together (every repair the reader makes mirrors a write the writer
+can be cut off in). ``gpuwizard logs`` (:mod:`gpuwizard.logs`) only reads through it.
+
 Reading is defensive: a run directory damaged by a crash, a full disk or a hand edit is
 repaired where that is safe (torn journal lines, wrong types) and otherwise reported by
 path (:class:`DamagedRun`); it never stops other runs from being listed or started.

@@ -19,7 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 from gpuwizard import events as ev
 from gpuwizard import exit_codes
@@ -28,16 +28,13 @@ from gpuwizard.executor import ExecOptions, Executor
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
 from gpuwizard.plan import build, describe_provision, select
-from gpuwizard.recipe import RecipeError
+from gpuwizard.recipe import Recipe, RecipeError
 from gpuwizard.runlock import RecipeLock
 from gpuwizard.runlog import RunDir, find_resumable, list_runs
 from gpuwizard.runrequest import RunRequest
 from gpuwizard.ssh import HostSpec, SshError, hosts_from_recipe
 from gpuwizard.steps import Step
 from gpuwizard.validate import load_checked
-
-if TYPE_CHECKING:
-    from gpuwizard.recipe import Recipe
 
 Sink = Callable[[ev.Event], None]
 
