@@ -234,13 +234,12 @@ class RunDir:
             origin = o if isinstance(o, dict) else {}
         try:
             state: Any = json.loads((p / "state.json").read_bytes().decode("utf-8"))
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             if not origin:
-                raise DamagedRun(f"{p / 'state.json'}: unreadable ({exc})") from None
+                why = exc.strerror if isinstance(exc, OSError) else f"unreadable ({exc})"
+                raise DamagedRun(f"{p / 'state.json'}: {why}") from None
             state = None
-            repaired.append("state.json was unreadable; rebuilt from origin.json and done.jsonl")
-        except OSError as exc:
-            raise DamagedRun(f"{p / 'state.json'}: {exc.strerror or exc}") from None
+            repaired.append("state.json was missing or unreadable; rebuilt from origin.json and done.jsonl")
         state = _clean_state(state, origin, p)
         for d in _json_lines(p / "done.jsonl"):
             if not (isinstance(d, dict) and isinstance(d.get("host"), str) and isinstance(d.get("step"), str)):

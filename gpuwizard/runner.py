@@ -121,6 +121,8 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
     """
     cancel = cancel or asyncio.Event()
     rd.on_fault = lambda _exc: cancel.set()
+    if rd.fault is not None:  # it failed before anyone listened (creating the directory)
+        cancel.set()
     gcp = recipe.target.gcp is not None
     where = "gcp" if gcp else "gpuwizard"
 
