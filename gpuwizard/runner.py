@@ -127,6 +127,9 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
     where = "gcp" if gcp else "gpuwizard"
 
     def ended(outcome: Outcome, message: str | None) -> Outcome:
+        outcome.fault = fault_message(rd)
+        if outcome.fault:  # the "interruption" was the full disk's
+            outcome.interrupted, message = False, None
         if message:
             sink(ev.Output(host=where, step="provision" if gcp else "connect", stream="stderr", data=message + "\n"))
         sink(ev.RunFinished(ok=False, interrupted=outcome.interrupted))
