@@ -15,7 +15,7 @@ import time
 from typing import IO, Any, Iterator
 
 from gpuwizard.errors import UsageError
-from gpuwizard.runlog import DamagedRun, RunDir, _json_lines, host_file, list_runs, runs_home
+from gpuwizard.runlog import DamagedRun, RunDir, host_file, json_lines, list_runs, runs_home
 
 #: How often ``logs -f`` looks for new output (the run writes unbuffered, so this is the delay).
 FOLLOW_POLL_S = 0.2
@@ -57,7 +57,7 @@ def _copy_range(path: pathlib.Path, start: int, end: int | None, out: IO[bytes])
 
 
 def _index(rd: RunDir, host: str) -> Iterator[dict[str, Any]]:
-    for r in _json_lines(rd.path / "hosts" / f"{host_file(host)}.index.jsonl"):
+    for r in json_lines(rd.path / "hosts" / f"{host_file(host)}.index.jsonl"):
         if isinstance(r, dict) and isinstance(r.get("start"), int) and isinstance(r.get("end"), int):
             yield r
 

@@ -125,7 +125,7 @@ def _open_append(path: pathlib.Path, binary: bool = False) -> IO[Any]:
     return fh_t
 
 
-def _json_lines(path: pathlib.Path) -> Iterator[Any]:
+def json_lines(path: pathlib.Path) -> Iterator[Any]:
     """Each parseable JSON line of a journal; torn or non-UTF-8 lines are skipped."""
     try:
         with open(path, "rb") as fh:
@@ -230,7 +230,7 @@ class RunDir:
         p = pathlib.Path(path)
         repaired: list[str] = []
         origin: dict[str, Any] = {}
-        for o in _json_lines(p / "origin.json"):
+        for o in json_lines(p / "origin.json"):
             origin = o if isinstance(o, dict) else {}
         try:
             state: Any = json.loads((p / "state.json").read_bytes().decode("utf-8"))
@@ -241,7 +241,7 @@ class RunDir:
             state = None
             repaired.append("state.json was missing or unreadable; rebuilt from origin.json and done.jsonl")
         state = _clean_state(state, origin, p)
-        for d in _json_lines(p / "done.jsonl"):
+        for d in json_lines(p / "done.jsonl"):
             if not (isinstance(d, dict) and isinstance(d.get("host"), str) and isinstance(d.get("step"), str)):
                 continue
             hs = state["hosts"].setdefault(d["host"], {"file": host_file(d["host"]), "done": {}, "status": "pending"})
@@ -341,7 +341,7 @@ class RunDir:
         """Per host: the remote process group last recorded as running and never
         recorded as ended (for ``ExecOptions.running``)."""
         last: dict[str, Any] = {}
-        for d in _json_lines(self.path / "running.jsonl"):
+        for d in json_lines(self.path / "running.jsonl"):
             if isinstance(d, dict) and "host" in d:
                 last[str(d["host"])] = d.get("proc")
         return {h: dict(p) for h, p in last.items() if isinstance(p, dict)}
