@@ -54,7 +54,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     steps = plan.select(every, args.only)
     if args.only and not steps:
         _stderr(f"gpuwizard: no step matches {', '.join(args.only)}; the steps are: {', '.join(s.id for s in every)}")
-        return EXIT_USAGE
+        return exit_codes.USAGE
     prov = plan.describe_provision(recipe)
     if args.json:
         out: dict[str, Any] = {
