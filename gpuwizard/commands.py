@@ -50,7 +50,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     for p in warnings:
         _stderr(p.format(args.recipe))
-    steps = plan.select(plan.build(recipe), args.only)
+    every = plan.build(recipe)
+    steps = plan.select(every, args.only)
+    if args.only and not steps:
+        _stderr(f"gpuwizard: no step matches {', '.join(args.only)}; the steps are: {', '.join(s.id for s in every)}")
+        return exit_codes.USAGE
     prov = plan.describe_provision(recipe)
     if args.json:
         out: dict[str, Any] = {
