@@ -23,6 +23,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from gpuwizard.drive_scopes import DEFAULT_SCOPE, DRIVE_SCOPES
+
 SCHEMA_URL = "https://raw.githubusercontent.com/gpuwizard/gpuwizard/main/docs/recipe.schema.json"
 MAX_RECIPE_BYTES = 1_000_000
 
@@ -822,8 +824,8 @@ def structural_problems(r: Recipe) -> list[Problem]:
             out.append(r.problem(f"{p}.from", _missing_remote(name, remotes)))
     for name, rem in remotes.items():
         if rem.type == "drive":
-            scope = rem.options.get("scope", "drive.readonly")
-            ok = {"drive", "drive.readonly", "drive.file", "drive.appfolder", "drive.metadata.readonly"}
+            scope = rem.options.get("scope", DEFAULT_SCOPE)
+            ok = set(DRIVE_SCOPES)
             if any(s not in ok for s in str(scope).split(",")):
                 out.append(r.problem(f"rclone.remotes.{name}.scope", f"unknown Drive scope {scope!r}; use one of {', '.join(sorted(ok))}"))
     return out
