@@ -120,8 +120,9 @@ def _state_check_shell(name: str) -> str:
     return (
         "# shellcheck disable=SC2016  # Python source, not shell\n"
         f"printf '%s\\n' \"$gw_out\" | python3 -c {q(config_state_program())} {label}\n"
-        f"rclone listremotes | grep -Fx -- {q(name + ':')} >/dev/null || {{ echo \"gpuwizard: remote \"{label}\" was not saved\" >&2; exit 1; }}\n"
-        f"echo \"rclone remote \"{label}\" configured\"\n"
+        f"rclone listremotes | grep -Fx -- {q(name + ':')} >/dev/null || "
+        f"{{ echo {q(f'gpuwizard: remote {name} was not saved')} >&2; exit 1; }}\n"
+        f"echo {q(f'rclone remote {name} configured')}\n"
     )
 
 
@@ -171,6 +172,26 @@ _EXTRACT = r"""gw_extract() {
 """
 
 
+def source_problem(src: str) -> str | None:
+    """Why a dataset source cannot be fetched whatever the remotes, or None.
+
+    The form of the source only (a Drive link that names no file or folder, a web URL
+    that names no file); whether its remote exists is the recipe checker's to say.
+    The Dataset screen refuses such a row with this message; the planner fails its step.
+    """
+    if is_drive_link(src):
+        try:
+            parse_drive_link(src)
+        except ShareLinkError as exc:
+            return str(exc)
+        return None
+    if src.startswith(("http://", "https://")):
+        fname = src.rpartition("/")[2]
+        if not fname or "?" in src or "#" in src:
+            return "a web URL must end in a file name, without ?query; or define an http remote"
+    return None
+
+
 def dataset_step(index: int, ds: Dataset, recipe: Recipe, step_id: str) -> Step:
     """One dataset: copy (resumable) -> verify -> extract -> done marker."""
     remotes = recipe.rclone.remotes if recipe.rclone else {}
@@ -178,11 +199,11 @@ def dataset_step(index: int, ds: Dataset, recipe: Recipe, step_id: str) -> Step:
     ups: tuple[Upload, ...] = ()
     prelude = ""
     verify_src: str | None = None  # the rclone source `rclone check` compares against
+    bad = source_problem(src)
+    if bad:
+        return _failing_step(step_id, f"dataset {src}", [f"datasets[{index}].from: {bad}"])
     if is_drive_link(src):
-        try:
-            link = parse_drive_link(src)
-        except ShareLinkError as exc:
-            return _failing_step(step_id, f"dataset {src}", [f"datasets[{index}].from: {exc}"])
+        link = parse_drive_link(src)
         rname = ds.remote or ""
         if rname not in remotes:
             return _failing_step(step_id, f"dataset {src}", [f"datasets[{index}].remote: name a drive remote for this link"])
@@ -192,9 +213,6 @@ def dataset_step(index: int, ds: Dataset, recipe: Recipe, step_id: str) -> Step:
         title = f"{link.kind} {link.id[:12]}… via {rname}"
     elif src.startswith(("http://", "https://")):
         base, _, fname = src.rpartition("/")
-        if not fname or "?" in src or "#" in src:
-            return _failing_step(step_id, f"dataset {src}", [f"datasets[{index}].from: a web URL must end in a file "
-                                                            "name, without ?query; or define an http remote"])
         rname = ""
         spec = f":http:{fname}"
         copy = f"rclone copy --http-url {q(base + '/')} {q(spec)} \"$gw_stage\" {COPY_FLAGS}"
