@@ -15,9 +15,12 @@ import argparse
 import sys
 from typing import Any, Callable
 
+import questionary
+from questionary import Choice
+
+from gpuwizard import exit_codes
 from gpuwizard import rclone as R
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def _v(fn: Callable[[str], str | None]) -> Callable[[str], bool | str]:
@@ -36,9 +39,6 @@ def _ask(question: Any) -> Any:
 
 def run_flow(setup: R.DriveSetup) -> dict[str, Any]:
     """Ask every question, fill ``setup.spec``; returns the saved recipe options."""
-    import questionary
-    from questionary import Choice
-
     s = setup.spec
     _say("Google Drive remote for gpuwizard. Secrets are stored under ~/.config/gpuwizard/secrets (0600); "
          "the recipe only names the files.\n")
@@ -98,16 +98,16 @@ def cmd_rclone(args: argparse.Namespace | None = None) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("gpuwizard: `gpuwizard rclone` asks questions, so it needs a terminal; run it in one "
               "(over SSH too), or write the remote into the recipe by hand.", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     setup = R.DriveSetup()
     try:
         options = run_flow(setup)
     except KeyboardInterrupt:
         print("\ngpuwizard: cancelled; nothing was written.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     except (R.RcloneError, OSError) as exc:
         print(f"gpuwizard: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     files = [v for k, v in options.items() if k.endswith("_file")]
     if files:
         _say("\nWrote " + ", ".join(files) + " (mode 0600).")
@@ -120,4 +120,4 @@ def cmd_rclone(args: argparse.Namespace | None = None) -> int:
         _say("Logging in through the VM (do this once the VM is up, or let `gpuwizard run` do steps 2-4):")
         for line in setup.tunnel_instructions():
             _say(line)
-    return EXIT_OK
+    return exit_codes.OK

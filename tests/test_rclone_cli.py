@@ -14,6 +14,7 @@ import re
 import sys
 
 import pytest
+import yaml
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -60,8 +61,6 @@ def token_json() -> str:
 
 
 def fragment_of(text: str) -> dict:
-    import yaml
-
     clean = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")
     start = clean.index("rclone:\n")
     end = clean.index("and fetch a dataset")
