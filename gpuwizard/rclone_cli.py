@@ -77,7 +77,8 @@ def run_flow(setup: R.DriveSetup) -> dict[str, Any]:
     if s.auth == "paste":
         _say("\nOn a computer with a browser and rclone, run:\n\n    " + s.authorize_command_text()
              + "\n\nthen paste the line between 'Paste the following' and 'End paste'.")
-        setup.accept_token(_ask(questionary.text("Token:", validate=_v(R.validate_token_text))))
+        # Masked like the client secret: a token in the terminal's scrollback is a credential left behind.
+        setup.accept_token(_ask(questionary.password("Token:", validate=_v(R.validate_token_text))))
     elif s.auth == "service_account":
         s.service_account_file = _ask(questionary.path(
             "Service-account JSON key file:", validate=_v(R.validate_service_account_file))).strip()

@@ -192,8 +192,8 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
                         yield Static("", id="rc-login-status")
                     with Vertical(id="panel-paste", classes="panel"):
                         yield Static("", id="rc-paste-cmd", classes="hint")
-                        yield Static("Token: paste rclone's whole answer, or the line between 'Paste the following' and 'End paste'",
-                                     classes="label")
+                        yield Static("Token: paste rclone's whole answer, or the line between "
+                                     "'Paste the following' and 'End paste'", classes="label")
                         with Horizontal(classes="row"):
                             yield TokenInput(placeholder='{"access_token": ...} (hidden as you paste)',
                                              password=True, id="rc-token")

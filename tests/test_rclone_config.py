@@ -187,8 +187,8 @@ def test_tunnel_step_logs_in_on_the_host(conf_env: dict[str, str], fake_oauth: F
     step = R.remote_step("gd", Remote(type="drive", options={
         "scope": "drive.readonly", "auth_url": fake_oauth.auth_url, "token_url": fake_oauth.token_url}))
     assert step.check and "ssh -L 53682:localhost:53682" in step.run
-    proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", step.run], env={**host_env(conf_env), "HOME": str(tmp_path)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", step.run],
+                            env={**host_env(conf_env), "HOME": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = None
         assert proc.stderr is not None

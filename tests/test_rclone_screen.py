@@ -216,7 +216,7 @@ async def test_every_field_shows_the_core_message_inline(home: pathlib.Path) -> 
 
 @pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")
 async def test_local_authorize_through_fake_oauth(home: pathlib.Path, fake_oauth: FakeOAuth,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                  monkeypatch: pytest.MonkeyPatch, rclone_auth_port: int) -> None:
     for k, v in fake_oauth.env().items():
         monkeypatch.setenv(k, v)
     browsers: list[threading.Thread] = []

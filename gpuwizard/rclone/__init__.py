@@ -36,7 +36,8 @@ __all__ = [
     "MIN_VERSION", "NATIVE_FILE_OPTIONS", "OBSCURED_KEYS", "RCLONE_FLAGS", "SCOPES", "DriveRemoteSpec",
     "DriveSetup", "RcloneError", "TokenError", "authorize_local", "dataset_ids", "dataset_step",
     "explain_rclone_error", "find_local_rclone", "folder_id_from", "install_step", "local_version",
-    "parse_token_text", "parse_version", "read_service_account", "remote_step", "source_problem", "steps", "validate_client_id",
+    "parse_token_text", "parse_version", "read_service_account", "remote_step", "source_problem", "steps",
+    "validate_client_id",
     "validate_client_secret", "validate_remote_name", "validate_root_folder", "validate_service_account_file",
     "validate_team_drive", "validate_token_text",
 ]
