@@ -78,6 +78,7 @@ def test_paste_flow_writes_0600_secret_and_prints_fragment(tmp_path: pathlib.Pat
     child.expect("not valid JSON")
     child.send("\x7f" * 40 + token_json() + ENTER)
     child.expect("Save the secrets")
+    typed = child.before  # what the terminal showed while the token was pasted
     child.send("y")
     child.expect(pexpect.EOF)
     child.close()
@@ -87,7 +88,7 @@ def test_paste_flow_writes_0600_secret_and_prints_fragment(tmp_path: pathlib.Pat
     assert secrets.stat().st_mode & 0o777 == 0o700
     assert json.loads(tok.read_text())["refresh_token"].startswith("1//0PTYTEST")
     out = child.before
-    assert "PTYTEST" not in out  # the pasted token is masked as it is typed, and never echoed back
+    assert "PTYTEST" not in typed + out  # the pasted token is masked as it is typed, and never echoed back
     frag = fragment_of(out)
     gd = frag["rclone"]["remotes"]["gdtest"]
     assert gd == {"type": "drive", "scope": "drive.readonly", "root_folder_id": FOLDER,
