@@ -45,8 +45,7 @@ def run_flow(setup: R.DriveSetup) -> dict[str, Any]:
     s.name = _ask(questionary.text("Remote name:", default=s.name, validate=_v(R.validate_remote_name))).strip()
     s.scope = _ask(questionary.select(
         "Access scope:", default=s.scope,
-        choices=[Choice(title=f"{k:<24} {v}", value=k) for k, v in R.SCOPES.items()
-                 if k != "drive.metadata.readonly"]))
+        choices=[Choice(title=f"{k:<24} {R.SCOPES[k]}", value=k) for k in R.SCOPE_LABELS]))
     _say(R.CLIENT_ID_HELP)
     if _ask(questionary.confirm("Use your own OAuth client ID? (recommended)", default=False)):
         s.client_id = _ask(questionary.text("Client ID:", validate=_v(

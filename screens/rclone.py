@@ -32,18 +32,9 @@ from textual.widgets import Button, Checkbox, ContentSwitcher, Input, RadioButto
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import rclone as core
+from gpuwizard.drive_scopes import DEFAULT_SCOPE
 from gpuwizard.recipe import Remote
 from gpuwizard.secretstore import SecretStoreError
-
-#: Scopes offered in the form, with a short label; the explanation of each is the
-#: core's :data:`gpuwizard.rclone.SCOPES` text. ``drive.metadata.readonly`` is left
-#: out as in ``gpuwizard rclone``: it cannot download anything.
-SCOPE_LABELS: dict[str, str] = {
-    "drive.readonly": "drive.readonly (recommended)",
-    "drive": "drive (full access)",
-    "drive.file": "drive.file (rclone's own files)",
-    "drive.appfolder": "drive.appfolder (app folder)",
-}
 
 #: spec field (as :meth:`DriveRemoteSpec.validate` names it) -> id of the Static under
 #: the widget that edits it. ``token`` and ``service_account_file`` share the
@@ -146,10 +137,10 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
                         yield self._err("name")
                     with Vertical(classes="field"):
                         yield Static("Access scope", classes="label")
-                        yield Select([(label, k) for k, label in SCOPE_LABELS.items()], value="drive.readonly",
+                        yield Select([(label, k) for k, label in core.SCOPE_LABELS.items()], value=DEFAULT_SCOPE,
                                      allow_blank=False, id="rc-scope")
                         yield self._err("scope")
-                yield Static(core.SCOPES["drive.readonly"], id="rc-scope-help", classes="hint")
+                yield Static(core.SCOPES[DEFAULT_SCOPE], id="rc-scope-help", classes="hint")
 
                 yield Checkbox("Use my own OAuth client ID (recommended)", value=False, id="rc-own-client")
                 yield Static(core.CLIENT_ID_HELP, id="rc-client-help", classes="hint")

@@ -16,6 +16,7 @@ import pytest
 from gpuwizard import rclone as R
 from gpuwizard import recipe as RR
 from gpuwizard import locations, secretstore
+from gpuwizard.drive_scopes import DRIVE_SCOPES, OFFERED_SCOPES
 
 FID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 TOKEN = {"access_token": "ya29.abcdefghijklmnopqrstuvwxyz", "token_type": "Bearer",
@@ -245,3 +246,19 @@ def test_failure_prints_hint_and_exit_code(tmp_path: pathlib.Path) -> None:
     assert "download quota is used up" in res.stderr and "re-run the step to resume" in res.stderr
 
 
+
+
+def test_drive_scopes_are_one_table() -> None:
+    """The recipe checker, the set-up's choices and their explanations read one table."""
+    assert set(R.SCOPES) == set(DRIVE_SCOPES) and list(R.SCOPE_LABELS) == OFFERED_SCOPES
+    assert "drive.metadata.readonly" not in R.SCOPE_LABELS  # offered nowhere: it cannot download
+
+    def load(scope: str) -> RR.Recipe:
+        return RR.loads("version: 1\nname: x\ntarget: {ssh: {hosts: [u@h]}}\n"
+                        f"rclone: {{remotes: {{gd: {{type: drive, scope: {scope}, token_file: /t}}}}}}\n")
+
+    for scope in DRIVE_SCOPES:
+        assert load(scope).rclone.remotes["gd"].options["scope"] == scope
+    with pytest.raises(RR.RecipeError) as exc:
+        load("drive.photos")
+    assert "rclone.remotes.gd.scope" in str(exc.value) and all(s in str(exc.value) for s in DRIVE_SCOPES)

@@ -20,7 +20,8 @@ planner, the form and setup in ``gpuwizard rclone`` and the wizard's dialog).
 from __future__ import annotations
 
 from gpuwizard.rclone.authorize import AUTH_PORT, authorize_local, find_local_rclone, local_version, parse_version
-from gpuwizard.rclone.drive_form import (AUTH_METHODS, CLIENT_ID_HELP, SCOPES, DriveRemoteSpec, folder_id_from,
+from gpuwizard.rclone.drive_form import (AUTH_METHODS, CLIENT_ID_HELP, SCOPE_LABELS, SCOPES, DriveRemoteSpec,
+                                         folder_id_from,
                                          parse_token_text, read_service_account, validate_client_id,
                                          validate_client_secret, validate_remote_name, validate_root_folder,
                                          validate_service_account_file, validate_team_drive, validate_token_text)
@@ -33,7 +34,7 @@ from gpuwizard.rclone.options import HOST_SECRETS, NATIVE_FILE_OPTIONS, OBSCURED
 
 __all__ = [
     "AUTH_METHODS", "AUTH_PORT", "CLIENT_ID_HELP", "COPY_FLAGS", "DEFAULT_VERSION", "ERROR_HINTS", "HOST_SECRETS",
-    "MIN_VERSION", "NATIVE_FILE_OPTIONS", "OBSCURED_KEYS", "RCLONE_FLAGS", "SCOPES", "DriveRemoteSpec",
+    "MIN_VERSION", "NATIVE_FILE_OPTIONS", "OBSCURED_KEYS", "RCLONE_FLAGS", "SCOPE_LABELS", "SCOPES", "DriveRemoteSpec",
     "DriveSetup", "RcloneError", "TokenError", "authorize_local", "dataset_ids", "dataset_step",
     "explain_rclone_error", "find_local_rclone", "folder_id_from", "install_step", "local_version",
     "parse_token_text", "parse_version", "read_service_account", "remote_step", "source_problem", "steps",

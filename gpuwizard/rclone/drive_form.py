@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpuwizard.drive_scopes import DEFAULT_SCOPE, DRIVE_SCOPES
+from gpuwizard.drive_scopes import DEFAULT_SCOPE, DRIVE_SCOPES, OFFERED_SCOPES
 from gpuwizard.rclone.errors import RcloneError, TokenError
 from gpuwizard.sharelinks import ShareLinkError, parse_drive_link
 from gpuwizard.shell import q
 
-#: The scopes and what each allows (one table: :mod:`gpuwizard.drive_scopes`).
-SCOPES: dict[str, str] = DRIVE_SCOPES
+#: Scope -> what it allows (from the one table, :mod:`gpuwizard.drive_scopes`).
+SCOPES: dict[str, str] = {k: v.text for k, v in DRIVE_SCOPES.items()}
+#: Scope -> its short label, for the scopes the set-up offers (both front ends list these).
+SCOPE_LABELS: dict[str, str] = {k: DRIVE_SCOPES[k].label for k in OFFERED_SCOPES}
 
 CLIENT_ID_HELP = (
     "Your own OAuth client ID is recommended: without one rclone shares a client ID with every "
