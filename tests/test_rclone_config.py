@@ -108,6 +108,20 @@ def test_step_fails_when_rclone_stops_to_ask(conf_env: dict[str, str], tmp_path:
     assert "token_file" in r.stderr and "configured" not in r.stdout
 
 
+def test_host_without_python3_is_told_before_rclone_runs(conf_env: dict[str, str], tmp_path: pathlib.Path) -> None:
+    """The State check needs python3 on the host; without it the step says so first,
+    before rclone could stop half-way through a login."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "rclone").symlink_to(RCLONE)  # rclone, but no python3 on this "host"
+    step = R.remote_step("gd", Remote(type="drive", options={"scope": "drive.readonly", "env_auth": False}))
+    r = subprocess.run(["/bin/bash", "-euo", "pipefail", "-c", step.run], capture_output=True, text=True, timeout=60,
+                       env={**conf_env, "HOME": str(tmp_path), "PATH": str(bindir)})
+    assert r.returncode == 1
+    assert "python3 is needed" in r.stderr and "apt-get install python3" in r.stderr
+    assert not (tmp_path / "rclone.conf").exists()  # rclone never ran
+
+
 def test_shipped_state_check_edge_cases() -> None:
     ok = state_check('{"State": "", "Option": null, "Error": "", "Result": ""}')
     assert ok.returncode == 0 and ok.stderr == ""
