@@ -77,7 +77,6 @@ rclone version | awk 'NR == 1'
                 timeout=600, retries=2, phase="data")
 
 
-
 def remote_step(name: str, remote: Remote) -> Step:
     """``rclone config create NAME TYPE ... --non-interactive``, then the State check."""
     plain, secrets, problems = split_options(name, remote)
@@ -108,8 +107,8 @@ def remote_step(name: str, remote: Remote) -> Step:
 def _secret_prelude_and_python(name: str, secrets: list[SecretOpt]) -> str:
     """The secrets into the environment, and python3 present for the State check (said
     before rclone runs, so a host without it does not stop half-way through a login)."""
-    need = ("command -v python3 >/dev/null 2>&1 || { echo 'gpuwizard: python3 is needed to check "
-            "rclone'\"'\"'s answer; install it (apt-get install python3)' >&2; exit 1; }\n")
+    msg = "gpuwizard: python3 is needed to check rclone's answer; install it (apt-get install python3)"
+    need = f"command -v python3 >/dev/null 2>&1 || {{ echo {q(msg)} >&2; exit 1; }}\n"
     return secret_prelude(name, secrets) + need
 
 
