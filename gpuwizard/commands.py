@@ -12,9 +12,10 @@ import sys
 import textwrap
 from typing import Any, Iterable
 
-from gpuwizard.recipe import RecipeError
-
-EXIT_OK, EXIT_USAGE = 0, 2
+from gpuwizard import exit_codes, plan
+from gpuwizard.recipe import RecipeError, json_schema
+from gpuwizard.secretcheck import secret_name
+from gpuwizard.validate import load_checked
 
 
 def _stderr(line: str) -> None:
@@ -23,16 +24,14 @@ def _stderr(line: str) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Exit 0 with warnings (if any) on stderr, or every problem and exit 2."""
-    from gpuwizard.validate import load_checked
-
-    status = EXIT_OK
+    status = exit_codes.OK
     for path in args.recipe:
         try:
             recipe, warnings = load_checked(path)
         except RecipeError as exc:
             for line in exc.lines():
                 _stderr(line)
-            status = EXIT_USAGE
+            status = exit_codes.USAGE
             continue
         for p in warnings:
             _stderr(p.format(path))
@@ -41,15 +40,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gpuwizard import plan
-    from gpuwizard.validate import load_checked
-
+    """Print the steps and the exact shell each runs (or JSON); exit 2 on a bad recipe."""
     try:
         recipe, warnings = load_checked(args.recipe)
     except RecipeError as exc:
         for line in exc.lines():
             _stderr(line)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     for p in warnings:
         _stderr(p.format(args.recipe))
     steps = plan.select(plan.build(recipe), args.only)
@@ -62,14 +59,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "steps": [
                 {"id": s.id, "title": s.title, "run": s.run, "check": s.check, "sudo": s.sudo, "reboot": s.reboot,
                  "timeout": s.timeout, "retries": s.retries,
-                 "env": {k: ("..." if _secretish(k) else v) for k, v in s.env},
+                 "env": {k: ("..." if secret_name(k) else v) for k, v in s.env},
                  "uploads": [{"local": u.local, "remote": u.remote, "mode": oct(u.mode)} for u in s.uploads],
                  "progress": s.progress}
                 for s in steps
             ],
         }
         print(json.dumps(out, indent=2))
-        return EXIT_OK
+        return exit_codes.OK
     print(f"# plan for {recipe.name}: {len(steps)} steps")
     if prov:
         print("\n## provision (Compute Engine)")
@@ -86,18 +83,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for u in s.uploads:
             print(f"   upload {u.local} -> {u.remote} (mode {u.mode:o})")
         if s.env:
-            print("   env: " + " ".join(f"{k}=..." if _secretish(k) else f"{k}={v}" for k, v in s.env))
+            print("   env: " + " ".join(f"{k}=..." if secret_name(k) else f"{k}={v}" for k, v in s.env))
         if s.check:
             print("   skip when this succeeds:")
             print(textwrap.indent(s.check.rstrip(), "     | "))
         print("   run:")
         print(textwrap.indent(s.run.rstrip(), "     | "))
-    return EXIT_OK
-
-
-def _secretish(key: str) -> bool:
-    k = key.lower()
-    return any(w in k for w in ("token", "secret", "pass", "key"))
+    return exit_codes.OK
 
 
 def _seconds(t: float) -> str:
@@ -110,10 +102,9 @@ def _seconds(t: float) -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gpuwizard.recipe import json_schema
-
+    """Print the recipe JSON Schema (docs/recipe.schema.json is this output)."""
     print(json.dumps(json_schema(), indent=2))
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
@@ -132,7 +123,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         g = catalog.gpu(args.gpu) or catalog.gpu_by_label(args.gpu)
         if g is None:
             _stderr(f"gpuwizard: unknown GPU {args.gpu!r}; known: {', '.join(catalog.gpus())}")
-            return EXIT_USAGE
+            return exit_codes.USAGE
         gpu_filter = g.name
     if args.what == "gpus":
         rows = []
@@ -181,7 +172,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         from gpuwizard import drivers
 
         print(drivers.catalog_table(gpu_filter))
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def _abbrev(zones: list[str]) -> str:

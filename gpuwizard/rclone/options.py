@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from gpuwizard.recipe import SECRET_KEYS, Remote
+from gpuwizard.recipe import Remote
+from gpuwizard.secretcheck import SECRET_KEYS
 from gpuwizard.shell import q, qpath
 from gpuwizard.steps import Upload
 
