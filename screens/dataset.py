@@ -18,9 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, DataTable, Input, Select, Static
 
 from gpuwizard import recipe as rc
-from gpuwizard.rclone import source_problem
 from gpuwizard.recipe import Dataset, Rclone, Remote
-from gpuwizard.sharelinks import ShareLinkError, is_drive_link, parse_drive_link
+from gpuwizard.sharelinks import ShareLinkError, dataset_source_problem, is_drive_link, parse_drive_link
 from screens.base import WizardScreen
 from screens.rclone import RcloneScreen
 
@@ -170,10 +169,10 @@ class DatasetScreen(WizardScreen):
 
     def _refusal(self, ds: Dataset) -> str | None:
         """Why the typed dataset cannot become a row (None: it can). The rules are the
-        core's: the source's form (:func:`gpuwizard.rclone.source_problem`) and the
+        core's: the source's form (:func:`gpuwizard.sharelinks.dataset_source_problem`) and the
         recipe checker; only a remote that is still to be set up is let through, since
         ctrl+r sets it up and Next stays disabled until it exists."""
-        bad = source_problem(ds.from_)
+        bad = dataset_source_problem(ds.from_)
         if bad:
             return bad
         if is_drive_link(ds.from_) and ds.remote is None:

@@ -29,7 +29,7 @@ from gpuwizard.rclone.drive_setup import DriveSetup
 from gpuwizard.rclone.errors import RcloneError, TokenError
 from gpuwizard.rclone.hints import ERROR_HINTS, explain_rclone_error
 from gpuwizard.rclone.host_steps import (COPY_FLAGS, DEFAULT_VERSION, MIN_VERSION, RCLONE_FLAGS, dataset_ids,
-                                         dataset_step, install_step, remote_step, source_problem, steps)
+                                         dataset_step, install_step, remote_step, steps)
 from gpuwizard.rclone.options import HOST_SECRETS, NATIVE_FILE_OPTIONS, OBSCURED_KEYS
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
     "MIN_VERSION", "NATIVE_FILE_OPTIONS", "OBSCURED_KEYS", "RCLONE_FLAGS", "SCOPE_LABELS", "SCOPES", "DriveRemoteSpec",
     "DriveSetup", "RcloneError", "TokenError", "authorize_local", "dataset_ids", "dataset_step",
     "explain_rclone_error", "find_local_rclone", "folder_id_from", "install_step", "local_version",
-    "parse_token_text", "parse_version", "read_service_account", "remote_step", "source_problem", "steps",
+    "parse_token_text", "parse_version", "read_service_account", "remote_step", "steps",
     "validate_client_id",
     "validate_client_secret", "validate_remote_name", "validate_root_folder", "validate_service_account_file",
     "validate_team_drive", "validate_token_text",

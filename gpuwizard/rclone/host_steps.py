@@ -24,7 +24,8 @@ from gpuwizard.rclone.authorize import AUTH_PORT
 from gpuwizard.rclone.hints import hint_shell
 from gpuwizard.rclone.options import SecretOpt, create_argv, secret_prelude, split_options, uploads
 from gpuwizard.recipe import Dataset, Recipe, Remote
-from gpuwizard.sharelinks import DriveLink, ShareLinkError, is_drive_link, parse_drive_link
+from gpuwizard.sharelinks import (DriveLink, ShareLinkError, dataset_source_problem, is_drive_link,
+                                  parse_drive_link)
 from gpuwizard.shell import q, qpath
 from gpuwizard.steps import Step, Upload
 
@@ -171,26 +172,6 @@ _EXTRACT = r"""gw_extract() {
 """
 
 
-def source_problem(src: str) -> str | None:
-    """Why a dataset source cannot be fetched whatever the remotes, or None.
-
-    The form of the source only (a Drive link that names no file or folder, a web URL
-    that names no file); whether its remote exists is the recipe checker's to say.
-    The Dataset screen refuses such a row with this message; the planner fails its step.
-    """
-    if is_drive_link(src):
-        try:
-            parse_drive_link(src)
-        except ShareLinkError as exc:
-            return str(exc)
-        return None
-    if src.startswith(("http://", "https://")):
-        fname = src.rpartition("/")[2]
-        if not fname or "?" in src or "#" in src:
-            return "a web URL must end in a file name, without ?query; or define an http remote"
-    return None
-
-
 def dataset_step(index: int, ds: Dataset, recipe: Recipe, step_id: str) -> Step:
     """One dataset: copy (resumable) -> verify -> extract -> done marker."""
     remotes = recipe.rclone.remotes if recipe.rclone else {}
@@ -198,7 +179,7 @@ def dataset_step(index: int, ds: Dataset, recipe: Recipe, step_id: str) -> Step:
     ups: tuple[Upload, ...] = ()
     prelude = ""
     verify_src: str | None = None  # the rclone source `rclone check` compares against
-    bad = source_problem(src)
+    bad = dataset_source_problem(src)
     if bad:
         return _failing_step(step_id, f"dataset {src}", [f"datasets[{index}].from: {bad}"])
     if is_drive_link(src):

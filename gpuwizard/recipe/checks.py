@@ -13,6 +13,7 @@ from gpuwizard.drive_scopes import DEFAULT_SCOPE, DRIVE_SCOPES
 from gpuwizard.recipe.model import Problem, Recipe
 from gpuwizard.recipe.values import parse_host
 from gpuwizard.secretcheck import looks_secret
+from gpuwizard.sharelinks import dataset_source_problem, is_drive_link
 
 
 def _related(a: str, b: str) -> bool:
@@ -60,7 +61,11 @@ def structural_problems(r: Recipe) -> list[Problem]:
             out.append(r.problem(f"{p}.from", "empty source; write REMOTE:path or a Google Drive link"))
             continue
         if d.from_.startswith(("http://", "https://")):
-            if "drive.google.com" in d.from_ or "docs.google.com" in d.from_ or "drive.usercontent.google.com" in d.from_:
+            bad = dataset_source_problem(d.from_)
+            if bad:
+                out.append(r.problem(f"{p}.from", bad))
+                continue
+            if is_drive_link(d.from_):
                 if d.remote is None:
                     out.append(r.problem(f"{p}.remote", "a Google Drive link is fetched through a drive remote: "
                                          "add `remote: NAME` naming one of rclone.remotes"))
