@@ -7,6 +7,10 @@ module only lays the form out, builds a spec from the widgets, shows what
 :meth:`DriveRemoteSpec.validate` says next to the field it is about, and runs the
 blocking ``rclone authorize "drive"`` in a thread worker.
 
+One piece though past 400 lines: it is one dialog whose four credential panels share
+one spec, one validation pass and one worker handler; split, each part would reach back
+into the others' widgets. The rules themselves are all in the core.
+
 Secrets (token, client secret, service-account key) are written only by
 :meth:`DriveSetup.save` (0600, under gpuwizard's config directory); the dialog returns
 ``(name, Remote)`` whose options name those files (``*_file``), never their contents.
