@@ -15,9 +15,12 @@ import argparse
 import sys
 from typing import Any, Callable
 
+import questionary
+from questionary import Choice
+
+from gpuwizard import exit_codes
 from gpuwizard import rclone as R
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def _v(fn: Callable[[str], str | None]) -> Callable[[str], bool | str]:
@@ -36,17 +39,13 @@ def _ask(question: Any) -> Any:
 
 def run_flow(setup: R.DriveSetup) -> dict[str, Any]:
     """Ask every question, fill ``setup.spec``; returns the saved recipe options."""
-    import questionary
-    from questionary import Choice
-
     s = setup.spec
     _say("Google Drive remote for gpuwizard. Secrets are stored under ~/.config/gpuwizard/secrets (0600); "
          "the recipe only names the files.\n")
     s.name = _ask(questionary.text("Remote name:", default=s.name, validate=_v(R.validate_remote_name))).strip()
     s.scope = _ask(questionary.select(
         "Access scope:", default=s.scope,
-        choices=[Choice(title=f"{k:<24} {v}", value=k) for k, v in R.SCOPES.items()
-                 if k != "drive.metadata.readonly"]))
+        choices=[Choice(title=f"{k:<24} {R.SCOPES[k]}", value=k) for k in R.SCOPE_LABELS]))
     _say(R.CLIENT_ID_HELP)
     if _ask(questionary.confirm("Use your own OAuth client ID? (recommended)", default=False)):
         s.client_id = _ask(questionary.text("Client ID:", validate=_v(
@@ -77,7 +76,8 @@ def run_flow(setup: R.DriveSetup) -> dict[str, Any]:
     if s.auth == "paste":
         _say("\nOn a computer with a browser and rclone, run:\n\n    " + s.authorize_command_text()
              + "\n\nthen paste the line between 'Paste the following' and 'End paste'.")
-        setup.accept_token(_ask(questionary.text("Token:", validate=_v(R.validate_token_text))))
+        # Masked like the client secret: a token in the terminal's scrollback is a credential left behind.
+        setup.accept_token(_ask(questionary.password("Token:", validate=_v(R.validate_token_text))))
     elif s.auth == "service_account":
         s.service_account_file = _ask(questionary.path(
             "Service-account JSON key file:", validate=_v(R.validate_service_account_file))).strip()
@@ -98,16 +98,16 @@ def cmd_rclone(args: argparse.Namespace | None = None) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("gpuwizard: `gpuwizard rclone` asks questions, so it needs a terminal; run it in one "
               "(over SSH too), or write the remote into the recipe by hand.", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     setup = R.DriveSetup()
     try:
         options = run_flow(setup)
     except KeyboardInterrupt:
         print("\ngpuwizard: cancelled; nothing was written.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     except (R.RcloneError, OSError) as exc:
         print(f"gpuwizard: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     files = [v for k, v in options.items() if k.endswith("_file")]
     if files:
         _say("\nWrote " + ", ".join(files) + " (mode 0600).")
@@ -120,4 +120,4 @@ def cmd_rclone(args: argparse.Namespace | None = None) -> int:
         _say("Logging in through the VM (do this once the VM is up, or let `gpuwizard run` do steps 2-4):")
         for line in setup.tunnel_instructions():
             _say(line)
-    return EXIT_OK
+    return exit_codes.OK

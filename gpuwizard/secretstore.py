@@ -2,7 +2,8 @@
 
 Why a store: a recipe is meant to be committed and shared, so it never holds a
 credential (recipe.py refuses them). The wizard writes each secret to
-``$XDG_CONFIG_HOME/gpuwizard/secrets/`` (default ``~/.config/gpuwizard/secrets/``) and
+``$XDG_CONFIG_HOME/gpuwizard/secrets/`` (default ``~/.config/gpuwizard/secrets/``; where
+exactly is :func:`gpuwizard.locations.secrets_dir`'s to say) and
 the recipe says ``token_file: ~/.config/gpuwizard/secrets/gdrive.token.json``.
 
 Every write is atomic and private: the temporary file is created 0600 in the target
@@ -18,6 +19,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from gpuwizard.locations import secrets_dir
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -25,18 +28,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 class SecretStoreError(Exception):
     """A secret could not be stored; the message says where and why."""
-
-
-def config_dir() -> Path:
-    """gpuwizard's config directory, honouring ``XDG_CONFIG_HOME`` (absolute paths only,
-    as the XDG spec asks)."""
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "gpuwizard"
-
-
-def secrets_dir() -> Path:
-    return config_dir() / "secrets"
 
 
 def display_path(path: Path | str) -> str:
@@ -90,23 +81,6 @@ def write_secret(name: str, data: str | bytes, directory: Path | None = None) ->
             pass
         raise
     return d / name
-
-
-def write_secret_path(path: str | Path, data: str | bytes) -> Path:
-    """Write a secret to an explicit path (``~`` expanded), atomically and 0600; its
-    directory is created 0700. For front ends that let the user pick the file name."""
-    full = Path(os.path.expanduser(str(path)))
-    full.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    return write_secret(full.name, data, full.parent)
-
-
-def copy_secret(src: str | Path, name: str, directory: Path | None = None) -> Path:
-    """Copy a key file (a service-account JSON, say) into the store as 0600."""
-    try:
-        data = Path(os.path.expanduser(str(src))).read_bytes()
-    except OSError as exc:
-        raise SecretStoreError(f"cannot read {src}: {exc.strerror}") from None
-    return write_secret(name, data, directory)
 
 
 def check_private(path: str | Path) -> str | None:

@@ -7,6 +7,9 @@ through an authenticated drive remote, if it is given the *ID*: files go through
 ``remote,root_folder_id=ID:``. Giving a file ID as root_folder_id silently copies
 nothing (rclone issue #7458), so telling files from folders matters.
 
+:func:`dataset_source_problem` is the one rule for a dataset source given as a link
+(the recipe checker, the Dataset screen and the planner all ask it).
+
 Rules (docs/facts/rclone-drive.md §4c): ``/folders/ID`` first, then ``/file/(u/N/)?d/ID``,
 then the Docs ``/d/ID`` forms, then the ``id=`` query parameter. ``open?id=`` links and
 bare IDs can be either kind: they come back as ``"unknown"`` and the dataset step tries
@@ -161,3 +164,22 @@ def parse_drive_link(url: str) -> DriveLink:
                                  "folder: right-click the item, choose Share > Copy link, and paste that")
     raise ShareLinkError(f"{_short(url)} has no file or folder ID; Drive links look like "
                          "https://drive.google.com/file/d/ID/view or https://drive.google.com/drive/folders/ID")
+
+
+def dataset_source_problem(src: str) -> str | None:
+    """Why a dataset source given as a link can never be fetched, or None.
+
+    Only the source's own form: a Drive link must name a file or folder; any other web
+    URL is fetched with rclone's http backend, which needs it to end in a file name.
+    ``REMOTE:path`` sources pass (whether the remote exists is the recipe's business).
+    """
+    if is_drive_link(src):
+        try:
+            parse_drive_link(src)
+        except ShareLinkError as exc:
+            return str(exc)
+        return None
+    if src.startswith(("http://", "https://")):
+        if not src.rpartition("/")[2] or "?" in src or "#" in src:
+            return "a web URL must end in a file name, without ?query; or define an http remote"
+    return None

@@ -10,6 +10,7 @@ import copy
 import re
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,30 +19,24 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Select, Static
 
 from gpuwizard import recipe as rc
 from gpuwizard.recipe import Dataset, Rclone, Remote
+from gpuwizard.sharelinks import ShareLinkError, dataset_source_problem, is_drive_link, parse_drive_link
 from screens.base import WizardScreen
+from screens.rclone import RcloneScreen
 
-_DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
+#: What the note says when a Drive link has no remote to go through (issue 11: the
+#: screen used to show "remote 'Select.NULL' is not defined").
+NEEDS_DRIVE_REMOTE = "choose or set up a Drive remote first"
 
 
 def drive_file_id(url: str) -> str | None:
-    """The file or folder id of a Google Drive share link, or None when it is not one."""
-    try:
-        from gpuwizard.sharelinks import parse_drive_link  # type: ignore[import-not-found]
-    except ImportError:
-        parse_drive_link = None
-    if parse_drive_link is not None:
-        try:
-            res = parse_drive_link(url)
-        except Exception:  # noqa: BLE001 - "not a drive link"
-            return None
-        if res is None:
-            return None
-        return str(getattr(res, "id", None) or getattr(res, "file_id", None) or res)
-    if not url.startswith(("http://", "https://")) or not any(h in url for h in _DRIVE_HOSTS):
+    """The file or folder ID of a Google Drive share link, or None when it is not a
+    usable one (the core's :func:`gpuwizard.sharelinks.parse_drive_link` decides)."""
+    if not is_drive_link(url):
         return None
-    m = re.search(r"/(?:file/d|folders|document/d|spreadsheets/d)/([A-Za-z0-9_-]{10,})", url) or \
-        re.search(r"[?&]id=([A-Za-z0-9_-]{10,})", url)
-    return m.group(1) if m else None
+    try:
+        return parse_drive_link(url).id
+    except ShareLinkError:
+        return None
 
 
 class DatasetScreen(WizardScreen):
@@ -51,10 +46,15 @@ class DatasetScreen(WizardScreen):
     TITLE = "Dataset"
     HELP = ("Datasets are copied with rclone: write REMOTE:path (e.g. gdrive:st-gcn-processed-data.zip) or paste "
             "a Google Drive share link. Optional: a recipe can have no dataset.")
+    # Priority: the text inputs would take ctrl+a (cursor home) and ctrl+d (delete right)
+    # for themselves, so Add and Remove work wherever the focus is. Del stays for the
+    # table (in a text field it deletes a character, as a user expects); ctrl+d is the
+    # Remove the footer shows because it works everywhere.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+a", "add", "Add dataset", id="dataset.add"),
-        Binding("ctrl+r", "rclone", "Set up Drive remote", id="dataset.rclone"),
-        Binding("delete", "remove", "Remove", id="dataset.remove"),
+        Binding("ctrl+a", "add", "Add dataset", priority=True, id="dataset.add"),
+        Binding("ctrl+r", "rclone", "Set up Drive remote", priority=True, id="dataset.rclone"),
+        Binding("ctrl+d", "remove", "Remove", priority=True, id="dataset.remove"),
+        Binding("delete", "remove", "Remove", show=False, id="dataset.remove-del"),
     ]
 
     def __init__(self) -> None:
@@ -80,7 +80,7 @@ class DatasetScreen(WizardScreen):
                 yield Checkbox("unzip / untar", value=False, id="ds-unzip")
         with Horizontal(classes="row"):
             yield Button("Add (ctrl+a)", id="add", variant="success")
-            yield Button("Remove (del)", id="remove")
+            yield Button("Remove (ctrl+d)", id="remove")
             yield Button("Set up Google Drive remote (ctrl+r)", id="rclone")
         yield Static("", id="remotes", classes="note")
         yield Static("", id="ds-note", classes="note")
@@ -93,6 +93,8 @@ class DatasetScreen(WizardScreen):
         self.datasets = copy.deepcopy(self.draft.datasets)
         self.remotes = copy.deepcopy(self.draft.rclone.remotes) if self.draft.rclone else {}
         self._refresh_rows()
+        # Typing works at once: the source field has the focus when the screen opens.
+        self.query_one("#ds-from", Input).focus()
 
     def snapshot(self) -> Any:
         return (rc.to_data(self.datasets), rc.to_data(self.remotes))
@@ -149,58 +151,93 @@ class DatasetScreen(WizardScreen):
             r.update("No rclone remote yet. Google Drive data needs one: ctrl+r sets it up.")
         self._hint()
 
+    def _drive_remotes(self) -> list[str]:
+        return [n for n, r in self.remotes.items() if r.type == "drive"]
+
+    def _chosen_remote(self) -> str | None:
+        sel = self.query_one("#ds-remote", Select)
+        return None if sel.is_blank() else str(sel.value)
+
+    def _typed(self) -> Dataset | None:
+        """The dataset the fields describe, or None while the source is empty."""
+        src = self.query_one("#ds-from", Input).value.strip()
+        if not src:
+            return None
+        to = self.query_one("#ds-to", Input).value.strip() or "~/data/"
+        remote = self._chosen_remote() if is_drive_link(src) else None
+        return Dataset(from_=src, to=to, remote=remote, unzip=self.query_one("#ds-unzip", Checkbox).value)
+
+    def _refusal(self, ds: Dataset) -> str | None:
+        """Why the typed dataset cannot become a row (None: it can). The rules are the
+        core's: the source's form (:func:`gpuwizard.sharelinks.dataset_source_problem`) and the
+        recipe checker; only a remote that is still to be set up is let through, since
+        ctrl+r sets it up and Next stays disabled until it exists."""
+        bad = dataset_source_problem(ds.from_)
+        if bad:
+            return bad
+        if is_drive_link(ds.from_) and ds.remote is None:
+            return NEEDS_DRIVE_REMOTE + ": press ctrl+r to set one up" if not self._drive_remotes() else \
+                NEEDS_DRIVE_REMOTE + ": pick one under 'Through remote'"
+        name = ds.from_.split(":", 1)[0] if ":" in ds.from_ and not is_drive_link(ds.from_) else None
+        probs = [p.removeprefix("dataset 1: ") for p in self._trial_problems([ds]) if p.startswith("dataset 1: ")]
+        if name is not None and name not in self.remotes:
+            probs = [p for p in probs if repr(name) not in p]  # to be set up with ctrl+r
+        return probs[0] if probs else None
+
     def _hint(self) -> None:
         note = self.query_one("#ds-note", Static)
-        src = self.query_one("#ds-from", Input).value.strip()
+        ds = self._typed()
         note.set_class(False, "-warning")
-        note.display = bool(src)
-        if not src:
+        note.display = ds is not None
+        if ds is None:
             note.update("")
             return
-        fid = drive_file_id(src)
-        if fid:
-            drive = [n for n, r in self.remotes.items() if r.type == "drive"]
-            if drive:
-                note.update(f"Google Drive file {fid}: fetched through the {drive[0]!r} remote.")
-            else:
-                note.set_class(True, "-warning")
-                note.update("This is a Google Drive link; it is fetched through a drive remote and none exists yet. "
-                            "Press ctrl+r to set one up.")
-            return
-        if src.startswith(("http://", "https://")):
-            note.update("A plain web link: define an http remote, or download it in a step of your own.")
-            return
-        name = src.split(":", 1)[0] if ":" in src else None
-        if name and name not in self.remotes:
+        refusal = self._refusal(ds)
+        if refusal:
             note.set_class(True, "-warning")
-            note.update(f"Remote {name!r} is not defined yet"
-                        + (": press ctrl+r to set up a Google Drive remote." if not self.remotes else
-                           f" (defined: {', '.join(self.remotes)})."))
+            note.update(Text(refusal[0].upper() + refusal[1:]))
+            return
+        if is_drive_link(ds.from_):
+            link = parse_drive_link(ds.from_)
+            note.update(Text(f"Google Drive {link.kind if link.kind != 'unknown' else 'item'} {link.id}: "
+                             f"fetched through the {ds.remote!r} remote."))
+            return
+        name = ds.from_.split(":", 1)[0] if ":" in ds.from_ else None
+        if name and not ds.from_.startswith(("http://", "https://")) and name not in self.remotes:
+            note.set_class(True, "-warning")
+            note.update(Text(f"Remote {name!r} is not defined yet"
+                             + (": press ctrl+r to set up a Google Drive remote." if not self.remotes else
+                                f" (defined: {', '.join(self.remotes)}); ctrl+r sets up a Google Drive remote.")))
+        elif ds.from_.startswith(("http://", "https://")):
+            note.update("A plain web link: fetched with rclone's http backend.")
         else:
             note.update("")
 
     def changed(self) -> None:
         self._hint()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "remove" and not self.datasets:
+            return None  # nothing to remove: dimmed in the footer
+        return super().check_action(action, parameters)
+
     # -------------------------------------------------------------- actions
 
     @on(Button.Pressed, "#add")
     @on(Input.Submitted, "#ds-from, #ds-to")
     def action_add(self) -> None:
-        src = self.query_one("#ds-from", Input).value.strip()
-        if not src:
+        ds = self._typed()
+        if ds is None:
             self.notify("Type a source first: REMOTE:path or a Google Drive link.", severity="warning")
             return
-        to = self.query_one("#ds-to", Input).value.strip() or "~/data/"
-        unzip = self.query_one("#ds-unzip", Checkbox).value
-        remote = None
-        if drive_file_id(src):
-            v = self.query_one("#ds-remote", Select).value
-            remote = None if v is Select.BLANK else str(v)
-        ds = Dataset(from_=src, to=to, remote=remote, unzip=unzip)
-        probs = self._trial_problems([ds])
-        if probs and not (remote is None and drive_file_id(src)):
-            self.notify(probs[0].removeprefix("dataset 1: "), severity="warning")
+        refusal = self._refusal(ds)
+        if refusal:
+            # Nothing is added: the reason stays under the field until the source changes.
+            self._hint()
+            self.notify(refusal, title="Not added", severity="warning")
+            if is_drive_link(ds.from_) and ds.remote is None and not self._drive_remotes():
+                self.query_one("#rclone", Button).focus()  # the offer: Enter opens the set-up
+            return
         self.datasets.append(ds)
         self.query_one("#ds-from", Input).value = ""
         self._refresh_rows()
@@ -218,8 +255,6 @@ class DatasetScreen(WizardScreen):
 
     @on(Button.Pressed, "#rclone")
     def action_rclone(self) -> None:
-        from screens.rclone import RcloneScreen
-
         ssh = self.draft.target.ssh
         host = ssh.hosts[0] if ssh and ssh.hosts else "USER@VM"
         self.app.push_screen(RcloneScreen(existing=list(self.remotes), host=host), self._remote_added)
@@ -231,9 +266,12 @@ class DatasetScreen(WizardScreen):
             return
         name, remote = result
         self.remotes[name] = remote
-        for d in self.datasets:  # Drive links waiting for a remote get this one
-            if d.remote is None and drive_file_id(d.from_):
+        for d in self.datasets:  # Drive links loaded without a remote get this one
+            if d.remote is None and is_drive_link(d.from_) and remote.type == "drive":
                 d.remote = name
         self._refresh_rows()
+        if remote.type == "drive":
+            self.query_one("#ds-remote", Select).value = name
         self.commit()
         self.revalidate()
+        self.query_one("#ds-from", Input).focus()

@@ -7,6 +7,10 @@ module only lays the form out, builds a spec from the widgets, shows what
 :meth:`DriveRemoteSpec.validate` says next to the field it is about, and runs the
 blocking ``rclone authorize "drive"`` in a thread worker.
 
+One piece though past 400 lines: it is one dialog whose four credential panels share
+one spec, one validation pass and one worker handler; split, each part would reach back
+into the others' widgets. The rules themselves are all in the core.
+
 Secrets (token, client secret, service-account key) are written only by
 :meth:`DriveSetup.save` (0600, under gpuwizard's config directory); the dialog returns
 ``(name, Remote)`` whose options name those files (``*_file``), never their contents.
@@ -21,30 +25,20 @@ from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import (Button, Checkbox, ContentSwitcher, Input, RadioButton, RadioSet, Select, Static,
-                             TextArea)
+from textual.widgets import Button, Checkbox, ContentSwitcher, Input, RadioButton, RadioSet, Select, Static
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import rclone as core
+from gpuwizard.drive_scopes import DEFAULT_SCOPE
 from gpuwizard.recipe import Remote
 from gpuwizard.secretstore import SecretStoreError
-
-#: Scopes offered in the form, with a short label; the explanation of each is the
-#: core's :data:`gpuwizard.rclone.SCOPES` text. ``drive.metadata.readonly`` is left
-#: out as in ``gpuwizard rclone``: it cannot download anything.
-SCOPE_LABELS: dict[str, str] = {
-    "drive.readonly": "drive.readonly (recommended)",
-    "drive": "drive (full access)",
-    "drive.file": "drive.file (rclone's own files)",
-    "drive.appfolder": "drive.appfolder (app folder)",
-}
 
 #: spec field (as :meth:`DriveRemoteSpec.validate` names it) -> id of the Static under
 #: the widget that edits it. ``token`` and ``service_account_file`` share the
@@ -73,6 +67,27 @@ FIELD_LABELS: dict[str, str] = {
 LOGIN_TIMEOUT_S = 300.0
 
 _Key = tuple[str, str, str]  # (scope, client id, client secret) a local login was made for
+
+
+class TokenInput(Input):
+    """The pasted OAuth token: masked like a password, and a paste kept whole.
+
+    A plain Input keeps only the first line of a paste, and the first line of
+    ``rclone authorize``'s answer is "Paste the following into your remote machine --->",
+    which holds no token. The lines are joined instead; the core
+    (:func:`gpuwizard.rclone.parse_token_text`) finds the token between the markers.
+    """
+
+    def _on_paste(self, event: events.Paste) -> None:
+        event.prevent_default()  # not Input's first-line-only paste as well
+        event.stop()
+        joined = " ".join(line.strip() for line in event.text.splitlines() if line.strip())
+        if not joined:
+            return
+        if self.selection.is_empty:
+            self.insert_text_at_cursor(joined)
+        else:
+            self.replace(joined, *self.selection)
 
 
 class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
@@ -126,10 +141,10 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
                         yield self._err("name")
                     with Vertical(classes="field"):
                         yield Static("Access scope", classes="label")
-                        yield Select([(label, k) for k, label in SCOPE_LABELS.items()], value="drive.readonly",
+                        yield Select([(label, k) for k, label in core.SCOPE_LABELS.items()], value=DEFAULT_SCOPE,
                                      allow_blank=False, id="rc-scope")
                         yield self._err("scope")
-                yield Static(core.SCOPES["drive.readonly"], id="rc-scope-help", classes="hint")
+                yield Static(core.SCOPES[DEFAULT_SCOPE], id="rc-scope-help", classes="hint")
 
                 yield Checkbox("Use my own OAuth client ID (recommended)", value=False, id="rc-own-client")
                 yield Static(core.CLIENT_ID_HELP, id="rc-client-help", classes="hint")
@@ -172,9 +187,12 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
                         yield Static("", id="rc-login-status")
                     with Vertical(id="panel-paste", classes="panel"):
                         yield Static("", id="rc-paste-cmd", classes="hint")
-                        yield Static("Token (the line between 'Paste the following' and 'End paste')",
-                                     classes="label")
-                        yield TextArea(id="rc-token", soft_wrap=True)
+                        yield Static("Token: paste rclone's whole answer, or the line between "
+                                     "'Paste the following' and 'End paste'", classes="label")
+                        with Horizontal(classes="row"):
+                            yield TokenInput(placeholder='{"access_token": ...} (hidden as you paste)',
+                                             password=True, id="rc-token")
+                            yield Checkbox("Show", value=False, id="rc-token-show")
                     with Vertical(id="panel-service_account", classes="panel"):
                         yield Static("Service-account JSON key file (IAM > Service accounts > Keys > Add key)",
                                      classes="label")
@@ -195,6 +213,7 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
     def on_mount(self) -> None:
         self.query_one("#rc-client", Horizontal).display = False
         self._mounted = True
+        self.query_one("#rc-name", Input).focus()  # typing works at once
         self._refresh()
         self.find_rclone()
 
@@ -220,7 +239,7 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
         auth = self._auth()
         token = ""
         if auth == "paste":
-            token = self.query_one("#rc-token", TextArea).text.strip()
+            token = self.query_one("#rc-token", TokenInput).value.strip()
         elif auth == "local" and self._login is not None and self._login[0] == self._key():
             token = self._login[1]
         return core.DriveRemoteSpec(
@@ -249,7 +268,6 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
     @on(Input.Changed)
     @on(Select.Changed)
     @on(Checkbox.Changed)
-    @on(TextArea.Changed)
     @on(RadioSet.Changed)
     def _refresh(self) -> None:
         """Re-validate and redraw every inline message from one :meth:`problems` call."""
@@ -377,6 +395,11 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
         else:
             button.label = core.AUTH_METHODS["local"] + " (rclone is not installed here)"
         self._refresh()
+
+    @on(Checkbox.Changed, "#rc-token-show")
+    def _reveal_token(self, event: Checkbox.Changed) -> None:
+        """The token is masked unless the user asks to check what was pasted."""
+        self.query_one("#rc-token", TokenInput).password = not event.value
 
     @on(RadioSet.Changed, "#rc-auth")
     def _auth_changed(self, event: RadioSet.Changed) -> None:

@@ -14,6 +14,7 @@ import re
 import sys
 
 import pytest
+import yaml
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -60,8 +61,6 @@ def token_json() -> str:
 
 
 def fragment_of(text: str) -> dict:
-    import yaml
-
     clean = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")
     start = clean.index("rclone:\n")
     end = clean.index("and fetch a dataset")
@@ -79,6 +78,7 @@ def test_paste_flow_writes_0600_secret_and_prints_fragment(tmp_path: pathlib.Pat
     child.expect("not valid JSON")
     child.send("\x7f" * 40 + token_json() + ENTER)
     child.expect("Save the secrets")
+    typed = child.before  # what the terminal showed while the token was pasted
     child.send("y")
     child.expect(pexpect.EOF)
     child.close()
@@ -88,7 +88,7 @@ def test_paste_flow_writes_0600_secret_and_prints_fragment(tmp_path: pathlib.Pat
     assert secrets.stat().st_mode & 0o777 == 0o700
     assert json.loads(tok.read_text())["refresh_token"].startswith("1//0PTYTEST")
     out = child.before
-    assert "ya29.PTYTEST" not in out.split("Save the secrets")[-1]  # the token is not echoed back
+    assert "PTYTEST" not in typed + out  # the pasted token is masked as it is typed, and never echoed back
     frag = fragment_of(out)
     gd = frag["rclone"]["remotes"]["gdtest"]
     assert gd == {"type": "drive", "scope": "drive.readonly", "root_folder_id": FOLDER,
@@ -137,7 +137,7 @@ def test_service_account_flow(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")
-def test_local_rclone_authorize_flow(tmp_path: pathlib.Path, fake_oauth: FakeOAuth) -> None:
+def test_local_rclone_authorize_flow(tmp_path: pathlib.Path, fake_oauth: FakeOAuth, rclone_auth_port: int) -> None:
     child, secrets = spawn(tmp_path, extra_env=fake_oauth.env())
     answer_common(child, "gdlocal")
     child.send(ENTER)                                # first choice: rclone on this machine

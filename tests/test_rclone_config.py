@@ -11,13 +11,17 @@ import json
 import os
 import pathlib
 import re
+import socket
 import subprocess
 import threading
 
 import pytest
 
 from gpuwizard import rclone as R
+from gpuwizard.rclone import config_state
+from gpuwizard.rclone.host_steps import config_state_program
 from gpuwizard.recipe import Remote
+from gpuwizard.steps import Step
 from tests.fixtures.rclone_servers import RCLONE, FakeOAuth, browse_in_background, play_browser
 
 pytestmark = pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")
@@ -41,66 +45,119 @@ def conf_env(rclone_env: dict[str, str], tmp_path: pathlib.Path) -> dict[str, st
     return {**rclone_env, "RCLONE_CONFIG": str(tmp_path / "rclone.conf")}
 
 
-def test_token_from_environment_completes_without_argv_secret(conf_env: dict[str, str], fake_oauth: FakeOAuth) -> None:
-    argv = R.config_create_args("gd", "drive", {"scope": "drive.readonly",
-                                                "client_id": "123-abc.apps.googleusercontent.com"}, rclone=RCLONE)
-    assert not any(fake_oauth.access_token in a for a in argv)
-    r = run_rclone(argv, {**conf_env, "RCLONE_CONFIG_GD_TOKEN": token_for(fake_oauth)})
+def host_env(conf_env: dict[str, str]) -> dict[str, str]:
+    """The step's environment on a "host": the real rclone first on PATH."""
+    return {**conf_env, "PATH": os.path.dirname(RCLONE) + ":" + os.environ["PATH"]}
+
+
+def host_run(script: str, home: pathlib.Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a step's bash as the executor does (``bash -euo pipefail -c``) with HOME=home."""
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], env={**env, "HOME": str(home)},
+                          capture_output=True, text=True, timeout=60)
+
+
+def upload(step: Step, home: pathlib.Path) -> None:
+    """Copy the step's secret files to their host paths (0600), as the executor's SFTP would."""
+    for u in step.uploads:
+        dest = home / u.remote.removeprefix("~/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(pathlib.Path(os.path.expanduser(u.local)).read_bytes())
+        dest.chmod(u.mode)
+
+
+def state_check(json_text: str, name: str = "gd") -> subprocess.CompletedProcess[str]:
+    """The State check exactly as the remote step ships it to the host."""
+    return subprocess.run(["python3", "-c", config_state_program(), name], input=json_text,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_token_file_completes_without_the_token_on_argv_or_in_the_config(
+        conf_env: dict[str, str], fake_oauth: FakeOAuth, tmp_path: pathlib.Path) -> None:
+    home = tmp_path / "host-home"
+    tok = tmp_path / "local.token.json"
+    tok.write_text(token_for(fake_oauth))
+    step = R.remote_step("gd", Remote(type="drive", options={
+        "scope": "drive.readonly", "client_id": "123-abc.apps.googleusercontent.com", "token_file": str(tok)}))
+    assert fake_oauth.access_token not in step.run
+    upload(step, home)
+    r = host_run(step.run, home, host_env(conf_env))
     assert r.returncode == 0, r.stderr
-    assert R.check_config_state(r.stdout)["State"] == ""
     gd = config_dump(conf_env)["gd"]
     assert gd["type"] == "drive" and gd["scope"] == "drive.readonly"
     assert "token" not in gd  # the secret stays in the secret file, read into the env per step
 
 
-def test_config_create_args_refuse_secrets() -> None:
-    with pytest.raises(R.RcloneError, match="process list"):
-        R.config_create_args("gd", "drive", {"token": "{}"})
-    argv = R.config_create_args("gd", "drive", {"scope": "drive", "shared_with_me": True})
-    assert argv[-1] == "--non-interactive"
-    assert "shared_with_me=true" in argv and "config_refresh_token=false" in argv
-    assert "config_change_team_drive=false" in argv
+def test_config_create_line_answers_every_question_and_refuses_inline_secrets() -> None:
+    step = R.remote_step("gd", Remote(type="drive", options={"scope": "drive", "shared_with_me": True,
+                                                             "token_file": "/x/t.json"}))
+    line = next(ln for ln in step.run.splitlines() if "rclone config create" in ln)
+    assert line.rstrip(")").endswith("--non-interactive")
+    for word in ("shared_with_me=true", "config_refresh_token=false", "config_change_team_drive=false"):
+        assert word in line
+    inline = R.remote_step("gd", Remote(type="drive", options={"token": '{"access_token": "ya29.x"}'}))
+    assert "ya29" not in inline.run and "process list" in inline.run and "exit 2" in inline.run
 
 
-def test_state_machine_check_catches_incomplete_config(conf_env: dict[str, str]) -> None:
-    # No credential at all: rclone exits 0 but stops at "Use auto config?".
-    r = run_rclone(R.config_create_args("gd", "drive", {"scope": "drive.readonly"}, rclone=RCLONE), conf_env)
-    assert r.returncode == 0
-    with pytest.raises(R.ConfigIncomplete) as exc:
-        R.check_config_state(r.stdout)
-    assert exc.value.option == "config_is_local" and exc.value.state.startswith("*oauth")
-    assert "token_file" in str(exc.value)
-    # Headless but no token: it stops at config_token.
-    r = run_rclone(R.config_create_args("gd", "drive", {"scope": "drive.readonly", "config_is_local": False},
-                                        rclone=RCLONE), conf_env)
-    with pytest.raises(R.ConfigIncomplete) as exc:
-        R.check_config_state(r.stdout)
-    assert exc.value.option == "config_token"
+def test_step_fails_when_rclone_stops_to_ask(conf_env: dict[str, str], tmp_path: pathlib.Path) -> None:
+    """rclone exits 0 but stops at "Use auto config?" when a drive remote has no credential
+    (and the tunnel login is off): the shipped check turns that into a failed step."""
+    step = R.remote_step("gd", Remote(type="drive", options={"scope": "drive.readonly", "env_auth": False}))
+    r = host_run(step.run, tmp_path, host_env(conf_env))
+    assert r.returncode == 1, r.stderr
+    assert "remote 'gd' is incomplete: rclone stopped to ask for 'config_is_local'" in r.stderr
+    assert "token_file" in r.stderr and "configured" not in r.stdout
 
 
-def test_check_config_state_edge_cases() -> None:
-    assert R.check_config_state('{"State": "", "Option": null, "Error": "", "Result": ""}')["State"] == ""
-    with pytest.raises(R.ConfigIncomplete, match="boom"):
-        R.check_config_state('{"State": "", "Option": null, "Error": "boom"}')
-    with pytest.raises(R.RcloneError, match="1.56"):
-        R.check_config_state("2021/01/01 NOTICE: something")
-    with pytest.raises(R.RcloneError, match="1.56"):
-        R.check_config_state("[1]")
+def test_host_without_python3_is_told_before_rclone_runs(conf_env: dict[str, str], tmp_path: pathlib.Path) -> None:
+    """The State check needs python3 on the host; without it the step says so first,
+    before rclone could stop half-way through a login."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "rclone").symlink_to(RCLONE)  # rclone, but no python3 on this "host"
+    step = R.remote_step("gd", Remote(type="drive", options={"scope": "drive.readonly", "env_auth": False}))
+    r = subprocess.run(["/bin/bash", "-euo", "pipefail", "-c", step.run], capture_output=True, text=True, timeout=60,
+                       env={**conf_env, "HOME": str(tmp_path), "PATH": str(bindir)})
+    assert r.returncode == 1
+    assert "python3 is needed" in r.stderr and "apt-get install python3" in r.stderr
+    assert not (tmp_path / "rclone.conf").exists()  # rclone never ran
+
+
+def test_shipped_state_check_edge_cases() -> None:
+    ok = state_check('{"State": "", "Option": null, "Error": "", "Result": ""}')
+    assert ok.returncode == 0 and ok.stderr == ""
+    boom = state_check('{"State": "", "Option": null, "Error": "boom"}')
+    assert boom.returncode == 1 and "(boom)" in boom.stderr
+    asked = state_check('{"State": "*oauth-islocal,x", "Option": {"Name": "config_token", "Help": "SECRET-HELP"}}')
+    assert asked.returncode == 1 and "'config_token'" in asked.stderr and "gpuwizard rclone" in asked.stderr
+    assert "SECRET-HELP" not in asked.stderr  # Help can embed authorize blobs: never printed
+    for junk in ("2021/01/01 NOTICE: something", "[1]", ""):
+        r = state_check(junk)
+        assert r.returncode == 1 and "1.56" in r.stderr
+
+
+def test_state_check_program_is_the_module_the_tests_import() -> None:
+    assert config_state_program() == pathlib.Path(config_state.__file__).read_text(encoding="utf-8")
+    assert config_state.problem('{"State": ""}', "gd") is None
 
 
 def test_service_account_completes(conf_env: dict[str, str], tmp_path: pathlib.Path) -> None:
     sa = tmp_path / "sa.json"
     sa.write_text(json.dumps({"type": "service_account", "client_email": "x@p.iam.gserviceaccount.com",
                               "private_key": "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n"}))
-    r = run_rclone(R.config_create_args("gsa", "drive", {"scope": "drive.readonly", "service_account_file": str(sa),
-                                                         "root_folder_id": "1AbCdEfGhIjKlMnOp"}, rclone=RCLONE), conf_env)
-    R.check_config_state(r.stdout)
+    home = tmp_path / "host-home"
+    step = R.remote_step("gsa", Remote(type="drive", options={
+        "scope": "drive.readonly", "service_account_file": str(sa), "root_folder_id": "1AbCdEfGhIjKlMnOp"}))
+    upload(step, home)
+    r = host_run(step.run, home, host_env(conf_env))
+    assert r.returncode == 0, r.stderr
     gsa = config_dump(conf_env)["gsa"]
-    assert gsa["service_account_file"] == str(sa) and gsa["root_folder_id"] == "1AbCdEfGhIjKlMnOp"
+    assert gsa["service_account_file"] == str(home / ".config/gpuwizard/secrets/gsa.service_account")
+    assert gsa["root_folder_id"] == "1AbCdEfGhIjKlMnOp"
 
 
 def test_local_authorize_through_fake_oauth(rclone_env: dict[str, str], fake_oauth: FakeOAuth,
-                                            monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+                                            monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path,
+                                            rclone_auth_port: int) -> None:
     """Mode (a): `rclone authorize "drive"` here; we capture the token between the markers."""
     for k, v in fake_oauth.env().items():
         monkeypatch.setenv(k, v)
@@ -127,20 +184,25 @@ def test_local_authorize_through_fake_oauth(rclone_env: dict[str, str], fake_oau
     # and the result configures a remote that finishes
     opts = setup.save()
     assert opts["token_file"].endswith("gd.token.json") and "token" not in opts
-    env = {**rclone_env, "RCLONE_CONFIG": str(tmp_path / "r.conf"), "RCLONE_CONFIG_GD_TOKEN": tok,
-           "RCLONE_CONFIG_GD_CLIENT_SECRET": spec.client_secret}
-    plain = {k: v for k, v in opts.items() if k not in ("type", "token_file", "client_secret_file")}
-    r = run_rclone(R.config_create_args("gd", "drive", plain, rclone=RCLONE), env)
-    R.check_config_state(r.stdout)
+    conf_env = {**rclone_env, "RCLONE_CONFIG": str(tmp_path / "r.conf")}
+    step = R.remote_step("gd", Remote(type="drive", options={k: v for k, v in opts.items() if k != "type"}))
+    home = tmp_path / "host-home"
+    upload(step, home)
+    r = host_run(step.run, home, host_env(conf_env))
+    assert r.returncode == 0, r.stderr
+    assert config_dump(conf_env)["gd"]["client_id"] == "123-abc.apps.googleusercontent.com"
 
 
-def test_tunnel_flow_config_is_local_on_host(conf_env: dict[str, str], fake_oauth: FakeOAuth) -> None:
-    """Mode (c): on the VM, config_is_local=true waits on 127.0.0.1:53682 for the redirect
-    that the user's browser sends through `ssh -L 53682:localhost:53682`."""
-    argv = R.config_create_args("gd", "drive", {"scope": "drive.readonly", "config_is_local": True,
-                                                "auth_url": fake_oauth.auth_url, "token_url": fake_oauth.token_url},
-                                rclone=RCLONE)
-    proc = subprocess.Popen(argv, env=conf_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_tunnel_step_logs_in_on_the_host(conf_env: dict[str, str], fake_oauth: FakeOAuth, tmp_path: pathlib.Path,
+                                         rclone_auth_port: int) -> None:
+    """Mode (c): the remote step without a credential runs config_is_local=true on the
+    host, which waits on 127.0.0.1:53682 for the redirect that the user's browser sends
+    through `ssh -L 53682:localhost:53682`; the shipped State check then passes."""
+    step = R.remote_step("gd", Remote(type="drive", options={
+        "scope": "drive.readonly", "auth_url": fake_oauth.auth_url, "token_url": fake_oauth.token_url}))
+    assert step.check and "ssh -L 53682:localhost:53682" in step.run
+    proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", step.run],
+                            env={**host_env(conf_env), "HOME": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = None
         assert proc.stderr is not None
@@ -151,19 +213,17 @@ def test_tunnel_flow_config_is_local_on_host(conf_env: dict[str, str], fake_oaut
                 break
         assert url, "rclone printed no login link"
         play_browser(url)
-        out, _ = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    R.check_config_state(out)
+    assert proc.returncode == 0, err
+    assert "rclone remote gd configured" in out
     gd = config_dump(conf_env)["gd"]
     assert json.loads(gd["token"])["access_token"] == fake_oauth.access_token
-
-
-def host_run(script: str, home: pathlib.Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], env={**env, "HOME": str(home)},
-                          capture_output=True, text=True, timeout=60)
+    # the step's check now says "done": a re-run never replaces the working token
+    assert host_run(step.check, tmp_path, host_env(conf_env)).returncode == 0
 
 
 def test_remote_step_script_runs_and_checks_state(conf_env: dict[str, str], fake_oauth: FakeOAuth,
@@ -213,34 +273,28 @@ def test_generic_backends_pass_through(conf_env: dict[str, str], tmp_path: pathl
     assert revealed == "s3cr3t-pass"
 
 
-@pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")
-def test_authorize_can_be_cancelled_and_frees_the_port(fake_oauth: FakeOAuth) -> None:
-    import socket
-    import time
-
+def test_authorize_can_be_cancelled_and_frees_the_port(fake_oauth: FakeOAuth, rclone_auth_port: int) -> None:
     spec = R.DriveRemoteSpec(name="gd", auth="local")
     cancel = threading.Event()
-    urls: list[str] = []
+    url_seen = threading.Event()
     errors: list[Exception] = []
 
     def login() -> None:
         try:
-            R.authorize_local(spec, rclone=RCLONE, on_url=urls.append, open_browser=False, timeout=60,
-                              extra_env=fake_oauth.env(), cancel=cancel)
+            R.authorize_local(spec, rclone=RCLONE, on_url=lambda _url: url_seen.set(), open_browser=False,
+                              timeout=120, extra_env=fake_oauth.env(), cancel=cancel)
         except R.RcloneError as exc:
             errors.append(exc)
 
     t = threading.Thread(target=login)
     t.start()
-    deadline = time.monotonic() + 20
-    while not urls and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert urls, "rclone printed no login link"
-    t0 = time.monotonic()
-    cancel.set()  # the user closes the dialog instead of logging in
-    t.join(10)
-    assert not t.is_alive() and time.monotonic() - t0 < 3
-    assert [str(e) for e in errors] == ["login cancelled"]
+    try:
+        assert url_seen.wait(60), "rclone printed no login link"
+    finally:
+        cancel.set()  # the user closes the dialog instead of logging in
+        t.join(60)
+    assert not t.is_alive()
+    assert [str(e) for e in errors] == ["login cancelled"]  # cancelled, not the 120 s deadline
     with socket.socket() as s:  # rclone no longer holds its redirect port
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 53682))
+        s.bind(("127.0.0.1", rclone_auth_port))

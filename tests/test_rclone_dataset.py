@@ -18,6 +18,7 @@ import os
 import pathlib
 import pwd
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import threading
@@ -97,8 +98,6 @@ def sha256(path: pathlib.Path) -> str:
 
 
 def makefile(path: pathlib.Path, size: str) -> None:
-    import subprocess
-
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([RCLONE, "test", "makefile", size, str(path), "--sparse", "--seed", "7"], check=True,
                    capture_output=True, env={**os.environ, "RCLONE_CONFIG": os.devnull})

@@ -18,8 +18,14 @@ import sys
 
 import pytest
 
+from gpuwizard import events as ev
 from gpuwizard import rclone as R
 from gpuwizard import recipe as RR
+from gpuwizard.executor import ExecOptions, Executor
+from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
+from gpuwizard.runlog import RunDir
+from gpuwizard.ssh import HostSpec
+from gpuwizard.steps import Step, Upload
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -71,9 +77,6 @@ def test_steps_upload_from_the_variable_without_reading_it(monkeypatch: pytest.M
 
 
 def _run_step(host, step, rd=None):
-    from gpuwizard import events as ev
-    from gpuwizard.executor import ExecOptions, Executor
-    from gpuwizard.ssh import HostSpec
 
     spec = HostSpec(name="h", address=host.address, port=host.port, user=host.user, identity=host.client_key,
                     known_hosts=host.known_hosts)
@@ -91,9 +94,6 @@ def _run_step(host, step, rd=None):
 def test_env_upload_reaches_the_host_0600_and_is_masked(sshd_user_host, tmp_path, monkeypatch) -> None:
     """Through the runner's own pieces (RunDir + renderers): events.jsonl, the host log and
     both renderers never hold the value, though the step prints it."""
-    from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
-    from gpuwizard.runlog import RunDir
-    from gpuwizard.steps import Step, Upload
 
     value = "gwt-envpass-" + os.urandom(8).hex()
     monkeypatch.setenv("GWT_UPLOAD_VALUE", value)
@@ -121,8 +121,6 @@ def test_env_upload_reaches_the_host_0600_and_is_masked(sshd_user_host, tmp_path
 
 
 def test_unset_variable_fails_the_step_with_one_sentence(sshd_user_host, monkeypatch) -> None:
-    from gpuwizard import events as ev
-    from gpuwizard.steps import Step, Upload
 
     monkeypatch.delenv("GWT_NOT_SET", raising=False)
     step = Step("use", "use", "echo should-not-run",

@@ -19,7 +19,8 @@ import pytest
 pytest.importorskip("textual")
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
-from textual.widgets import Button, Static, TextArea  # noqa: E402
+from textual import events  # noqa: E402
+from textual.widgets import Button, Checkbox, Input, Static  # noqa: E402
 
 from gpuwizard import rclone as R  # noqa: E402
 from gpuwizard import recipe as rc  # noqa: E402
@@ -75,6 +76,11 @@ def _inline(scr: RcloneScreen, target: str) -> str:
     return str(w.render()) if w.display else ""
 
 
+def _painted(widget: object) -> str:
+    """The text the widget paints (what a person sees), not its value."""
+    return "".join(seg.text for strip in widget.render_lines(widget.region.reset_offset) for seg in strip)  # type: ignore[attr-defined]
+
+
 def _recipe_text(app: WizardApp) -> str:
     text = rc.dumps(app.draft)
     rc.loads(text, "draft.yaml")  # the loader refuses recipes that carry secrets
@@ -87,9 +93,20 @@ async def test_paste_token_writes_0600_file_named_by_the_draft(home: pathlib.Pat
         scr = await _open(pilot)
         await _choose(pilot, scr, "paste")
         scr.query_one("#rc-root").value = f"https://drive.google.com/drive/folders/{FOLDER}?usp=sharing"
-        scr.query_one("#rc-token", TextArea).text = ("Paste the following into your remote machine --->\n"
-                                                      + token_json() + "\n<---End paste")
+        tok = scr.query_one("#rc-token", Input)
+        tok.focus()
+        # the whole `rclone authorize` answer, pasted as a user does: three lines
+        tok.post_message(events.Paste("Paste the following into your remote machine --->\n"
+                                      + token_json() + "\n<---End paste\n"))
         await pilot.pause()
+        assert "TUITEST" in tok.value and scr.spec().token  # the whole answer arrived, not its first line
+        assert "End paste" not in _painted(tok) and "•" in _painted(tok)  # masked on screen
+        scr.query_one("#rc-token-show", Checkbox).value = True  # the way to check what was pasted
+        await pilot.pause()
+        assert "End paste" in _painted(tok)
+        scr.query_one("#rc-token-show", Checkbox).value = False
+        await pilot.pause()
+        assert "End paste" not in _painted(tok)
         assert scr.valid and not scr.query_one("#rc-save", Button).disabled
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -140,7 +157,7 @@ async def test_invalid_token_shows_core_message_and_save_stays_disabled(home: pa
         scr = await _open(pilot)
         await _choose(pilot, scr, "paste")
         bad = '{"access_token": "x"'
-        scr.query_one("#rc-token", TextArea).text = bad
+        scr.query_one("#rc-token").value = bad
         await pilot.pause()
         assert _inline(scr, "err-credential") == R.validate_token_text(bad)
         assert not scr.valid and scr.query_one("#rc-save", Button).disabled
@@ -149,7 +166,7 @@ async def test_invalid_token_shows_core_message_and_save_stays_disabled(home: pa
         await pilot.pause()
         assert app.screen is scr
         no_refresh = json.dumps({"access_token": "ya29." + "z" * 30})
-        scr.query_one("#rc-token", TextArea).text = no_refresh
+        scr.query_one("#rc-token").value = no_refresh
         await pilot.pause()
         assert _inline(scr, "err-credential") == R.validate_token_text(no_refresh)
         assert scr.query_one("#rc-save", Button).disabled
@@ -199,7 +216,7 @@ async def test_every_field_shows_the_core_message_inline(home: pathlib.Path) -> 
 
 @pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")
 async def test_local_authorize_through_fake_oauth(home: pathlib.Path, fake_oauth: FakeOAuth,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                  monkeypatch: pytest.MonkeyPatch, rclone_auth_port: int) -> None:
     for k, v in fake_oauth.env().items():
         monkeypatch.setenv(k, v)
     browsers: list[threading.Thread] = []

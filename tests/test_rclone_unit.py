@@ -15,7 +15,8 @@ import pytest
 
 from gpuwizard import rclone as R
 from gpuwizard import recipe as RR
-from gpuwizard import secretstore
+from gpuwizard import locations, secretstore
+from gpuwizard.drive_scopes import DRIVE_SCOPES, OFFERED_SCOPES
 
 FID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 TOKEN = {"access_token": "ya29.abcdefghijklmnopqrstuvwxyz", "token_type": "Bearer",
@@ -89,15 +90,16 @@ def test_save_is_all_or_nothing_and_private(tmp_path: pathlib.Path) -> None:
 # ---------------------------------------------------------------- secret store
 
 def test_secretstore_honours_xdg_and_is_atomic(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert secretstore.secrets_dir() == tmp_path / "xdg/gpuwizard/secrets"
+    assert locations.secrets_dir() == tmp_path / "xdg/gpuwizard/secrets"
     p = secretstore.write_secret("a.json", "one")
     p2 = secretstore.write_secret("a.json", "two")
     assert p == p2 and p.read_text() == "two" and stat.S_IMODE(p.stat().st_mode) == 0o600
     assert stat.S_IMODE(p.parent.stat().st_mode) == 0o700
     assert [x.name for x in p.parent.iterdir()] == ["a.json"]  # no temp files left
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")
-    assert secretstore.config_dir() == pathlib.Path.home() / ".config/gpuwizard"
+    assert secretstore.write_secret("b.json", "x") == pathlib.Path.home() / ".config/gpuwizard/secrets/b.json"
     with pytest.raises(secretstore.SecretStoreError):
         secretstore.write_secret("../escape", "x")
     os.chmod(p, 0o644)
@@ -175,7 +177,7 @@ def test_service_account_file_is_uploaded_and_given_as_path() -> None:
     st = R.remote_step("gsa", RR.Remote(type="drive", options={"service_account_file": "~/.config/gpuwizard/secrets/sa.json"}))
     assert st.uploads[0].remote == "~/.config/gpuwizard/secrets/gsa.service_account"
     assert 'service_account_file="$HOME"/.config/gpuwizard/secrets/gsa.service_account' in st.run
-    assert "config_is_local" not in st.run
+    assert "config_is_local=true" not in st.run  # a credential is given: no tunnel login
 
 
 def test_drive_without_credentials_is_tunnel_mode() -> None:
@@ -244,3 +246,19 @@ def test_failure_prints_hint_and_exit_code(tmp_path: pathlib.Path) -> None:
     assert "download quota is used up" in res.stderr and "re-run the step to resume" in res.stderr
 
 
+
+
+def test_drive_scopes_are_one_table() -> None:
+    """The recipe checker, the set-up's choices and their explanations read one table."""
+    assert set(R.SCOPES) == set(DRIVE_SCOPES) and list(R.SCOPE_LABELS) == OFFERED_SCOPES
+    assert "drive.metadata.readonly" not in R.SCOPE_LABELS  # offered nowhere: it cannot download
+
+    def load(scope: str) -> RR.Recipe:
+        return RR.loads("version: 1\nname: x\ntarget: {ssh: {hosts: [u@h]}}\n"
+                        f"rclone: {{remotes: {{gd: {{type: drive, scope: {scope}, token_file: /t}}}}}}\n")
+
+    for scope in DRIVE_SCOPES:
+        assert load(scope).rclone.remotes["gd"].options["scope"] == scope
+    with pytest.raises(RR.RecipeError) as exc:
+        load("drive.photos")
+    assert "rclone.remotes.gd.scope" in str(exc.value) and all(s in str(exc.value) for s in DRIVE_SCOPES)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from gpuwizard.sharelinks import DriveLink, ShareLinkError, is_drive_link, parse_drive_link
+from gpuwizard import recipe
+from gpuwizard.sharelinks import DriveLink, ShareLinkError, dataset_source_problem, is_drive_link, parse_drive_link
 
 FID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"   # 33 chars, like a modern file ID
 OLD = "0B7EVK8r0v71pZjFTYXZWM3FlRnM"          # 28 chars, an old-style ID
@@ -97,3 +98,26 @@ def test_never_crashes(text: str) -> None:
     else:
         assert link.kind in ("file", "folder", "unknown")
         assert all(c.isalnum() or c in "-_" for c in link.id)
+
+
+@pytest.mark.parametrize("src,words", [
+    ("https://drive.google.com/drive/my-drive", "not a file or folder"),
+    ("https://drive.google.com/file/d/short/view", "is not a Drive ID"),
+    ("https://example.org/get?file=data.zip", "must end in a file name"),
+    ("https://example.org/data/", "must end in a file name"),
+])
+def test_a_source_that_can_never_be_fetched_fails_validate_with_file_line_col(src: str, words: str) -> None:
+    """One rule, asked by the recipe checker (here), the Dataset screen and the planner."""
+    assert words in (dataset_source_problem(src) or "")
+    text = ("version: 1\nname: x\ntarget: {ssh: {hosts: [u@h]}}\n"
+            "rclone: {remotes: {gd: {type: drive, token_file: /t}}}\n"
+            f"datasets:\n  - {{from: '{src}', remote: gd, to: ~/d/}}\n")
+    with pytest.raises(recipe.RecipeError) as exc:
+        recipe.loads(text, "r.yaml")
+    assert "r.yaml:6:12: " in str(exc.value) and "datasets[0].from" in str(exc.value) and words in str(exc.value)
+
+
+@pytest.mark.parametrize("src", ["gd:data.zip", "https://example.org/data.zip",
+                                 "https://drive.google.com/file/d/1AbCdEfGhIjKlMnOp/view?usp=sharing"])
+def test_fetchable_sources_pass(src: str) -> None:
+    assert dataset_source_problem(src) is None

@@ -133,7 +133,7 @@ async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path,
         await pilot.pause()
         assert app.screen.id == "rclone-dialog"
         app.screen.query_one("#auth-paste").value = True
-        app.screen.query_one("#rc-token").text = (
+        app.screen.query_one("#rc-token").value = (
             '{"access_token": "ya29.WALKTEST' + "x" * 30 + '", "refresh_token": "1//0WALKTEST' + "y" * 30 + '"}')
         await pilot.pause()
         await pilot.press("ctrl+s")

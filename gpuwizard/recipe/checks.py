@@ -9,11 +9,11 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from gpuwizard.drive_scopes import DEFAULT_SCOPE, DRIVE_SCOPES
 from gpuwizard.recipe.model import Problem, Recipe
 from gpuwizard.recipe.values import parse_host
 from gpuwizard.secretcheck import looks_secret
-
-DRIVE_SCOPES = frozenset({"drive", "drive.readonly", "drive.file", "drive.appfolder", "drive.metadata.readonly"})
+from gpuwizard.sharelinks import dataset_source_problem, is_drive_link
 
 
 def _related(a: str, b: str) -> bool:
@@ -61,7 +61,11 @@ def structural_problems(r: Recipe) -> list[Problem]:
             out.append(r.problem(f"{p}.from", "empty source; write REMOTE:path or a Google Drive link"))
             continue
         if d.from_.startswith(("http://", "https://")):
-            if "drive.google.com" in d.from_ or "docs.google.com" in d.from_ or "drive.usercontent.google.com" in d.from_:
+            bad = dataset_source_problem(d.from_)
+            if bad:
+                out.append(r.problem(f"{p}.from", bad))
+                continue
+            if is_drive_link(d.from_):
                 if d.remote is None:
                     out.append(r.problem(f"{p}.remote", "a Google Drive link is fetched through a drive remote: "
                                          "add `remote: NAME` naming one of rclone.remotes"))
@@ -78,7 +82,7 @@ def structural_problems(r: Recipe) -> list[Problem]:
             out.append(r.problem(f"{p}.from", _missing_remote(name, remotes)))
     for name, rem in remotes.items():
         if rem.type == "drive":
-            scope = rem.options.get("scope", "drive.readonly")
+            scope = rem.options.get("scope", DEFAULT_SCOPE)
             if any(s not in DRIVE_SCOPES for s in str(scope).split(",")):
                 out.append(r.problem(f"rclone.remotes.{name}.scope",
                                      f"unknown Drive scope {scope!r}; use one of {', '.join(sorted(DRIVE_SCOPES))}"))
