@@ -14,21 +14,8 @@ import time
 
 import pytest
 
-from gpuwizard.executor import _signal_cmd
-
-
-def _alive(pgid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
+from gpuwizard.executor.remote import signal_cmd
+from tests.builders.procs import group_members as _alive
 
 
 @pytest.mark.parametrize("shell", ["dash", "bash"])
@@ -42,10 +29,10 @@ def test_whole_group_is_signalled(shell: str) -> None:
         while len(_alive(leader.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(_alive(leader.pid)) == 2
-        subprocess.run([shell, "-c", _signal_cmd("TERM", leader.pid)], check=True)
+        subprocess.run([shell, "-c", signal_cmd("TERM", leader.pid)], check=True)
         time.sleep(0.2)
         assert len(_alive(leader.pid)) == 2  # TERM is ignored by both
-        subprocess.run([shell, "-c", _signal_cmd("KILL", leader.pid)], check=True)
+        subprocess.run([shell, "-c", signal_cmd("KILL", leader.pid)], check=True)
         deadline = time.monotonic() + 5
         while _alive(leader.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
