@@ -104,8 +104,8 @@ class HostFinished(Event):
     """A host is done. When it failed, ``message`` is the reason in full, with its fix
     (the ``ssh-keyscan`` line for an unknown key, "connection refused after N attempts
     over M s" ...): the run screen, the summary and ``gpuwizard logs`` show it.
-    ``connected`` is False for a host that was never reached (its reason is also
-    written to the host's output as a ``gpuwizard`` note, step "")."""
+    ``connected`` is False for a host that was never reached: then no Output event
+    exists for it, and ``message`` is all there is to show (write it to the host's log)."""
 
     kind: ClassVar[str] = "host_finished"
     host: str

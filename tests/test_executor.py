@@ -109,9 +109,7 @@ def test_host_key_mismatch_is_refused(sshd_factory, tmp_path):
     hf = next(e for e in events if isinstance(e, ev.HostFinished))
     assert "does not match" in hf.message and "ssh-keygen -R" in hf.message and not hf.connected
     assert finished(events) == [("a", "not_run")]
-    # nothing ran; the only output is the reason, written where the host's pane and log show it
-    notes = [e for e in events if isinstance(e, ev.Output)]
-    assert [(e.stream, e.data) for e in notes] == [("gpuwizard", f"[gpuwizard] cannot connect: {hf.message}\n")]
+    assert not [e for e in events if isinstance(e, ev.Output)]
 
 
 def test_reboot_step_continues_after_host_returns(sshd_host):
@@ -351,3 +349,105 @@ def test_stale_record_of_another_process_is_left_alone(sshd_host, tmp_path):
         if bystander.poll() is None:
             bystander.kill()
             bystander.wait()
+
+
+def _pids_matching(text: str) -> list[int]:
+    """Local pids whose command line contains ``text`` (the host is this machine)."""
+    r = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True)
+    return [int(p) for p in r.stdout.split()]
+
+
+def test_step_env_values_never_show_in_ps_on_the_host(sshd_user_host):
+    value = f"envsecret-{os.getpid()}-x9"
+    marker = f"gwpsmark{os.getpid()}"
+    step = Step("env", "env", f": {marker}; sleep 1.5; echo \"$GW_TOKENISH\"", env=(("GW_TOKENISH", value),))
+    seen: list[str] = []
+    finished_flag = threading.Event()
+
+    def watch() -> None:  # a concurrent `ps -eo args` (full width), as any user on the host can run
+        while not finished_flag.is_set():
+            seen.append(subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        ok, events, _ = execute([sshd_user_host], [step])
+    finally:
+        finished_flag.set()
+        t.join()
+    assert ok and output(events, "h0") == value + "\n"  # the step got it ...
+    assert any(marker in snap for snap in seen)  # ... ps saw the step's command line ...
+    assert not [snap for snap in seen if value in snap]  # ... and never the value
+
+
+def test_timeout_also_stops_processes_that_left_the_group_with_setsid(sshd_host):
+    marker = f"gwsetsid{os.getpid()}"
+    step = Step("esc", "esc", f"setsid bash -c 'exec -a {marker} sleep 1000' & echo started; sleep 30", timeout=1.5)
+    try:
+        ok, events, _ = execute([sshd_host], [step], kill_grace=0.5)
+        assert finished(events) == [("esc", "timeout")]
+        deadline = time.monotonic() + 10
+        while _pids_matching(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _pids_matching(marker) == []  # killed through the step's token, not left running
+    finally:
+        for pid in _pids_matching(marker):
+            os.kill(pid, 9)
+
+
+def test_cancel_also_stops_processes_that_left_the_group_with_setsid(sshd_host):
+    marker = f"gwsetsidc{os.getpid()}"
+    steps = [Step("esc", "esc", f"setsid bash -c 'exec -a {marker} sleep 1000' & echo started; sleep 30")]
+    events: list[ev.Event] = []
+    ex = Executor([spec(sshd_host)], steps, lambda e: (events.append(e), isinstance(e, ev.Output)
+                                                      and "started" in e.data and ex.cancel()),
+                  ExecOptions(kill_grace=0.5, connect_timeout=15))
+    try:
+        assert not asyncio.run(ex.run())
+        assert finished(events) == [("esc", "cancelled")]
+        deadline = time.monotonic() + 10
+        while _pids_matching(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _pids_matching(marker) == []
+    finally:
+        for pid in _pids_matching(marker):
+            os.kill(pid, 9)
+
+
+def test_missing_sudo_fails_at_once_with_the_fix(sshd_user_host):
+    # this host has no sudo at all (and gwtest no rights): retrying cannot change that
+    steps = [Step("priv", "priv", "id -u", sudo=True, retries=3), Step("after", "after", "true")]
+    ok, events, _ = execute([sshd_user_host], steps)
+    assert not ok and finished(events) == [("priv", "failed"), ("after", "not_run")]
+    assert [e.attempt for e in events if isinstance(e, ev.StepStarted)] == [1]  # not retried
+    msg = next(e.message for e in events if isinstance(e, ev.StepFinished) and e.step == "priv")
+    assert ("sudo is not installed" in msg or "without a password" in msg) and "ssh.user: root" in msg, msg
+
+
+def test_hosts_that_never_connect_say_why_and_how_to_fix_it(sshd_factory, tmp_path):
+    good, unknown, closed = sshd_factory.start(3)
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    closed.stop()
+    specs = [spec(good), HostSpec(name="h1", address=unknown.address, port=unknown.port, user="root",
+                                  identity=unknown.client_key, known_hosts=str(empty)), spec(closed)]
+    events: list[ev.Event] = []
+    ok = asyncio.run(Executor(specs, [Step("a", "a", "echo hi")], events.append,
+                              ExecOptions(connect_timeout=1.5)).run())
+    assert not ok
+    hf = {e.host: e for e in events if isinstance(e, ev.HostFinished)}
+    assert hf["h0"].ok and hf["h0"].connected
+    assert not hf["h1"].connected and f"ssh-keyscan -p {unknown.port} 127.0.0.1 >> {empty}" in hf["h1"].message
+    assert not hf["h2"].connected and "connection refused after" in hf["h2"].message
+    assert f"port {closed.port}" in hf["h2"].message
+
+
+def test_a_secret_printed_half_on_stdout_half_on_stderr_is_masked(sshd_host, tmp_path):
+    local = tmp_path / "pw"
+    local.write_text("pw5ch\n")  # five characters: too short for the old masker
+    step = Step("leak", "leak", "printf 'a pw'; sleep 0.2; printf '5ch b\\n' >&2; cat ~/.gwtest-pw; echo",
+                uploads=(Upload(str(local), "~/.gwtest-pw"),))
+    ok, events, _ = execute([sshd_host], [step])
+    assert ok, finished(events)
+    shown = "".join(e.data for e in events if isinstance(e, ev.Output))
+    assert "pw5ch" not in shown and "5ch" not in shown and shown.count("********") == 2

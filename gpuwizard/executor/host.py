@@ -139,10 +139,8 @@ class HostRun:
         return True
 
     def _finish(self, start: int, message: str, unreachable: bool = False) -> bool:
-        """The host stops here: the steps left are not run, and the reason is said
-        where every front end shows it (the host's log and pane get it as a note too)."""
-        if unreachable:
-            self.note("", f"cannot connect: {message}")
+        """The host stops here: the steps left are not run, and HostFinished carries the
+        reason with its fix, which every front end shows (pane, summary, host log)."""
         for step in self.steps[start:]:
             self.sink(ev.StepFinished(host=self.name, step=step.id, status="not_run"))
         self.close()
