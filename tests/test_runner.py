@@ -8,8 +8,11 @@ import pathlib
 import signal
 import subprocess
 import sys
+from typing import Callable
 
 import pytest
+
+from tests.builders.procs import group_alive, once_script
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -182,44 +185,30 @@ def test_unwritable_state_dir_is_a_usage_error(tmp_path) -> None:
     assert "cannot create the run directory" in p.stderr and "Traceback" not in p.stderr
 
 
-def once_script(tmp: pathlib.Path, body: str) -> str:
-    """See tests/test_executor.py: logs ``start PID 1`` if the previous copy still runs."""
-    pidf, log = tmp / "copy.pid", tmp / "copies.log"
-    return (f'o=$(cat {pidf} 2>/dev/null || true); a=0; if [ -n "$o" ] && kill -0 "$o" 2>/dev/null; then a=1; fi; '
-            f'echo $$ > {pidf}; echo "start $$ $a" >> {log}; {body}')
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a live (not zombie) process is in the group. Zombies count as gone: a
-    container's init may never reap the orphans a killed step leaves behind."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def ctrl_c_twice(tmp_path, recipe: pathlib.Path, ready: str) -> subprocess.CompletedProcess[str]:
+def ctrl_c_twice(tmp_path, recipe: pathlib.Path, ready: str,
+                 first_took: Callable[[], bool] | None = None) -> subprocess.CompletedProcess[str]:
+    """Ctrl-C, wait until gpuwizard handles it (its "stopping" line, and ``first_took``),
+    then Ctrl-C again: a wait on conditions, not a sleep that must win a race."""
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(recipe), "--headless"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(tmp_path), cwd=tmp_path)
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     for line in proc.stdout:
         if ready in line:
             break
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    head = []
+    for line in proc.stderr:
+        head.append(line)
+        if "gpuwizard: stopping" in line:
+            break
+    deadline = time.monotonic() + 15
+    while first_took is not None and not first_took() and time.monotonic() < deadline:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)  # "quit at once": no time for the clean stop's TERM -> KILL
-    t0 = time.monotonic()
     out, err = proc.communicate(timeout=20)
-    assert time.monotonic() - t0 < 4, err  # the bounded last try: <= 2 s, then exit
+    err = "".join(head) + err
     assert proc.returncode == 130, err
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -227,11 +216,13 @@ def ctrl_c_twice(tmp_path, recipe: pathlib.Path, ready: str) -> subprocess.Compl
 def test_second_ctrl_c_terms_the_remote_step_before_quitting(sshd_host, tmp_path):
     # Survives the first TERM (the clean stop's), ends on the second (the hard exit's):
     # without that last try it would run on after gpuwizard quit, KILL never coming.
-    body = "n=0; trap 'n=$((n+1))' TERM; echo waiting; while [ $n -lt 2 ]; do sleep 0.1 || true; done; echo ended >> " + \
-        str(tmp_path / "ended")
+    terms = tmp_path / "terms"
+    body = (f"n=0; trap 'n=$((n+1)); echo $n >> {terms}' TERM; echo waiting; while [ $n -lt 2 ]; do sleep 0.1 || true; "
+            f"done; echo ended >> " + str(tmp_path / "ended"))
     steps = [{"name": "twoterms", "run": once_script(tmp_path, body)}]
     r = write_recipe(tmp_path / "r.yaml", [sshd_host], steps)
-    p = ctrl_c_twice(tmp_path, r, "user.twoterms | waiting")
+    # the second Ctrl-C comes once the step has the clean stop's TERM (before its KILL)
+    p = ctrl_c_twice(tmp_path, r, "user.twoterms | waiting", first_took=terms.exists)
     assert "quitting" in p.stderr
     pgid = int((tmp_path / "copies.log").read_text().split()[1])
     try:
