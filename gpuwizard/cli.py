@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -145,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(fn(args) or 0)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # more Ctrl-Cs while leaving: still exit 130, not SIGINT
         print("\ngpuwizard: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except UsageError as exc:
