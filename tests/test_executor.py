@@ -451,3 +451,18 @@ def test_a_secret_printed_half_on_stdout_half_on_stderr_is_masked(sshd_host, tmp
     assert ok, finished(events)
     shown = "".join(e.data for e in events if isinstance(e, ev.Output))
     assert "pw5ch" not in shown and "5ch" not in shown and shown.count("********") == 2
+
+
+def test_headless_retry_lines_say_the_cause_and_the_time_left(sshd_host):
+    import io
+
+    from gpuwizard.headless import LineRenderer
+
+    sshd_host.stop()
+    out = io.StringIO()
+    ok = asyncio.run(Executor([spec(sshd_host)], [Step("a", "a", "true")], LineRenderer(out),
+                              ExecOptions(connect_timeout=1.5)).run())
+    assert not ok
+    retry = [line for line in out.getvalue().splitlines() if "not reachable yet" in line]
+    assert retry and all(re.search(r"connection refused; retrying for \ds more \(attempt \d+\)$", line)
+                         for line in retry), out.getvalue()
