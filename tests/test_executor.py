@@ -466,3 +466,42 @@ def test_headless_retry_lines_say_the_cause_and_the_time_left(sshd_host):
     retry = [line for line in out.getvalue().splitlines() if "not reachable yet" in line]
     assert retry and all(re.search(r"connection refused; retrying for \ds more \(attempt \d+\)$", line)
                          for line in retry), out.getvalue()
+
+
+def test_resume_also_stops_what_the_abandoned_step_started_with_setsid(sshd_host, tmp_path):
+    marker = f"gwsetsidr{os.getpid()}"
+    step = Step("s", "s", f"setsid bash -c 'exec -a {marker} sleep 1000' & echo ready; sleep 25")
+    records: list[tuple[str, object]] = []
+
+    async def abandon() -> None:  # an attempt that dies like os._exit: nothing is stopped
+        events: list[ev.Event] = []
+        ex = Executor([spec(sshd_host)], [step], events.append,
+                      ExecOptions(connect_timeout=15, on_running=lambda h, p: records.append((h, p))))
+        task = asyncio.ensure_future(ex.run())
+        while not any(isinstance(e, ev.Output) and "ready" in e.data for e in events):
+            await asyncio.sleep(0.02)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        for h in ex.hosts:
+            assert h.conn is not None
+            h.conn.abort()
+
+    try:
+        asyncio.run(abandon())
+        assert _pids_matching(marker) and records[-1][1]["token"]  # the escapee outlived the attempt
+        ok, events, _ = execute([sshd_host], [Step("s", "s", "echo second")], running={"h0": records[-1][1]},
+                                kill_grace=0.5)
+        assert ok, finished(events)
+        deadline = time.monotonic() + 10
+        while _pids_matching(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _pids_matching(marker) == []
+    finally:
+        for pid in _pids_matching(marker):
+            os.kill(pid, 9)
+        pgid = records[-1][1]["pid"] if records and records[-1][1] else None
+        if pgid and group_alive(pgid):
+            os.killpg(pgid, 9)
