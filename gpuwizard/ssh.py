@@ -124,10 +124,10 @@ def known_hosts_path(spec: HostSpec) -> str:
     return os.path.expanduser(spec.known_hosts or DEFAULT_KNOWN_HOSTS)
 
 
-_KNOWN_HOSTS_CACHE: dict[str, tuple[tuple[int, int], Any]] = {}
+_KNOWN_HOSTS_CACHE: dict[str, tuple[tuple[int, int], "asyncssh.SSHKnownHosts"]] = {}
 
 
-def _known_hosts(path: str, spec: HostSpec) -> Any:
+def _known_hosts(path: str, spec: HostSpec) -> "asyncssh.SSHKnownHosts":
     """The parsed known_hosts file, cached while it is unchanged: 32 hosts sharing one
     file would otherwise parse it 64 times. A file that is not a known_hosts file
     (binary, another format) is a HostKeyError naming the file, not a raw decode error."""
@@ -160,7 +160,7 @@ def _listed(spec: HostSpec, path: str) -> bool:
     return bool(trusted or revoked)
 
 
-def _remember_key(spec: HostSpec, path: str, key: Any) -> None:
+def _remember_key(spec: HostSpec, path: str, key: "asyncssh.SSHKey") -> None:
     """Append a newly accepted host key (``accept_new``), like StrictHostKeyChecking=accept-new."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     line = f"{spec.key_host} {key.export_public_key('openssh').decode().strip()}\n"
@@ -199,7 +199,7 @@ class Completed:
     stderr: str = ""
 
 
-def _completed(r: Any) -> Completed:
+def _completed(r: "asyncssh.SSHCompletedProcess") -> Completed:
     sig = r.exit_signal[0] if r.exit_signal else None
     out, err = r.stdout, r.stderr
     return Completed(r.exit_status, sig, out if isinstance(out, str) else (out or b"").decode("utf-8", "replace"),
@@ -209,7 +209,7 @@ def _completed(r: Any) -> Completed:
 class Process:
     """A running remote command with binary stdin/stdout/stderr (one step)."""
 
-    def __init__(self, proc: Any):
+    def __init__(self, proc: "asyncssh.SSHClientProcess[bytes]"):
         self._proc = proc
 
     def feed_stdin(self, data: bytes) -> None:

@@ -11,7 +11,9 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -360,13 +362,21 @@ def _pids_matching(text: str) -> list[int]:
 def test_step_env_values_never_show_in_ps_on_the_host(sshd_user_host):
     value = f"envsecret-{os.getpid()}-x9"
     marker = f"gwpsmark{os.getpid()}"
-    step = Step("env", "env", f": {marker}; sleep 1.5; echo \"$GW_TOKENISH\"", env=(("GW_TOKENISH", value),))
+    shared = pathlib.Path(tempfile.mkdtemp(prefix="gw-ps-"))  # not pytest's 0700 tree: gwtest looks here
+    shared.chmod(0o755)
+    seen_it = shared / "ps-saw-the-step"
+    # the step runs until a concurrent ps has seen its command line, then prints the value
+    step = Step("env", "env", f": {marker}; while [ ! -e {seen_it} ]; do sleep 0.02; done; echo \"$GW_TOKENISH\"",
+                env=(("GW_TOKENISH", value),))
     seen: list[str] = []
     finished_flag = threading.Event()
 
     def watch() -> None:  # a concurrent `ps -eo args` (full width), as any user on the host can run
         while not finished_flag.is_set():
-            seen.append(subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout)
+            snap = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+            seen.append(snap)
+            if marker in snap:
+                seen_it.touch()
 
     t = threading.Thread(target=watch)
     t.start()
@@ -375,6 +385,7 @@ def test_step_env_values_never_show_in_ps_on_the_host(sshd_user_host):
     finally:
         finished_flag.set()
         t.join()
+        shutil.rmtree(shared, ignore_errors=True)
     assert ok and output(events, "h0") == value + "\n"  # the step got it ...
     assert any(marker in snap for snap in seen)  # ... ps saw the step's command line ...
     assert not [snap for snap in seen if value in snap]  # ... and never the value
@@ -445,12 +456,23 @@ def test_hosts_that_never_connect_say_why_and_how_to_fix_it(sshd_factory, tmp_pa
 def test_a_secret_printed_half_on_stdout_half_on_stderr_is_masked(sshd_host, tmp_path):
     local = tmp_path / "pw"
     local.write_text("pw5ch\n")  # five characters: too short for the old masker
-    step = Step("leak", "leak", "printf 'a pw'; sleep 0.2; printf '5ch b\\n' >&2; cat ~/.gwtest-pw; echo",
+    flag = tmp_path / "first-half-arrived"
+    # the stderr half is written only once the stdout half has reached us (the host is
+    # this machine), so the two halves arrive in that order whatever the load
+    step = Step("leak", "leak", f"printf 'a pw'; while [ ! -e {flag} ]; do sleep 0.02; done; "
+                                "printf '5ch b\\n' >&2; cat ~/.gwtest-pw; echo",
                 uploads=(Upload(str(local), "~/.gwtest-pw"),))
-    ok, events, _ = execute([sshd_host], [step])
+    events: list[ev.Event] = []
+
+    def sink(e: ev.Event) -> None:
+        events.append(e)
+        if isinstance(e, ev.Output) and e.stream == "stdout" and e.data.startswith("a "):
+            flag.touch()
+
+    ok = asyncio.run(Executor([spec(sshd_host)], [step], sink, ExecOptions(connect_timeout=15)).run())
     assert ok, finished(events)
     shown = "".join(e.data for e in events if isinstance(e, ev.Output))
-    assert "pw5ch" not in shown and "5ch" not in shown and shown.count("********") == 2
+    assert "pw5ch" not in shown and "5ch" not in shown and shown.count("********") == 2, shown
 
 
 def test_headless_retry_lines_say_the_cause_and_the_time_left(sshd_host):

@@ -6,6 +6,7 @@ The package's modules, each with one job:
 - :mod:`.host`     one host's pipeline: connect, check, upload, run, reboot, reconnect
 - :mod:`.remote`   the shell sent to the host: wrapper, env on stdin, kill commands
 - :mod:`.procs`    ``RemoteProc``: the record that lets a later attempt stop a left-over step
+- :mod:`.kill`     stopping a step's processes (timeout, Ctrl-C, a copy left by an earlier attempt)
 - :mod:`.stream`   a step's bytes -> masked Output and Progress events
 - :mod:`.options`  ``ExecOptions``, ``fingerprint``
 

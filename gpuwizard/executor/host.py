@@ -3,7 +3,8 @@ with reconnect-and-re-run after a dropped connection and the stop of any copy of
 an earlier attempt left running.
 
 Why a module of its own: this is everything the executor does *on* a host; the
-:class:`~gpuwizard.executor.core.Executor` only fans hosts out and in. Why ~400 lines
+:class:`~gpuwizard.executor.core.Executor` only fans hosts out and in; stopping
+processes is :mod:`.kill`. Why ~400 lines
 in one piece: the retry, reconnect, timeout and cancel paths share the host's state
 (connection, the process group in flight, secrets) and their order is the contract
 (a stale copy is always stopped before anything runs; a step ends with exactly one
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Sequence, TypeVar
 
 from gpuwizard import events as ev
-from gpuwizard.executor import remote
+from gpuwizard.executor import kill, remote
 from gpuwizard.executor.options import NOTE, ExecOptions, Sink, fingerprint
 from gpuwizard.executor.procs import RemoteProc
 from gpuwizard.executor.stream import OutputPump
@@ -310,7 +310,7 @@ class HostRun:
             await pump.run(proc)
             return await proc.wait()
 
-        task = asyncio.ensure_future(work())
+        task: asyncio.Future[Completed] = asyncio.ensure_future(work())
         stop = asyncio.ensure_future(self.stop.wait())
         try:
             done, _ = await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -348,57 +348,26 @@ class HostRun:
         self.note(step.id, f"{step.id} timed out after {timeout:g}s; stopped it")
         return Result("timeout", None, f"timed out after {timeout:g}s")
 
-    async def _kill(self, pid: int | None, token: str, task: asyncio.Future[object]) -> None:
-        """TERM the step's processes (its group, and those carrying its token that left
-        the group with ``setsid``), KILL them if they linger past the grace period."""
-        if h_closed(self.conn):
-            return
-        assert self.conn is not None
-        grace = self.options.kill_grace
-        for sig in ("TERM", "KILL"):
-            try:
-                await asyncio.wait_for(self.conn.run(remote.signal_cmd(sig, pid, token)), 10)
-            except Exception:  # noqa: BLE001 - best effort: the host may be gone
-                return
-            try:
-                await asyncio.wait_for(asyncio.shield(task), grace)
-                if sig == "TERM":  # the step ended; a setsid child that ignores TERM may not have
-                    await asyncio.wait_for(self.conn.run(remote.signal_cmd("KILL", None, token)), 10)
-                return
-            except BaseException:  # noqa: BLE001 - still running (or failed): escalate
-                if task.done():
-                    return
+    async def _kill(self, pid: int | None, token: str, task: asyncio.Future[Completed]) -> None:
+        if self.conn is not None:
+            await kill.stop_step(self.conn, pid, token, task, self.options.kill_grace)
 
     async def kill_now(self) -> None:
         """TERM the step in flight (a second Ctrl-C's last try; see Executor.kill_now)."""
         rp, conn = self.running, self.conn
-        if rp is None or h_closed(conn):
-            return
-        assert conn is not None
-        await conn.run(remote.signal_cmd("TERM", rp.pid, rp.token))
+        if rp is not None and conn is not None and not conn.is_closed():
+            await conn.run(remote.signal_cmd("TERM", rp.pid, rp.token))
 
     async def _kill_stale(self, step: str | None = None) -> None:
         """Stop a step that may still run on the host (after a dropped connection, or
         left by an earlier attempt of the run) before anything runs there, so two
-        copies never race: TERM its process group, KILL it after the grace period, and
-        wait until it is gone. The pid is trusted only while it is the same process:
-        same start time and boot id (a rebooted or busy host reuses pids), or, for a
-        record without them, still our wrapper's bash. A group whose leader exited is
-        still ours: its id cannot be reused while the group exists."""
+        copies never race (see :func:`.kill.stop_stale`)."""
         rp = self.running
         if rp is None or self.conn is None:
             return
-        grace = self.options.kill_grace
-        cmd = "sh -c " + shlex.quote(remote.stale_kill_script(rp, int(grace * 10)))
-        try:
-            r = await asyncio.wait_for(self.conn.run(cmd), grace + 15)
-        except Exception as exc:  # noqa: BLE001 - best effort; the step goes ahead unless the connection went
-            if h_closed(self.conn):
-                raise ConnectionLost(str(exc) or type(exc).__name__) from None  # tried again after reconnecting
-            self.set_running(None)
-            return
+        stopped = await kill.stop_stale(self.conn, rp, self.options.kill_grace)
         self.set_running(None)
-        if "stopped" in r.stdout and step is not None:
+        if stopped and step is not None:
             what = f"{rp.step} " if rp.step else ""
             self.note(step, f"stopped {what}(process group {rp.pid}) still running on the host "
                             f"from an earlier attempt")
@@ -431,7 +400,3 @@ class HostRun:
         except SshError as exc:
             return Result("failed", None, f"the host did not come back after the reboot: {exc}")
         return Result("ok", 0)
-
-
-def h_closed(conn: Connection | None) -> bool:
-    return conn is None or conn.is_closed()
