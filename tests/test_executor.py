@@ -456,11 +456,12 @@ def test_hosts_that_never_connect_say_why_and_how_to_fix_it(sshd_factory, tmp_pa
 def test_a_secret_printed_half_on_stdout_half_on_stderr_is_masked(sshd_host, tmp_path):
     local = tmp_path / "pw"
     local.write_text("pw5ch\n")  # five characters: too short for the old masker
-    flag = tmp_path / "first-half-arrived"
-    # the stderr half is written only once the stdout half has reached us (the host is
-    # this machine), so the two halves arrive in that order whatever the load
-    step = Step("leak", "leak", f"printf 'a pw'; while [ ! -e {flag} ]; do sleep 0.02; done; "
-                                "printf '5ch b\\n' >&2; cat ~/.gwtest-pw; echo",
+    flag, flag2 = tmp_path / "first-half-arrived", tmp_path / "second-half-arrived"
+    # each piece is written only once the one before has reached us (the host is this
+    # machine): sshd reads stdout and stderr separately, so only that fixes their order
+    wait = "while [ ! -e {} ]; do sleep 0.02; done"
+    step = Step("leak", "leak", f"printf 'a pw'; {wait.format(flag)}; printf '5ch b\\n' >&2; {wait.format(flag2)}; "
+                                "cat ~/.gwtest-pw; echo",
                 uploads=(Upload(str(local), "~/.gwtest-pw"),))
     events: list[ev.Event] = []
 
@@ -468,6 +469,8 @@ def test_a_secret_printed_half_on_stdout_half_on_stderr_is_masked(sshd_host, tmp
         events.append(e)
         if isinstance(e, ev.Output) and e.stream == "stdout" and e.data.startswith("a "):
             flag.touch()
+        if isinstance(e, ev.Output) and (e.stream == "stderr" or "********" in e.data):
+            flag2.touch()
 
     ok = asyncio.run(Executor([spec(sshd_host)], [step], sink, ExecOptions(connect_timeout=15)).run())
     assert ok, finished(events)
