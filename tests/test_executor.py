@@ -21,7 +21,7 @@ import pytest
 
 from gpuwizard import events as ev
 from gpuwizard.executor import ExecOptions, Executor
-from gpuwizard.executor.remote import wrap
+from gpuwizard.executor.remote import sudo_problem, wrap
 from gpuwizard.ssh import HostSpec
 from gpuwizard.steps import Step, Upload
 from tests.builders.procs import group_alive, once_script
@@ -530,3 +530,17 @@ def test_resume_also_stops_what_the_abandoned_step_started_with_setsid(sshd_host
         pgid = records[-1][1]["pid"] if records and records[-1][1] else None
         if pgid and group_alive(pgid):
             os.killpg(pgid, 9)
+
+
+@pytest.mark.parametrize("code,stderr,expect", [
+    (0, "", ""),
+    (127, "bash: line 1: sudo: command not found\n", "sudo is not installed"),
+    (1, "sudo: a password is required\n", "may not use sudo without a password"),
+    (1, "sudo: a terminal is required to read the password\n", "may not use sudo without a password"),
+    (1, "sudo: unable to resolve host x\n", "sudo -n true failed (sudo: unable to resolve host x)"),
+])
+def test_sudo_problems_name_their_fix(code, stderr, expect):
+    msg = sudo_problem("h0", "gw", code, stderr)
+    assert (expect in msg) if expect else msg == ""
+    if code:
+        assert "log in as root" in msg
