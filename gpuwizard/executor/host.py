@@ -121,12 +121,12 @@ class HostRun:
                         self.running = self._stale  # stopped before anything runs
                     self._stale = None
                 except Stopped:
-                    return self._finish(i, "interrupted before connecting")
+                    return self._finish(i, "interrupted before connecting", connected=False)
                 except SshError as exc:
-                    return self._finish(i, str(exc), unreachable=True)
+                    return self._finish(i, str(exc), connected=False)
                 except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
                     return self._finish(i, f"{self.name}: cannot connect: {type(exc).__name__}: {exc}",
-                                        unreachable=True)
+                                        connected=False)
             try:
                 result = await self._run_step(step)
             except Stopped:
@@ -138,13 +138,13 @@ class HostRun:
         self.sink(ev.HostFinished(host=self.name, ok=True, message=f"{len(self.steps)} steps done"))
         return True
 
-    def _finish(self, start: int, message: str, unreachable: bool = False) -> bool:
+    def _finish(self, start: int, message: str, connected: bool = True) -> bool:
         """The host stops here: the steps left are not run, and HostFinished carries the
         reason with its fix, which every front end shows (pane, summary, host log)."""
         for step in self.steps[start:]:
             self.sink(ev.StepFinished(host=self.name, step=step.id, status="not_run"))
         self.close()
-        self.sink(ev.HostFinished(host=self.name, ok=False, message=message, connected=not unreachable))
+        self.sink(ev.HostFinished(host=self.name, ok=False, message=message, connected=connected))
         return False
 
     def close(self) -> None:
