@@ -544,3 +544,20 @@ def test_sudo_problems_name_their_fix(code, stderr, expect):
     assert (expect in msg) if expect else msg == ""
     if code:
         assert "log in as root" in msg
+
+
+def test_error_lines_are_the_steps_own_lines(sshd_host):
+    # the env prelude rides on the step's first line: bash's "line 2" is the step's line 2
+    steps = [Step("e", "e", "true\necho $NOT_SET_AT_ALL", env=(("A", "1"),))]
+    ok, events, _ = execute([sshd_host], steps)
+    assert not ok and "line 2: NOT_SET_AT_ALL: unbound variable" in output(events, "h0", "stderr")
+
+
+def test_a_secret_too_short_to_mask_is_said_once(sshd_host, tmp_path):
+    local = tmp_path / "pin"
+    local.write_text("42\n")  # two characters: masking them would garble every number in the log
+    up = (Upload(str(local), "~/.gwtest-pin"),)
+    ok, events, _ = execute([sshd_host], [Step("a", "a", "true", uploads=up), Step("b", "b", "true", uploads=up)])
+    assert ok
+    notes = output(events, "h0", "gpuwizard")
+    assert notes.count(f"the secret in {local} is shorter than 3 characters") == 1, notes

@@ -30,8 +30,9 @@ PID_MARK = b"\x1egwpid:"  # precedes the remote process group id on the step's s
 TOKEN_VAR = "GPUWIZARD_STEP_TOKEN"
 
 # bash's ``read -d ''`` reads a pipe byte by byte, so it takes the prelude and not one
-# byte of whatever else the step reads; ``|| true``: an empty stdin is no prelude.
-_READ_ENV = "IFS= read -r -d '' gwenv || true; eval \"$gwenv\"; unset gwenv\n"
+# byte of whatever else the step reads; ``|| true``: an empty stdin is no prelude. On
+# the step's first line, so bash's "line N" in error messages is the step's own line N.
+_READ_ENV = "IFS= read -r -d '' gwenv || true; eval \"$gwenv\"; unset gwenv; "
 
 # Builtins only (no fork): the login shell's pid, its start time (field 22 of
 # /proc/PID/stat; a login shell's name has no spaces) and the boot id, on one line.
