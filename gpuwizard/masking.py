@@ -21,17 +21,11 @@ import json
 import re
 from typing import Iterable
 
+from gpuwizard.secretcheck import secret_name
+
 MASK = "********"
 MIN_SECRET = 3  # shorter strings cannot be masked without masking ordinary text
-
-
-_SECRET_KEY_WORDS = ("token", "secret", "pass", "key", "credential", "auth")
 LONG = 16  # a value this long is masked whatever its key: tokens are long, words are not
-
-
-def _secret_key(key: object) -> bool:
-    k = str(key).lower()
-    return any(w in k for w in _SECRET_KEY_WORDS) and not k.endswith(("_type", "_uri", "_url"))
 
 
 def values_from_file_text(text: str) -> set[str]:
@@ -49,7 +43,7 @@ def values_from_file_text(text: str) -> set[str]:
 
     def walk(v: object, key: object = "") -> None:
         if isinstance(v, str):
-            if len(v) >= LONG or (len(v) >= MIN_SECRET and _secret_key(key)):
+            if len(v) >= LONG or (len(v) >= MIN_SECRET and secret_name(key)):
                 out.add(v)
         elif isinstance(v, dict):
             for k, x in v.items():
@@ -72,7 +66,7 @@ def values_from_file_text(text: str) -> set[str]:
         key, eq, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if eq and key and " " not in key:
-            if len(value) >= LONG or (len(value) >= MIN_SECRET and _secret_key(key)):
+            if len(value) >= LONG or (len(value) >= MIN_SECRET and secret_name(key)):
                 out.add(value)
             if value.startswith(("{", "[")):
                 walk_json(value, key)
