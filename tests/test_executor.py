@@ -271,9 +271,12 @@ def test_network_blip_stops_the_orphaned_step_before_rerunning_it(sshd_host, tmp
             blipped.append(1)
             sshd_host.drop_connections()  # the old step keeps running on the host ...
 
-    ok = asyncio.run(Executor([spec(sshd_host)], steps, sink, ExecOptions(connect_timeout=15)).run())
-    time.sleep(1.6)  # long enough for an orphan that was not stopped to write "done"
-    assert ok and log.read_text().split() == ["start", "start", "done"]  # ... until the executor stops it
+    groups: list[int] = []
+    opts = ExecOptions(connect_timeout=15, on_running=lambda h, p: p and groups.append(p["pid"]))
+    ok = asyncio.run(Executor([spec(sshd_host)], steps, sink, opts).run())
+    assert ok and len(groups) == 2
+    assert not group_alive(groups[0])  # ... until the executor stopped it: it can never write "done"
+    assert log.read_text().split() == ["start", "start", "done"]
 
 
 def test_reboot_that_fails_or_never_happens_fails_the_step(sshd_host):
