@@ -72,15 +72,19 @@ def wrap(script: str, sudo: bool, report_pid: bool = True) -> str:
     return f"{_PID_PRELUDE}; exec {inner}" if report_pid else f"exec {inner}"
 
 
+def _token_fn(token: str) -> str:
+    """``gwt SIG [sudo -n]``: signal every process whose environment carries the step's
+    token; true when it signalled one. Run once as the login user, once through
+    ``sudo -n`` for a sudo step's root processes."""
+    needle = shlex.quote(f"{TOKEN_VAR}={token}")
+    return (f'gwt() {{ gs=$1; shift; gn=1; for gf in $("$@" grep -lzxF {needle} /proc/[0-9]*/environ 2>/dev/null); '
+            f'do gp=${{gf#/proc/}}; "$@" kill -s "$gs" "${{gp%/environ}}" 2>/dev/null && gn=0; done; return $gn; }}\n')
+
+
 def _token_kill(sig: str, token: str) -> str:
-    """Signal every process whose environment carries the step's token (as the login
-    user, then through ``sudo -n`` for a sudo step's root processes)."""
     if not token:
         return ""
-    needle = shlex.quote(f"{TOKEN_VAR}={token}")
-    return (f'gwt() {{ for f in $("$@" grep -lzxF {needle} /proc/[0-9]*/environ 2>/dev/null); do '
-            f'p=${{f#/proc/}}; "$@" kill -s {sig} "${{p%/environ}}" 2>/dev/null; done; }}; '
-            f'gwt; [ "$(id -u)" = 0 ] || gwt sudo -n; ')
+    return f'{_token_fn(token)}gwt {sig}; [ "$(id -u)" = 0 ] || gwt {sig} sudo -n; '
 
 
 def signal_cmd(sig: str, pid: int | None, token: str = "") -> str:
@@ -111,8 +115,10 @@ def stale_kill_script(rp: RemoteProc, grace_ticks: int) -> str:
         same = f"case \"$(tr '\\0' ' ' </proc/{p}/cmdline 2>/dev/null)\" in {OURS}) true;; *) false;; esac"
     boot = (f'read -r b </proc/sys/kernel/random/boot_id 2>/dev/null; [ "$b" = {rp.boot} ] || return 0\n'
             if rp.boot else "")
-    tokens = (f"{_token_kill('TERM', rp.token)}sleep 0.{min(9, max(1, grace_ticks))}; {_token_kill('KILL', rp.token)}\n"
-              if rp.token else "")
+    tokens = (f"""{_token_fn(rp.token)}gk=0; gwt TERM && gk=1; [ "$(id -u)" = 0 ] || {{ gwt TERM sudo -n && gk=1; }}
+if [ $gk = 1 ]; then sleep 0.{min(9, max(1, grace_ticks))}; gwt KILL; [ "$(id -u)" = 0 ] || gwt KILL sudo -n; fi
+true
+""" if rp.token else "")
     return f"""grp() {{
 {boot}if s=$(cat /proc/{p}/stat 2>/dev/null) && [ -n "$s" ]; then
   s=${{s##*) }}; set -- $s
