@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from typing import Any, Callable, Sequence
 
@@ -161,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 handler = "screens.runapp:cmd_run"
         return int(_resolve(handler)(request) or 0)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # more Ctrl-Cs while leaving: still exit 130, not SIGINT
         print("\ngpuwizard: interrupted.", file=sys.stderr)
         return exit_codes.INTERRUPTED
     except UsageError as exc:

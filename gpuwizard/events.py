@@ -39,9 +39,14 @@ class RunStarted(Event):
 
 @dataclass
 class HostConnecting(Event):
+    """An attempt to connect is starting. From the second attempt on, ``message`` says
+    why the previous one failed and how long the executor keeps trying
+    ("connection refused; retrying for 8m more"): show it, not a bare attempt count."""
+
     kind: ClassVar[str] = "host_connecting"
     host: str
     attempt: int = 1
+    message: str = ""
 
 
 @dataclass
@@ -96,10 +101,17 @@ class StepFinished(Event):
 
 @dataclass
 class HostFinished(Event):
+    """A host is done. When it failed, ``message`` is the reason in full, with its fix
+    (the ``ssh-keyscan`` line for an unknown key, "connection refused after N attempts
+    over M s" ...): the run screen, the summary and ``gpuwizard logs`` show it.
+    ``connected`` is False for a host that was never reached: then no Output event
+    exists for it, and ``message`` is all there is to show (write it to the host's log)."""
+
     kind: ClassVar[str] = "host_finished"
     host: str
     ok: bool
     message: str = ""
+    connected: bool = True
 
 
 @dataclass

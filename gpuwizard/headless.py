@@ -51,7 +51,7 @@ class LineRenderer:
             if e.attempt == 1:
                 w(f"[{e.host}] connecting\n")
             elif e.attempt == 2 or e.attempt % 10 == 0:
-                w(f"[{e.host}] not reachable yet; still trying (attempt {e.attempt})\n")
+                w(f"[{e.host}] not reachable yet: {e.message or 'still trying'} (attempt {e.attempt})\n")
         elif isinstance(e, ev.HostConnected):
             w(f"[{e.host}] connected\n")
         elif isinstance(e, ev.StepStarted):

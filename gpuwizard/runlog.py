@@ -48,7 +48,7 @@ import json
 import os
 import pathlib
 import re
-import secrets as _random
+import secrets
 import sys
 import time
 from typing import IO, Any, Callable, Iterator, Mapping, Sequence
@@ -75,7 +75,7 @@ def runs_home() -> pathlib.Path:
 def new_run_id(recipe_name: str) -> str:
     """Sortable by time, readable, unique: ``20250101-120000-name-1a2b``."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", recipe_name)[:40] or "run"
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{_random.token_hex(2)}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}"
 
 
 def host_file(host: str) -> str:

@@ -12,7 +12,8 @@ from typing import Callable
 
 import pytest
 
-from tests.builders.runs import env, group_alive, gw, runs, wait_for, write_recipe
+from tests.builders.procs import group_alive, once_script
+from tests.builders.runs import env, gw, runs, wait_for, write_recipe
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,13 +155,6 @@ def test_unwritable_state_dir_is_a_usage_error(tmp_path) -> None:
                        text=True, env=env, timeout=60)
     assert p.returncode == 2
     assert "cannot create the run directory" in p.stderr and "Traceback" not in p.stderr
-
-
-def once_script(tmp: pathlib.Path, body: str) -> str:
-    """See tests/test_executor.py: logs ``start PID 1`` if the previous copy still runs."""
-    pidf, log = tmp / "copy.pid", tmp / "copies.log"
-    return (f'o=$(cat {pidf} 2>/dev/null || true); a=0; if [ -n "$o" ] && kill -0 "$o" 2>/dev/null; then a=1; fi; '
-            f'echo $$ > {pidf}; echo "start $$ $a" >> {log}; {body}')
 
 
 def ctrl_c_twice(tmp_path, recipe: pathlib.Path, ready: str,

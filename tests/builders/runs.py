@@ -78,22 +78,6 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None
         time.sleep(0.05)
 
 
-def group_alive(pgid: int) -> bool:
-    """True while a live (not zombie) process is in the group. Zombies count as gone: a
-    container's init may never reap the orphans a killed step leaves behind."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
 def pids_running(pattern: str) -> list[int]:
     """Live (not zombie) processes whose command line contains ``pattern``."""
     out = []

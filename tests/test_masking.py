@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpuwizard.secrets import MASK, Masker, values_from_file_text
+from gpuwizard.masking import MASK, Masker, too_short, values_from_file_text
 
 
 def feed_all(m: Masker, chunks: list[str]) -> str:
@@ -59,3 +59,35 @@ def test_values_from_rclone_conf():
     vals = values_from_file_text(conf)
     assert {"ya29.short", "1//0abcdefghijklmnop", "abcdefgh"} <= vals
     assert not {"drive", "drive.readonly", "[gdrive]"} & vals
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.text(max_size=20), cuts=st.lists(st.integers(0, 80), max_size=8),
+       streams=st.lists(st.sampled_from(["stdout", "stderr"]), min_size=9, max_size=9))
+def test_short_secret_split_across_streams_and_chunks_never_survives(prefix, cuts, streams):
+    # a 4-character secret (the old masker ignored anything under 6) printed in pieces
+    # that alternate between stdout and stderr: a person reading the pane sees it whole
+    secret = "hunt"
+    text = prefix + secret + "|" + secret
+    m = Masker([secret])
+    segs: list[tuple[str, str]] = []
+    for chunk, stream in zip(split(text, cuts), streams):
+        segs += m.feed_stream(stream, chunk)
+    segs += m.flush_streams()
+    shown = "".join(t for _, t in segs)
+    assert secret not in shown
+    assert shown == Masker([secret]).mask(text)
+
+
+def test_masked_segments_keep_their_streams_and_order():
+    m = Masker(["s3cr3t"])
+    out = m.feed_stream("stdout", "a\ns3") + m.feed_stream("stderr", "cr3t b\n") + m.feed_stream("stdout", "c\n")
+    assert out + m.flush_streams() == [("stdout", "a\n"), ("stdout", MASK), ("stderr", " b\n"), ("stdout", "c\n")]
+
+
+def test_three_characters_are_masked_shorter_ones_are_reported():
+    assert Masker(["abc"]).mask("xabcx") == f"x{MASK}x"
+    assert Masker(["ab"]).mask("xabx") == "xabx"  # cannot be masked ...
+    assert too_short({"ab", "abc", "x"}) == ["ab", "x"]  # ... so it is reported
+    assert "abc12" in values_from_file_text("abc12\n")  # a 5-character password file
+    assert "pw5ch" in values_from_file_text("[dav]\npass = pw5ch\n")
