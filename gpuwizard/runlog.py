@@ -427,7 +427,7 @@ class RunDir:
             self._host_state(host)
             path = self.host_log_path(host)
             if path.is_dir():  # not a log: keep it aside, start a real one
-                aside = path.with_name(f"{path.name}.damaged-{_random.token_hex(2)}")
+                aside = path.with_name(f"{path.name}.damaged-{secrets.token_hex(2)}")
                 path.rename(aside)
                 print(f"gpuwizard: {path} was a directory; moved it to {aside}", file=sys.stderr)
             # unbuffered: every chunk is on disk the moment it arrives
