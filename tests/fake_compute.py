@@ -133,6 +133,7 @@ class FakeCompute:
         self.nat_ip = nat_ip
         self.lock = threading.Condition()
         self.requests: list[tuple[float, str, str]] = []   # (time, method, path)
+        self.authorizations: list[str | None] = []          # each request's Authorization header
         self.global_quotas: dict[str, dict[str, float]] = {
             "GPUS_ALL_REGIONS": {"limit": global_gpu_quota, "usage": 0.0},
             "CPUS_ALL_REGIONS": {"limit": 1000.0, "usage": 0.0},
@@ -678,6 +679,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._control(method, url.path, body)
         with st.lock:
             st.requests.append((time.monotonic(), method, url.path))
+            st.authorizations.append(self.headers.get("Authorization"))
         if st.latency:
             time.sleep(st.latency)
         for m, rx, name in ROUTES:
