@@ -47,8 +47,7 @@ def test_ss_counts_the_tunnel_to_sshd_and_nothing_else():
 
 def test_proc_net_tcp_counts_established_only_and_finds_the_listener():
     text = read("proc-net-tcp.txt")
-    assert A.parse_proc_net_tcp(text, [22]) == 1            # the LISTEN and TIME_WAIT rows do not count
-    assert A.listening_inodes(text, [22]) == {"18231"}
+    assert A.proc_net_tcp(text, [22]) == (1, {"18231"})   # the TIME_WAIT row does not count
 
 
 def test_nvidia_smi_readings():

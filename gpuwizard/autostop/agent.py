@@ -35,10 +35,14 @@ recipe asked for it (``target: ssh`` with ``allow_poweroff: true`` in the config
 State (last activity, why it is kept awake, when it will stop) goes to ``state_path``
 and, on Compute Engine, to the guest attribute ``gpuwizard/autostop`` so that
 ``gpuwizard status`` can show the countdown without SSH.
+
+Why one file of this size: it is shipped and run alone, so parsers, decision and actions
+travel together; the decision (:class:`Brain`) is pure and tested apart from the I/O.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import dataclasses
 import glob
@@ -66,8 +70,6 @@ PREEMPT_BEFORE_S = 25.0
 #: argv prefix of every gpuwizard step (see gpuwizard/executor: the remote wrapper).
 STEP_ARGV = ["bash", "--norc", "--noprofile", "-euo", "pipefail", "-c"]
 
-
-# ---------------------------------------------------------------- configuration
 
 @dataclasses.dataclass
 class Config:
@@ -107,8 +109,6 @@ def load_config(path: str) -> Config:
     with open(path, encoding="utf-8") as fh:
         return Config.from_dict(json.load(fh))
 
-
-# ---------------------------------------------------------------- signals (facts)
 
 @dataclasses.dataclass
 class GpuReading:
@@ -171,22 +171,22 @@ def parse_ss(text: str, ports: Iterable[int]) -> int:
     return n
 
 
-def parse_proc_net_tcp(text: str, ports: Iterable[int]) -> int:
-    """The same count from ``/proc/net/tcp``/``tcp6`` (state 01 = ESTABLISHED), where ``ss``
-    is missing."""
-    ports = set(ports)
-    n = 0
+def proc_net_tcp(text: str, ports: Iterable[int]) -> tuple[int, set[str]]:
+    """From ``/proc/net/tcp``/``tcp6`` (hex ports; state 01 ESTABLISHED, 0A LISTEN; inode in
+    column 10): connections established to ``ports`` (where ``ss`` is missing) and the inodes
+    of the sockets listening on them (to find sshd's pid)."""
+    ports, n, inodes = set(ports), 0, set()
     for line in text.splitlines()[1:]:
         cols = line.split()
-        if len(cols) < 4 or cols[3] != "01":
-            continue
         try:
-            port = int(cols[1].rsplit(":", 1)[1], 16)
+            mine = len(cols) >= 10 and int(cols[1].rsplit(":", 1)[1], 16) in ports
         except (IndexError, ValueError):
             continue
-        if port in ports:
+        if mine and cols[3] == "01":
             n += 1
-    return n
+        elif mine and cols[3] == "0A":
+            inodes.add(cols[9])
+    return n, inodes
 
 
 def parse_kernels(text: str) -> tuple[int, float | None]:
@@ -235,23 +235,6 @@ def count_steps(procs: Iterable[tuple[int, int, Sequence[str]]], roots: set[int]
     return sum(1 for pid, _, argv in procs
                if list(argv[:len(STEP_ARGV)]) == STEP_ARGV and under_root(pid))
 
-
-def listening_inodes(proc_net_tcp: str, ports: Iterable[int]) -> set[str]:
-    """Socket inodes listening (state 0A) on ``ports``, from ``/proc/net/tcp``/``tcp6``."""
-    ports, out = set(ports), set()
-    for line in proc_net_tcp.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) < 10 or cols[3] != "0A":
-            continue
-        try:
-            if int(cols[1].rsplit(":", 1)[1], 16) in ports:
-                out.add(cols[9])
-        except (IndexError, ValueError):
-            continue
-    return out
-
-
-# ---------------------------------------------------------------- decision (pure)
 
 @dataclasses.dataclass
 class Decision:
@@ -342,8 +325,6 @@ def _dur(seconds: float) -> str:
     return f"{s}s"
 
 
-# ---------------------------------------------------------------- sampling (I/O)
-
 def _run(argv: Sequence[str], timeout: float = 10.0) -> str | None:
     try:
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
@@ -381,7 +362,7 @@ def _sshd_pids(ports: Sequence[int]) -> set[int]:
                 text += fh.read() if not text else fh.read().split("\n", 1)[-1]
         except OSError:
             pass
-    inodes = {f"socket:[{i}]" for i in listening_inodes(text, ports)}
+    inodes = {f"socket:[{i}]" for i in proc_net_tcp(text, ports)[1]}
     pids = set()
     for fd in glob.glob("/proc/[0-9]*/fd/*"):
         try:
@@ -400,7 +381,7 @@ def _ssh_connections(ports: Sequence[int]) -> int:
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(path, encoding="ascii") as fh:
-                n += parse_proc_net_tcp(fh.read(), ports)
+                n += proc_net_tcp(fh.read(), ports)[0]
         except OSError:
             pass
     return n
@@ -442,8 +423,6 @@ def sample(cfg: Config) -> Sample:
     s.keepalive_mtime = max(mtimes) if mtimes else None
     return s
 
-
-# ---------------------------------------------------------------- metadata and Compute
 
 def metadata(path: str, timeout: float = 5.0) -> str:
     req = urllib.request.Request(f"{METADATA}/computeMetadata/v1/{path}",
@@ -494,8 +473,6 @@ def delete_self(timeout: float = 30.0) -> str:
     return f"asked Compute Engine to delete {name} in {zone}"
 
 
-# ---------------------------------------------------------------- acting
-
 def run_before(cfg: Config, budget: float | None = None, log: Callable[[str], None] = print) -> bool:
     """Runs ``before`` in its own process group, killed after its budget. True if it finished."""
     if not cfg.before:
@@ -521,7 +498,7 @@ def run_before(cfg: Config, budget: float | None = None, log: Callable[[str], No
     return rc == 0
 
 
-def act(cfg: Config, log: Callable[[str], None] = print) -> str:
+def act(cfg: Config) -> str:
     """Stop or delete this machine (after :func:`guard` said yes)."""
     if cfg.action == "delete" and cfg.target == "gcp":
         return delete_self()
@@ -598,7 +575,7 @@ def loop(cfg_path: str, state_path: str, once: bool = False,
             else:
                 log(f"stopping: {d.why}")
                 run_before(cfg, log=log)
-                log(act(cfg, log=log))
+                log(act(cfg))
                 _write_json(state_path, {"stopped_at": time.time(), "why": d.why}, merge=True)
                 stop.set()
                 return 0
@@ -609,17 +586,13 @@ def loop(cfg_path: str, state_path: str, once: bool = False,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
     ap = argparse.ArgumentParser(prog="gpuwizard-autostop", description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=CONFIG_PATH)
     ap.add_argument("--state", default=STATE_PATH)
     ap.add_argument("--once", action="store_true", help="one tick, then exit")
     args = ap.parse_args(argv)
-
-    def log(text: str) -> None:
-        print(f"gpuwizard-autostop: {text}", flush=True)
-
-    return loop(args.config, args.state, once=args.once, log=log)
+    return loop(args.config, args.state, once=args.once,
+                log=lambda text: print(f"gpuwizard-autostop: {text}", flush=True))
 
 
 if __name__ == "__main__":
