@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.discovery_contract import compute as compute_contract
+
 BASE = "https://www.googleapis.com/compute/v1"
 DEFAULT_PROJECT = "test-project"
 
@@ -134,6 +136,9 @@ class FakeCompute:
         self.lock = threading.Condition()
         self.requests: list[tuple[float, str, str]] = []   # (time, method, path)
         self.authorizations: list[str | None] = []          # each request's Authorization header
+        #: Requests (and answers) Google's discovery document says the real API would not
+        #: take (or give): see tests/discovery_contract.py. The fixture fails a test on any.
+        self.violations: list[str] = []
         self.global_quotas: dict[str, dict[str, float]] = {
             "GPUS_ALL_REGIONS": {"limit": global_gpu_quota, "usage": 0.0},
             "CPUS_ALL_REGIONS": {"limit": 1000.0, "usage": 0.0},
@@ -589,10 +594,16 @@ class FakeCompute:
         return out
 
     def regions_json(self) -> list[dict[str, Any]]:
+        """``regions.list``: only the quota metrics the real API reports (its ``Quota.metric``
+        enum in the discovery document). H100/H200/B200 on-demand quotas are not among them:
+        Compute Engine keeps those in Cloud Quotas (``GPUS_PER_GPU_FAMILY``), and the fake still
+        enforces them on insert as the real API does."""
+        known = set(compute_contract().doc["schemas"]["Quota"]["properties"]["metric"]["enum"])
         return [{"kind": "compute#region", "name": r, "status": "UP",
                  "selfLink": f"{BASE}/projects/{self.project}/regions/{r}",
                  "zones": [f"{BASE}/projects/{self.project}/zones/{z}" for z in sorted(self.world) if _region(z) == r],
-                 "quotas": [{"metric": m, "limit": q["limit"], "usage": q["usage"]} for m, q in sorted(qs.items())]}
+                 "quotas": [{"metric": m, "limit": q["limit"], "usage": q["usage"]}
+                            for m, q in sorted(qs.items()) if m in known]}
                 for r, qs in sorted(self.region_quotas.items())]
 
     def state(self) -> dict[str, Any]:
@@ -649,6 +660,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, code: int, body: dict[str, Any]) -> None:
+        route = getattr(self, "_route", None)
+        if route is not None:
+            problems = compute_contract().check_response(route[0], route[1], code, body)
+            if problems:
+                with self.state.lock:
+                    self.state.violations += problems
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -672,14 +689,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         st = self.state
+        self._route: tuple[str, str] | None = None
         url = urllib.parse.urlsplit(self.path)
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
         body = self._body() if method == "POST" else {}
         if url.path.startswith("/_fake/"):
             return self._control(method, url.path, body)
+        problems = compute_contract().check_request(method, url.path, urllib.parse.parse_qs(url.query),
+                                                     body if method == "POST" else None)
+        self._route = (method, url.path)
         with st.lock:
             st.requests.append((time.monotonic(), method, url.path))
             st.authorizations.append(self.headers.get("Authorization"))
+            st.violations += problems
         if st.latency:
             time.sleep(st.latency)
         for m, rx, name in ROUTES:
