@@ -181,3 +181,14 @@ def test_preemption_notice_runs_before(tmp_path, fake_metadata):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_changing_autostop_on_a_running_host_applies_without_restart(sshd_host, agent_root):
+    marks = install(sshd_host, agent_root, idle_s=3600)
+    started = json.loads((agent_root / settings.CONFIG_PATH).read_text())["started_at"]
+    assert "stops in 59m" in state(agent_root)["why"] or "stops in 1h" in state(agent_root)["why"]
+    assert run_steps(sshd_host, [settings.update_step(None, root=str(agent_root))])
+    wait_for(lambda: state(agent_root).get("why") == "auto-stop is off", 20, "off to apply")
+    assert run_steps(sshd_host, [settings.update_step(2, root=str(agent_root))])
+    wait_for(lambda: marks.exists(), 30, "poweroff after the new, shorter idle time")
+    assert json.loads((agent_root / settings.CONFIG_PATH).read_text())["started_at"] == started

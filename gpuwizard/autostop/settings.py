@@ -136,6 +136,33 @@ def install_script(config: dict[str, Any], root: str = "/") -> str:
     ]) + "\n"
 
 
+_UPDATE_CONFIG = r"""
+import json, os, sys
+path, change = sys.argv[1], json.loads(sys.argv[2])
+try:
+    with open(path) as fh:
+        cfg = json.load(fh)
+except OSError:
+    sys.exit("no auto-stop agent here (" + path + " is missing): run the recipe with autostop set first")
+cfg.update(change)
+with open(path + ".tmp", "w") as fh:
+    json.dump(cfg, fh, indent=1, sort_keys=True)
+os.replace(path + ".tmp", path)
+print("auto-stop: " + ("off" if not cfg.get("enabled", True) else "after %ds idle" % cfg["idle_s"]))
+"""
+
+
+def update_step(idle_s: int | None, root: str = "/") -> Step:
+    """``gpuwizard autostop RECIPE 45m|off``: edits the agent's config on the host; the agent
+    reads it again on its next tick (no restart, and ``started_at`` is kept)."""
+    change: dict[str, Any] = {"enabled": False} if idle_s is None else {"enabled": True, "idle_s": idle_s}
+    conf = shlex.quote(root.rstrip("/") + "/" + CONFIG_PATH)
+    what = "off" if idle_s is None else f"{format_duration(idle_s)} idle"
+    return Step(id="autostop-set", title=f"auto-stop: {what}",
+                run=f"python3 -c {shlex.quote(_UPDATE_CONFIG)} {conf} {shlex.quote(json.dumps(change))}",
+                sudo=True, timeout=60, phase="setup")
+
+
 def install_step(config: dict[str, Any], root: str = "/") -> Step:
     """The plan step; re-running it only rewrites the same files and restarts the agent."""
     idle = format_duration(config["idle_s"])
