@@ -47,6 +47,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from tests import fake_compute_shapes as shapes
+from tests.discovery_contract import compute as compute_contract
 from tests.fake_compute_faults import Fault, zone_faults
 from tests.fake_compute_http import ROUTES, Handler as _Handler
 from tests.fake_compute_shapes import BASE, FAKE_HOST_KEYS, region_of
@@ -112,6 +113,10 @@ class FakeCompute:
         self.nat_ip = nat_ip
         self.lock = threading.Condition()
         self.requests: list[tuple[float, str, str]] = []   # (time, method, path)
+        self.authorizations: list[str | None] = []          # each request's Authorization header
+        #: What Google's discovery document says the real API would refuse to take or never
+        #: give (tests/discovery_contract.py); the fixture fails the test on any.
+        self.violations: list[str] = []
         self.global_quotas: dict[str, dict[str, float]] = {
             "GPUS_ALL_REGIONS": {"limit": global_gpu_quota, "usage": 0.0},
             "CPUS_ALL_REGIONS": {"limit": 1000.0, "usage": 0.0},
@@ -571,10 +576,14 @@ class FakeCompute:
         return out
 
     def regions_json(self) -> list[dict[str, Any]]:
+        """Only the quota metrics the real ``regions.list`` reports (its ``Quota.metric`` enum):
+        H100/H200/B200 on-demand quotas live in Cloud Quotas, not here."""
+        known = compute_contract().enum("Quota", "metric")
         return [{"kind": "compute#region", "name": r, "status": "UP",
                  "selfLink": f"{BASE}/projects/{self.project}/regions/{r}",
                  "zones": [f"{BASE}/projects/{self.project}/zones/{z}" for z in sorted(self.world) if _region(z) == r],
-                 "quotas": [{"metric": m, "limit": q["limit"], "usage": q["usage"]} for m, q in sorted(qs.items())]}
+                 "quotas": [{"metric": m, "limit": q["limit"], "usage": q["usage"]}
+                            for m, q in sorted(qs.items()) if m in known]}
                 for r, qs in sorted(self.region_quotas.items())]
 
     def state(self) -> dict[str, Any]:

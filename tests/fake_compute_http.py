@@ -10,6 +10,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
+from tests.discovery_contract import compute as compute_contract
 from tests.fake_compute_shapes import BASE
 from tests.fake_compute_shapes import http_error as _http_error
 from tests.fake_compute_shapes import region_of as _region
@@ -48,6 +49,12 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, code: int, body: dict[str, Any]) -> None:
+        route = getattr(self, "_route", None)
+        if route is not None:
+            problems = compute_contract().check_response(route[0], route[1], code, body)
+            if problems:
+                with self.state.lock:
+                    self.state.violations += problems
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -71,13 +78,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         st = self.state
+        self._route: tuple[str, str] | None = None
         url = urllib.parse.urlsplit(self.path)
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
         body = self._body() if method == "POST" else {}
         if url.path.startswith("/_fake/"):
             return self._control(method, url.path, body)
+        # Every request is held to Google's own description of the API (and so is the answer,
+        # in _send): the fake cannot drift from the real Compute API unnoticed.
+        problems = compute_contract().check_request(method, url.path, urllib.parse.parse_qs(url.query),
+                                                     body if method == "POST" else None)
+        self._route = (method, url.path)
         with st.lock:
             st.requests.append((time.monotonic(), method, url.path))
+            st.authorizations.append(self.headers.get("Authorization"))
+            st.violations += problems
         if st.latency:
             time.sleep(st.latency)
         for m, rx, name in ROUTES:
