@@ -96,7 +96,7 @@ def serial_port_output(self_link: str, name: str, port: int, host_keys: dict[str
         lines[-1:-1] = (["-----BEGIN SSH HOST KEY KEYS-----"] + [f"{t} {k} root@{name}" for t, k in host_keys.items()]
                         + ["-----END SSH HOST KEY KEYS-----"])
     contents = "\r\n".join(lines) + "\r\n"
-    return {"kind": "compute#serialPortOutput", "contents": contents, "port": port, "start": "0",
+    return {"kind": "compute#serialPortOutput", "contents": contents, "start": "0",
             "next": str(len(contents)), "selfLink": self_link + f"/serialPort?port={port}"}
 
 
