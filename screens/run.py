@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Log, ProgressBar, Static, Tab, Ta
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import events as ev
+from screens.panelog import PaneLog
 from screens.runmodel import RunModel
 
 Source = Callable[[Callable[[ev.Event], None], threading.Event], None]
@@ -41,7 +42,7 @@ class HostPaneWidget(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(self.host, classes="pane-head")
         yield ProgressBar(total=100, show_eta=False, show_percentage=True)
-        yield Log(max_lines=self.max_lines, highlight=False, auto_scroll=True)
+        yield PaneLog(max_lines=self.max_lines, highlight=False, auto_scroll=True)
 
 
 class FullLogScreen(Screen[None]):

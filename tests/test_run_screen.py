@@ -68,12 +68,21 @@ def test_model_is_thread_safe() -> None:
 
 # ---------------------------------------------------------------------- the screen
 
+import html  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+
 from textual.app import App  # noqa: E402
 
 from screens.run import RunScreen  # noqa: E402
-
-
 from screens.runapp import RunApp as _RunApp  # the app `gpuwizard run` uses on a terminal
+
+
+def painted(app: App) -> str:
+    """The text on the app's screen as the compositor paints it now (from the widgets'
+    render caches, like a terminal sees it), not the widgets' data."""
+    svg = app.export_screenshot()
+    return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
 
 
 async def _finish(app: App, scr: RunScreen, pilot) -> None:
@@ -162,6 +171,48 @@ async def test_quitting_while_running_asks_and_prints_resume_and_down() -> None:
     assert scr.cancel.is_set()
     assert "gpuwizard run stgcn.yaml --resume" in app.exit_message
     assert "gpuwizard down stgcn.yaml" in app.exit_message
+
+
+@pytest.mark.asyncio
+async def test_a_capped_pane_keeps_painting_the_newest_lines() -> None:
+    """Issue 11 item 2: past the pane's cap (6,000 lines into a 5,000-line pane), lines that
+    come later, each in its own flush like `echo tick $i; sleep 1`, are painted; before the
+    fix the pane froze at the first of them until a resize."""
+    from textual.widgets import Log
+
+    go = [threading.Event() for _ in range(4)]
+
+    def src(sink, cancel):
+        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["h"], steps=["s"]))
+        sink(ev.StepStarted(host="h", step="s"))
+        sink(ev.Output(host="h", step="s", stream="stdout", data="".join(f"{i}\n" for i in range(1, 6001))))
+        for i in range(1, 5):
+            go[i - 1].wait(30)
+            sink(ev.Output(host="h", step="s", stream="stdout", data=f"tick {i}\n"))
+        sink(ev.StepFinished(host="h", step="s", status="ok"))
+        sink(ev.HostFinished(host="h", ok=True))
+        sink(ev.RunFinished(ok=True))
+
+    async def until(cond, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not cond():
+            assert time.monotonic() < deadline, what
+            await pilot.pause(0.02)
+
+    scr = RunScreen(src, max_lines=5000)
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: "6000" in painted(app), "the first 5,000 lines are painted")
+        log = scr.query_one(Log)
+        for i in range(1, 5):  # one flush per tick (the data reaches the widget each time)
+            go[i - 1].set()
+            await until(lambda: log.lines and log.lines[-1] == f"tick {i}", f"tick {i} reaches the pane")
+            await pilot.pause()
+        await _finish(app, scr, pilot)
+        screen = painted(app)
+        assert "tick 4" in screen, screen
+        assert "tick 1" in screen and "5999" in screen
+        assert log.line_count == 5000
 
 
 # ---------------------------------------------------------------------- real sshd hosts

@@ -1,0 +1,46 @@
+"""A host's live log pane: Textual's ``Log`` with a line cap that keeps painting.
+
+Why a subclass: Textual 8.2.8's ``Log.write_lines`` stops repainting once ``max_lines``
+is reached. It asks for a repaint of the rows where the new lines were appended
+(``refresh_lines(start_line, n)`` with ``start_line`` = the line count *before* the
+write), then prunes the oldest lines, which moves every kept line up. At the cap the
+line count, and so the virtual height and the scroll offset, no longer change: the
+requested rows lie below the visible window, ``scroll_end`` is a no-op, and nothing
+asks for the rows that did change. The widget's render cache keeps showing the lines
+of the last write before the cap until something else (a resize, a scroll) repaints
+it. apt/pip output passes 5,000 lines in every real run, so every real run looked hung.
+
+:meth:`PaneLog.write_lines` repaints the visible window whenever a write pruned lines,
+and a paused pane (``auto_scroll`` off) moves its scroll offset up by the pruned count,
+so the lines the user is reading stay in place while the oldest ones drop out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from textual.widgets import Log
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+
+class PaneLog(Log):
+    """``Log`` whose line cap drops the oldest lines and keeps the newest painted."""
+
+    _pruned = 0
+
+    def _prune_max_lines(self) -> None:
+        before = len(self._lines)
+        super()._prune_max_lines()
+        self._pruned += before - len(self._lines)
+
+    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> "Self":
+        self._pruned = 0
+        super().write_lines(lines, scroll_end)
+        if self._pruned > 0:
+            follow = self.auto_scroll if scroll_end is None else scroll_end
+            if not follow and self.scroll_offset.y > 0:
+                self.scroll_to(y=max(0, self.scroll_offset.y - self._pruned), animate=False, immediate=True)
+            self.refresh()  # every kept line moved up: the whole window changed
+        return self
