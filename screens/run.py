@@ -16,8 +16,8 @@ import sys
 import threading
 from typing import Any, Callable, ClassVar
 
-from textual import on, work
 from rich.markup import escape
+from textual import on, work
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Horizontal, Vertical
@@ -27,10 +27,11 @@ from textual.widgets import DataTable, Footer, Log, ProgressBar, Static, Tab, Ta
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import events as ev
-from screens.panelog import PaneLog
 from screens import choices, runsource
 from screens.dialogs import ChoiceScreen
-from screens.runmodel import RunModel, clean_line
+from screens.fulllog import FullLogScreen
+from screens.panelog import PaneLog
+from screens.runmodel import BAD, RunModel
 
 Source = Callable[[Callable[[ev.Event], None], threading.Event], None]
 FLUSH_HZ = 25
@@ -52,42 +53,6 @@ class HostPaneWidget(Vertical):
         reason.display = False  # shown when the host ran none of its steps, with the reason in full
         yield reason
         yield PaneLog(max_lines=self.max_lines, highlight=False, auto_scroll=True)
-
-
-class FullLogScreen(Screen[None]):
-    """A host's whole log from the run directory, loaded off the UI thread."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "app.pop_screen", "Back", id="fulllog.back")]
-
-    def __init__(self, path: str) -> None:
-        super().__init__(id="fulllog")
-        self.path = path
-
-    def compose(self) -> ComposeResult:
-        yield Static(f" {self.path}", id="run-status")
-        yield Log(highlight=False, auto_scroll=False)
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.load_file()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="fulllog", description="read the full log")
-    def load_file(self) -> None:
-        log = self.query_one(Log)
-        batch: list[str] = []
-
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                batch.append(clean_line(line.rstrip("\n")))
-                if len(batch) >= 20000:
-                    self.app.call_from_thread(log.write_lines, batch)
-                    batch = []
-        if batch:
-            self.app.call_from_thread(log.write_lines, batch)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            self.notify(f"Cannot read {self.path}: {event.worker.error}", severity="error")
 
 
 class RunScreen(Screen[None]):
@@ -373,7 +338,8 @@ class RunScreen(Screen[None]):
         host = self.model.hosts[self._active_index()]
         path = self.log_path(host) if self.log_path else None
         if path and os.path.exists(path):
-            self.app.push_screen(FullLogScreen(path))
+            failed = any(self.model.cells[(host, s)].status in BAD for s in self.model.steps)
+            self.app.push_screen(FullLogScreen(path, host=host, at_failure=failed))
         else:
             self.notify("The full log is in the run directory once the run has written it "
                         "(`gpuwizard logs`).", severity="warning")
