@@ -59,15 +59,15 @@ class RunScreen(Screen[None]):
     """Runs a recipe (or any event source) and shows it as it happens."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f", "follow", "Follow/pause", id="run.follow"),
-        Binding("e", "jump_failed", "Jump to failure", id="run.failed"),
+        Binding("f", "follow", "Follow", id="run.follow"),
+        Binding("e", "jump_failed", "Failure", id="run.failed"),
         Binding("o", "open_log", "Full log", id="run.open"),
-        Binding("g", "layout", "Tabs/grid", id="run.layout"),
+        Binding("g", "layout", "Grid", id="run.layout"),
         # Host switching works whatever has focus (priority), and leaves the arrows to the
         # step table and the log.
         Binding("]", "host(1)", "Next host", key_display="]", priority=True, id="run.next_host"),
         Binding("[", "host(-1)", "Prev host", key_display="[", priority=True, id="run.prev_host"),
-        Binding("s", "ssh", "SSH to host", id="run.ssh"),
+        Binding("s", "ssh", "SSH", id="run.ssh"),
         Binding("q", "app.quit", "Quit", id="run.quit"),
         Binding("escape", "leave", "Back", show=False, id="run.back"),
     ]
@@ -236,7 +236,8 @@ class RunScreen(Screen[None]):
     def _summary(self) -> None:
         m = self.model
         c = m.counts()
-        parts = [f"{c.get(k, 0)} {k}" for k in ("ok", "running", "failed", "skipped", "pending") if c.get(k)]
+        parts = [f"{c.get(k, 0)} {k}" for k in ("ok", "running", "failed", "unreachable", "skipped", "pending")
+                 if c.get(k)]
         unreachable = "".join(f"\n[b $error]✗ {_esc(h)}[/] did not connect: {_esc(why)}"
                               for h, why in m.host_failures().items())
         self.query_one("#run-summary", Static).update(
