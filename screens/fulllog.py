@@ -62,7 +62,9 @@ class LogView(ScrollView, can_focus=True):
         self.cursor = row
         h = max(1, self.scrollable_content_region.height)
         y = row - h + 1 if at_bottom else row - h // 2
-        self.scroll_to(y=max(0, y), animate=False, immediate=True)
+        # force: right after the index arrives the scrollbars are not laid out yet, and
+        # without it Textual ignores a scroll of a widget it thinks cannot scroll
+        self.scroll_to(y=max(0, y), animate=False, immediate=True, force=True)
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
@@ -143,7 +145,7 @@ class FullLogScreen(Screen[None]):
         if failure is not None:
             view.show_row(failure, at_bottom=True)
         else:
-            view.scroll_end(animate=False, immediate=True)
+            view.scroll_to(y=view.max_scroll_y, animate=False, immediate=True, force=True)
 
     def _head(self) -> None:
         if self.index is not None:
@@ -218,4 +220,4 @@ class FullLogScreen(Screen[None]):
     def action_end(self) -> None:
         view = self.query_one(LogView)
         view.cursor = None
-        view.scroll_end(animate=False, immediate=True)
+        view.scroll_to(y=view.max_scroll_y, animate=False, immediate=True, force=True)
