@@ -3,9 +3,12 @@
 Only argparse is imported here. Each subcommand names its handler as
 ``"module:function"`` and the module is imported when that subcommand runs, so
 ``gpuwizard --help``, ``validate`` and ``plan`` never pay for Textual, asyncssh or
-google-cloud-compute (which alone costs 1.4-2 s to import).
+google-cloud-compute (which alone costs 1.4-2 s to import). A handler that fails to
+import is a bug in gpuwizard and is reported as one (``--debug`` shows the traceback).
 
-Exit codes: 0 success, 1 a step failed, 2 bad recipe or usage, 130 interrupted.
+This is the layer that reads argparse: ``run`` gets a :class:`gpuwizard.runner.RunRequest`
+built here (:func:`run_request`), so no ``Namespace`` travels into the core.
+Exit codes: :mod:`gpuwizard.exit_codes`.
 """
 
 from __future__ import annotations
@@ -14,14 +17,11 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from gpuwizard import __version__
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-from gpuwizard.errors import UsageError  # noqa: E402,F401 - re-exported: handlers raise it
+from gpuwizard import __version__, exit_codes
+from gpuwizard.errors import UsageError
+from gpuwizard.runrequest import RunRequest
 
 
 def _add_recipe(p: argparse.ArgumentParser) -> None:
@@ -75,11 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trust a new VM's host key on first connect when the VM publishes none")
     p.add_argument("--delete-on-failure", action="store_true", help="delete VMs this run created if it fails")
 
-    p = cmd("logs", "gpuwizard.runlog:cmd_logs", "show a past run's logs")
+    p = cmd("logs", "gpuwizard.logs:cmd_logs", "show a past run's logs")
     p.add_argument("run", metavar="RUN", nargs="?", help="run id or directory; default: the latest")
     p.add_argument("--host", metavar="HOST", help="only this host")
     p.add_argument("--step", metavar="STEP", help="only this step")
     p.add_argument("--list", action="store_true", help="list past runs")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing a running run's output until it ends")
+
+    p = cmd("ssh", "gpuwizard.sshcmd:cmd_ssh",
+            "open a shell on a host (or VM) of a recipe's latest run, with the run's pinned host keys")
+    _add_recipe(p)
+    p.add_argument("host", metavar="HOST", nargs="?",
+                   help="which host, when the run has several; `-- COMMAND...` after it runs a command instead "
+                        "of a shell")
 
     p = cmd("down", "gpuwizard.gcp.commands:cmd_down", "delete the VMs that runs of a recipe created")
     _add_recipe(p)
@@ -110,7 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(handler: str) -> Callable[[argparse.Namespace], int]:
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """The ``run`` subcommand's flags as the core's typed :class:`RunRequest`."""
+    return RunRequest(recipe=args.recipe, resume=args.resume, fresh=args.fresh, only=tuple(args.only or ()),
+                      json=args.json, headless=args.headless, run_dir=args.run_dir,
+                      delete_on_failure=args.delete_on_failure, accept_new_host_key=args.accept_new_host_key)
+
+
+def wants_tui(args: argparse.Namespace) -> bool:
+    """The split-pane run screen on a terminal; plain lines in pipes, CI and with flags."""
+    if args.headless or args.json:
+        return False
+    if os.environ.get("CI") or os.environ.get("TERM") in (None, "", "dumb"):
+        return False
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _resolve(handler: str) -> Callable[[Any], int]:
     module, _, func = handler.partition(":")
     return getattr(importlib.import_module(module), func)
 
@@ -118,46 +142,39 @@ def _resolve(handler: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    remote: list[str] = []
+    if "ssh" in argv and "--" in argv[argv.index("ssh"):]:  # `ssh RECIPE [HOST] -- COMMAND...`
+        cut = argv.index("--", argv.index("ssh"))
+        argv, remote = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    args.remote = remote
     debug = bool(getattr(args, "debug", False)) or os.environ.get("GPUWIZARD_DEBUG") == "1"
     handler = getattr(args, "handler", "screens.app:cmd_new")
-    if args.command == "run":
-        from gpuwizard.runner import wants_tui
-
-        if wants_tui(args):  # a person at a terminal gets the split-pane run screen
-            handler = "screens.runapp:cmd_run"
     if not hasattr(args, "output"):
         args.output = None
     if not hasattr(args, "template"):
         args.template = None
     try:
-        fn = _resolve(handler)
-    except ModuleNotFoundError as exc:
-        if debug:
-            raise
-        name = exc.name or ""
-        if name.startswith(("gpuwizard", "screens")):
-            print(f"gpuwizard: '{args.command or 'new'}' is not yet available in this version.", file=sys.stderr)
-        else:
-            print(f"gpuwizard: a dependency is missing ({name}); reinstall with `pip install gpuwizard`.",
-                  file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        return int(fn(args) or 0)
+        request: Any = args
+        if args.command == "run":
+            request = run_request(args)
+            if wants_tui(args):  # a person at a terminal gets the split-pane run screen
+                handler = "screens.runapp:cmd_run"
+        return int(_resolve(handler)(request) or 0)
     except KeyboardInterrupt:
         print("\ngpuwizard: interrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     except UsageError as exc:
         print(f"gpuwizard: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     except BrokenPipeError:
-        return EXIT_OK
+        return exit_codes.OK
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one sentence, no traceback
         if debug:
             raise
         print(f"gpuwizard: unexpected error: {type(exc).__name__}: {exc}\n"
               f"Run again with --debug for the traceback, and please report it.", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

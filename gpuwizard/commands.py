@@ -52,7 +52,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for p in warnings:
         _stderr(p.format(args.recipe))
-    steps = plan.select(plan.build(recipe), args.only)
+    every = plan.build(recipe)
+    steps = plan.select(every, args.only)
+    if args.only and not steps:
+        _stderr(f"gpuwizard: no step matches {', '.join(args.only)}; the steps are: {', '.join(s.id for s in every)}")
+        return EXIT_USAGE
     prov = plan.describe_provision(recipe)
     if args.json:
         out: dict[str, Any] = {

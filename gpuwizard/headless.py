@@ -31,7 +31,7 @@ class LineRenderer:
 
     def __init__(self, out: IO[str] | None = None):
         self.out = out if out is not None else sys.stdout
-        self._partial: dict[tuple[str, str, str], str] = {}
+        self._partial: dict[tuple[str, str, str], list[str]] = {}
         self._hosts: dict[str, dict[str, str]] = {}     # host -> step -> status
         self._host_msg: dict[str, str] = {}
         self._host_ok: dict[str, bool] = {}
@@ -92,24 +92,32 @@ class LineRenderer:
         return self._hosts[host]
 
     def _output(self, e: ev.Output) -> None:
+        """Prefix each complete line; an unfinished line waits, as a list of pieces, for
+        its end. (Gluing each chunk onto the unfinished text made one 50 MB line without
+        a newline quadratic: every chunk copied everything before it.)"""
         data = e.data
         if "\r" in data:  # progress redraws: one line per redraw is what a log can show
             data = data.replace("\r\n", "\n").replace("\r", "\n")
         key = (e.host, e.step, e.stream)
-        rest = self._partial.pop(key, "")
-        if rest:
-            data = rest + data
+        cut = data.find("\n")
+        if cut < 0:
+            if data:
+                self._partial.setdefault(key, []).append(data)
+            return
+        pieces = self._partial.pop(key, None)
+        if pieces:
+            pieces.append(data)
+            data = "".join(pieces)
         lines = data.split("\n")
         tail = lines.pop()
         if tail:
-            self._partial[key] = tail
-        if lines:
-            prefix = f"[{e.host}] {e.step} | "
-            self.out.write(prefix + ("\n" + prefix).join(lines) + "\n")
+            self._partial[key] = [tail]
+        prefix = f"[{e.host}] {e.step} | "
+        self.out.write(prefix + ("\n" + prefix).join(lines) + "\n")
 
     def _flush_partials(self, host: str, step: str) -> None:
         for key in [k for k in self._partial if k[0] == host and k[1] == step]:
-            self.out.write(f"[{host}] {step} | {self._partial.pop(key)}\n")
+            self.out.write(f"[{host}] {step} | {''.join(self._partial.pop(key))}\n")
 
     def _flush_if_idle(self, e: ev.Event) -> None:
         if not isinstance(e, (ev.Output, ev.Progress)):

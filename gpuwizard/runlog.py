@@ -1,8 +1,10 @@
-"""The run directory: everything a run did, written as it happens, and ``gpuwizard logs``.
+"""The run directory: everything a run did, written as it happens.
 
-Layout of ``$XDG_STATE_HOME/gpuwizard/runs/<run-id>/`` (default ``~/.local/state``)::
+Layout of ``$XDG_STATE_HOME/gpuwizard/runs/<run-id>/`` (see :mod:`gpuwizard.locations`)::
 
     recipe.yaml              the recipe as run
+    origin.json              run id, recipe path and name, start time: written once at
+                             creation and never again, so a torn state.json can be rebuilt
     events.jsonl             every event but Output, one JSON object a line
     hosts/<host>.log         the host's full output (stdout+stderr as they came, and
                              the executor's notes), secrets masked
@@ -17,6 +19,8 @@ Layout of ``$XDG_STATE_HOME/gpuwizard/runs/<run-id>/`` (default ``~/.local/state
                              next attempt stops it before running anything there
     lock                     flock'ed while a process runs this directory
 
+The directory is 0700 and every file 0600: logs hold whatever the steps printed.
+
 Why Output is not in events.jsonl: it is the bulk of a run (a million lines for some
 steps) and already lives, complete, in the host logs; storing it twice halves
 throughput. The index lets ``logs --step`` cut a step out of a log without reading it.
@@ -24,11 +28,22 @@ throughput. The index lets ``logs --step`` cut a step out of a log without readi
 :class:`RunDir` is a sink (``rundir(event)``): one of the three consumers of the
 executor's event stream. Writes go straight to disk so an interrupted run (even
 ``kill -9``) leaves everything up to that moment behind, and nothing is held in memory.
+A write that fails (a full disk) does not raise into the executor: the first failure is
+kept in :attr:`RunDir.fault` and handed to ``on_fault``, so the runner can stop the
+remote steps and say which path is full, and the files stay as they were (resumable).
+
+Why one module of ~470 lines: it is the writer and the reader of one on-disk format, and
+the two must change together (every repair the reader makes mirrors a write the writer
+can be cut off in). ``gpuwizard logs`` (:mod:`gpuwizard.logs`) only reads through it.
+
+Reading is defensive: a run directory damaged by a crash, a full disk or a hand edit is
+repaired where that is safe (torn journal lines, wrong types) and otherwise reported by
+path (:class:`DamagedRun`); it never stops other runs from being listed or started.
 """
 
 from __future__ import annotations
 
-import argparse
+import fcntl
 import json
 import os
 import pathlib
@@ -36,17 +51,25 @@ import re
 import secrets as _random
 import sys
 import time
-from typing import IO, Any, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 from gpuwizard import events as ev
+from gpuwizard import locations
+from gpuwizard.executor import fingerprint
+from gpuwizard.ssh import HostSpec
 from gpuwizard.steps import Step
 
 STATE_VERSION = 1
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+class DamagedRun(ValueError):
+    """A run directory that cannot be read back; the message names its path."""
 
 
 def runs_home() -> pathlib.Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return pathlib.Path(base) / "gpuwizard" / "runs"
+    """Where run directories live (:func:`gpuwizard.locations.runs_dir`)."""
+    return locations.runs_dir()
 
 
 def new_run_id(recipe_name: str) -> str:
@@ -60,10 +83,92 @@ def host_file(host: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@-]", "_", host) or "host"
 
 
+def _private(path: str, flags: int) -> int:
+    """``open()``'s opener: new files are created 0600, whatever the umask."""
+    return os.open(path, flags, FILE_MODE)
+
+
 def _write_atomic(path: pathlib.Path, text: str) -> None:
+    """Replace ``path`` with ``text`` or leave it as it was: a failed write (a full disk)
+    removes its temporary file instead of leaving a zero-byte one behind."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", opener=_private) as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _open_append(path: pathlib.Path, binary: bool = False) -> IO[Any]:
+    """Open a journal for appending, line-buffered; a last line torn by a crash is ended
+    first, so the next record is not glued onto it."""
+    torn = False
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+    except OSError:
+        pass  # missing or empty
+    if binary:
+        fh_b = open(path, "ab", buffering=0, opener=_private)
+        if torn:
+            fh_b.write(b"\n")
+        return fh_b
+    fh_t = open(path, "a", encoding="utf-8", buffering=1, opener=_private)
+    if torn:
+        fh_t.write("\n")
+    return fh_t
+
+
+def json_lines(path: pathlib.Path) -> Iterator[Any]:
+    """Each parseable JSON line of a journal; torn or non-UTF-8 lines are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                try:
+                    yield json.loads(raw.decode("utf-8"))
+                except ValueError:  # UnicodeDecodeError is one
+                    continue
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _clean_state(state: Any, origin: Mapping[str, Any], where: pathlib.Path) -> dict[str, Any]:
+    """A state dict with the types the code relies on; raises DamagedRun if nothing can be saved."""
+    if not isinstance(state, dict):
+        if not origin:
+            raise DamagedRun(f"{where}: state.json holds {type(state).__name__}, not a run's state")
+        state = {}
+    for key in ("run_id", "recipe_name", "recipe_path", "started"):
+        if key in origin and not state.get(key):
+            state[key] = origin[key]
+    if not isinstance(state.get("run_id"), str) or not state["run_id"]:
+        state["run_id"] = where.name
+    state.setdefault("status", "running")
+    state["attempts"] = _as_int(state.get("attempts"))
+    if not isinstance(state.get("started"), (int, float)):
+        state["started"] = 0
+    hosts = state.get("hosts")
+    hosts = {str(h): v for h, v in hosts.items() if isinstance(v, dict)} if isinstance(hosts, dict) else {}
+    for name, hs in hosts.items():
+        if not isinstance(hs.get("done"), dict):
+            hs["done"] = {}
+        hs.setdefault("file", host_file(name))
+        hs.setdefault("status", "pending")
+    state["hosts"] = hosts
+    return state
 
 
 class RunDir:
@@ -77,12 +182,17 @@ class RunDir:
     def __init__(self, path: pathlib.Path, state: dict[str, Any]):
         self.path = path
         self.state = state
+        self.repaired: list[str] = []            # what :meth:`open` fixed, for a warning
+        self.fault: OSError | None = None        # the first write that failed
+        self.on_fault: Callable[[OSError], None] | None = None
         self._events: IO[str] | None = None
         self._logs: dict[str, IO[bytes]] = {}
         self._index: dict[str, IO[str]] = {}
         self._open_step: dict[str, tuple[str, int, int]] = {}
+        self._stepped: set[str] = set()           # hosts that started a step in this attempt
         self._fingerprints: dict[str, dict[str, str]] = {}
         self._lock_fd: int | None = None
+        self._held: list[Callable[[], None]] = []
         self._journal: IO[str] | None = None
         self._running: IO[str] | None = None
 
@@ -97,13 +207,16 @@ class RunDir:
                base: str | os.PathLike[str] | None = None, path: str | os.PathLike[str] | None = None) -> "RunDir":
         run_id = new_run_id(recipe_name)
         p = pathlib.Path(path) if path else (pathlib.Path(base) if base else runs_home()) / run_id
-        p.mkdir(parents=True, exist_ok=bool(path))
-        (p / "hosts").mkdir(exist_ok=True)
-        (p / "recipe.yaml").write_text(recipe_text, encoding="utf-8")
-        state = {"version": STATE_VERSION, "run_id": run_id, "recipe_name": recipe_name,
-                 "recipe_path": os.path.abspath(recipe_path) if recipe_path else None,
-                 "status": "running", "started": time.time(), "updated": time.time(),
-                 "attempts": 0, "hosts": {}}
+        p.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        p.mkdir(exist_ok=bool(path), mode=DIR_MODE)
+        os.chmod(p, DIR_MODE)  # an existing --run-dir folder, too
+        (p / "hosts").mkdir(exist_ok=True, mode=DIR_MODE)
+        now = time.time()
+        origin = {"run_id": run_id, "recipe_name": recipe_name,
+                  "recipe_path": os.path.abspath(recipe_path) if recipe_path else None, "started": now}
+        _write_atomic(p / "recipe.yaml", recipe_text)
+        _write_atomic(p / "origin.json", json.dumps(origin))
+        state = {"version": STATE_VERSION, **origin, "status": "running", "updated": now, "attempts": 0, "hosts": {}}
         rd = cls(p, state)
         rd.lock()
         rd.save_state()
@@ -111,25 +224,35 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> "RunDir":
+        """Read a run directory back, repairing what a crash can leave (a torn or
+        non-UTF-8 journal line, a truncated state.json when origin.json survives, fields
+        of the wrong type). Raises :class:`DamagedRun` when it is not a run any more."""
         p = pathlib.Path(path)
-        state = json.loads((p / "state.json").read_text(encoding="utf-8"))
-        journal = p / "done.jsonl"
-        if journal.exists():
-            for line in journal.read_text(encoding="utf-8").splitlines():
-                try:
-                    d = json.loads(line)
-                    hosts = state.setdefault("hosts", {})
-                    hs = hosts.setdefault(d["host"], {"file": host_file(d["host"]), "done": {}, "status": "pending"})
-                    hs.setdefault("done", {})[d["step"]] = d["fp"]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line after a crash
-        return cls(p, state)
+        repaired: list[str] = []
+        origin: dict[str, Any] = {}
+        for o in json_lines(p / "origin.json"):
+            origin = o if isinstance(o, dict) else {}
+        try:
+            state: Any = json.loads((p / "state.json").read_bytes().decode("utf-8"))
+        except (ValueError, OSError) as exc:
+            if not origin:
+                why = exc.strerror if isinstance(exc, OSError) else f"unreadable ({exc})"
+                raise DamagedRun(f"{p / 'state.json'}: {why}") from None
+            state = None
+            repaired.append("state.json was missing or unreadable; rebuilt from origin.json and done.jsonl")
+        state = _clean_state(state, origin, p)
+        for d in json_lines(p / "done.jsonl"):
+            if not (isinstance(d, dict) and isinstance(d.get("host"), str) and isinstance(d.get("step"), str)):
+                continue
+            hs = state["hosts"].setdefault(d["host"], {"file": host_file(d["host"]), "done": {}, "status": "pending"})
+            hs["done"][d["step"]] = d.get("fp")
+        rd = cls(p, state)
+        rd.repaired = repaired
+        return rd
 
     def lock(self) -> bool:
         """Hold the directory's lock while running: a locked run is live, not resumable."""
-        import fcntl
-
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -139,8 +262,6 @@ class RunDir:
         return True
 
     def is_locked(self) -> bool:
-        import fcntl
-
         try:
             fd = os.open(self.path / "lock", os.O_RDWR)
         except OSError:
@@ -153,22 +274,31 @@ class RunDir:
             os.close(fd)
         return False
 
+    def hold(self, release: Callable[[], None]) -> None:
+        """Release ``release`` (another lock) when this directory is closed."""
+        self._held.append(release)
+
     def begin_attempt(self) -> None:
         """Mark the start of a (re)run in this directory."""
-        self.state["attempts"] = int(self.state.get("attempts", 0)) + 1
+        self.state["attempts"] = _as_int(self.state.get("attempts")) + 1
         self.state["status"] = "running"
         self.save_state()
 
     def close(self) -> None:
         for fh in [self._events, self._journal, self._running, *self._logs.values(), *self._index.values()]:
             if fh is not None:
-                fh.close()
+                try:
+                    fh.close()
+                except OSError as exc:  # the last buffered bytes of a full disk
+                    self._failed(exc)
         self._events = self._journal = self._running = None
         self._logs.clear()
         self._index.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        while self._held:
+            self._held.pop()()
 
     def __enter__(self) -> "RunDir":
         return self
@@ -179,12 +309,17 @@ class RunDir:
     # ------------------------------------------------------------------ state
 
     def set_plan(self, plan: Mapping[str, Sequence[Step]]) -> None:
-        from gpuwizard.executor import fingerprint
-
         self._fingerprints = {h: {s.id: fingerprint(s) for s in steps} for h, steps in plan.items()}
         for h, steps in plan.items():
             hs = self._host_state(h)
             hs["steps"] = [s.id for s in steps]
+        self.save_state()
+
+    def record_hosts(self, hosts: Sequence[HostSpec]) -> None:
+        """How each host was reached, for ``gpuwizard ssh`` (no secret: a key's path, not the key)."""
+        for h in hosts:
+            self._host_state(h.name)["ssh"] = {"address": h.address, "port": h.port, "user": h.user,
+                                               "identity": h.identity, "known_hosts": h.known_hosts}
         self.save_state()
 
     def done(self) -> dict[str, dict[str, str]]:
@@ -195,34 +330,20 @@ class RunDir:
         """``ExecOptions.on_running``: the host's step now runs as remote process group
         ``proc`` (None: it ended). One line appended, on disk at once (line-buffered),
         so even ``os._exit`` or ``kill -9`` leaves it behind."""
-        if self._running is None:
-            path = self.path / "running.jsonl"
-            torn = False
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(-1, os.SEEK_END)
-                    torn = fh.read(1) != b"\n"  # a line cut short by a crash: do not glue onto it
-            except OSError:
-                pass  # missing or empty
-            self._running = open(path, "a", encoding="utf-8", buffering=1)
-            if torn:
-                self._running.write("\n")
-        self._running.write(json.dumps({"host": host, "proc": proc}) + "\n")
+        try:
+            if self._running is None:
+                self._running = _open_append(self.path / "running.jsonl")
+            self._running.write(json.dumps({"host": host, "proc": proc}) + "\n")
+        except OSError as exc:
+            self._failed(exc)
 
     def running(self) -> dict[str, dict[str, Any]]:
         """Per host: the remote process group last recorded as running and never
         recorded as ended (for ``ExecOptions.running``)."""
         last: dict[str, Any] = {}
-        try:
-            with open(self.path / "running.jsonl", encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        d = json.loads(line)
-                        last[str(d["host"])] = d["proc"]
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line after a crash
-        except OSError:
-            return {}
+        for d in json_lines(self.path / "running.jsonl"):
+            if isinstance(d, dict) and "host" in d:
+                last[str(d["host"])] = d.get("proc")
         return {h: dict(p) for h, p in last.items() if isinstance(p, dict)}
 
     def _host_state(self, host: str) -> dict[str, Any]:
@@ -231,16 +352,32 @@ class RunDir:
 
     def save_state(self) -> None:
         self.state["updated"] = time.time()
-        _write_atomic(self.path / "state.json", json.dumps(self.state, indent=1, sort_keys=True))
+        try:
+            _write_atomic(self.path / "state.json", json.dumps(self.state, indent=1, sort_keys=True))
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        """A write failed: keep the first failure and tell the runner (once)."""
+        if self.fault is None:
+            self.fault = exc
+            if self.on_fault is not None:
+                self.on_fault(exc)
 
     # ------------------------------------------------------------------ the sink
 
     def __call__(self, event: ev.Event) -> None:
+        try:
+            self._record(event)
+        except OSError as exc:
+            self._failed(exc)
+
+    def _record(self, event: ev.Event) -> None:
         if isinstance(event, ev.Output):
             self._log(event.host).write(event.data.encode("utf-8", "replace"))
             return
         if self._events is None:
-            self._events = open(self.path / "events.jsonl", "a", encoding="utf-8", buffering=1)
+            self._events = _open_append(self.path / "events.jsonl")
         self._events.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
         if isinstance(event, ev.StepStarted):
             log = self._log(event.host)
@@ -248,10 +385,17 @@ class RunDir:
             if prev is not None:  # a retry or a re-run after a lost connection
                 self._write_index(event.host, prev, log.tell(), "retried")
             self._open_step[event.host] = (event.step, event.attempt, log.tell())
+            self._stepped.add(event.host)
         elif isinstance(event, ev.StepFinished):
             self._step_finished(event)
         elif isinstance(event, ev.HostFinished):
-            self._host_state(event.host)["status"] = "ok" if event.ok else "failed"
+            hs = self._host_state(event.host)
+            hs["status"] = "ok" if event.ok else "failed"
+            if event.message:
+                hs["message"] = event.message
+            if not event.ok and event.message and event.host not in self._stepped:
+                # A host that never ran a step (never connected): its log says why.
+                self._log(event.host).write(f"[gpuwizard] {event.message}\n".encode("utf-8", "replace"))
             self.save_state()
         elif isinstance(event, ev.RunFinished):
             self.state["status"] = "ok" if event.ok else ("interrupted" if event.interrupted else "failed")
@@ -267,14 +411,13 @@ class RunDir:
             if fp is not None:
                 self._host_state(e.host)["done"][e.step] = fp
                 if self._journal is None:
-                    self._journal = open(self.path / "done.jsonl", "a", encoding="utf-8", buffering=1)
+                    self._journal = _open_append(self.path / "done.jsonl")
                 self._journal.write(json.dumps({"host": e.host, "step": e.step, "fp": fp}) + "\n")
 
     def _write_index(self, host: str, opened: tuple[str, int, int], end: int, status: str) -> None:
         idx = self._index.get(host)
         if idx is None:
-            idx = self._index[host] = open(self.path / "hosts" / f"{host_file(host)}.index.jsonl", "a",
-                                           encoding="utf-8", buffering=1)
+            idx = self._index[host] = _open_append(self.path / "hosts" / f"{host_file(host)}.index.jsonl")
         step, attempt, start = opened
         idx.write(json.dumps({"step": step, "attempt": attempt, "start": start, "end": end, "status": status}) + "\n")
 
@@ -282,8 +425,13 @@ class RunDir:
         fh = self._logs.get(host)
         if fh is None:
             self._host_state(host)
+            path = self.host_log_path(host)
+            if path.is_dir():  # not a log: keep it aside, start a real one
+                aside = path.with_name(f"{path.name}.damaged-{_random.token_hex(2)}")
+                path.rename(aside)
+                print(f"gpuwizard: {path} was a directory; moved it to {aside}", file=sys.stderr)
             # unbuffered: every chunk is on disk the moment it arrives
-            fh = self._logs[host] = open(self.path / "hosts" / f"{host_file(host)}.log", "ab", buffering=0)
+            fh = self._logs[host] = _open_append(path, binary=True)
         return fh
 
     def host_log_path(self, host: str) -> pathlib.Path:
@@ -293,17 +441,22 @@ class RunDir:
 # ---------------------------------------------------------------------- finding runs
 
 
-def list_runs(base: str | os.PathLike[str] | None = None) -> list[RunDir]:
-    """Every readable run, oldest first."""
+def list_runs(base: str | os.PathLike[str] | None = None, *, warn: bool = True) -> list[RunDir]:
+    """Every readable run, oldest first; a damaged one is named on stderr and skipped."""
     root = pathlib.Path(base) if base else runs_home()
     out = []
-    if root.is_dir():
-        for p in sorted(root.iterdir()):
-            if (p / "state.json").is_file():
-                try:
-                    out.append(RunDir.open(p))
-                except (OSError, ValueError):
-                    continue
+    try:
+        entries = sorted(root.iterdir()) if root.is_dir() else []
+    except OSError:
+        entries = []
+    for p in entries:
+        if not (p / "state.json").exists() and not (p / "origin.json").exists():
+            continue
+        try:
+            out.append(RunDir.open(p))
+        except DamagedRun as exc:
+            if warn:
+                print(f"gpuwizard: skipping a damaged run directory: {exc}", file=sys.stderr)
     return sorted(out, key=lambda r: r.state.get("started", 0))
 
 
@@ -320,106 +473,3 @@ def find_resumable(recipe_path: str, base: str | os.PathLike[str] | None = None,
             return rd
         return None  # only the newest run of a recipe is a candidate
     return None
-
-
-# ---------------------------------------------------------------------- gpuwizard logs
-
-
-def _resolve_run(arg: str | None, base: str | os.PathLike[str] | None = None) -> RunDir:
-    from gpuwizard.errors import UsageError
-
-    if arg and os.path.isdir(arg) and os.path.isfile(os.path.join(arg, "state.json")):
-        return RunDir.open(arg)
-    runs = list_runs(base)
-    if not runs:
-        raise UsageError(f"no runs yet in {runs_home()}; start one with `gpuwizard run RECIPE`")
-    if not arg:
-        return runs[-1]
-    matches = [r for r in runs if r.run_id == arg] or [r for r in runs if r.run_id.startswith(arg) or arg in r.run_id]
-    if len(matches) != 1:
-        hint = "several runs match" if matches else "no run matches"
-        raise UsageError(f"{hint} {arg!r}; see `gpuwizard logs --list`")
-    return matches[0]
-
-
-def _copy_range(path: pathlib.Path, start: int, end: int | None, out: IO[bytes]) -> None:
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        left = None if end is None else end - start
-        while left is None or left > 0:
-            data = fh.read(1 << 16 if left is None else min(1 << 16, left))
-            if not data:
-                break
-            out.write(data)
-            if left is not None:
-                left -= len(data)
-
-
-def _index(rd: RunDir, host: str) -> Iterator[dict[str, Any]]:
-    p = rd.path / "hosts" / f"{host_file(host)}.index.jsonl"
-    if p.exists():
-        with open(p, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    """``gpuwizard logs [RUN] [--host H] [--step S] [--list]``."""
-    from gpuwizard.errors import UsageError
-
-    out = sys.stdout
-    if getattr(args, "list", False):
-        runs = list_runs()
-        if not runs:
-            print(f"no runs yet in {runs_home()}")
-            return 0
-        print(f"{'RUN':<44} {'STATUS':<12} {'HOSTS':>5}  RECIPE")
-        for r in runs:
-            print(f"{r.run_id:<44} {r.state.get('status', '?'):<12} {len(r.state.get('hosts', {})):>5}  "
-                  f"{r.state.get('recipe_path') or r.state.get('recipe_name', '')}")
-        return 0
-    rd = _resolve_run(getattr(args, "run", None))
-    hosts = list(rd.state.get("hosts", {}))
-    want_host = getattr(args, "host", None)
-    if want_host:
-        picked = [h for h in hosts if h == want_host] or [h for h in hosts if want_host in h]
-        if not picked:
-            raise UsageError(f"run {rd.run_id} has no host {want_host!r}; it has: {', '.join(hosts)}")
-        hosts = picked
-    step = getattr(args, "step", None)
-    out.flush()
-    binary = out.buffer if hasattr(out, "buffer") else None
-    for host in hosts:
-        log = rd.host_log_path(host)
-        if len(hosts) > 1:
-            out.write(f"==> {host} <==\n")
-            out.flush()
-        if not log.exists():
-            continue
-        index = [r for r in _index(rd, host) if step is None or r.get("step") == step]
-        if step is not None and not index:
-            continue
-        # A whole log shows each step's output under a header saying which step, which
-        # attempt and how it ended (a log without an index, from a run cut short before
-        # its first step ended, is shown as it is); `--step` prints the raw output alone,
-        # ready to redirect into a file.
-        ranges: list[tuple[str | None, int, int | None]] = [
-            (None if step else f"--- {r.get('step')} (attempt {r.get('attempt', 1)}, {r.get('status', '?')}) ---",
-             r["start"], r["end"])
-            for r in index] or [(None, 0, None)]
-        for header, start, end in ranges:
-            if header:
-                out.write(header + "\n")
-                out.flush()
-            if binary is not None:
-                _copy_range(log, start, end, binary)
-                binary.flush()
-            else:
-                with open(log, "rb") as fh:
-                    fh.seek(start)
-                    data = fh.read() if end is None else fh.read(end - start)
-                out.write(data.decode("utf-8", "replace"))
-    return 0

@@ -3,26 +3,40 @@
 Why this glue is its own module: the executor only knows hosts and steps; deciding
 which hosts (existing ones, or VMs provisioned now), whether this is a resumed run,
 which renderer to use and what exit code to return is policy, and it lives here.
-
-Exit codes: 0 all hosts ok, 1 a step failed, 2 bad recipe or usage, 130 interrupted.
+Front ends (the CLI, the run screen) hand it a :class:`RunRequest`, never their own
+argument objects. Exit codes: :mod:`gpuwizard.exit_codes`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import errno
 import hashlib
+import importlib
 import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from types import ModuleType
+from typing import Callable, Sequence
 
-from gpuwizard.ssh import HostSpec
+from gpuwizard import events as ev
+from gpuwizard import exit_codes
+from gpuwizard.errors import UsageError
+from gpuwizard.executor import ExecOptions, Executor
+from gpuwizard.gcp.errors import GcpError
+from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
+from gpuwizard.plan import build, describe_provision, select
+from gpuwizard.recipe import Recipe, RecipeError
+from gpuwizard.runlock import RecipeLock
+from gpuwizard.runlog import RunDir, find_resumable, list_runs
+from gpuwizard.runrequest import RunRequest
+from gpuwizard.ssh import HostSpec, SshError, hosts_from_recipe
 from gpuwizard.steps import Step
+from gpuwizard.validate import load_checked
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+Sink = Callable[[ev.Event], None]
 
 
 @dataclass
@@ -36,14 +50,18 @@ class RunContext:
     previous_hosts: list[str] = field(default_factory=list)  # host names this run has had (replaced VMs)
 
 
-def build_steps(recipe: Any) -> list[Step]:
+def _provisioner() -> ModuleType:
+    """:mod:`gpuwizard.gcp.provision`, imported on first use: google-cloud-compute costs
+    seconds to import, and SSH targets never need it."""
+    return importlib.import_module("gpuwizard.gcp.provision")
+
+
+def build_steps(recipe: Recipe) -> list[Step]:
     """The planner's steps for each host."""
-    from gpuwizard import plan
-
-    return list(plan.build(recipe))
+    return list(build(recipe))
 
 
-async def resolve_hosts(recipe: Any, run: RunContext, sink: Callable[[Any], None]) -> list[HostSpec]:
+async def resolve_hosts(recipe: Recipe, run: RunContext, sink: Sink) -> list[HostSpec]:
     """The hosts to run on: ``target.ssh.hosts``, or VMs provisioned for ``target.gcp``.
 
     Provisioning pins each new VM's host keys (read from its guest attributes) in the
@@ -51,19 +69,14 @@ async def resolve_hosts(recipe: Any, run: RunContext, sink: Callable[[Any], None
     Re-running with the same run id (resume) finds that run's VMs instead of creating
     more.
     """
-    from gpuwizard.ssh import hosts_from_recipe
-
     if recipe.target.ssh is not None:
         return hosts_from_recipe(recipe, accept_new=run.accept_new_host_key)
-    from gpuwizard.gcp import provision  # lazy: google-cloud-compute costs seconds to import
-
     known_hosts = os.path.join(run.run_dir, "known_hosts") if run.run_dir else None
-    vms = await provision.provision(recipe, run_id=run.run_id, sink=sink,
-                                    accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts,
-                                    recipe_path=run.recipe_path, previous_hosts=run.previous_hosts)
+    vms = await _provisioner().provision(recipe, run_id=run.run_id, sink=sink,
+                                         accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts,
+                                         recipe_path=run.recipe_path, previous_hosts=run.previous_hosts)
     return [HostSpec(name=vm.name, address=vm.address, port=vm.port, user=vm.user, identity=vm.identity,
-                     known_hosts=vm.known_hosts,
-                     accept_new=run.accept_new_host_key and not getattr(vm, "host_key_verified", False))
+                     known_hosts=vm.known_hosts, accept_new=run.accept_new_host_key and not vm.host_key_verified)
             for vm in vms]
 
 
@@ -75,31 +88,48 @@ class Outcome:
     interrupted: bool = False
     error: str | None = None        # a failure before any step ran (provisioning, SSH set-up)
     provisioned: bool = False       # VMs exist for this run (target.gcp)
+    fault: str | None = None        # the run directory could not be written (a full disk)
 
 
-async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[Any], None], *,
+def fault_message(rd: RunDir) -> str | None:
+    """One sentence on a failed write of the run directory, naming the path."""
+    exc = rd.fault
+    if exc is None:
+        return None
+    where = exc.filename or rd.path
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"the disk holding {where} is full ({exc.strerror}); the remote steps were stopped. "
+                "Free some space there, then resume")
+    return f"cannot write {where} ({exc.strerror or exc}); the remote steps were stopped"
+
+
+async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink, *,
                   accept_new_host_key: bool = False, hosts: Sequence[HostSpec] | None = None,
-                  cancel: asyncio.Event | None = None, on_executor: Callable[[Any], None] | None = None,
-                  **options: Any) -> Outcome:
+                  cancel: asyncio.Event | None = None, on_executor: Callable[[Executor], None] | None = None,
+                  **options: object) -> Outcome:
     """Resolve the hosts (provisioning them for ``target.gcp``) and run ``steps`` on each.
 
     The one place that turns a recipe into a running executor, shared by ``gpuwizard
     run`` and the Textual run screen. Setting ``cancel`` (Ctrl-C, the screen's Stop)
     stops the run at any point: during provisioning no further request is waited for
     and no step starts; during the steps the executor stops the remote commands.
+    A write to the run directory that fails (a full disk) cancels the same way: a run
+    that cannot record what it did must not go on doing things.
     Whatever happens, the run directory records how the run ended, and which remote
     process groups are running (a resumed run stops those an earlier attempt left).
     ``on_executor`` is handed the executor once it exists (for a hard exit's last try).
     """
-    from gpuwizard import events as ev
-    from gpuwizard.executor import ExecOptions, Executor
-    from gpuwizard.ssh import SshError
-
     cancel = cancel or asyncio.Event()
+    rd.on_fault = lambda _exc: cancel.set()
+    if rd.fault is not None:  # it failed before anyone listened (creating the directory)
+        cancel.set()
     gcp = recipe.target.gcp is not None
     where = "gcp" if gcp else "gpuwizard"
 
     def ended(outcome: Outcome, message: str | None) -> Outcome:
+        outcome.fault = fault_message(rd)
+        if outcome.fault:  # the "interruption" was the full disk's
+            outcome.interrupted, message = False, None
         if message:
             sink(ev.Output(host=where, step="provision" if gcp else "connect", stream="stderr", data=message + "\n"))
         sink(ev.RunFinished(ok=False, interrupted=outcome.interrupted))
@@ -121,20 +151,22 @@ async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[A
             hosts = task.result()
         except (SshError, ValueError) as exc:
             return ended(Outcome(ok=False, error=str(exc)), str(exc))
-        except Exception as exc:  # noqa: BLE001 - GcpError and the client's own errors: one sentence
-            if type(exc).__name__ != "GcpError" and not type(exc).__module__.startswith("google"):
-                raise
+        except GcpError as exc:
             # A VM exists only when provisioning got as far as pinning its host keys.
-            return ended(Outcome(ok=False, error=str(exc), provisioned=getattr(exc, "kind", "") == "hostkey"),
-                         str(exc))
+            return ended(Outcome(ok=False, error=str(exc), provisioned=exc.kind == "hostkey"), str(exc))
+        except Exception as exc:  # noqa: BLE001 - the client library's own errors: one sentence
+            if not type(exc).__module__.startswith("google"):
+                raise
+            return ended(Outcome(ok=False, error=str(exc)), str(exc))
         if cancel.is_set():
             return ended(Outcome(ok=False, interrupted=True, provisioned=gcp), "interrupted before any step ran")
     rd.begin_attempt()
+    rd.record_hosts(hosts)
     rd.set_plan({h.name: list(steps) for h in hosts})
     opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
                        reboot_command=recipe.ssh.reboot_command, done=rd.done(),
                        running=rd.running(), on_running=rd.record_running,
-                       retry_auth=gcp, **options)
+                       retry_auth=gcp, **options)  # type: ignore[arg-type]
     executor = Executor(list(hosts), list(steps), sink, opts)
     if on_executor is not None:
         on_executor(executor)
@@ -148,25 +180,24 @@ async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[A
         ok = await executor.run()
     finally:
         watcher.cancel()
-    return Outcome(ok=ok, interrupted=executor.interrupted or (cancel.is_set() and not ok), provisioned=gcp)
+    fault = fault_message(rd)
+    return Outcome(ok=ok and fault is None, provisioned=gcp, fault=fault,
+                   interrupted=fault is None and (executor.interrupted or (cancel.is_set() and not ok)))
 
 
-async def delete_vms(recipe: Any, run_id: str, sink: Callable[[Any], None] | None = None) -> list[str]:
+async def delete_vms(recipe: Recipe, run_id: str, sink: Sink | None = None) -> list[str]:
     """Delete the VMs one run created (``--delete-on-failure``)."""
-    from gpuwizard.gcp import provision
-
-    return await provision.delete_recipe_vms(recipe.target.gcp.project, recipe.name, run_id=run_id, sink=sink)
+    return await _provisioner().delete_recipe_vms(recipe.target.gcp.project, recipe.name, run_id=run_id, sink=sink)
 
 
-async def conclude(args: argparse.Namespace, recipe: Any, outcome: Outcome, run_id: str,
-                   sink: Callable[[Any], None] | None = None) -> list[str]:
+async def conclude(req: RunRequest, recipe: Recipe, outcome: Outcome, run_id: str,
+                   sink: Sink | None = None) -> list[str]:
     """After a run, whichever front end ran it: apply ``--delete-on-failure`` and return
     the closing advice (how to resume, how to delete what is still billed)."""
     deleted = None
-    if (not outcome.ok and not outcome.interrupted and outcome.provisioned
-            and getattr(args, "delete_on_failure", False)):
+    if not outcome.ok and not outcome.interrupted and outcome.provisioned and req.delete_on_failure:
         deleted = await delete_vms(recipe, run_id, sink)
-    return closing_advice(args.recipe, outcome, deleted)
+    return closing_advice(req.recipe, outcome, deleted)
 
 
 def _recipe_text(path: str) -> str:
@@ -174,53 +205,63 @@ def _recipe_text(path: str) -> str:
         return fh.read()
 
 
-def open_run_dir(args: argparse.Namespace, recipe: Any, text: str) -> tuple[Any, bool]:
-    """See :func:`_open_run_dir`; a run directory that cannot be made is a usage error."""
-    from gpuwizard.errors import UsageError
+def open_run_dir(req: RunRequest, recipe: Recipe, text: str) -> tuple[RunDir, bool]:
+    """The run directory to write, and whether it resumes an earlier run.
 
+    Takes the recipe's lock first (:mod:`gpuwizard.runlock`), so a second run of the
+    same recipe, or a second ``--resume``, is refused (exit 2, naming the other run)
+    instead of running every step twice; the lock is released when the run directory
+    is closed. A run directory that cannot be made is a usage error.
+    """
+    lock = RecipeLock(req.recipe)
     try:
-        return _open_run_dir(args, recipe, text)
+        lock.acquire()
+        rd, resumed = _open_run_dir(req, recipe, text)
     except OSError as exc:
-        where = exc.filename or getattr(args, "run_dir", None) or "the state directory"
+        lock.release()
+        where = exc.filename or req.run_dir or "the state directory"
         raise UsageError(f"cannot create the run directory ({where}: {exc.strerror or exc}); "
                          "set XDG_STATE_HOME or --run-dir to a writable folder") from None
+    except BaseException:
+        lock.release()
+        raise
+    lock.note(str(rd.path))
+    rd.hold(lock.release)
+    for note in rd.repaired:
+        print(f"gpuwizard: {rd.path}: {note}", file=sys.stderr)
+    return rd, resumed
 
 
-def _open_run_dir(args: argparse.Namespace, recipe: Any, text: str) -> tuple[Any, bool]:
+def _open_run_dir(req: RunRequest, recipe: Recipe, text: str) -> tuple[RunDir, bool]:
     """A new run directory, or the interrupted run to resume: ``--resume`` resumes the
     newest unfinished (or failed) run of this recipe file; without flags, a re-run of
     an interrupted run of the unchanged recipe resumes it; ``--fresh`` never resumes."""
-    from gpuwizard.errors import UsageError
-    from gpuwizard.runlog import RunDir, find_resumable
-
-    if getattr(args, "run_dir", None):
-        d = args.run_dir
-        if os.path.isfile(os.path.join(d, "state.json")) and not getattr(args, "fresh", False):
+    if req.run_dir:
+        d = req.run_dir
+        if os.path.isfile(os.path.join(d, "state.json")) and not req.fresh:
             rd = RunDir.open(d)
             if not rd.lock():
                 raise UsageError(f"run {rd.run_id} is running in another process")
             return rd, True
-        return RunDir.create(args.recipe, text, recipe.name, path=d), False
-    if not getattr(args, "fresh", False):
-        prev = find_resumable(args.recipe, include_failed=bool(getattr(args, "resume", False)))
-        if prev is not None and (getattr(args, "resume", False) or _same_text(prev, text)):
+        return RunDir.create(req.recipe, text, recipe.name, path=d), False
+    if not req.fresh:
+        prev = find_resumable(req.recipe, include_failed=req.resume)
+        if prev is not None and (req.resume or _same_text(prev, text)):
             if prev.lock():
                 return prev, True
-        elif getattr(args, "resume", False):
+        elif req.resume:
             print("gpuwizard: no interrupted run of this recipe to resume; starting a new run.", file=sys.stderr)
-    rd = RunDir.create(args.recipe, text, recipe.name)
-    _inherit_running(rd, args.recipe)
+    rd = RunDir.create(req.recipe, text, recipe.name)
+    _inherit_running(rd, req.recipe)
     return rd, False
 
 
-def _inherit_running(rd: Any, recipe_path: str) -> None:
+def _inherit_running(rd: RunDir, recipe_path: str) -> None:
     """A new run (``--fresh``, or a changed recipe) must not start a step beside one that
     an earlier, abandoned run of the same recipe left running: carry that run's record
     of remote process groups over, so the executor stops them before its first step."""
-    from gpuwizard.runlog import list_runs
-
     want = os.path.abspath(recipe_path)
-    for prev in reversed(list_runs()):
+    for prev in reversed(list_runs(warn=False)):
         if prev.run_id == rd.run_id or prev.state.get("recipe_path") != want:
             continue
         if not prev.is_locked():
@@ -229,82 +270,57 @@ def _inherit_running(rd: Any, recipe_path: str) -> None:
         return
 
 
-def _same_text(rd: Any, text: str) -> bool:
+def _same_text(rd: RunDir, text: str) -> bool:
     try:
         old = (rd.path / "recipe.yaml").read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, ValueError):
         return False
     return hashlib.sha256(old.encode()).digest() == hashlib.sha256(text.encode()).digest()
 
 
-def _renderer(args: argparse.Namespace) -> Callable[[Any], None]:
-    from gpuwizard.headless import JsonRenderer, LineRenderer
-
-    return JsonRenderer() if getattr(args, "json", False) else LineRenderer()
-
-
-def prepare(args: argparse.Namespace) -> tuple[Any, list[Step]]:
+def prepare(req: RunRequest) -> tuple[Recipe, list[Step]]:
     """Load and check the recipe, plan it and apply ``--only``: what both the headless run
     and the Textual run screen start from. Raises RecipeError or UsageError."""
-    from gpuwizard.validate import load_checked
-
-    recipe, warnings = load_checked(args.recipe)
+    recipe, warnings = load_checked(req.recipe)
     for w in warnings:
-        print(w.format(args.recipe), file=sys.stderr)
+        print(w.format(req.recipe), file=sys.stderr)
     steps = build_steps(recipe)
-    only = getattr(args, "only", None)
-    if only:
-        from gpuwizard.plan import select
-
-        picked = select(steps, only)
+    if req.only:
+        picked = select(steps, list(req.only))
         if not picked:
-            from gpuwizard.errors import UsageError
-
-            raise UsageError(f"no step matches {', '.join(only)}; `gpuwizard plan {args.recipe}` lists them")
+            raise UsageError(f"no step matches {', '.join(req.only)}; the steps are: "
+                             f"{', '.join(s.id for s in steps)}")
         steps = picked
     return recipe, steps
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(req: RunRequest) -> int:
     """Entry point of ``gpuwizard run RECIPE`` without a terminal (or with --headless/--json).
 
     On a terminal the CLI routes to ``screens.runapp:cmd_run`` instead (the core never
     imports the UI), which starts from the same :func:`prepare` and :func:`execute`.
     """
-    from gpuwizard.recipe import RecipeError
-
     try:
-        recipe, steps = prepare(args)
+        recipe, steps = prepare(req)
     except RecipeError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
-        return EXIT_USAGE
-    text = _recipe_text(args.recipe)
-    rd, resumed = open_run_dir(args, recipe, text)
+        return exit_codes.USAGE
+    text = _recipe_text(req.recipe)
+    rd, resumed = open_run_dir(req, recipe, text)
     if resumed:
         print(f"gpuwizard: resuming run {rd.run_id} (finished steps are skipped; --fresh starts over)",
               file=sys.stderr)
-    _announce_cost(recipe)
     try:
-        return asyncio.run(_run(args, recipe, steps, rd))
+        _announce_cost(recipe)
+        return asyncio.run(_run(req, recipe, steps, rd))
     finally:
         rd.close()
         print(f"gpuwizard: run directory {rd.path} (see `gpuwizard logs {rd.run_id}`)", file=sys.stderr)
 
 
-def wants_tui(args: argparse.Namespace) -> bool:
-    """The split-pane run screen on a terminal; plain lines in pipes, CI and with flags."""
-    if getattr(args, "headless", False) or getattr(args, "json", False):
-        return False
-    if os.environ.get("CI") or os.environ.get("TERM") in (None, "", "dumb"):
-        return False
-    return sys.stdin.isatty() and sys.stdout.isatty()
-
-
-def _announce_cost(recipe: Any) -> None:
+def _announce_cost(recipe: Recipe) -> None:
     """Money first: say what will be created and what it costs before provisioning."""
-    from gpuwizard.plan import describe_provision
-
     summary = describe_provision(recipe)
     if summary is not None:
         for line in summary.lines():
@@ -316,6 +332,8 @@ def closing_advice(recipe_path: str, outcome: Outcome, deleted: list[str] | None
     out = []
     if outcome.error:
         out.append(f"gpuwizard: {outcome.error}")
+    if outcome.fault:
+        out.append(f"gpuwizard: {outcome.fault}: `gpuwizard run {recipe_path} --resume` continues where it stopped.")
     if deleted is not None:
         out.append(f"gpuwizard: deleted {len(deleted)} VM(s) of this run (--delete-on-failure): "
                    f"{', '.join(deleted) or 'none found'}")
@@ -327,20 +345,18 @@ def closing_advice(recipe_path: str, outcome: Outcome, deleted: list[str] | None
     return out
 
 
-async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd: Any) -> int:
-    from gpuwizard.headless import Fanout
-
-    sink = Fanout(rd, _renderer(args))
+async def _run(req: RunRequest, recipe: Recipe, steps: Sequence[Step], rd: RunDir) -> int:
+    sink = Fanout(rd, JsonRenderer() if req.json else LineRenderer())
     loop = asyncio.get_running_loop()
     presses = 0
     cancel = asyncio.Event()
-    executors: list[Any] = []
+    executors: list[Executor] = []
 
-    async def quit_now(executor: Any) -> None:
+    async def quit_now(executor: Executor) -> None:
         try:
             await asyncio.wait_for(executor.kill_now(2.0), 2.0)
         finally:  # leaving either way, whatever happened
-            os._exit(EXIT_INTERRUPTED)
+            os._exit(exit_codes.INTERRUPTED)
 
     def on_signal() -> None:
         nonlocal presses
@@ -355,24 +371,23 @@ async def _run(args: argparse.Namespace, recipe: Any, steps: Sequence[Step], rd:
             # Quit at once, but first a bounded try (<= 2 s) to TERM the remote steps; what
             # survives stays recorded in the run directory, and the next run stops it.
             print("gpuwizard: quitting; sending TERM to the remote commands (at most 2 s).", file=sys.stderr)
-            backstop = threading.Timer(2.5, os._exit, (EXIT_INTERRUPTED,))
+            backstop = threading.Timer(2.5, os._exit, (exit_codes.INTERRUPTED,))
             backstop.daemon = True
             backstop.start()
             asyncio.ensure_future(quit_now(executors[0]))
             return
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(exit_codes.INTERRUPTED)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        outcome = await execute(recipe, steps, rd, sink,
-                                accept_new_host_key=bool(getattr(args, "accept_new_host_key", False)),
+        outcome = await execute(recipe, steps, rd, sink, accept_new_host_key=req.accept_new_host_key,
                                 cancel=cancel, on_executor=executors.append)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    for line in await conclude(args, recipe, outcome, rd.run_id, sink):
+    for line in await conclude(req, recipe, outcome, rd.run_id, sink):
         print(line, file=sys.stderr)
     if outcome.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if outcome.ok else EXIT_FAILED
+        return exit_codes.INTERRUPTED
+    return exit_codes.OK if outcome.ok else exit_codes.FAILED

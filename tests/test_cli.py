@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import subprocess
@@ -17,11 +18,33 @@ def gw(*args: str, **kw) -> subprocess.CompletedProcess[str]:
 
 
 def test_help_lists_every_command() -> None:
+    """Every subcommand the parser knows is listed by name in --help (whole names: "run"
+    must not pass because "runs" appears somewhere)."""
+    import re
+
+    from gpuwizard.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     p = gw("--help")
     assert p.returncode == 0
-    for c in ("new", "edit", "validate", "plan", "run", "logs", "down", "status", "quota", "zones", "catalog",
-              "rclone", "schema"):
-        assert c in p.stdout
+    listed = re.findall(r"^ {4}([a-z]+)(?: {2,}|$)", p.stdout, re.M)
+    assert listed == list(sub.choices)
+    assert {"new", "edit", "validate", "plan", "run", "logs", "ssh", "down", "status", "quota", "zones",
+            "catalog", "rclone", "schema"} <= set(listed)
+
+
+def test_a_handler_that_fails_to_import_is_reported_as_a_bug() -> None:
+    """Not "not yet available in this version": an ImportError in gpuwizard is a bug."""
+    code = ("import sys; sys.modules['gpuwizard.commands'] = None; from gpuwizard.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, "validate", str(SSH_RECIPE)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert p.returncode == 1
+    assert "unexpected error: ModuleNotFoundError" in p.stderr and "please report it" in p.stderr
+    assert "not yet available" not in p.stderr
+    p = subprocess.run([sys.executable, "-c", code, "--debug", "validate", str(SSH_RECIPE)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 1 and "Traceback" in p.stderr and "gpuwizard.commands" in p.stderr
 
 
 def test_version() -> None:

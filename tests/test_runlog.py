@@ -9,7 +9,8 @@ import pytest
 
 from gpuwizard import events as ev
 from gpuwizard.executor import fingerprint
-from gpuwizard.runlog import RunDir, cmd_logs, find_resumable, host_file, list_runs
+from gpuwizard.logs import cmd_logs
+from gpuwizard.runlog import RunDir, find_resumable, host_file, list_runs
 from gpuwizard.steps import Step
 
 
@@ -102,3 +103,51 @@ def test_running_processes_are_recorded_until_they_end(tmp_path):
     again.record_running("b", None)  # appended after the torn line, not glued onto it
     again.close()
     assert RunDir.open(rd.path).running() == {}
+
+
+def test_run_directory_is_private_to_its_user(state_home, tmp_path):
+    rd = RunDir.create(str(tmp_path / "r.yaml"), "name: x\n", "x")
+    rd.set_plan({"u@h:22": [Step("a", "a", "echo alpha"), Step("b", "b", "echo beta")]})
+    feed(rd, interrupted=True)
+    rd.record_running("u@h:22", None)
+    rd.close()
+    assert rd.path.stat().st_mode & 0o777 == 0o700 and (rd.path / "hosts").stat().st_mode & 0o777 == 0o700
+    files = [p for p in rd.path.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"events.jsonl", "u@h_22.log", "state.json", "done.jsonl", "running.jsonl"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o600" for p in files}
+
+
+def test_a_damaged_run_without_a_way_back_is_named_and_skipped(state_home, tmp_path, capsys):
+    good = RunDir.create(None, "x", "x")
+    good.close()
+    bad = RunDir.create(None, "x", "x")
+    bad.close()
+    (bad.path / "origin.json").unlink()  # as a run from before origin.json existed
+    (bad.path / "state.json").write_text("[]")
+    assert [r.run_id for r in list_runs()] == [good.run_id]
+    err = capsys.readouterr().err
+    assert f"skipping a damaged run directory: {bad.path}: state.json holds list" in err
+
+
+def test_a_failed_write_is_kept_not_raised_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    rd = RunDir.create(None, "x", "x", base=tmp_path)
+    seen = []
+    rd.on_fault = seen.append
+    real_open = open
+
+    def full(path, *a, **kw):
+        if str(path).endswith(".tmp"):
+            fh = real_open(path, *a, **kw)
+            fh.close()
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", full)
+    rd(ev.HostFinished(host="h", ok=True))  # saves state.json: the write fails
+    monkeypatch.undo()
+    assert rd.fault is not None and rd.fault.errno == errno.ENOSPC and seen == [rd.fault]
+    assert not list(rd.path.glob("*.tmp"))
+    json.loads((rd.path / "state.json").read_text())  # the previous state, whole
+    rd.close()
