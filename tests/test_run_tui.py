@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import sys
 import time
@@ -129,7 +130,17 @@ steps:
         assert "did not connect" in pane and "ran no steps." in pane and "the host key does not match the one in" in pane
         assert f"ssh-keygen -R '[127.0.0.1]:{bad.port}' -f" in pane, screen  # the fix, whole
         screen = t.wait_for("Run failed", timeout=30)
-        assert f"Run failed ({bad.host_string} did not connect)" in screen
+        assert f"Run failed ({bad.host_string}" in screen, screen  # (at 80 columns a toast covers the rest)
+        t.keys("[", "s")  # a shell on the good host: the app steps aside for `gpuwizard ssh`
+        deadline = time.monotonic() + 20
+        while not re.search(r"[#$] *$", t.capture().rstrip()) or "palette" in t.capture():  # a prompt, app away
+            assert time.monotonic() < deadline, t.capture()
+            time.sleep(0.1)
+        shell = tmp_path / "shell-ran"
+        t.keys("-l", f"echo SSH-$((6*7)) > {shell}; exit")
+        t.keys("Enter")
+        t.wait_for("Run failed", timeout=20)  # the shell ended: the run screen is back
+        assert shell.read_text() == "SSH-42\n"
         t.keys("q")
         t.wait_for("EXIT=1", timeout=20)
     finally:
