@@ -1,4 +1,6 @@
-"""A host's live log pane: Textual's ``Log`` with a line cap that keeps painting.
+"""A host's pane on the run screen: a head line, a progress bar, the reason a host ran
+nothing (wrapped, in full), and the live log: Textual's ``Log`` with a line cap that
+keeps painting.
 
 Why a subclass: Textual 8.2.8's ``Log.write_lines`` stops repainting once ``max_lines``
 is reached. It asks for a repaint of the rows where the new lines were appended
@@ -24,7 +26,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable
 
 from rich.cells import cell_len
-from textual.widgets import Log
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Log, ProgressBar, Static
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -54,3 +58,20 @@ class PaneLog(Log):
                 self.scroll_to(y=max(0, self.scroll_offset.y - self._pruned), animate=False, immediate=True)
             self.refresh()  # every kept line moved up: the whole window changed
         return self
+
+
+class HostPaneWidget(Vertical):
+    """One host: a head line, a progress bar and the (capped) log."""
+
+    def __init__(self, host: str, index: int, max_lines: int) -> None:
+        super().__init__(id=f"pane-{index}", classes="pane")
+        self.host = host
+        self.max_lines = max_lines
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.host, classes="pane-head")
+        yield ProgressBar(total=100, show_eta=False, show_percentage=True)
+        reason = Static("", classes="pane-reason")
+        reason.display = False  # shown when the host ran none of its steps, with the reason in full
+        yield reason
+        yield PaneLog(max_lines=self.max_lines, highlight=False, auto_scroll=True)

@@ -30,29 +30,12 @@ from gpuwizard import events as ev
 from screens import choices, runsource
 from screens.dialogs import ChoiceScreen
 from screens.fulllog import FullLogScreen
-from screens.panelog import PaneLog
+from screens.panelog import HostPaneWidget
 from screens.runmodel import BAD, RunModel
 
 Source = Callable[[Callable[[ev.Event], None], threading.Event], None]
 FLUSH_HZ = 25
 GRID_WHEN_HOSTS = 0  # start in tabs; `g` switches to a grid
-
-
-class HostPaneWidget(Vertical):
-    """One host: a head line, a progress bar and the (capped) log."""
-
-    def __init__(self, host: str, index: int, max_lines: int) -> None:
-        super().__init__(id=f"pane-{index}", classes="pane")
-        self.host = host
-        self.max_lines = max_lines
-
-    def compose(self) -> ComposeResult:
-        yield Static(self.host, classes="pane-head")
-        yield ProgressBar(total=100, show_eta=False, show_percentage=True)
-        reason = Static("", classes="pane-reason")
-        reason.display = False  # shown when the host ran none of its steps, with the reason in full
-        yield reason
-        yield PaneLog(max_lines=self.max_lines, highlight=False, auto_scroll=True)
 
 
 class RunScreen(Screen[None]):
