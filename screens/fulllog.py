@@ -164,7 +164,8 @@ class FullLogScreen(Screen[None]):
             view.sync_size()
             self._head()
             if at_end and view.cursor is None:
-                self.call_after_refresh(view.scroll_end, animate=False, immediate=True)
+                self.call_after_refresh(lambda: view.scroll_to(y=view.max_scroll_y, animate=False, immediate=True,
+                                                               force=True))
 
     def on_unmount(self) -> None:
         if self.index is not None:

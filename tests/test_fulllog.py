@@ -189,3 +189,19 @@ async def test_o_on_the_run_screen_opens_the_hosts_log_at_its_failure(tmp_path) 
         assert "failed, exit 9" in _screen_text(app).splitlines()[0]  # the head names the failed step
         await pilot.press("escape")
         assert app.screen is scr
+
+
+@pytest.mark.asyncio
+async def test_full_log_follows_lines_a_running_step_appends(tmp_path) -> None:
+    log = tmp_path / "h.log"
+    log.write_text("".join(f"early line {i}\n" for i in range(1, 200)))
+    app = RunApp(RunScreen(_noop))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _open(app, pilot, FullLogScreen(str(log), host=HOST))
+        assert "early line 199" in _screen_text(app)
+        with open(log, "a") as fh:
+            fh.write("".join(f"later line {i}\n" for i in range(1, 100)))
+        deadline = time.monotonic() + 30
+        while "later line 99" not in _screen_text(app):  # the view was at the end: it stays there
+            assert time.monotonic() < deadline, _screen_text(app)
+            await pilot.pause(0.1)
