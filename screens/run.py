@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Footer, Log, ProgressBar, Static, Tab, Ta
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import events as ev
+from gpuwizard import exit_codes
 from screens import choices, runsource
 from screens.dialogs import ChoiceScreen
 from screens.fulllog import FullLogScreen
@@ -239,8 +240,8 @@ class RunScreen(Screen[None]):
             else:
                 where = ""
                 if fail:
-                    unreachable = m.cells[fail].status == "unreachable"
-                    where = f" ({_esc(fail[0])} did not connect)" if unreachable else f" ({fail[1]} on {_esc(fail[0])})"
+                    no_connection = m.cells[fail].status == "unreachable"
+                    where = f" ({_esc(fail[0])} did not connect)" if no_connection else f" ({fail[1]} on {_esc(fail[0])})"
                 status.update(f"[b $error]Run failed{where}.[/] e jumps to it, o opens the full log; "
                               f"{self._resume_hint()}")
                 verdict = "Run failed"
@@ -361,7 +362,8 @@ class RunScreen(Screen[None]):
         """Called by the App's quit: a running run asks what to do with the VMs."""
         if not self.model.running:
             fin = self.model.finished
-            code = 0 if (fin and fin.ok) else (130 if fin and fin.interrupted else 1)
+            code = exit_codes.OK if (fin and fin.ok) else (
+                exit_codes.INTERRUPTED if fin and fin.interrupted else exit_codes.FAILED)
             self.app.exit(result=code, return_code=code)
             return
         n = len(self.model.hosts)
@@ -378,7 +380,7 @@ class RunScreen(Screen[None]):
             if choice == "leave":
                 self.app.exit_message = self.leave_message()  # type: ignore[attr-defined]
                 self.cancel.set()
-                self.app.exit(result=130, return_code=130)
+                self.app.exit(result=exit_codes.INTERRUPTED, return_code=exit_codes.INTERRUPTED)
             elif choice == "stop":
                 self.cancel.set()
                 self.notify("Stopping the run...")
