@@ -10,11 +10,15 @@ each pane's new lines with a single ``Log.write_lines`` call; panes keep at most
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
 import threading
 from typing import Any, Callable, ClassVar
 
+from rich.markup import escape
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Horizontal, Vertical
 from textual.css.query import NoMatches
@@ -23,74 +27,31 @@ from textual.widgets import DataTable, Footer, Log, ProgressBar, Static, Tab, Ta
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import events as ev
-from screens.runmodel import RunModel
+from gpuwizard import exit_codes
+from screens import choices, runsource
+from screens.dialogs import ChoiceScreen
+from screens.fulllog import FullLogScreen
+from screens.panelog import HostPaneWidget
+from screens.runmodel import BAD, RunModel
 
 Source = Callable[[Callable[[ev.Event], None], threading.Event], None]
 FLUSH_HZ = 25
 GRID_WHEN_HOSTS = 0  # start in tabs; `g` switches to a grid
 
 
-class HostPaneWidget(Vertical):
-    """One host: a head line, a progress bar and the (capped) log."""
-
-    def __init__(self, host: str, index: int, max_lines: int) -> None:
-        super().__init__(id=f"pane-{index}", classes="pane")
-        self.host = host
-        self.max_lines = max_lines
-
-    def compose(self) -> ComposeResult:
-        yield Static(self.host, classes="pane-head")
-        yield ProgressBar(total=100, show_eta=False, show_percentage=True)
-        yield Log(max_lines=self.max_lines, highlight=False, auto_scroll=True)
-
-
-class FullLogScreen(Screen[None]):
-    """A host's whole log from the run directory, loaded off the UI thread."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "app.pop_screen", "Back", id="fulllog.back")]
-
-    def __init__(self, path: str) -> None:
-        super().__init__(id="fulllog")
-        self.path = path
-
-    def compose(self) -> ComposeResult:
-        yield Static(f" {self.path}", id="run-status")
-        yield Log(highlight=False, auto_scroll=False)
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.load_file()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="fulllog", description="read the full log")
-    def load_file(self) -> None:
-        log = self.query_one(Log)
-        batch: list[str] = []
-        from screens.runmodel import clean_line
-
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                batch.append(clean_line(line.rstrip("\n")))
-                if len(batch) >= 20000:
-                    self.app.call_from_thread(log.write_lines, batch)
-                    batch = []
-        if batch:
-            self.app.call_from_thread(log.write_lines, batch)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            self.notify(f"Cannot read {self.path}: {event.worker.error}", severity="error")
-
-
 class RunScreen(Screen[None]):
     """Runs a recipe (or any event source) and shows it as it happens."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f", "follow", "Follow/pause", id="run.follow"),
-        Binding("e", "jump_failed", "Jump to failure", id="run.failed"),
+        Binding("f", "follow", "Follow", id="run.follow"),
+        Binding("e", "jump_failed", "Failure", id="run.failed"),
         Binding("o", "open_log", "Full log", id="run.open"),
-        Binding("g", "layout", "Tabs/grid", id="run.layout"),
-        Binding("right,l", "host(1)", "Next host", show=False, id="run.next_host"),
-        Binding("left,h", "host(-1)", "Previous host", show=False, id="run.prev_host"),
+        Binding("g", "layout", "Grid", id="run.layout"),
+        # Host switching works whatever has focus (priority), and leaves the arrows to the
+        # step table and the log.
+        Binding("]", "host(1)", "Next host", key_display="]", priority=True, id="run.next_host"),
+        Binding("[", "host(-1)", "Prev host", key_display="[", priority=True, id="run.prev_host"),
+        Binding("s", "ssh", "SSH", id="run.ssh"),
         Binding("q", "app.quit", "Quit", id="run.quit"),
         Binding("escape", "leave", "Back", show=False, id="run.back"),
     ]
@@ -98,7 +59,9 @@ class RunScreen(Screen[None]):
     def __init__(self, source: Source, *, model: RunModel | None = None, title: str = "run",
                  recipe_path: str | None = None, hourly: float | None = None,
                  log_path: Callable[[str], str | None] | None = None, max_lines: int = 5000,
-                 flush_hz: int = FLUSH_HZ) -> None:
+                 flush_hz: int = FLUSH_HZ, vms: bool = True) -> None:
+        """``vms``: the hosts are VMs this run created (GCP target), which keep costing
+        money when the user quits; ``False`` for ``target.ssh`` hosts."""
         super().__init__(id="run")
         self.source = source
         self.model = model or RunModel(max_lines=max_lines)
@@ -108,6 +71,7 @@ class RunScreen(Screen[None]):
         self.hourly = hourly
         self.log_path = log_path
         self.flush_hz = flush_hz
+        self.vms = vms
         self.cancel = threading.Event()
         self.following = True
         self.grid = False
@@ -120,8 +84,6 @@ class RunScreen(Screen[None]):
     @classmethod
     def for_recipe(cls, recipe: Any, path: str, factory: Any = None) -> "RunScreen":
         """The run screen for a saved recipe: the real executor unless a factory is given."""
-        from screens import choices, runsource
-
         src = factory(recipe, path) if factory else runsource.executor_source(recipe, path)
         hourly = None
         g = recipe.target.gcp
@@ -129,7 +91,7 @@ class RunScreen(Screen[None]):
             gpu = g.gpu.type if g.gpu else None
             hourly = choices.hourly_cost(g.machine_type, gpu, g.gpu.count if g.gpu else 0, g.spot, g.count)
         return cls(src.run, title=f"run {os.path.basename(path)}", recipe_path=path, hourly=hourly,
-                   log_path=getattr(src, "log_path", None),
+                   log_path=getattr(src, "log_path", None), vms=g is not None,
                    model=RunModel(getattr(src, "hosts", ()), getattr(src, "steps", ())))
 
     # -------------------------------------------------------------- layout
@@ -245,30 +207,47 @@ class RunScreen(Screen[None]):
             state = {None: "▶", True: "✓", False: "✗"}[p.finished]
             extra = f" · {p.progress_text}" if p.progress_text else ""
             dropped = f" · {p.dropped:,} lines only in the run directory" if p.dropped else ""
+            what = "did not connect" if p.failure else (p.step or p.message)
             pane.query_one(".pane-head", Static).update(
-                f"{state} {host} · {p.step or p.message}{extra}{dropped}")
+                f"{state} {host} · {what}{extra}{dropped}")
+            reason = pane.query_one(".pane-reason", Static)
+            if p.failure and not reason.display:
+                reason.update(f"[b]{_esc(host)} ran no steps.[/b] {_esc(p.failure)}")
+                reason.display = True
         if d.cells or d.finished or d.structure:
             self._summary()
 
     def _summary(self) -> None:
         m = self.model
         c = m.counts()
-        parts = [f"{c.get(k, 0)} {k}" for k in ("ok", "running", "failed", "skipped", "pending") if c.get(k)]
+        parts = [f"{c.get(k, 0)} {k}" for k in ("ok", "running", "failed", "unreachable", "skipped", "pending")
+                 if c.get(k)]
+        unreachable = "".join(f"\n[b $error]✗ {_esc(h)}[/] did not connect: {_esc(why)}"
+                              for h, why in m.host_failures().items())
         self.query_one("#run-summary", Static).update(
-            f"{len(m.hosts)} hosts x {len(m.steps)} steps\n" + ", ".join(parts))
+            f"{len(m.hosts)} hosts x {len(m.steps)} steps\n" + ", ".join(parts) + unreachable)
         status = self.query_one("#run-status", Static)
         if m.finished is not None:
             f = m.finished
+            stopped = self.cancel.is_set() and not f.ok
+            fail = m.first_failure()
             if f.ok:
                 status.update("[b $success]Run finished: every step ok.[/] Press q to quit.")
+                verdict = "Run finished"
+            elif stopped:
+                status.update(f"[b $warning]Run stopped.[/] o opens the full log; {self._resume_hint()}")
+                verdict = "Run stopped"
             else:
-                fail = m.first_failure()
-                where = f" ({fail[1]} on {fail[0]})" if fail else ""
+                where = ""
+                if fail:
+                    no_connection = m.cells[fail].status == "unreachable"
+                    where = f" ({_esc(fail[0])} did not connect)" if no_connection else f" ({fail[1]} on {_esc(fail[0])})"
                 status.update(f"[b $error]Run failed{where}.[/] e jumps to it, o opens the full log; "
                               f"{self._resume_hint()}")
+                verdict = "Run failed"
             if not self._done_notified:
                 self._done_notified = True
-                self.notify("Run finished" if f.ok else "Run failed", severity="information" if f.ok else "error")
+                self.notify(verdict, severity="information" if f.ok else ("warning" if stopped else "error"))
         else:
             cost = f" · ${self.hourly:.2f}/h while the VMs run" if self.hourly else ""
             status.update(f"running{cost} · {'following' if self.following else 'paused (f follows)'}")
@@ -344,10 +323,36 @@ class RunScreen(Screen[None]):
         host = self.model.hosts[self._active_index()]
         path = self.log_path(host) if self.log_path else None
         if path and os.path.exists(path):
-            self.app.push_screen(FullLogScreen(path))
+            failed = any(self.model.cells[(host, s)].status in BAD for s in self.model.steps)
+            self.app.push_screen(FullLogScreen(path, host=host, at_failure=failed))
         else:
             self.notify("The full log is in the run directory once the run has written it "
                         "(`gpuwizard logs`).", severity="warning")
+
+    def ssh_argv(self, host: str) -> list[str]:
+        """``gpuwizard ssh RECIPE HOST`` (the run's pinned host keys), as this Python runs it."""
+        return [sys.executable, "-m", "gpuwizard.cli", "ssh", self.recipe_path or "RECIPE", host]
+
+    def action_ssh(self) -> None:
+        """A shell on the selected host: the app steps aside (``App.suspend``) while
+        ``gpuwizard ssh`` runs in the terminal, and comes back when the shell ends."""
+        if not self.model.hosts:
+            return
+        host = self.model.hosts[self._active_index()]
+        if not self.recipe_path:
+            self.notify("This run has no recipe file to open a shell with.", severity="warning")
+            return
+        argv = self.ssh_argv(host)
+        shown = " ".join(shlex.quote(a) for a in ["gpuwizard", *argv[3:]])
+        try:
+            with self.app.suspend():
+                code = subprocess.call(argv)
+        except SuspendNotSupported:
+            self.notify(f"This terminal cannot hand over to a shell; run `{shown}` in another one.",
+                        severity="warning")
+            return
+        if code:
+            self.notify(f"`{shown}` exited with {code}.", severity="warning")
 
     def action_leave(self) -> None:
         if not self.model.running and len(self.app.screen_stack) > 1:
@@ -357,31 +362,43 @@ class RunScreen(Screen[None]):
         """Called by the App's quit: a running run asks what to do with the VMs."""
         if not self.model.running:
             fin = self.model.finished
-            code = 0 if (fin and fin.ok) else (130 if fin and fin.interrupted else 1)
+            code = exit_codes.OK if (fin and fin.ok) else (
+                exit_codes.INTERRUPTED if fin and fin.interrupted else exit_codes.FAILED)
             self.app.exit(result=code, return_code=code)
             return
-        from screens.dialogs import ChoiceScreen
-
-        cost = f" (about ${self.hourly:.2f}/h)" if self.hourly else ""
-        q = (f"The run is still going on {len(self.model.hosts)} host(s). Quit and leave the VMs running{cost}, "
-             "or stop the run first?")
+        n = len(self.model.hosts)
+        if self.vms:
+            cost = f" (about ${self.hourly:.2f}/h)" if self.hourly else ""
+            q = f"The run is still going on {n} host(s). Quit and leave the VMs running{cost}, or stop the run first?"
+            leave = "Quit, leave VMs running"
+        else:
+            q = (f"The run is still going on {n} host(s). If you quit now, the remote steps will be stopped; "
+                 "the run can be resumed later.")
+            leave = "Quit (stops the remote steps)"
 
         def answer(choice: str | None) -> None:
             if choice == "leave":
                 self.app.exit_message = self.leave_message()  # type: ignore[attr-defined]
                 self.cancel.set()
-                self.app.exit(result=130, return_code=130)
+                self.app.exit(result=exit_codes.INTERRUPTED, return_code=exit_codes.INTERRUPTED)
             elif choice == "stop":
                 self.cancel.set()
                 self.notify("Stopping the run...")
 
-        self.app.push_screen(ChoiceScreen(q, [("leave", "Quit, leave VMs running"), ("stop", "Stop the run"),
+        self.app.push_screen(ChoiceScreen(q, [("leave", leave), ("stop", "Stop the run"),
                                               ("stay", "Keep watching")]), answer)
 
     def leave_message(self) -> str:
         r = self.recipe_path or "RECIPE"
+        if not self.vms:
+            return f"The remote steps were stopped. Resume: gpuwizard run {r} --resume"
         return (f"The VMs keep running (and cost money). Resume: gpuwizard run {r} --resume\n"
                 f"Delete them: gpuwizard down {r}")
+
+
+def _esc(text: str) -> str:
+    """``text`` shown literally in Textual markup (host names and error messages)."""
+    return escape(text)
 
 
 def _short_host(host: str) -> str:

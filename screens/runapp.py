@@ -7,12 +7,19 @@ log pane per host. Quitting while the run goes on asks what to do with the VMs.
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import os
-from typing import Any, Sequence
+import sys
+from typing import Sequence
 
 from textual.app import App
 
+from gpuwizard import exit_codes
+from gpuwizard.recipe import Recipe, RecipeError
+from gpuwizard.runner import conclude, prepare
+from gpuwizard.runrequest import RunRequest
+from gpuwizard.steps import Step
+from screens import runsource
 from screens.run import RunScreen
 
 
@@ -34,31 +41,22 @@ class RunApp(App[int]):
         self.run_screen.confirm_quit()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(req: RunRequest) -> int:
     """``gpuwizard run RECIPE`` on a terminal (the CLI routes here when stdin and stdout are TTYs)."""
-    import sys
-
-    from gpuwizard.recipe import RecipeError
-    from gpuwizard.runner import prepare
-
     try:
-        recipe, steps = prepare(args)
+        recipe, steps = prepare(req)
     except RecipeError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
-        return 2
-    return run_tui(recipe, args, steps)
+        return exit_codes.USAGE
+    return run_tui(recipe, req, steps)
 
 
-def run_tui(recipe: Any, args: argparse.Namespace, steps: Sequence[Any]) -> int:
+def run_tui(recipe: Recipe, req: RunRequest, steps: Sequence[Step]) -> int:
     """Run ``recipe`` under the Textual run screen; returns the process exit code."""
-    from screens import runsource
-
-    src = runsource.ExecutorSource(recipe, os.path.abspath(args.recipe), steps=steps,
-                                   resume=bool(getattr(args, "resume", False)), run_dir=getattr(args, "run_dir", None))
-    src.accept_new_host_key = bool(getattr(args, "accept_new_host_key", False))
-    src.run_args = args
-    screen = RunScreen.for_recipe(recipe, args.recipe, factory=lambda _r, _p: src)
+    src = runsource.ExecutorSource(recipe, os.path.abspath(req.recipe), steps=steps,
+                                   request=req)
+    screen = RunScreen.for_recipe(recipe, req.recipe, factory=lambda _r, _p: src)
     app = RunApp(screen)
     code = app.run()
     if app.exit_message:
@@ -66,12 +64,8 @@ def run_tui(recipe: Any, args: argparse.Namespace, steps: Sequence[Any]) -> int:
     if src.rd is not None:
         print(f"gpuwizard: run directory {src.rd.path} (see `gpuwizard logs {src.rd.run_id}`)")
     if src.outcome is not None:
-        import asyncio
-
-        from gpuwizard.runner import conclude
-
-        for line in asyncio.run(conclude(args, recipe, src.outcome, src.rd.run_id)):
+        for line in asyncio.run(conclude(req, recipe, src.outcome, src.rd.run_id)):
             print(line)
         if src.outcome.interrupted:
-            return 130
-    return int(code if code is not None else 1)
+            return exit_codes.INTERRUPTED
+    return int(code if code is not None else exit_codes.FAILED)

@@ -26,8 +26,8 @@ from gpuwizard import events as ev
 ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 STATUS_ICON = {"pending": "·", "running": "▶", "ok": "✓", "skipped": "↷", "failed": "✗", "timeout": "⏱",
-               "cancelled": "⊘", "not_run": "-"}
-BAD = ("failed", "timeout")
+               "cancelled": "⊘", "not_run": "-", "unreachable": "✗"}
+BAD = ("failed", "timeout", "unreachable")
 
 
 def clean_line(line: str) -> str:
@@ -56,6 +56,8 @@ class Cell:
         icon = STATUS_ICON.get(self.status, "?")
         if self.status == "running":
             return f"{icon} {self.fraction * 100:3.0f}%" if self.fraction is not None else f"{icon} running"
+        if self.status == "unreachable":
+            return f"{icon} no connection"
         if self.seconds is not None and self.status not in ("pending", "not_run"):
             s = self.seconds
             dur = f"{s:.1f}s" if s < 60 else f"{int(s // 60)}m{int(s % 60):02d}s"
@@ -78,6 +80,7 @@ class HostPane:
     progress_text: str = ""
     finished: bool | None = None
     message: str = ""
+    failure: str = ""         # why the host ran none of its steps (never connected), in full
 
 
 @dataclass
@@ -206,12 +209,30 @@ class RunModel:
                 if c.status == "running":
                     c.status = "cancelled"
                     self._changed.cells.add((e.host, s))
+            if not e.ok:
+                self._host_failed(e.host, e.message)
             self._changed.hosts.add(e.host)
         elif isinstance(e, ev.RunFinished):
             for p in self.panes.values():
                 self._flush_partial(p)
             self.finished = e
             self._changed.finished = True
+
+    def _host_failed(self, host: str, message: str) -> None:
+        """A host that failed without a failed step never got to run one (it did not
+        connect: host key, refused, auth): its reason goes into its pane, its first
+        step's cell says "no connection", and :meth:`first_failure` names it."""
+        cells = [self.cells[(host, s)] for s in self.steps]
+        if any(c.status not in ("pending", "not_run", "skipped") for c in cells) or message.startswith("interrupted"):
+            return  # it ran a step (whose cell says what happened), or the user stopped the run
+        p = self.panes[host]
+        p.failure = message or "the host did not run its steps"
+        first = next((s for s, c in zip(self.steps, cells) if c.status in ("pending", "not_run")), None)
+        if first is not None:
+            c = self.cells[(host, first)]
+            c.status, c.message, c.start_line = "unreachable", p.failure, p.enqueued
+            self._changed.cells.add((host, first))
+        self._line(p, f"✗ {host} ran no steps: {p.failure}")
 
     def _output(self, host: str, data: str) -> None:
         p = self._pane(host)
@@ -271,6 +292,10 @@ class RunModel:
                 if self.cells[(h, s)].status in BAD:
                     return (h, s)
         return None
+
+    def host_failures(self) -> dict[str, str]:
+        """Hosts that ran none of their steps, with the reason (for the summary)."""
+        return {h: p.failure for h, p in self.panes.items() if p.failure}
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

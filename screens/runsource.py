@@ -9,13 +9,15 @@ first (:class:`gpuwizard.headless.Fanout`), then to the screen's model.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import threading
 from typing import Any, Callable, Sequence
 
 from gpuwizard import events as ev
+from gpuwizard import runner
+from gpuwizard.headless import Fanout
+from gpuwizard.runrequest import RunRequest
 
 Sink = Callable[[ev.Event], None]
 
@@ -25,11 +27,15 @@ class ExecutorSource:
     for ``target.gcp``), writing the run directory like ``gpuwizard run`` does."""
 
     def __init__(self, recipe: Any, path: str, *, hosts: Sequence[Any] | None = None, steps: Sequence[Any] | None = None,
-                 run_dir: str | None = None, resume: bool = False, options: dict[str, Any] | None = None) -> None:
+                 run_dir: str | None = None, resume: bool = False, options: dict[str, Any] | None = None,
+                 request: RunRequest | None = None) -> None:
         """``hosts``: HostSpecs to use instead of resolving the recipe's (tests);
-        ``steps``: Steps instead of the planner's; ``options``: ExecOptions overrides."""
+        ``steps``: Steps instead of the planner's; ``options``: ExecOptions overrides;
+        ``request``: what ``gpuwizard run`` was asked (its flags), when it started us
+        (otherwise one is made from ``path``, ``run_dir`` and ``resume``)."""
         self.recipe = recipe
         self.path = path
+        self.request = request or RunRequest(recipe=path, run_dir=run_dir, resume=resume, fresh=not resume)
         self._hosts = list(hosts) if hosts is not None else None
         self._steps = list(steps) if steps is not None else None
         self.run_dir = run_dir
@@ -41,8 +47,7 @@ class ExecutorSource:
         self.ok: bool | None = None
         self.exit_code: int | None = None
         self.outcome: Any = None
-        self.accept_new_host_key = False
-        self.run_args: argparse.Namespace | None = None  # `gpuwizard run`'s flags, when it started us
+        self.accept_new_host_key = self.request.accept_new_host_key
 
     def log_path(self, host: str) -> str | None:
         """The host's full log in the run directory (every line, unlike the capped pane)."""
@@ -51,16 +56,11 @@ class ExecutorSource:
         return str(self.rd.host_log_path(host))
 
     def run(self, sink: Sink, cancel: threading.Event) -> None:
-        from gpuwizard import runner
-        from gpuwizard.headless import Fanout
-
         steps = self._steps if self._steps is not None else runner.build_steps(self.recipe)
         self.steps = [s.id for s in steps]
         with open(self.path, encoding="utf-8") as fh:
             text = fh.read()
-        args = self.run_args or argparse.Namespace(recipe=self.path, run_dir=self.run_dir, resume=self.resume,
-                                                   fresh=not self.resume)
-        self.rd, _resumed = runner.open_run_dir(args, self.recipe, text)
+        self.rd, _resumed = runner.open_run_dir(self.request, self.recipe, text)
         fan = Fanout(self.rd, sink)
         try:
             self.ok = asyncio.run(self._go(fan, steps, cancel))
@@ -68,8 +68,6 @@ class ExecutorSource:
             self.rd.close()
 
     async def _go(self, sink: Sink, steps: list[Any], cancel: threading.Event) -> bool:
-        from gpuwizard import runner
-
         stop = asyncio.Event()
 
         async def watch_cancel() -> None:

@@ -68,12 +68,21 @@ def test_model_is_thread_safe() -> None:
 
 # ---------------------------------------------------------------------- the screen
 
+import re  # noqa: E402
+import time  # noqa: E402
+
 from textual.app import App  # noqa: E402
 
 from screens.run import RunScreen  # noqa: E402
-
-
 from screens.runapp import RunApp as _RunApp  # the app `gpuwizard run` uses on a terminal
+
+
+def painted(app: App) -> str:
+    """The text on the app's screen as the compositor paints it now (from the widgets'
+    render caches, like a terminal sees it; what export_screenshot draws), not the
+    widgets' data."""
+    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    return "\n".join("".join(strip.text for strip in line) for line in update.strips)
 
 
 async def _finish(app: App, scr: RunScreen, pilot) -> None:
@@ -162,6 +171,181 @@ async def test_quitting_while_running_asks_and_prints_resume_and_down() -> None:
     assert scr.cancel.is_set()
     assert "gpuwizard run stgcn.yaml --resume" in app.exit_message
     assert "gpuwizard down stgcn.yaml" in app.exit_message
+
+
+@pytest.mark.asyncio
+async def test_a_capped_pane_keeps_painting_the_newest_lines() -> None:
+    """Issue 11 item 2: past the pane's cap (6,000 lines into a 5,000-line pane), lines that
+    come later, each in its own flush like `echo tick $i; sleep 1`, are painted; before the
+    fix the pane froze at the first of them until a resize."""
+    from textual.widgets import Log
+
+    go = [threading.Event() for _ in range(4)]
+
+    def src(sink, cancel):
+        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["h"], steps=["s"]))
+        sink(ev.StepStarted(host="h", step="s"))
+        sink(ev.Output(host="h", step="s", stream="stdout", data="".join(f"{i}\n" for i in range(1, 6001))))
+        for i in range(1, 5):
+            go[i - 1].wait(30)
+            sink(ev.Output(host="h", step="s", stream="stdout", data=f"tick {i}\n"))
+        sink(ev.StepFinished(host="h", step="s", status="ok"))
+        sink(ev.HostFinished(host="h", ok=True))
+        sink(ev.RunFinished(ok=True))
+
+    async def until(cond, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not cond():
+            assert time.monotonic() < deadline, what
+            await pilot.pause(0.02)
+
+    scr = RunScreen(src, max_lines=5000)
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: "6000" in painted(app), "the first 5,000 lines are painted")
+        log = scr.query_one(Log)
+        for i in range(1, 5):  # one flush per tick (the data reaches the widget each time)
+            go[i - 1].set()
+            await until(lambda: log.lines and log.lines[-1] == f"tick {i}", f"tick {i} reaches the pane")
+            await pilot.pause()
+        await _finish(app, scr, pilot)
+        screen = painted(app)
+        assert "tick 4" in screen, screen
+        assert "tick 1" in screen and "5999" in screen
+        assert log.line_count == 5000
+
+
+KEY_ERROR = ("gw@10.9.8.7:2202: its host key is not in /home/me/.ssh/known_hosts. Add it (ssh-keyscan -p 2202 "
+             "10.9.8.7 >> /home/me/.ssh/known_hosts, after checking it), or run with --accept-new-host-key.")
+
+
+def _one_host_never_connects(sink, cancel) -> None:
+    """Like the executor when one host's key is unknown: its steps end not_run, then the
+    host ends with the reason; the other host runs both steps."""
+    hosts, steps = ["good", "gw@10.9.8.7:2202"], ["user.setup", "user.train"]
+    sink(ev.RunStarted(run_id="r", recipe="x", hosts=hosts, steps=steps, ts=1.0))
+    for s in steps:
+        sink(ev.StepFinished(host=hosts[1], step=s, status="not_run", ts=1.0))
+    sink(ev.HostFinished(host=hosts[1], ok=False, message=KEY_ERROR, ts=1.0))
+    for s in steps:
+        sink(ev.StepStarted(host="good", step=s, ts=1.0))
+        sink(ev.Output(host="good", step=s, stream="stdout", data=f"{s} output\n", ts=1.0))
+        sink(ev.StepFinished(host="good", step=s, status="ok", exit_code=0, seconds=1.0, ts=1.0))
+    sink(ev.HostFinished(host="good", ok=True, ts=1.0))
+    sink(ev.RunFinished(ok=False, ts=1.0))
+
+
+@pytest.mark.asyncio
+async def test_a_host_that_never_connects_says_why_in_its_pane_the_table_and_the_summary() -> None:
+    """Issue 11 item 3: before, its cells showed "-", the summary named no host and the pane
+    header was cut at "...its host key is not"."""
+    scr = RunScreen(_one_host_never_connects, recipe_path="r.yaml", vms=False)
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        await _finish(app, scr, pilot)
+        table = scr.query_one("#grid")
+        assert table.get_cell("user.setup", "gw@10.9.8.7:2202") == "✗ no connection"
+        assert table.get_cell("user.train", "gw@10.9.8.7:2202") == "-"
+        status = str(scr.query_one("#run-status").render())
+        assert "Run failed (gw@10.9.8.7:2202 did not connect)" in status
+        summary = " ".join(str(scr.query_one("#run-summary").render()).split())
+        assert "gw@10.9.8.7:2202 did not connect: " + KEY_ERROR in summary
+        await pilot.press("]")  # the second host's pane: the reason in full, wrapped
+        await pilot.pause()
+        assert scr.query_one("#host-tabs").active == "tab-1"
+        screen = painted(app)
+        words = " ".join(re.sub("[█▕▎│]", " ", screen).split())
+        assert "ran no steps. " + " ".join(KEY_ERROR.split()[:8]) in words, screen
+        for token in ("ssh-keyscan", "--accept-new-host-key.", "/home/me/.ssh/known_hosts,"):
+            assert token in screen
+        await pilot.press("e")  # the failure to jump to is the host that did not connect
+        await pilot.pause()
+        assert scr.query_one("#host-tabs").active == "tab-1"
+
+
+@pytest.mark.asyncio
+async def test_host_keys_are_shown_and_work_whatever_has_focus() -> None:
+    """Issue 11: host switching was hidden (show=False) and left/right went to the table."""
+    from textual.widgets import DataTable
+
+    src = synthetic_source(["alpha", "beta", "gamma"], ["setup"], lines_per_step=5, fixed_ts=1.0)
+    scr = RunScreen(src, title="run t.yaml")
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        await _finish(app, scr, pilot)
+        footer = painted(app).splitlines()[-1]
+        assert "] Next host" in footer and "[ Prev host" in footer
+        scr.query_one(DataTable).focus()
+        await pilot.press("]", "]")
+        assert scr.query_one("#host-tabs").active == "tab-2"
+        await pilot.press("right")  # the arrows stay with the table's cursor
+        assert scr.query_one("#host-tabs").active == "tab-2"
+        scr.query_one("#pane-2 Log").focus()
+        await pilot.press("[")
+        assert scr.query_one("#host-tabs").active == "tab-1"
+
+
+@pytest.mark.asyncio
+async def test_at_80_columns_the_log_pane_gets_most_of_the_width() -> None:
+    src = synthetic_source(["alpha", "beta"], ["setup", "train"], lines_per_step=5, fixed_ts=1.0)
+    scr = RunScreen(src)
+    app = _RunApp(scr)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _finish(app, scr, pilot)
+        left = scr.query_one("#run-left").outer_size.width
+        right = scr.query_one("#run-right").outer_size.width
+        assert left <= 36 and right >= 44, (left, right)  # was 58 of 80 (57 of them the table)
+
+
+@pytest.mark.asyncio
+async def test_stop_says_run_stopped_and_ssh_hosts_are_not_called_vms() -> None:
+    gate = threading.Event()
+
+    def slow(sink, cancel):
+        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["gw@h1"], steps=["train"]))
+        sink(ev.StepStarted(host="gw@h1", step="train"))
+        gate.set()
+        cancel.wait(30)
+        sink(ev.StepFinished(host="gw@h1", step="train", status="cancelled", message="interrupted"))
+        sink(ev.HostFinished(host="gw@h1", ok=False, message="user.train cancelled"))
+        sink(ev.RunFinished(ok=False, interrupted=True))
+
+    scr = RunScreen(slow, recipe_path="r.yaml", vms=False)
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        assert gate.wait(10)
+        await pilot.press("q")
+        while type(app.screen).__name__ != "ChoiceScreen":
+            await pilot.pause(0.02)
+        await pilot.pause()
+        from textual.widgets import Button, Static
+
+        dialog = " ".join([str(w.render()) for w in app.screen.query(Static)] +
+                          [str(b.label) for b in app.screen.query(Button)])
+        assert "the remote steps will be stopped" in " ".join(dialog.split())
+        assert "VM" not in dialog
+        await pilot.click("#ans-stop")
+        await _finish(app, scr, pilot)
+        status = str(scr.query_one("#run-status").render())
+        assert "Run stopped" in status and "Run failed" not in status
+        assert scr.query_one("#grid").get_cell("train", "gw@h1").startswith("⊘")
+    assert "VM" not in scr.leave_message()
+
+
+@pytest.mark.asyncio
+async def test_the_ssh_key_runs_gpuwizard_ssh_for_the_selected_host() -> None:
+    """Headless Pilot cannot suspend, so the key says the command to run instead; a real
+    terminal suspends the app and runs it (the argv is the documented command line)."""
+    src = synthetic_source(["alpha", "beta"], ["setup"], lines_per_step=5, fixed_ts=1.0)
+    scr = RunScreen(src, recipe_path="stgcn.yaml")
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        await _finish(app, scr, pilot)
+        await pilot.press("]", "s")
+        await pilot.pause()
+        notes = [n.message for n in app._notifications]
+        assert any("`gpuwizard ssh stgcn.yaml beta`" in n for n in notes), notes
+    assert scr.ssh_argv("beta")[1:] == ["-m", "gpuwizard.cli", "ssh", "stgcn.yaml", "beta"]
 
 
 # ---------------------------------------------------------------------- real sshd hosts

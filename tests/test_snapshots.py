@@ -99,8 +99,8 @@ class TestRunScreen:
 
     def test_run_failed(self, snap_compare) -> None:
         from screens.run import RunScreen
+        from screens.runapp import RunApp as _RunApp
         from screens.runmodel import synthetic_source
-        from tests.test_run_screen import _RunApp
 
         src = synthetic_source(["vm-1", "vm-2", "vm-3", "vm-4"], ["drivers", "cuda", "venv", "dataset", "train"],
                                lines_per_step=40, chunk_lines=20, fail=("vm-3", "dataset"), fixed_ts=1_000.0)
