@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.test_tmux import Tmux
+from tests.builders.wizard import Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

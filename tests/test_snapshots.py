@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("pytest_textual_snapshot")
+from textual.widgets import Input, TextArea
 
-from textual.widgets import Input, TextArea  # noqa: E402
-
-from gpuwizard import recipe as rc  # noqa: E402
-from screens.app import WizardApp  # noqa: E402
-from tests.test_wizard_flow import EDITED  # noqa: E402
+from gpuwizard import recipe as rc
+from screens.app import WizardApp
+from tests.builders.wizard import EDITED
 
 SIZE = (120, 40)
 

@@ -14,46 +14,15 @@ import shutil
 
 import pytest
 
-pytest.importorskip("textual")
-pytestmark = pytest.mark.asyncio
-
-from gpuwizard import recipe as rc  # noqa: E402
-from screens.app import WizardApp  # noqa: E402
+from gpuwizard import recipe as rc
+from gpuwizard import validate
+from screens.app import WizardApp
+from tests.builders.wizard import EDITED
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SIZE = (120, 40)
 
-EDITED = """\
-# A recipe written by hand: comments, key order and quoting must survive an unchanged save.
-version: 1
-name: stgcn-t4   # the VM name prefix
-description: ST-GCN on one T4, data from Google Drive
-target:
-  gcp:
-    zones: [us-central1-a, us-central1-b, us-west1-b]
-    machine_type: n1-standard-8
-    gpu: {type: nvidia-tesla-t4, count: 1}
-    spot: true
-    image: ubuntu-2204-lts
-    disk_gb: 150
-driver: {branch: "580", cuda: "12.8", cudnn: "9", tensorrt: false}
-env:
-  manager: venv
-  python: "3.10"
-  torch: "2.9"
-  repo:
-    url: https://github.com/open-mmlab/mmskeleton.git
-    setup:
-      - pip install -r requirements.txt
-      - python setup.py develop
-rclone:
-  remotes:
-    gdrive: {type: drive, scope: drive.readonly, token_file: ~/.config/gpuwizard/gdrive.json}
-datasets:
-  - {from: "gdrive:st-gcn-processed-data.zip", to: "~/data/", unzip: true}
-steps:
-  - {name: smoke, run: "nvidia-smi && python -c 'import torch; print(torch.cuda.is_available())'"}
-"""
+pytestmark = pytest.mark.asyncio
 
 
 async def _settle(app: WizardApp, pilot) -> None:
@@ -72,10 +41,6 @@ async def _next(app: WizardApp, pilot, expect: str) -> None:
 def _catalog_validate(path: str) -> list[str]:
     """Errors `gpuwizard validate` would print for ``path`` (shape + catalog checks)."""
     recipe = rc.load(path)
-    try:
-        from gpuwizard import validate
-    except ImportError:
-        return []
     return [p.format(path) for p in validate.validate(recipe) if not getattr(p, "warning", False)]
 
 
