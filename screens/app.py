@@ -19,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from gpuwizard.recipe import GcpTarget, Recipe, RecipeError, Target
-from screens import WIZARD_STEPS
+from screens import WIZARD_STEPS, choices
 from screens.live import LiveState
 
 #: screen name -> "module:Class", imported on first use.
@@ -107,6 +107,15 @@ class WizardApp(App[int]):
         if callable(commit):
             commit()
         self.switch_screen(screen_class(name)())
+
+    def repropose(self) -> None:
+        """After a screen wrote the draft: re-propose what its change broke downstream (a
+        new GPU that cannot use the chosen driver branch or kernel modules) and say what
+        changed, so no later screen is a dead end (:func:`screens.choices.repropose`)."""
+        changes = choices.repropose(self.draft)
+        if changes:
+            self.notify("Changed to fit your new choice: " + "; ".join(changes) + ".", title="Re-proposed",
+                        timeout=10)
 
     def skipped_steps(self) -> frozenset[str]:
         """Steps Next/Back pass over for this draft: the Compute Engine screens (zone,

@@ -142,6 +142,7 @@ class WizardScreen(Screen[None]):
             self.wizard.dirty = True
             self._initial = self.snapshot()
             self._proposed = False
+            self.wizard.repropose()
 
     def revalidate(self) -> None:
         if not self._loaded:

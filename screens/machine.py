@@ -10,8 +10,13 @@ from textual.validation import Integer
 from textual.widgets import Input, Select, Static
 
 from gpuwizard import catalog
+from gpuwizard.recipe import GcpTarget
 from screens import choices
 from screens.base import WizardScreen
+
+#: The boot disk limits, read from the recipe model (the rule ``gpuwizard validate`` applies),
+#: so the screen states and checks one rule.
+DISK_MIN, DISK_MAX = (choices.field_meta(GcpTarget, "disk_gb")[k] for k in ("minimum", "maximum"))
 
 
 class MachineScreen(WizardScreen):
@@ -33,8 +38,8 @@ class MachineScreen(WizardScreen):
                 yield Input("1", id="vms", validators=[Integer(1, 64)], type="integer")
         with Horizontal(classes="row"):
             with Vertical(classes="field"):
-                yield Static("Boot disk (GB)", classes="label")
-                yield Input("100", id="disk", validators=[Integer(10, 65536)], type="integer")
+                yield Static(f"Boot disk (GB, {DISK_MIN} to {DISK_MAX})", classes="label")
+                yield Input("100", id="disk", validators=[Integer(DISK_MIN, DISK_MAX)], type="integer")
             with Vertical(classes="field"):
                 yield Static("Disk type", classes="label")
                 yield Select([("pd-balanced", "pd-balanced")], value="pd-balanced", allow_blank=False, id="disk-type")
@@ -113,10 +118,8 @@ class MachineScreen(WizardScreen):
             out.append(f"choose a machine type ({choices.machine_limits_text(gpu, count)})")
         if not vms.isdigit() or not 1 <= int(vms) <= 64:
             out.append("VMs: a whole number from 1 to 64")
-        if not disk.isdigit() or not 10 <= int(disk) <= 65536:
-            out.append("boot disk: a whole number of GB from 10 to 65536")
-        elif int(disk) < 50:
-            out.append("boot disk: 50 GB or more (CUDA and PyTorch alone take ~25 GB)")
+        if not disk.isdigit() or not DISK_MIN <= int(disk) <= DISK_MAX:
+            out.append(f"boot disk: a whole number of GB from {DISK_MIN} to {DISK_MAX}")
         return out
 
     def changed(self) -> None:
@@ -153,4 +156,5 @@ class MachineScreen(WizardScreen):
         total = one * n
         self.query_one("#cost", Static).update(
             f"{' + '.join(parts)} = ${one:.2f}/h per VM; {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h "
-            f"{'spot' if spot else 'on-demand'} (~${total * 730:,.0f}/month if never stopped); disk extra.")
+            f"{'spot' if spot else 'on-demand'} (~${total * 730:,.0f}/month if never stopped); the {disk} GB "
+            f"{disk_type} boot disk is billed on top.")

@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
+from gpuwizard import plan, validate
 from gpuwizard import recipe as rc
 from screens import choices
 from screens.base import WizardScreen
@@ -25,32 +26,23 @@ from screens.dialogs import ConfirmScreen
 
 
 def plan_lines(recipe: rc.Recipe) -> list[str]:
-    """The planned steps, one line each; a plain sentence when the planner cannot answer."""
+    """The planned steps, one line each; a plain sentence when the planner cannot answer
+    (an incomplete draft is normal here, so the reason is shown, not raised)."""
     try:
-        from gpuwizard import plan
         steps = plan.build(recipe)
-    except NotImplementedError:
-        return ["(the planner is not available in this version)"]
     except Exception as exc:  # noqa: BLE001 - show, do not crash the review
         return [f"(cannot plan yet: {exc})"]
     return [f"{i:>2}. {s.id:<18} {s.title}" for i, s in enumerate(steps, 1)]
 
 
 def recipe_problems(recipe: rc.Recipe) -> list[str]:
-    """Structural problems plus the catalog cross-checks of ``gpuwizard validate`` when present."""
+    """The errors ``gpuwizard validate`` reports: structural problems, then the catalog
+    cross-checks (warnings are not errors and do not block saving)."""
     out = [f"{p.path}: {p.message}" if p.path else p.message for p in rc.structural_problems(recipe)]
-    try:
-        from gpuwizard import validate as v  # type: ignore[attr-defined]
-    except ImportError:
-        v = None
-    if v is not None and hasattr(v, "validate"):
-        try:
-            for p in v.validate(recipe):
-                line = f"{p.path}: {p.message}" if getattr(p, "path", "") else str(getattr(p, "message", p))
-                if line not in out:
-                    out.append(line)
-        except Exception as exc:  # noqa: BLE001
-            out.append(f"(validation failed: {exc})")
+    for p in validate.validate(recipe):
+        line = f"{p.path}: {p.message}" if p.path else p.message
+        if not p.warning and line not in out:
+            out.append(line)
     return out
 
 
