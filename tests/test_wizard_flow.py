@@ -16,6 +16,7 @@ import pytest
 
 from gpuwizard import recipe as rc
 from gpuwizard import validate
+from gpuwizard.cli import main
 from screens.app import WizardApp
 from tests.builders.wizard import EDITED
 
@@ -121,8 +122,6 @@ async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path,
     assert (tmp_path / ".config/gpuwizard/secrets/gdrive.token.json").stat().st_mode & 0o777 == 0o600
     assert "WALKTEST" not in out.read_text(encoding="utf-8")
     assert _catalog_validate(str(out)) == []
-    from gpuwizard.cli import main
-
     assert main(["validate", str(out)]) == 0
 
 
@@ -318,3 +317,66 @@ async def test_switching_target_back_restores_the_vm_answers(tmp_path) -> None:
         await pilot.pause()
         await _next(app, pilot, "zone")
     assert app.draft.target.ssh is None and app.draft.target.gcp.spot is True
+
+
+async def test_changing_the_gpu_after_the_driver_screen_re_proposes_the_stack() -> None:
+    """T4 -> Driver (R595, open modules) -> back -> V100: the driver branch and kernel
+    modules are re-proposed for the V100 and the user is told, instead of a Driver screen
+    whose Next is blocked by "V100 cannot use open kernel modules"."""
+    app = WizardApp(live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        for name in ("zone", "machine", "driver", "environment"):
+            await _next(app, pilot, name)
+        assert (app.draft.driver.branch, app.draft.driver.flavor) == ("595", "open")
+        app.goto("quota")
+        await _settle(app, pilot)
+        app.screen.query_one("#gpu").value = "nvidia-tesla-v100"
+        await pilot.pause()
+        await _next(app, pilot, "zone")
+        assert (app.draft.driver.branch, app.draft.driver.flavor) == ("580", "proprietary")
+        said = " ".join(str(n.message) for n in app._notifications)
+        assert "branch 595 -> 580" in said and "flavor open -> proprietary" in said
+        app.goto("driver")
+        await _settle(app, pilot)
+        assert app.screen.valid, app.screen.reason
+
+
+async def test_edit_a_t4_recipe_switched_to_v100_saves_a_valid_recipe(tmp_path) -> None:
+    """`gpuwizard edit` of a T4 recipe on R595 with open modules, switched to a V100."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(EDITED.replace('branch: "580"', 'branch: "595", flavor: open').replace(
+        'cuda: "12.8"', 'cuda: "13.2"'), encoding="utf-8")
+    app = WizardApp(rc.load(str(path)), path=str(path), source_path=str(path), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        app.screen.query_one("#gpu").value = "nvidia-tesla-v100"
+        await pilot.pause()
+        for name in ("zone", "machine", "driver", "environment", "dataset", "review"):
+            await _next(app, pilot, name)
+        await pilot.press("ctrl+s")
+        await _settle(app, pilot)
+    assert app.saved_path == str(path)
+    assert main(["validate", str(path)]) == 0
+
+
+async def test_every_driver_field_that_blocks_next_has_a_control() -> None:
+    """A V100 with open kernel modules (from a recipe): the Driver screen's flavor list
+    offers proprietary, and choosing it unblocks Next."""
+    from gpuwizard.recipe import Driver, GcpTarget, Gpu, Recipe, Target
+
+    draft = Recipe(target=Target(gcp=GcpTarget(gpu=Gpu("nvidia-tesla-v100", 1), zones=["us-central1-a"])),
+                   driver=Driver(branch="580", cuda="12.8", flavor="open"))
+    app = WizardApp(draft, live=False, start="driver", source_path="recipe.yaml")
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        scr = app.screen
+        assert not scr.valid and "driver.flavor" in scr.reason
+        flavors = scr.query_one("#opt-flavor")
+        labels = [str(flavors.get_option_at_index(i).prompt) for i in range(flavors.option_count)]
+        target = next(i for i, text in enumerate(labels) if "proprietary" in text)
+        flavors.focus()
+        flavors.highlighted = target
+        await pilot.pause()
+        assert scr.valid, scr.reason
+        assert scr.drv.flavor == "proprietary"
