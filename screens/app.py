@@ -1,4 +1,4 @@
-"""The wizard App: one Recipe draft, seven screens editing it, and the run screen.
+"""The wizard App: one Recipe draft, eight screens editing it, and the run screen.
 
 ``gpuwizard`` / ``gpuwizard new`` call :func:`cmd_new`; ``gpuwizard edit RECIPE`` calls
 :func:`cmd_edit`. Screens are imported when first shown, so the first paint only pays
@@ -16,10 +16,11 @@ from typing import Any, Callable, ClassVar, Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from gpuwizard.recipe import GcpTarget, Recipe, RecipeError, Target
 from screens import WIZARD_STEPS, choices
+from screens.dialogs import ChoiceScreen
 from screens.live import LiveState
 
 #: screen name -> "module:Class", imported on first use.
@@ -30,6 +31,7 @@ SCREEN_CLASSES: dict[str, str] = {
     "driver": "screens.driver:DriverScreen",
     "environment": "screens.environment:EnvironmentScreen",
     "dataset": "screens.dataset:DatasetScreen",
+    "steps": "screens.steps:StepsScreen",
     "review": "screens.review:ReviewScreen",
 }
 STEP_NAMES = [n for n, _ in WIZARD_STEPS]
@@ -55,7 +57,6 @@ class WizardApp(App[int]):
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
-        Binding("f1", "help", "Help", show=False, id="app.help"),
     ]
 
     def __init__(self, draft: Recipe | None = None, *, path: str | None = None, source_path: str | None = None,
@@ -152,11 +153,29 @@ class WizardApp(App[int]):
     # ---------------------------------------------------------------- quitting
 
     async def action_quit(self) -> None:
+        """Ctrl+Q. The run screen asks its own question; a wizard with unsaved changes asks
+        save / discard / cancel instead of throwing the draft away."""
         confirm = getattr(self.screen, "confirm_quit", None)
         if callable(confirm):
             confirm()
             return
-        self.exit(0)
+        if isinstance(self.screen, ModalScreen):
+            return  # a dialog is open: answer it first
+        commit = getattr(self.screen, "commit", None)
+        if callable(commit):
+            commit()  # the current screen's edits count as changes too
+        if not self.dirty:
+            self.exit(0)
+            return
+        self.push_screen(ChoiceScreen("The recipe has unsaved changes. Save it before quitting?",
+                                      [("save", "Save..."), ("discard", "Quit without saving"),
+                                       ("cancel", "Keep editing")]), self._quit_answer)
+
+    def _quit_answer(self, answer: str | None) -> None:
+        if answer == "discard":
+            self.exit(0)
+        elif answer == "save":
+            self.goto("review")  # Review saves (path, overwrite question); quit again from there
 
 
 # -------------------------------------------------------------------- CLI entry points

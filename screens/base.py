@@ -14,41 +14,78 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, ScrollableContainer, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, OptionList, RadioSet, Select, SelectionList, Static, Switch
 
+from textual.widget import Widget
+
 from screens import WIZARD_STEPS
+from screens.dialogs import HelpScreen
 
 if TYPE_CHECKING:
     from gpuwizard.recipe import Recipe
     from screens.app import WizardApp
 
 
-class StepBar(Static):
-    """The breadcrumb at the top: every step, the current one highlighted, steps that do
-    not apply to this recipe (Zone, Machine for existing hosts) struck through."""
+#: Short titles for a narrow terminal (80 columns cannot hold every full title).
+SHORT_TITLES: dict[str, str] = {"quota": "Quota", "environment": "Env", "dataset": "Data"}
 
-    def __init__(self, current: str, skipped: frozenset[str] = frozenset()) -> None:
-        self.current = current
-        super().__init__(self._text(skipped), id="stepbar", markup=True)
 
-    def _text(self, skipped: frozenset[str]) -> str:
-        parts = []
+def step_bar_text(current: str, skipped: frozenset[str], width: int) -> str:
+    """The step bar's markup for ``width`` columns: full titles when they fit, else short
+    titles, else numbers for every step but the current one; never a step left out."""
+    def short(name: str, title: str) -> str:
+        return SHORT_TITLES.get(name, title)
+
+    def build(cur_title: Any, other_title: Any, pad: str, brand: str) -> tuple[str, int]:
+        parts, plain = [], []
         for i, (name, title) in enumerate(WIZARD_STEPS, 1):
-            text = f" {i} {title} "
-            if name == self.current:
+            label = (cur_title if name == current else other_title)(name, title)
+            text = f"{pad}{i}{' ' + label if label else ''}{pad}"
+            plain.append(text)
+            if name == current:
                 parts.append(f"[reverse b]{text}[/]")
             elif name in skipped:
                 parts.append(f"[dim strike]{text}[/]")
             else:
                 parts.append(f"[dim]{text}[/]")
-        return " gpuwizard  " + "›".join(parts)
+        return brand + "›".join(parts), len(brand) + len("›".join(plain))
+
+    def full(name: str, title: str) -> str:
+        return title
+
+    def none(name: str, title: str) -> str:
+        return ""
+
+    tries = [(full, full, " ", " gpuwizard  "), (full, short, " ", " "), (short, short, " ", " "),
+             (short, short, "", " "), (short, none, " ", " "), (short, none, "", "")]
+    markup = ""
+    for cur_title, other_title, pad, brand in tries:
+        markup, length = build(cur_title, other_title, pad, brand)
+        if length <= width:
+            return markup
+    return markup
+
+
+class StepBar(Static):
+    """The breadcrumb at the top: every step, the current one highlighted, steps that do
+    not apply to this recipe (Zone, Machine for existing hosts) struck through. It
+    shortens its titles to fit the terminal instead of losing steps off the edge."""
+
+    def __init__(self, current: str, skipped: frozenset[str] = frozenset()) -> None:
+        self.current = current
+        self.skipped = skipped
+        super().__init__(step_bar_text(current, skipped, 10_000), id="stepbar", markup=True)
+
+    def on_resize(self) -> None:
+        self.update(step_bar_text(self.current, self.skipped, self.size.width))
 
     def show_skipped(self, skipped: frozenset[str]) -> None:
         """Redraw when the first screen switches the target."""
-        self.update(self._text(skipped))
+        self.skipped = skipped
+        self.update(step_bar_text(self.current, skipped, self.size.width or 10_000))
 
 
 class WizardScreen(Screen[None]):
@@ -57,10 +94,15 @@ class WizardScreen(Screen[None]):
     NAME: ClassVar[str] = ""
     TITLE: ClassVar[str] = ""
     HELP: ClassVar[str] = ""
+    FOCUS: ClassVar[str] = ""
+    """The control focused when the screen opens (a selector); default: the first focusable
+    control of the body, so arrows and typing work before any Tab."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "next", "Next", priority=True, id="wizard.next"),
         Binding("ctrl+b", "back", "Back", priority=True, id="wizard.back"),
+        Binding("f1", "help", "Help", priority=True, id="wizard.help"),
+        Binding("question_mark", "help", "Help", show=False, id="wizard.help2"),
     ]
 
     valid: reactive[bool] = reactive(False, bindings=True)
@@ -106,8 +148,23 @@ class WizardScreen(Screen[None]):
         self._initial = self.snapshot()
         self._loaded = True
         self.revalidate()
+        self.focus_first()
         self.call_after_refresh(self.wizard.mark_painted)
         self.after_mount()
+
+    def focus_first(self) -> None:
+        """Focus :attr:`FOCUS`, else the first focusable control in the body (not the
+        scrolling body itself, which would swallow arrows and typing)."""
+        target: Widget | None = None
+        if self.FOCUS:
+            found = self.query(self.FOCUS)
+            target = next((w for w in found if w.focusable), None)
+        if target is None:
+            body = self.query_one("#body")
+            target = next((w for w in body.query("*") if w.focusable and not isinstance(w, ScrollableContainer)),
+                          None)
+        if target is not None:
+            target.focus()
 
     def after_mount(self) -> None:
         """Hook run once after load; screens start live-data workers here (after first paint)."""
@@ -156,7 +213,7 @@ class WizardScreen(Screen[None]):
             why = self.query_one("#why", Static)
         except Exception:  # noqa: BLE001 - before compose
             return
-        why.update(f"[b $warning]Next is disabled:[/] {reason}" if reason else "[dim]ctrl+n next · ctrl+b back · ctrl+p commands[/]")
+        why.update(f"[b $warning]Next is disabled:[/] {reason}" if reason else "")
 
     def watch_valid(self, valid: bool) -> None:
         try:
@@ -181,6 +238,21 @@ class WizardScreen(Screen[None]):
     def action_back(self) -> None:
         self.commit()
         self.wizard.go_back(self.NAME)
+
+    def action_help(self) -> None:
+        """F1 / ?: what this screen is for and every key it takes."""
+        keys = [(b.key_display or self.app.get_key_display(b), b.description)
+                for b in self.active_bindings_list() if b.description]
+        self.app.push_screen(HelpScreen(f"{self.TITLE}", self.HELP, keys))
+
+    def active_bindings_list(self) -> list[Binding]:
+        """The bindings active on this screen, the screen's own first, each key once."""
+        seen: dict[str, Binding] = {}
+        for _key, active in self.active_bindings.items():
+            b = active.binding
+            if b.description and b.action not in {x.action for x in seen.values()}:
+                seen.setdefault(b.key, b)
+        return list(seen.values())
 
     @on(Button.Pressed, "#next")
     def _next_pressed(self) -> None:

@@ -23,6 +23,7 @@ from gpuwizard import recipe as rc
 from screens import choices
 from screens.base import WizardScreen
 from screens.dialogs import ConfirmScreen
+from screens.widgets import Check
 
 
 def plan_lines(recipe: rc.Recipe) -> list[str]:
@@ -51,6 +52,7 @@ class ReviewScreen(WizardScreen):
 
     NAME = "review"
     TITLE = "Review"
+    FOCUS = "#name"
     HELP = "Check the recipe, then save it. `gpuwizard run FILE` replays it any time, headless too."
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Save", priority=True, id="review.save"),
@@ -74,6 +76,7 @@ class ReviewScreen(WizardScreen):
                 yield Static("Plan", classes="label")
                 yield Static("", id="plan")
                 yield Static("", id="problems", classes="note")
+                yield Check("Run it even though none of my own steps are in it", id="run-anyway")
                 with Horizontal(classes="row"):
                     yield Button("Save (ctrl+s)", id="save", variant="success")
                     yield Button("Run now (ctrl+r)", id="run-now", variant="warning")
@@ -83,7 +86,24 @@ class ReviewScreen(WizardScreen):
         path = self.wizard.path or f"{self.draft.name}.yaml"
         self.query_one("#path", Input).value = path
         self._path_auto = self.wizard.path is None
+        """True while "Save to" follows the recipe name; a keystroke in it ends that."""
+        self.query_one("#run-anyway", Check).display = not self.draft.steps
         self._refresh_view()
+
+    @on(Input.Changed, "#path")
+    def _path_typed(self, event: Input.Changed) -> None:
+        if self._loaded and event.value != f"{self.snapshot()}.yaml":
+            self._path_auto = False
+
+    def runs_nothing_of_yours(self) -> bool:
+        """True when the plan has none of the user's own steps (only set-up) and the user
+        has not said that is what they want."""
+        return not self.draft.steps and not self.query_one("#run-anyway", Check).value
+
+    @on(Check.Changed, "#run-anyway")
+    def _run_anyway(self) -> None:
+        self.watch_valid(self.valid)
+        self.refresh_bindings()
 
     def snapshot(self) -> Any:
         return self.query_one("#name", Input).value.strip()
@@ -124,20 +144,26 @@ class ReviewScreen(WizardScreen):
         probs = recipe_problems(trial)
         p = self.query_one("#problems", Static)
         p.set_class(bool(probs), "-error")
-        p.update("\n".join(f"• {x}" for x in probs) if probs else "No problems found.")
+        text = "\n".join(f"• {x}" for x in probs) if probs else "No problems found."
+        if not trial.steps:
+            text += ("\nThe plan has none of your own steps, only set-up: Run now stays off until you add "
+                     "one on the Steps screen or tick the box below.")
+        p.update(text)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("save", "run_now", "next") and not self.valid:
+            return None
+        if action == "run_now" and self._loaded and self.runs_nothing_of_yours():
             return None
         return super().check_action(action, parameters)
 
     def watch_valid(self, valid: bool) -> None:
         super().watch_valid(valid)
-        for bid in ("#save", "#run-now"):
-            try:
-                self.query_one(bid, Button).disabled = not valid
-            except Exception:  # noqa: BLE001
-                pass
+        try:
+            self.query_one("#save", Button).disabled = not valid
+            self.query_one("#run-now", Button).disabled = not valid or self.runs_nothing_of_yours()
+        except Exception:  # noqa: BLE001 - before compose
+            pass
 
     # -------------------------------------------------------------- saving
 
@@ -179,6 +205,10 @@ class ReviewScreen(WizardScreen):
 
     @on(Button.Pressed, "#run-now")
     def action_run_now(self) -> None:
+        if self.runs_nothing_of_yours():
+            self.notify("The plan has none of your own steps: add them on the Steps screen, or tick "
+                        "\"Run it even though none of my own steps are in it\".", severity="warning")
+            return
         self.action_save(then_run=True)
 
     def _run(self, path: str) -> None:

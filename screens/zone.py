@@ -26,6 +26,7 @@ class ZoneScreen(WizardScreen):
 
     NAME = "zone"
     TITLE = "Zone"
+    FOCUS = "#zones"
     HELP = ("A VM lives in one zone. GPUs run out (\"stockout\") zone by zone, so list a few: provisioning "
             "tries them in order. Quota is per region.")
     BINDINGS: ClassVar[list[BindingType]] = [

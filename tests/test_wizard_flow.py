@@ -106,6 +106,7 @@ async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path,
         await pilot.pause()
         assert app.screen.NAME == "dataset" and app.screen.valid, app.screen.reason
 
+        await _next(app, pilot, "steps")
         await _next(app, pilot, "review")
         assert app.screen.valid, app.screen.reason
         await pilot.press("ctrl+s")
@@ -142,7 +143,7 @@ async def test_edit_and_save_unchanged_is_byte_for_byte(case: str, tmp_path) -> 
     draft = rc.load(str(path))
     app = WizardApp(draft, path=str(path), source_path=str(path), live=False)
     # Existing hosts (target.ssh) have no zone or machine to choose: Next passes over them.
-    names = ["zone", "machine", "driver", "environment", "dataset", "review"]
+    names = ["zone", "machine", "driver", "environment", "dataset", "steps", "review"]
     if draft.target.gcp is None:
         names = [n for n in names if n not in ("zone", "machine")]
     async with app.run_test(size=SIZE) as pilot:
@@ -166,7 +167,7 @@ async def test_edit_a_change_is_saved_and_comments_kept(tmp_path) -> None:
         disk = app.screen.query_one("#disk")
         disk.value = "200"
         await pilot.pause()
-        for name in ("driver", "environment", "dataset", "review"):
+        for name in ("driver", "environment", "dataset", "steps", "review"):
             await _next(app, pilot, name)
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -288,7 +289,7 @@ async def test_new_draft_on_existing_ssh_hosts(tmp_path) -> None:
         await _settle(app, pilot)
         assert app.screen.NAME == "quota" and app.screen.query_one("#target").value == "ssh"
         assert app.screen.query_one("#ssh-port").value == "2200"
-        for name in ("driver", "environment", "dataset", "review"):
+        for name in ("driver", "environment", "dataset", "steps", "review"):
             await _next(app, pilot, name)
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -352,7 +353,7 @@ async def test_edit_a_t4_recipe_switched_to_v100_saves_a_valid_recipe(tmp_path) 
         await _settle(app, pilot)
         app.screen.query_one("#gpu").value = "nvidia-tesla-v100"
         await pilot.pause()
-        for name in ("zone", "machine", "driver", "environment", "dataset", "review"):
+        for name in ("zone", "machine", "driver", "environment", "dataset", "steps", "review"):
             await _next(app, pilot, name)
         await pilot.press("ctrl+s")
         await _settle(app, pilot)
