@@ -88,6 +88,11 @@ class StepBar(Static):
         self.update(step_bar_text(self.current, skipped, self.size.width or 10_000))
 
 
+def _is_container(widget: Widget) -> bool:
+    """Layout containers (a scrolling body, rows) take focus only to scroll: not a control."""
+    return isinstance(widget, ScrollableContainer) and type(widget).__module__ == "textual.containers"
+
+
 class WizardScreen(Screen[None]):
     """Base class of the seven wizard screens."""
 
@@ -161,8 +166,7 @@ class WizardScreen(Screen[None]):
             target = next((w for w in found if w.focusable), None)
         if target is None:
             body = self.query_one("#body")
-            target = next((w for w in body.query("*") if w.focusable and not isinstance(w, ScrollableContainer)),
-                          None)
+            target = next((w for w in body.query("*") if w.focusable and not _is_container(w)), None)
         if target is not None:
             target.focus()
 
