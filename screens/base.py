@@ -99,6 +99,8 @@ class WizardScreen(Screen[None]):
     NAME: ClassVar[str] = ""
     TITLE: ClassVar[str] = ""
     HELP: ClassVar[str] = ""
+    AUTO_FOCUS = "Select, Input, DataTable, OptionList, TextArea, Checkbox, Button"
+    """Textual's compose-time focus: a control, never the scrolling body ("*" would pick it)."""
     FOCUS: ClassVar[str] = ""
     """The control focused when the screen opens (a selector); default: the first focusable
     control of the body, so arrows and typing work before any Tab."""
@@ -168,7 +170,7 @@ class WizardScreen(Screen[None]):
             body = self.query_one("#body")
             target = next((w for w in body.query("*") if w.focusable and not _is_container(w)), None)
         if target is not None:
-            target.focus()
+            self.set_focus(target)  # now, not via call_later: a key typed right after the paint lands here
 
     def after_mount(self) -> None:
         """Hook run once after load; screens start live-data workers here (after first paint)."""

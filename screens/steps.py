@@ -108,7 +108,7 @@ class StepsScreen(WizardScreen):
 
     def focus_first(self) -> None:
         """The list when there are steps (arrows pick one), else Add."""
-        self.query_one("#steps-list" if self.steps else "#step-add").focus()
+        self.set_focus(self.query_one("#steps-list" if self.steps else "#step-add"))
 
     # -------------------------------------------------------------- load / store
 

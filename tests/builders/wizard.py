@@ -68,8 +68,10 @@ class Tmux:
                  f"env {exports} {command}")
         self.run("set-option", "-t", self.name, "remain-on-exit", "on")
 
-    def capture(self) -> str:
-        return self.run("capture-pane", "-p", "-t", self.name)
+    def capture(self, joined: bool = False) -> str:
+        """The screen's text; ``joined``: lines the terminal wrapped are joined back
+        (for plain output after the app quit, e.g. the printed "Saved ..." line)."""
+        return self.run("capture-pane", "-p", *(["-J"] if joined else []), "-t", self.name)
 
     look = capture
 
@@ -80,11 +82,11 @@ class Tmux:
         """Type ``text`` literally (no key-name lookup: "Enter" stays five letters)."""
         self.run("send-keys", "-t", self.name, "-l", text)
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+    def wait_for(self, text: str, timeout: float = 30.0, joined: bool = False) -> str:
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:
-            screen = self.capture()
+            screen = self.capture(joined)
             if text in screen:
                 return screen
             time.sleep(0.05)
@@ -99,6 +101,27 @@ class Tmux:
                 return screen
             time.sleep(0.05)
         raise AssertionError(f"{text!r} did not go away; the screen was:\n{screen}")
+
+    def cursor(self) -> tuple[int, int]:
+        """Where the terminal cursor is (Textual puts it in the focused text field)."""
+        x, y = self.run("display-message", "-p", "-t", self.name, "#{cursor_x} #{cursor_y}").split()
+        return int(x), int(y)
+
+    def wait_cursor_in(self, label: str, timeout: float = 30.0) -> None:
+        """Wait until the cursor is in the text field under ``label`` (a one-line Input:
+        label, top border, text), as a person watches the cursor before typing. Keys sent
+        in one burst reach the app as one read, so typing before focus moved would land
+        in the previous field."""
+        deadline = time.monotonic() + timeout
+        where: tuple[int, int] = (-1, -1)
+        while time.monotonic() < deadline:
+            lines = self.capture().splitlines()
+            at = next(((ln.index(label), y) for y, ln in enumerate(lines) if label in ln), None)
+            where = self.cursor()
+            if at is not None and where[1] == at[1] + 2 and at[0] <= where[0]:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the cursor did not move into {label!r} (it is at {where}):\n{self.capture()}")
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
