@@ -246,18 +246,20 @@ class WizardScreen(Screen[None]):
         self.wizard.go_back(self.NAME)
 
     def action_help(self) -> None:
-        """F1 / ?: what this screen is for and every key it takes."""
-        keys = [(b.key_display or self.app.get_key_display(b), b.description)
-                for b in self.active_bindings_list() if b.description]
+        """F1 / ?: what this screen is for and the keys it adds (not every widget's
+        cursor keys, which would bury them)."""
+        keys = [(self.app.get_key_display(b), b.description) for b in self.screen_bindings()]
         self.app.push_screen(HelpScreen(f"{self.TITLE}", self.HELP, keys))
 
-    def active_bindings_list(self) -> list[Binding]:
-        """The bindings active on this screen, the screen's own first, each key once."""
+    def screen_bindings(self) -> list[Binding]:
+        """The wizard's and this screen's own bindings, each action once."""
         seen: dict[str, Binding] = {}
-        for _key, active in self.active_bindings.items():
-            b = active.binding
-            if b.description and b.action not in {x.action for x in seen.values()}:
-                seen.setdefault(b.key, b)
+        for cls in reversed(type(self).__mro__):
+            if not issubclass(cls, WizardScreen):
+                continue  # Textual's own Screen keys (tab, copy) are everywhere; not this screen's
+            for b in cls.__dict__.get("BINDINGS", ()):
+                if isinstance(b, Binding) and b.description and b.action not in seen:
+                    seen[b.action] = b
         return list(seen.values())
 
     @on(Button.Pressed, "#next")

@@ -72,8 +72,9 @@ class StepsScreen(WizardScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+a", "add", "Add step", priority=True, id="steps.add"),
         Binding("ctrl+d", "remove", "Remove step", priority=True, id="steps.remove"),
-        Binding("alt+up", "move(-1)", "Move up", priority=True, id="steps.up"),
-        Binding("alt+down", "move(1)", "Move down", priority=True, id="steps.down"),
+        # Not in the footer (it would overflow at 120 columns); F1 lists them.
+        Binding("alt+up", "move(-1)", "Move step up", priority=True, show=False, id="steps.up"),
+        Binding("alt+down", "move(1)", "Move step down", priority=True, show=False, id="steps.down"),
         Binding("ctrl+t", "preset", "ST-GCN preset", priority=True, id="steps.preset"),
     ]
 
