@@ -12,13 +12,16 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from typing import Any, Callable, ClassVar, Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
+from gpuwizard import recipe as rc
 from gpuwizard.recipe import GcpTarget, Recipe, RecipeError, Target
+from gpuwizard.shipped import resolve
 from screens import WIZARD_STEPS, choices
 from screens.dialogs import ChoiceScreen
 from screens.live import LiveState
@@ -89,8 +92,6 @@ class WizardApp(App[int]):
 
     def mark_painted(self) -> None:
         """Called once the first wizard screen has painted (bench/tui.py reads the mark)."""
-        import time
-
         if self.first_paint is not None:
             return
         self.first_paint = time.perf_counter()
@@ -196,9 +197,6 @@ def cmd_new(args: argparse.Namespace) -> int:
     template = getattr(args, "template", None)
     if not template:
         return _run_app(WizardApp(path=getattr(args, "output", None)))
-    from gpuwizard import recipe as rc
-    from gpuwizard.shipped import resolve
-
     path = resolve(template)
     try:
         draft = rc.load(path)
@@ -223,8 +221,6 @@ def _mark_as_copy(text: str, template: str) -> str:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """``gpuwizard edit RECIPE [--screen NAME]``: the wizard on a saved recipe."""
-    from gpuwizard import recipe as rc
-
     screen = getattr(args, "screen", None) or "quota"
     if screen not in SCREEN_CLASSES:
         print(f"gpuwizard: no screen {screen!r}; choose one of {', '.join(STEP_NAMES)}", file=sys.stderr)

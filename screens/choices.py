@@ -13,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from gpuwizard import catalog, drivers
+from gpuwizard import catalog, drivers, shipped
+from gpuwizard import recipe as rc
 from gpuwizard.catalog import stack
 from gpuwizard.recipe import Driver, Env, Problem, Recipe
 
@@ -272,12 +273,14 @@ def torch_choices(recipe: Recipe) -> list[Choice]:
     return out
 
 
-#: The original case gpuwizard automates: ST-GCN via mmskeleton (see shared/origin).
-STGCN_PRESET = {
-    "url": "https://github.com/open-mmlab/mmskeleton.git",
-    "ref": "",
-    "setup": ["pip install -r requirements.txt", "pip install mmcv==0.4.3 cython", "python setup.py develop"],
-}
+#: The shipped recipe behind the ST-GCN presets (Environment: the repository and its set-up;
+#: Steps: its own steps). The case gpuwizard was born from, defined once: in that recipe.
+PRESET_RECIPE = "stgcn-t4"
+
+
+def preset_recipe() -> Recipe:
+    """The ST-GCN preset, read through the recipe loader (never a copy in the UI)."""
+    return rc.load(shipped.resolve(PRESET_RECIPE))
 
 
 def env_default(recipe: Recipe) -> Env:

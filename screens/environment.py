@@ -1,6 +1,7 @@
 """Screen 5, Environment: venv or conda, Python, PyTorch matching the CUDA choice, a repo.
 
-The repository preset is the case gpuwizard was born from: ST-GCN via mmskeleton.
+The repository preset is the case gpuwizard was born from, ST-GCN, as the shipped
+``stgcn-t4`` recipe defines it.
 """
 
 from __future__ import annotations
@@ -165,9 +166,10 @@ class EnvironmentScreen(WizardScreen):
 
     @on(Button.Pressed, "#preset")
     def action_preset(self) -> None:
-        """Fill in the original case: mmskeleton (ST-GCN), as the gpuwizard origin post did it."""
-        p = choices.STGCN_PRESET
-        self.query_one("#repo-url", Input).value = p["url"]
-        self.query_one("#repo-ref", Input).value = p["ref"]
-        self.query_one("#repo-setup", TextArea).text = "\n".join(p["setup"])
+        """Fill in the original case, ST-GCN: the repository and set-up of the shipped
+        ``stgcn-t4`` recipe (one definition, read through the loader)."""
+        repo = choices.preset_recipe().env.repo
+        self.query_one("#repo-url", Input).value = repo.url
+        self.query_one("#repo-ref", Input).value = repo.ref or ""
+        self.query_one("#repo-setup", TextArea).text = "\n".join(repo.setup)
         self.revalidate()

@@ -23,6 +23,7 @@ from gpuwizard import recipe as rc
 from screens import choices
 from screens.base import WizardScreen
 from screens.dialogs import ConfirmScreen
+from screens.run import RunScreen
 from screens.widgets import Check
 
 
@@ -212,6 +213,4 @@ class ReviewScreen(WizardScreen):
         self.action_save(then_run=True)
 
     def _run(self, path: str) -> None:
-        from screens.run import RunScreen
-
         self.app.push_screen(RunScreen.for_recipe(self.draft, path, self.wizard.run_source))

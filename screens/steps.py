@@ -24,7 +24,6 @@ from textual.widgets import Button, Input, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from gpuwizard import recipe as rc
-from gpuwizard import shipped
 from gpuwizard.recipe import UserStep
 from screens import choices
 from screens.base import WizardScreen
@@ -34,8 +33,7 @@ _TIMEOUT = choices.field_meta(UserStep, "timeout")
 TIMEOUT_MIN, TIMEOUT_MAX = _TIMEOUT["minimum"], _TIMEOUT["maximum"]
 DEFAULT_TIMEOUT = UserStep().timeout
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-#: The shipped recipe whose own steps the ST-GCN preset offers.
-PRESET_RECIPE = "stgcn-t4"
+PRESET_RECIPE = choices.PRESET_RECIPE
 
 
 def parse_timeout(text: str) -> float | None:
@@ -59,7 +57,7 @@ def show_timeout(seconds: float) -> str:
 
 def preset_steps() -> list[UserStep]:
     """The ST-GCN preset's own steps, from the shipped recipe (its loader, not a copy)."""
-    return [dataclasses.replace(s) for s in rc.load(shipped.resolve(PRESET_RECIPE)).steps]
+    return [dataclasses.replace(s) for s in choices.preset_recipe().steps]
 
 
 class StepsScreen(WizardScreen):
