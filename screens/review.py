@@ -48,6 +48,11 @@ def recipe_problems(recipe: rc.Recipe) -> list[str]:
     return out
 
 
+def recipe_warnings(recipe: rc.Recipe) -> list[str]:
+    """What ``gpuwizard validate`` warns about: shown on Review, never blocking a save."""
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in validate.validate(recipe) if p.warning]
+
+
 class ReviewScreen(WizardScreen):
     """The whole recipe, its plan and cost; Save and Run now."""
 
@@ -146,6 +151,7 @@ class ReviewScreen(WizardScreen):
         p = self.query_one("#problems", Static)
         p.set_class(bool(probs), "-error")
         text = "\n".join(f"• {x}" for x in probs) if probs else "No problems found."
+        text += "".join(f"\n• warning: {w}" for w in recipe_warnings(trial))
         if not trial.steps:
             text += ("\nThe plan has none of your own steps, only set-up: Run now stays off until you add "
                      "one on the Steps screen or tick the box below.")
