@@ -52,10 +52,11 @@ def main() -> int:
 
     import_s = time.perf_counter() - t0
     from gpuwizard import recipe as R
+    from gpuwizard.gcp import budgets
     from gpuwizard.gcp import provision as P
     from gpuwizard.gcp.zones import zones_for_gpu
 
-    P.HOSTKEY_POLL = 0.05
+    budgets.HOSTKEY_POLL = 0.05
     zone_times, failover_gaps, provision_times = [], [], []
     n_zones = 0
     for i in range(args.runs):

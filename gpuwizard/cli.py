@@ -56,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("validate", "gpuwizard.commands:cmd_validate", "check a recipe: exit 0, or FILE:LINE:COL: messages and exit 2")
     p.add_argument("recipe", metavar="RECIPE", nargs="+", help="recipe file(s)")
-    p.add_argument("--offline", action="store_true", help="(default) check against the embedded catalog only")
 
     p = cmd("plan", "gpuwizard.commands:cmd_plan", "print the steps and the exact shell each runs; nothing is executed")
     _add_recipe(p)

@@ -12,9 +12,11 @@ import sys
 import textwrap
 from typing import Any, Iterable
 
-from gpuwizard.recipe import RecipeError
-
-EXIT_OK, EXIT_USAGE = 0, 2
+from gpuwizard import catalog, drivers, exit_codes, plan
+from gpuwizard.catalog import stack as S
+from gpuwizard.recipe import RecipeError, json_schema
+from gpuwizard.secretcheck import secret_name
+from gpuwizard.validate import load_checked
 
 
 def _stderr(line: str) -> None:
@@ -23,16 +25,14 @@ def _stderr(line: str) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Exit 0 with warnings (if any) on stderr, or every problem and exit 2."""
-    from gpuwizard.validate import load_checked
-
-    status = EXIT_OK
+    status = exit_codes.OK
     for path in args.recipe:
         try:
             recipe, warnings = load_checked(path)
         except RecipeError as exc:
             for line in exc.lines():
                 _stderr(line)
-            status = EXIT_USAGE
+            status = exit_codes.USAGE
             continue
         for p in warnings:
             _stderr(p.format(path))
@@ -41,15 +41,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gpuwizard import plan
-    from gpuwizard.validate import load_checked
-
+    """Print the steps and the exact shell each runs (or JSON); exit 2 on a bad recipe."""
     try:
         recipe, warnings = load_checked(args.recipe)
     except RecipeError as exc:
         for line in exc.lines():
             _stderr(line)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     for p in warnings:
         _stderr(p.format(args.recipe))
     steps = plan.select(plan.build(recipe), args.only)
@@ -62,14 +60,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "steps": [
                 {"id": s.id, "title": s.title, "run": s.run, "check": s.check, "sudo": s.sudo, "reboot": s.reboot,
                  "timeout": s.timeout, "retries": s.retries,
-                 "env": {k: ("..." if _secretish(k) else v) for k, v in s.env},
+                 "env": {k: ("..." if secret_name(k) else v) for k, v in s.env},
                  "uploads": [{"local": u.local, "remote": u.remote, "mode": oct(u.mode)} for u in s.uploads],
                  "progress": s.progress}
                 for s in steps
             ],
         }
         print(json.dumps(out, indent=2))
-        return EXIT_OK
+        return exit_codes.OK
     print(f"# plan for {recipe.name}: {len(steps)} steps")
     if prov:
         print("\n## provision (Compute Engine)")
@@ -86,18 +84,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for u in s.uploads:
             print(f"   upload {u.local} -> {u.remote} (mode {u.mode:o})")
         if s.env:
-            print("   env: " + " ".join(f"{k}=..." if _secretish(k) else f"{k}={v}" for k, v in s.env))
+            print("   env: " + " ".join(f"{k}=..." if secret_name(k) else f"{k}={v}" for k, v in s.env))
         if s.check:
             print("   skip when this succeeds:")
             print(textwrap.indent(s.check.rstrip(), "     | "))
         print("   run:")
         print(textwrap.indent(s.run.rstrip(), "     | "))
-    return EXIT_OK
-
-
-def _secretish(key: str) -> bool:
-    k = key.lower()
-    return any(w in k for w in ("token", "secret", "pass", "key"))
+    return exit_codes.OK
 
 
 def _seconds(t: float) -> str:
@@ -110,10 +103,9 @@ def _seconds(t: float) -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gpuwizard.recipe import json_schema
-
+    """Print the recipe JSON Schema (docs/recipe.schema.json is this output)."""
     print(json.dumps(json_schema(), indent=2))
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
@@ -125,14 +117,12 @@ def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from gpuwizard import catalog
-
     gpu_filter = None
     if args.gpu:
         g = catalog.gpu(args.gpu) or catalog.gpu_by_label(args.gpu)
         if g is None:
             _stderr(f"gpuwizard: unknown GPU {args.gpu!r}; known: {', '.join(catalog.gpus())}")
-            return EXIT_USAGE
+            return exit_codes.USAGE
         gpu_filter = g.name
     if args.what == "gpus":
         rows = []
@@ -153,8 +143,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 if not (m.gpu_type == gpu_filter or (m.gpu_type is None and g and m.family in g.families)):
                     continue
             gpu = f"{m.gpu_count} x {m.gpu_type}" if m.gpu_type else "attach"
-            rows.append([m.name, m.vcpus, f"{m.memory_gb:g} GB", gpu, f"${m.price_hour:.2f}",
-                         f"${m.spot_price_hour:.2f}", "spot only" if m.spot_only else ""])
+            rows.append([m.name, m.vcpus, f"{m.memory_gb:g} GB", gpu, _dollars(m.price_hour),
+                         _dollars(m.spot_price_hour), "spot only" if m.spot_only else ""])
         print(table(["machine type", "vCPUs", "memory", "GPUs", "$/h", "spot $/h", ""], rows))
         _source(catalog.meta("machines"))
     elif args.what == "zones":
@@ -178,10 +168,31 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print(table(["recipe", "what it is for", "file"], rows))
         print("\nStart from one: gpuwizard new --from NAME -o my.yaml   (or copy the file)")
     elif args.what == "drivers":
-        from gpuwizard import drivers
+        print(drivers_table(gpu_filter))
+    return exit_codes.OK
 
-        print(drivers.catalog_table(gpu_filter))
-    return EXIT_OK
+
+def drivers_table(gpu_filter: str | None = None) -> str:
+    """`gpuwizard catalog drivers`: the proposed stack per GPU on Ubuntu 22.04, and why."""
+    rows = []
+    notes = []
+    for name, g in catalog.gpus().items():
+        if gpu_filter and name != gpu_filter:
+            continue
+        st = drivers.propose(name, "ubuntu-2204-lts")
+        rows.append([g.label, g.arch, g.cc, st.branch and f"R{st.branch}", st.flavor, st.cuda, st.cudnn,
+                     st.tensorrt, st.torch and f"{st.torch} {st.torch_index}"])
+        notes += [f"{g.label}: {n}" for n in st.notes]
+    out = table(["GPU", "arch", "cc", "driver", "modules", "CUDA", "cuDNN", "TensorRT", "PyTorch"], rows)
+    if notes:
+        out += "\n\n" + "\n".join(dict.fromkeys(notes))
+    m = S.meta()
+    out += f"\n\nsnapshot {m.get('snapshot')}; sources: " + "; ".join(m.get("sources", []))
+    return out
+
+
+def _dollars(price: float | None) -> str:
+    return "unknown" if price is None else f"${price:.2f}"
 
 
 def _abbrev(zones: list[str]) -> str:

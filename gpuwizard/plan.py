@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpuwizard import catalog, drivers, envsteps, rclone, verify
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
 
 # Runs before every user step, so a step sees what a person at the VM would after
 # logging in: CUDA on PATH (the executor's shells skip /etc/profile.d on purpose).
-CUDA_PROFILE = ("if [ -r /etc/profile.d/gpuwizard-cuda.sh ]; then set +u; . /etc/profile.d/gpuwizard-cuda.sh; "
+CUDA_PROFILE = (f"if [ -r {drivers.PROFILE_FILE} ]; then set +u; . {drivers.PROFILE_FILE}; "
                 "set -u; fi\n")
 
 
@@ -27,8 +28,6 @@ def user_step(s: UserStep, recipe: Recipe | None = None) -> Step:
     the recipe's environment active and, when it cloned a repository, inside the clone."""
     prelude = ""
     if recipe is not None:
-        from gpuwizard import envsteps
-
         prelude = "# gpuwizard: CUDA on PATH, the environment active, inside the clone\n" + CUDA_PROFILE
         prelude += envsteps.activation(recipe)
         prelude += "# the step\n"
@@ -38,14 +37,17 @@ def user_step(s: UserStep, recipe: Recipe | None = None) -> Step:
 
 
 def build(recipe: Recipe) -> list[Step]:
-    """The full ordered step list for each host of ``recipe``."""
-    from gpuwizard import drivers, envsteps, rclone, verify
+    """The full ordered step list for each host of ``recipe``.
 
-    steps: list[Step] = []
+    A preinstalled driver is checked first: an environment built on a host whose GPU
+    does not work is time (and money) wasted."""
+    checks = verify.steps(recipe)
+    first, last = (checks[:1], checks[1:]) if drivers.is_verify_only(recipe) else ([], checks)
+    steps: list[Step] = first
     steps += drivers.steps(recipe)
     steps += envsteps.steps(recipe)
     steps += rclone.steps(recipe)
-    steps += verify.steps(recipe)
+    steps += last
     steps += [user_step(s, recipe) for s in recipe.steps]
     seen: set[str] = set()
     for st in steps:
@@ -73,16 +75,21 @@ class ProvisionSummary:
     spot: bool
     image: str
     disk_gb: int
-    hourly: float | None
+    hourly: float | None      # catalog.vm_price: machine + GPUs + boot disk; None: unknown
+    cost_assumes: str = ""    # what the figure assumes (region, model, disk, snapshot)
+    cost_unknown: str | None = None   # why there is no figure
 
     def lines(self) -> list[str]:
-        cost = f"~${self.hourly:.2f}/hour per VM" if self.hourly is not None else "price unknown"
-        total = f", ~${self.hourly * self.vms:.2f}/hour in all" if self.hourly is not None and self.vms > 1 else ""
+        if self.hourly is None:
+            cost = f"price unknown: {self.cost_unknown}"
+        else:
+            total = f", ~${self.hourly * self.vms:.2f}/hour in all" if self.vms > 1 else ""
+            cost = f"~${self.hourly:.2f}/hour per VM{total} ({self.cost_assumes})"
         model = "spot" if self.spot else "on-demand"
         return [
             f"create {self.vms} x {self.machine_type} with {self.gpu} ({model}), {self.image}, {self.disk_gb} GB disk",
             f"zones, tried in order: {', '.join(self.zones) or '(none)'}",
-            f"cost: {cost}{total} (catalog prices, us-central1; delete with `gpuwizard down`)",
+            f"cost: {cost}; delete with `gpuwizard down`",
         ]
 
 
@@ -90,9 +97,10 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
     g = recipe.target.gcp
     if g is None:
         return None
-    from gpuwizard import catalog
-
     gpu = f"{g.gpu.count} x {g.gpu.type}" if g.gpu else "no GPU"
-    hourly = catalog.hourly_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot)
+    price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot,
+                             disk_gb=g.disk_gb, disk_type=g.disk_type,
+                             region=catalog.region_of(g.zones[0]) if g.zones else None)
     return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
-                            image=g.image, disk_gb=g.disk_gb, hourly=hourly)
+                            image=g.image, disk_gb=g.disk_gb, hourly=price.per_hour, cost_assumes=price.assumes,
+                            cost_unknown=price.why)

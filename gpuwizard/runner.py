@@ -102,7 +102,9 @@ async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[A
     def ended(outcome: Outcome, message: str | None) -> Outcome:
         if message:
             sink(ev.Output(host=where, step="provision" if gcp else "connect", stream="stderr", data=message + "\n"))
-        sink(ev.RunFinished(ok=False, interrupted=outcome.interrupted))
+        # A run that owns a running VM but ran no step is unfinished, not failed: a plain
+        # re-run resumes onto that VM instead of creating a second one (issue 13).
+        sink(ev.RunFinished(ok=False, interrupted=outcome.interrupted or outcome.provisioned))
         return outcome
 
     ctx = RunContext(run_id=rd.run_id, accept_new_host_key=accept_new_host_key, run_dir=str(rd.path),
@@ -124,9 +126,9 @@ async def execute(recipe: Any, steps: Sequence[Step], rd: Any, sink: Callable[[A
         except Exception as exc:  # noqa: BLE001 - GcpError and the client's own errors: one sentence
             if type(exc).__name__ != "GcpError" and not type(exc).__module__.startswith("google"):
                 raise
-            # A VM exists only when provisioning got as far as pinning its host keys.
-            return ended(Outcome(ok=False, error=str(exc), provisioned=getattr(exc, "kind", "") == "hostkey"),
-                         str(exc))
+            # The error says whether the run owns a VM that is running (GcpError.vm_exists).
+            owns = bool(getattr(exc, "vm_exists", False)) or getattr(exc, "kind", "") == "hostkey"
+            return ended(Outcome(ok=False, error=str(exc), provisioned=owns), str(exc))
         if cancel.is_set():
             return ended(Outcome(ok=False, interrupted=True, provisioned=gcp), "interrupted before any step ran")
     rd.begin_attempt()
@@ -166,7 +168,11 @@ async def conclude(args: argparse.Namespace, recipe: Any, outcome: Outcome, run_
     if (not outcome.ok and not outcome.interrupted and outcome.provisioned
             and getattr(args, "delete_on_failure", False)):
         deleted = await delete_vms(recipe, run_id, sink)
-    return closing_advice(args.recipe, outcome, deleted)
+    from gpuwizard.plan import describe_provision  # (runner's owner hoists these)
+
+    summary = describe_provision(recipe)
+    hourly = summary.hourly * summary.vms if summary is not None and summary.hourly is not None else None
+    return closing_advice(args.recipe, outcome, deleted, hourly=hourly)
 
 
 def _recipe_text(path: str) -> str:
@@ -311,9 +317,15 @@ def _announce_cost(recipe: Any) -> None:
             print(f"gpuwizard: {line}", file=sys.stderr)
 
 
-def closing_advice(recipe_path: str, outcome: Outcome, deleted: list[str] | None = None) -> list[str]:
-    """What to do next, in plain sentences, after a run that did not simply succeed."""
+def closing_advice(recipe_path: str, outcome: Outcome, deleted: list[str] | None = None,
+                   hourly: float | None = None) -> list[str]:
+    """What to do next, in plain sentences; after a GCP run, what its VMs still cost
+    (``hourly``: all of them together, USD/hour, None when the price is unknown)."""
     out = []
+    if outcome.ok and outcome.provisioned:
+        cost = f" at ~${hourly:.2f}/h" if hourly else " (price unknown)"
+        out.append(f"gpuwizard: the VM(s) of this run are still running{cost}; `gpuwizard down {recipe_path}` "
+                   f"deletes them when you are done.")
     if outcome.error:
         out.append(f"gpuwizard: {outcome.error}")
     if deleted is not None:

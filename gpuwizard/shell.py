@@ -22,8 +22,3 @@ def qpath(path: str) -> str:
         rest = path[2:]
         return '"$HOME"/' + shlex.quote(rest) if rest else '"$HOME"/'
     return shlex.quote(path)
-
-
-def join(words: list[str]) -> str:
-    """Quote and join a command line."""
-    return " ".join(shlex.quote(w) for w in words)

@@ -53,6 +53,3 @@ class Step:
     uploads: tuple[Upload, ...] = ()
     progress: str | None = None
     phase: str = "setup"
-
-    def env_dict(self) -> dict[str, str]:
-        return dict(self.env)

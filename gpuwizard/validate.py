@@ -12,10 +12,39 @@ from __future__ import annotations
 
 import difflib
 
-from gpuwizard import catalog
-from gpuwizard.recipe import Problem, Recipe, RecipeError, merge_problems
+from gpuwizard import catalog, drivers
+from gpuwizard.recipe import Problem, Recipe, RecipeError, merge_problems, parse, read
 
 SUPPORTED_OS = ("ubuntu2204", "ubuntu2404", "debian12")
+
+# The boot disk rule, stated once (the wizard's Machine screen calls disk_gb_problem too).
+# Compute Engine refuses a disk smaller than its image: the plain OS images are 10 GB, the
+# Deep Learning VM images 50 GB. On a plain image gpuwizard installs the NVIDIA driver,
+# CUDA and PyTorch (~25 GB with pip's cache), so both kinds need 50 GB; a custom image's
+# size is unknown offline, so only Compute Engine's own floor applies to it.
+DISK_GB_MAX = 65536
+DISK_GB_MIN_CUSTOM = 10
+DISK_GB_MIN_KNOWN = 50
+
+
+def disk_gb_minimum(image: str) -> tuple[int, str]:
+    """The smallest boot disk for ``image`` and why, in words."""
+    img = catalog.image(image)
+    if img is None:
+        return DISK_GB_MIN_CUSTOM, "Compute Engine's smallest boot disk"
+    if img.dlvm:
+        return DISK_GB_MIN_KNOWN, f"the {image} image itself is that large"
+    return DISK_GB_MIN_KNOWN, "the OS, NVIDIA driver, CUDA and PyTorch take about 25 GB"
+
+
+def disk_gb_problem(disk_gb: int | str, image: str) -> str | None:
+    """None when ``disk_gb`` (a number, or the text of an input box) suits ``image``,
+    else one sentence stating the allowed range once."""
+    low, why = disk_gb_minimum(image)
+    text = str(disk_gb).strip()
+    if isinstance(disk_gb, bool) or not text.isdigit() or not low <= int(text) <= DISK_GB_MAX:
+        return f"the boot disk must be {low} to {DISK_GB_MAX} GB for {image} ({why}); got {text or 'nothing'}"
+    return None
 
 
 def validate(recipe: Recipe) -> list[Problem]:
@@ -29,8 +58,6 @@ def validate(recipe: Recipe) -> list[Problem]:
 def load_checked(path: str) -> tuple[Recipe, list[Problem]]:
     """Load a recipe and run every check, shape and catalog, reporting all problems at
     once: the one call front ends use. Returns the recipe and its warnings."""
-    from gpuwizard.recipe import parse, read
-
     recipe, problems = parse(read(path), path)
     if recipe is not None:
         problems = merge_problems(problems, validate(recipe))
@@ -58,6 +85,9 @@ def _gcp_problems(r: Recipe) -> list[Problem]:
     if mt is not None and mt.spot_only and not g.spot:
         out.append(r.problem(f"{P}.spot", f"{g.machine_type} is only offered as Spot (or Flex-start): set spot: true, "
                              "or use a3-highgpu-8g"))
+    disk = disk_gb_problem(g.disk_gb, g.image)
+    if disk is not None:
+        out.append(r.problem(f"{P}.disk_gb", disk))
     fam = catalog.family(fam_name)
     if fam is not None and g.disk_type not in fam["disks"]:
         out.append(r.problem(f"{P}.disk_type", f"{fam_name.upper()} machines do not support {g.disk_type}; "
@@ -159,6 +189,4 @@ def _gpu_problems(r: Recipe, mt: catalog.MachineType | None, fam_name: str) -> l
 
 
 def _driver_problems(r: Recipe) -> list[Problem]:
-    from gpuwizard import drivers
-
     return drivers.check(r)

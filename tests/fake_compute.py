@@ -16,9 +16,18 @@ patches the client. What it keeps:
 * the project's ``commonInstanceMetadata`` (``enable-oslogin`` ...) in ``projects.get``;
 * zone operations that go PENDING -> RUNNING -> DONE over ``op_seconds`` and apply their
   effect when DONE; ``.../wait`` blocks until DONE like the real endpoint;
-* faults per zone: stockout (``ZONE_RESOURCE_POOL_EXHAUSTED`` or the ``_WITH_DETAILS``
-  form, optionally naming ``zonesAvailable``), regional or ``GPUS_ALL_REGIONS`` quota,
-  permission denied, HTTP 503, slow operations; plus a per-request latency.
+* faults per zone (:mod:`tests.fake_compute_faults`): stockout (``ZONE_RESOURCE_POOL_EXHAUSTED``
+  or the ``_WITH_DETAILS`` form, optionally naming ``zonesAvailable``, also as a synchronous
+  HTTP error with ``error.details``), regional, ``GPUS_ALL_REGIONS`` or any other quota
+  metric, permission denied, HTTP 503, slow operations; plus a per-request latency;
+* faults per route (:meth:`FakeCompute.add_http_fault`: HTTP 500/503 on ``instances.get``,
+  ``getGuestAttributes`` ...), operation durations per type (a delete that never finishes);
+* the serial console (``getSerialPortOutput``), optionally printing the host keys;
+* Spot VMs charge ``PREEMPTIBLE_*`` quota where granted, else the standard metric.
+
+The JSON shapes, each with its source, are in :mod:`tests.fake_compute_shapes`; routes and
+the HTTP handler in :mod:`tests.fake_compute_http`; the standalone server in
+:mod:`tests.fake_compute_cli`.
 
 Every request is recorded in :attr:`FakeCompute.requests` so tests can assert what was
 (not) sent. Standalone: ``python -m tests.fake_compute --port 8089 --scenario failover``.
@@ -29,54 +38,25 @@ A tiny control API (``GET /_fake/state``, ``POST /_fake/fault``, ``POST /_fake/r
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import re
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-BASE = "https://www.googleapis.com/compute/v1"
+from tests import fake_compute_shapes as shapes
+from tests.fake_compute_faults import Fault, zone_faults
+from tests.fake_compute_http import ROUTES, Handler as _Handler
+from tests.fake_compute_shapes import BASE, FAKE_HOST_KEYS, region_of
+from tests.fake_compute_shapes import filter_value as _filter_value
+from tests.fake_compute_shapes import http_error as _http_error
+from tests.fake_compute_shapes import matches as _matches
+
+__all__ = ["BASE", "DEFAULT_PROJECT", "FAKE_HOST_KEYS", "FakeCompute", "Fault"]
+
 DEFAULT_PROJECT = "test-project"
-
-# Fake but well-formed host keys (base64 of the OpenSSH wire format), one per type.
-FAKE_HOST_KEYS = {
-    "ssh-ed25519": "AAAAC3NzaC1lZDI1NTE5AAAAIPOyBbj9pEx7w3tMUzhQ5GEUHJZJ3uO4c3X1xEwZmZ9t",
-    "ecdsa-sha2-nistp256": ("AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBPq0D/X1yA5p7iY0m0G7zR1b2xGJ0"
-                            "cQeN1oRk0yU2c3B6Pq3mQpC6Xb6oZL8o9z0b8hVt4k5N9d8qZs8o7WjY2Y="),
-}
-
-
-@dataclass
-class Fault:
-    """One injected misbehaviour for a zone's inserts.
-
-    Faults apply to ``instances.start`` in the zone too (a stockout stops a preempted spot
-    VM from starting again, as it does on GCE).
-
-    kind: ``stockout`` | ``stockout_details`` | ``insufficient_capacity`` |
-    ``resource_not_found`` | ``quota_region`` | ``quota_global`` | ``permission`` |
-    ``unavailable`` (HTTP 503) | ``rate_limit`` (HTTP 429) | ``slow``.
-    ``times``: how many inserts it affects (None: all). ``zones_available`` for
-    ``stockout_details``; ``seconds`` for ``slow``.
-    """
-
-    kind: str
-    times: int | None = None
-    zones_available: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def take(self) -> bool:
-        if self.times is None:
-            return True
-        if self.times <= 0:
-            return False
-        self.times -= 1
-        return True
 
 
 @dataclass
@@ -99,8 +79,7 @@ class Op:
         return "PENDING" if t < self.duration * 0.3 else "RUNNING"
 
 
-def _region(zone: str) -> str:
-    return zone.rsplit("-", 1)[0]
+_region = region_of
 
 
 def _default_world() -> dict[str, dict[str, int]]:
@@ -148,6 +127,12 @@ class FakeCompute:
         self.instances: dict[tuple[str, str], dict[str, Any]] = {}   # (zone, name) -> instance
         self.ops: dict[str, Op] = {}
         self.faults: dict[str, list[Fault]] = {}
+        # Faults by route (``inst_get``, ``guest``, ``serial`` ...): [HTTP status, times left or None].
+        self.http_faults: dict[str, list[list[Any]]] = {}
+        # Operation durations by type (``delete`` ...), overriding op_seconds; inf: never DONE.
+        self.op_durations: dict[str, float] = {}
+        # Keys the guest prints on its serial console (None: none printed), see serial_output().
+        self.serial_host_keys: dict[str, str] | None = None
         self._ids = itertools.count(1000)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -214,6 +199,27 @@ class FakeCompute:
         """Paths of the instances.start requests received."""
         return [p for _, m, p in self.requests if m == "POST" and p.endswith("/start")
                 and (zone is None or f"/zones/{zone}/" in p)]
+
+    def add_http_fault(self, route: str, status: int, times: int | None = None) -> None:
+        """Answer requests of ``route`` (a name in :data:`ROUTES`: ``inst_get``, ``guest`` ...)
+        with HTTP ``status`` (500, 503, 429 ...), ``times`` times (None: always)."""
+        with self.lock:
+            self.http_faults.setdefault(route, []).append([status, times])
+
+    def _http_fault(self, route: str) -> int | None:
+        """The status to fail this request of ``route`` with, if a fault takes it. Caller holds the lock."""
+        for f in self.http_faults.get(route, []):
+            if f[1] is None:
+                return int(f[0])
+            if f[1] > 0:
+                f[1] -= 1
+                return int(f[0])
+        return None
+
+    def route_requests(self, route: str) -> int:
+        """How many requests ``route`` received."""
+        rx = next(r for _, r, n in ROUTES if n == route)
+        return sum(1 for _, _, path in self.requests if rx.match(path))
 
     def clear_faults(self) -> None:
         with self.lock:
@@ -298,8 +304,10 @@ class FakeCompute:
 
     def _new_op(self, zone: str, op_type: str, target: str, *, errors: list[dict[str, Any]] | None = None,
                 effect: Any = None, duration: float | None = None, http_status: int = 200) -> Op:
+        if duration is None:
+            duration = self.op_durations.get(op_type, self.op_seconds)
         op = Op(name=f"operation-{next(self._ids)}-{op_type}", zone=zone, op_type=op_type, target=target,
-                created=time.monotonic(), duration=self.op_seconds if duration is None else duration,
+                created=time.monotonic(), duration=duration,
                 errors=errors or [], effect=effect, http_status=http_status)
         self.ops[op.name] = op
         return op
@@ -337,7 +345,8 @@ class FakeCompute:
         acc, n = self._gpus_of(inst)
         if acc:
             zone = inst["zone"].rsplit("/", 1)[-1]
-            q = self.region_quotas.get(_region(zone), {}).get(self._metric(acc, self._spot(inst)))
+            q = self.region_quotas.get(_region(zone), {}).get(
+                inst.get("_quota_metric") or self._metric(acc, self._spot(inst)))
             if q is not None:
                 q["usage"] = max(0.0, q["usage"] - n)
             g = self.global_quotas["GPUS_ALL_REGIONS"]
@@ -350,7 +359,7 @@ class FakeCompute:
         for b in bodies:
             acc, n = self._gpus_of(b)
             if acc:
-                m = self._metric(acc, self._spot(b))
+                m = self._charged_metric(region, acc, self._spot(b))
                 need[m] = need.get(m, 0) + n
         total = sum(need.values())
         errors = []
@@ -362,6 +371,15 @@ class FakeCompute:
             if q is not None and q["usage"] + n > q["limit"]:
                 errors.append(self._quota_error(m, q["limit"], region))
         return errors, need
+
+    def _charged_metric(self, region: str, acc: str, spot: bool) -> str:
+        """The regional metric a VM draws on: a Spot VM uses PREEMPTIBLE_* where that quota is
+        granted (limit > 0) and the standard metric where it is not (Compute Engine docs, Spot
+        VMs, quotas: https://cloud.google.com/compute/docs/instances/spot#quotas)."""
+        m = self._metric(acc, spot)
+        if spot and self.region_quotas.get(region, {}).get(m, {}).get("limit", 0) <= 0:
+            return self._metric(acc, False)
+        return m
 
     def _take_quota(self, zone: str, need: dict[str, int]) -> None:
         for m, n in need.items():
@@ -381,35 +399,18 @@ class FakeCompute:
         sch = body.get("scheduling") or {}
         return sch.get("provisioningModel") == "SPOT" or bool(sch.get("preemptible"))
 
-    # Errors in the shapes Compute uses ------------------------------------------------
+    # Errors in the shapes Compute uses (tests/fake_compute_shapes.py, with their sources) ----------
 
     def _stockout(self, zone: str, body: dict[str, Any], details: bool, zones_available: list[str]) -> dict[str, Any]:
-        code = "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS" if details else "ZONE_RESOURCE_POOL_EXHAUSTED"
-        msg = (f"The zone 'projects/{self.project}/zones/{zone}' does not have enough resources available "
-               f"to fulfill the request.  '(resource type:compute)'.")
-        err: dict[str, Any] = {"code": code, "message": msg}
-        if details:
-            acc, n = self._gpus_of(body)
-            meta = {"zone": zone, "vmType": str(body.get("machineType", "")).rsplit("/", 1)[-1],
-                    "attachment": f"{acc}:{n}" if acc else ""}
-            if zones_available:
-                meta["zonesAvailable"] = ",".join(zones_available)
-            err["errorDetails"] = [
-                {"errorInfo": {"reason": "resource_availability", "domain": "compute.googleapis.com",
-                               "metadatas": meta}},
-                {"help": {"links": [{"description": "Troubleshooting documentation",
-                                     "url": "https://cloud.google.com/compute/docs/resource-error"}]}},
-            ]
-        return err
+        acc, n = self._gpus_of(body)
+        return shapes.stockout_error(self.project, zone, body, details, zones_available, f"{acc}:{n}" if acc else "")
 
-    def _quota_error(self, metric: str, limit: float, region: str | None) -> dict[str, Any]:
-        where = f"in region {region}" if region else "globally"
-        dims = {"region": region} if region else {"global": "global"}
-        return {"code": "QUOTA_EXCEEDED",
-                "message": f"Quota '{metric}' exceeded.  Limit: {limit:.1f} {where}.",
-                "errorDetails": [{"quotaInfo": {"metricName": f"compute.googleapis.com/{metric.lower()}",
-                                                "limitName": f"{metric}-per-project" + ("-region" if region else ""),
-                                                "dimensions": dims, "limit": limit}}]}
+    def _stockout_sync(self, zone: str, body: dict[str, Any], zones_available: list[str]) -> dict[str, Any]:
+        return shapes.stockout_http_error(self.project, zone, body, zones_available)
+
+    @staticmethod
+    def _quota_error(metric: str, limit: float, region: str | None) -> dict[str, Any]:
+        return shapes.quota_error(metric, limit, region)
 
     # ------------------------------------------------------------------ handlers
 
@@ -440,50 +441,17 @@ class FakeCompute:
 
         def effect() -> None:
             for b in bodies:
-                self.instances[(zone, b["name"])] = self._make_instance(zone, b)
+                inst = self.instances[(zone, b["name"])] = self._make_instance(zone, b)
+                acc, _ = self._gpus_of(b)
+                if acc:
+                    inst["_quota_metric"] = self._charged_metric(_region(zone), acc, self._spot(b))
             self._take_quota(zone, need)
 
         return 200, self._op_json(self._new_op(zone, "insert", target, effect=effect, duration=duration))
 
     def _faults(self, zone: str, first: dict[str, Any], op_type: str,
                 target: str) -> tuple[float | None, tuple[int, dict[str, Any]] | None]:
-        """The zone's injected faults for one insert or start: (operation duration, the early
-        answer when a fault decides it, else None). Caller holds the lock."""
-        region = _region(zone)
-        duration = None
-        for f in self.faults.get(zone, []):
-            if f.kind == "slow" and f.take():
-                duration = f.seconds
-        for f in self.faults.get(zone, []):
-            if f.kind == "slow" or not f.take():
-                continue
-            if f.kind == "permission":
-                perm = "create" if op_type == "insert" else op_type
-                return duration, (403, _http_error(
-                    403, f"Required 'compute.instances.{perm}' permission for "
-                         f"'projects/{self.project}/zones/{zone}/instances/{first['name']}'", "forbidden"))
-            if f.kind == "unavailable":
-                return duration, (503, _http_error(503, "Backend Error", "backendError"))
-            if f.kind == "rate_limit":
-                return duration, (429, _http_error(429, "Rate Limit Exceeded", "rateLimitExceeded"))
-            if f.kind in ("stockout", "stockout_details"):
-                err = self._stockout(zone, first, f.kind == "stockout_details", f.zones_available)
-            elif f.kind == "insufficient_capacity":
-                err = {"code": "insufficientCapacity", "message": "Insufficient capacity."}
-            elif f.kind == "resource_not_found":
-                err = {"code": "RESOURCE_NOT_FOUND", "message": "The resource was not found."}
-            elif f.kind == "quota_region":
-                acc, _ = self._gpus_of(first)
-                metric = self._metric(acc or "nvidia-tesla-t4", self._spot(first))
-                err = self._quota_error(metric, self.region_quotas.get(region, {}).get(metric, {}).get("limit", 0), region)
-            elif f.kind == "quota_global":
-                err = self._quota_error("GPUS_ALL_REGIONS", self.global_quotas["GPUS_ALL_REGIONS"]["limit"], None)
-            else:
-                raise ValueError(f"unknown fault kind {f.kind!r}")
-            op = self._new_op(zone, op_type, target, errors=[err], duration=duration,
-                              http_status=503 if "EXHAUSTED" in err["code"] else 403)
-            return duration, (200, self._op_json(op))
-        return duration, None
+        return zone_faults(self, zone, first, op_type, target)
 
     def start_instance(self, zone: str, name: str) -> tuple[int, dict[str, Any]]:
         """instances.start: a TERMINATED/STOPPED VM runs again (new ephemeral external IP,
@@ -515,6 +483,8 @@ class FakeCompute:
                     ac["natIP"] = self.nat_ip or f"198.51.100.{n % 250 + 1}"
             inst.update({"status": "RUNNING", "_running_since": time.monotonic(), "_holds_quota": True,
                          "lastStartTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())})
+            if need:
+                inst["_quota_metric"] = next(iter(need))
             self._take_quota(zone, need)
 
         return 200, self._op_json(self._new_op(zone, "start", target, effect=effect, duration=duration))
@@ -563,6 +533,19 @@ class FakeCompute:
                      "selfLink": inst["selfLink"] + "/guestAttributes/" + query_path,
                      "queryValue": {"items": items}}
 
+    def serial_output(self, zone: str, name: str, port: int) -> tuple[int, dict[str, Any]]:
+        """``instances.getSerialPortOutput`` (SerialPortOutput: kind, contents, port, start,
+        next, selfLink; Compute v1 REST reference). A RUNNING guest prints boot lines and,
+        when :attr:`serial_host_keys` is set, its host keys between the BEGIN/END SSH HOST
+        KEY KEYS markers, one ``type base64 comment`` line each, as cloud-init and the guest
+        agent do (the block format also in docs/facts/gcp-provisioning-anchors.md, item 8)."""
+        inst = self.instances.get((zone, name))
+        if inst is None:
+            return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
+                                         f"was not found", "notFound")
+        keys = self.serial_host_keys if inst["status"] == "RUNNING" else None
+        return 200, shapes.serial_port_output(inst["selfLink"], name, port, keys)
+
     def accelerator_types(self, flt: str) -> dict[str, Any]:
         want = _filter_value(flt, "name")
         items: dict[str, Any] = {}
@@ -600,282 +583,7 @@ class FakeCompute:
                 "requests": len(self.requests)}
 
 
-def _http_error(code: int, message: str, reason: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message,
-                      "errors": [{"message": message, "domain": "global", "reason": reason}]}}
+if __name__ == "__main__":  # python -m tests.fake_compute: the standalone server
+    from tests.fake_compute_cli import main
 
-
-def _filter_value(flt: str, key: str) -> str | None:
-    m = re.search(rf"{re.escape(key)}\s*(?:=|eq)\s*\"?([^\"\s)]+)\"?", flt or "")
-    return m.group(1) if m else None
-
-
-def _matches(inst: dict[str, Any], flt: str) -> bool:
-    """The subset of the Compute filter language gpuwizard uses: ``labels.K = "V"`` terms (ANDed)."""
-    for key, val in re.findall(r"labels\.([A-Za-z0-9_-]+)\s*(?:=|eq)\s*\"?([^\"\s)]+)\"?", flt or ""):
-        if (inst.get("labels") or {}).get(key) != val:
-            return False
-    return True
-
-
-_P = r"/compute/v1/projects/(?P<project>[^/]+)"
-ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    ("GET", re.compile(_P + r"$"), "project"),
-    ("GET", re.compile(_P + r"/regions$"), "regions"),
-    ("GET", re.compile(_P + r"/regions/(?P<region>[^/]+)$"), "region"),
-    ("GET", re.compile(_P + r"/zones$"), "zones"),
-    ("GET", re.compile(_P + r"/aggregated/acceleratorTypes$"), "acc_agg"),
-    ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/acceleratorTypes$"), "acc_zone"),
-    ("GET", re.compile(_P + r"/aggregated/instances$"), "inst_agg"),
-    ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances$"), "inst_list"),
-    ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances$"), "inst_insert"),
-    ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/bulkInsert$"), "inst_bulk"),
-    ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)$"), "inst_get"),
-    ("DELETE", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)$"), "inst_delete"),
-    ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/start$"), "inst_start"),
-    ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/stop$"), "inst_stop"),
-    ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/getGuestAttributes$"), "guest"),
-    ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)$"), "op_get"),
-    ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)/wait$"), "op_wait"),
-]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    state: FakeCompute
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def _send(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> dict[str, Any]:
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
-        return json.loads(raw) if raw.strip() else {}
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        st = self.state
-        url = urllib.parse.urlsplit(self.path)
-        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
-        body = self._body() if method == "POST" else {}
-        if url.path.startswith("/_fake/"):
-            return self._control(method, url.path, body)
-        with st.lock:
-            st.requests.append((time.monotonic(), method, url.path))
-        if st.latency:
-            time.sleep(st.latency)
-        for m, rx, name in ROUTES:
-            match = rx.match(url.path) if m == method else None
-            if match:
-                args = match.groupdict()
-                if args.get("project") != st.project:
-                    return self._send(404, _http_error(404, f"The resource 'projects/{args.get('project')}' "
-                                                            f"was not found", "notFound"))
-                if name == "op_wait":
-                    return self._wait(args["op"])
-                with st.lock:
-                    st._tick()
-                    code, out = getattr(self, "_" + name)(args, query, body)
-                    st.lock.notify_all()
-                return self._send(code, out)
-        self._send(404, _http_error(404, f"fake Compute has no route for {method} {url.path}", "notFound"))
-
-    def _wait(self, op_name: str) -> None:
-        st = self.state
-        deadline = time.monotonic() + st.wait_cap
-        with st.lock:
-            op = st.ops.get(op_name)
-            if op is None:
-                return self._send(404, _http_error(404, f"operation {op_name} not found", "notFound"))
-            while op.status(time.monotonic()) != "DONE" and time.monotonic() < deadline:
-                remaining = min(deadline, op.created + op.duration) - time.monotonic()
-                st.lock.wait(timeout=max(0.001, remaining))
-            st._tick()
-            out = st._op_json(op)
-        self._send(200, out)
-
-    def _control(self, method: str, path: str, body: dict[str, Any]) -> None:
-        st = self.state
-        with st.lock:
-            if path == "/_fake/state":
-                return self._send(200, st.state())
-            if path == "/_fake/fault" and method == "POST":
-                zone = body.pop("zone")
-                st.faults.setdefault(zone, []).append(Fault(**body))
-                return self._send(200, {"ok": True})
-            if path == "/_fake/preempt" and method == "POST":
-                return self._send(200, {"preempted": st.preempt(body.get("zone"), body.get("name"),
-                                                                run=body.get("run"), action=body.get("action"))})
-            if path == "/_fake/metadata" and method == "POST":
-                st.set_project_metadata(body["key"], body.get("value"))
-                return self._send(200, {"ok": True})
-            if path == "/_fake/reset" and method == "POST":
-                st.faults.clear()
-                return self._send(200, {"ok": True})
-        self._send(404, {"error": {"code": 404, "message": "no such control path"}})
-
-    # ---- route handlers (called with the state lock held) ----
-
-    def _project(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        st = self.state
-        return 200, {"kind": "compute#project", "name": st.project, "id": "1234567890",
-                     "quotas": [{"metric": m, "limit": v["limit"], "usage": v["usage"]}
-                                for m, v in sorted(st.global_quotas.items())],
-                     "commonInstanceMetadata": {
-                         "kind": "compute#metadata",
-                         "fingerprint": f"fp{abs(hash(tuple(sorted(st.project_metadata.items())))) % 10**8:08d}",
-                         "items": [{"key": k, "value": v} for k, v in sorted(st.project_metadata.items())]}}
-
-    def _regions(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, {"kind": "compute#regionList", "items": self.state.regions_json()}
-
-    def _region(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        for r in self.state.regions_json():
-            if r["name"] == a["region"]:
-                return 200, r
-        return 404, _http_error(404, f"region {a['region']} not found", "notFound")
-
-    def _zones(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        st = self.state
-        return 200, {"kind": "compute#zoneList", "items": [
-            {"name": z, "status": "UP", "region": f"{BASE}/projects/{st.project}/regions/{_region(z)}"}
-            for z in sorted(st.world)]}
-
-    def _acc_agg(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, self.state.accelerator_types(q.get("filter", ""))
-
-    def _acc_zone(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        agg = self.state.accelerator_types(q.get("filter", ""))
-        return 200, {"items": agg["items"].get(f"zones/{a['zone']}", {}).get("acceleratorTypes", [])}
-
-    def _inst_agg(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        st = self.state
-        items: dict[str, Any] = {}
-        for inst in st.list_instances(None, q.get("filter", "")):
-            z = inst["zone"].rsplit("/", 1)[-1]
-            items.setdefault(f"zones/{z}", {"instances": []})["instances"].append(inst)
-        return 200, {"kind": "compute#instanceAggregatedList", "items": items}
-
-    def _inst_list(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, {"kind": "compute#instanceList", "items": self.state.list_instances(a["zone"], q.get("filter", ""))}
-
-    def _inst_insert(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self.state.insert(a["zone"], [b])
-
-    def _inst_bulk(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        props = dict(b.get("instanceProperties") or {})
-        names = list((b.get("perInstanceProperties") or {}).keys())
-        if not names:
-            pattern = b.get("namePattern") or "instance-####"
-            width = pattern.count("#")
-            names = [pattern.replace("#" * width, str(i + 1).zfill(width)) for i in range(int(b.get("count") or 1))]
-        zone = a["zone"]
-        bodies = []
-        for n in names:
-            body = dict(props, name=n)
-            mt = str(body.get("machineType", ""))
-            if mt and "/" not in mt:
-                body["machineType"] = f"zones/{zone}/machineTypes/{mt}"
-            bodies.append(body)
-        return self.state.insert(zone, bodies)
-
-    def _inst_get(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        inst = self.state.instances.get((a["zone"], a["name"]))
-        if inst is None:
-            return 404, _http_error(404, f"The resource 'projects/{a['project']}/zones/{a['zone']}/instances/"
-                                         f"{a['name']}' was not found", "notFound")
-        return 200, self.state._public(inst)
-
-    def _inst_delete(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self.state.delete(a["zone"], a["name"])
-
-    def _inst_start(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self.state.start_instance(a["zone"], a["name"])
-
-    def _inst_stop(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self.state.stop_instance(a["zone"], a["name"])
-
-    def _guest(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self.state.guest_attributes(a["zone"], a["name"], q.get("queryPath", ""))
-
-    def _op_get(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        op = self.state.ops.get(a["op"])
-        if op is None:
-            return 404, _http_error(404, f"operation {a['op']} not found", "notFound")
-        return 200, self.state._op_json(op)
-
-
-# ---------------------------------------------------------------------- scenarios
-
-SCENARIOS = {
-    "default": "every zone has capacity; 8 GPUs of quota per region, 16 globally",
-    "failover": "us-central1-a stocked out, us-central1-b (WITH_DETAILS, hints us-west1-b), us-east1 quota exceeded",
-    "no-global-quota": "GPUS_ALL_REGIONS = 0 (a new project)",
-    "stockout": "every zone stocked out",
-    "slow": "operations take 3 s; 100 ms per request",
-}
-
-
-def apply_scenario(fake: FakeCompute, name: str) -> None:
-    """Configure a named scenario (for the standalone server and demos)."""
-    if name == "default":
-        return
-    if name == "failover":
-        fake.add_fault("us-central1-a", "stockout")
-        fake.add_fault("us-central1-b", "stockout_details", zones_available=["us-west1-b"])
-        fake.add_fault("us-east1-c", "quota_region")
-        fake.add_fault("us-east1-d", "quota_region")
-    elif name == "no-global-quota":
-        fake.set_global_quota("GPUS_ALL_REGIONS", 0)
-    elif name == "stockout":
-        for z in fake.world:
-            fake.add_fault(z, "stockout")
-    elif name == "slow":
-        fake.op_seconds = 3.0
-        fake.latency = 0.1
-    else:
-        raise SystemExit(f"unknown scenario {name!r}; one of: {', '.join(SCENARIOS)}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.fake_compute", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", type=int, default=8089)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--project", default=DEFAULT_PROJECT)
-    ap.add_argument("--scenario", default="default", help="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
-    ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
-    ap.add_argument("--op-seconds", type=float, default=0.5, help="how long operations take")
-    ap.add_argument("--nat-ip", help="external IP every VM gets (e.g. 127.0.0.1 for a local sshd)")
-    args = ap.parse_args(argv)
-    fake = FakeCompute(args.project, latency=args.latency, op_seconds=args.op_seconds, nat_ip=args.nat_ip)
-    apply_scenario(fake, args.scenario)
-    fake.start(args.port, args.host)
-    print(f"fake Compute on {fake.url} (project {args.project}, scenario {args.scenario})", flush=True)
-    print(f"export GPUWIZARD_COMPUTE_ENDPOINT={fake.url} GOOGLE_CLOUD_PROJECT={args.project}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

@@ -8,6 +8,7 @@ tests/bad/*.yaml are the recipes; tests/bad/expected.json holds, per file, every
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -101,3 +102,55 @@ def test_missing_file() -> None:
     with pytest.raises(RecipeError) as info:
         load_checked("/nonexistent/recipe.yaml")
     assert info.value.lines() == ["/nonexistent/recipe.yaml:1:1: cannot read the file: No such file or directory"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_only_a_regular_file_is_read(kind: str, tmp_path: pathlib.Path) -> None:
+    """A FIFO used to block validate/plan/run forever; a directory or device is refused too."""
+    if kind == "fifo":
+        path = tmp_path / "recipe.yaml"
+        os.mkfifo(path)
+        word = "a named pipe (FIFO)"
+    elif kind == "directory":
+        path = tmp_path
+        word = "a directory"
+    else:
+        path = pathlib.Path("/dev/zero")
+        word = "a character device"
+    with pytest.raises(RecipeError) as info:
+        load_checked(str(path))
+    assert info.value.lines() == [f"{path}:1:1: this is {word}, not a file; give the path of a recipe file"]
+    for command in ("validate", "plan"):
+        # The timeout only guards the suite against the old hang; the check is the exit code.
+        proc = subprocess.run([sys.executable, "-m", "gpuwizard.cli", command, str(path)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.splitlines() == info.value.lines()
+
+
+@pytest.mark.parametrize("hosts", [["gw@h", "gw@h:22"], ["gw@h:2301", "gw@h:02301"], ["h", "H."],
+                                   ["u@[::1]:2222", "u@[0:0::1]:2222"]])
+def test_one_host_written_two_ways_is_a_duplicate(hosts: list[str]) -> None:
+    text = "version: 1\nname: demo\ntarget:\n  ssh:\n    hosts:\n" + "".join(f"      - '{h}'\n" for h in hosts)
+    assert _problems(text) == [f"r.yaml:7:9: target.ssh.hosts[1]: {hosts[1]!r} is the same host as {hosts[0]!r} "
+                               "(target.ssh.hosts[0], line 6); list each host once"]
+
+
+def test_default_user_makes_two_host_strings_one_host() -> None:
+    text = "version: 1\nname: demo\ntarget:\n  ssh:\n    hosts: [ubuntu@h, h]\nssh: {user: ubuntu}\n"
+    assert "is the same host as 'ubuntu@h'" in _problems(text)[0]
+    loads(text.replace("ssh: {user: ubuntu}", "ssh: {user: other}"))  # two logins: two hosts
+
+
+@pytest.mark.parametrize(("raw", "value"), [("0x10", 16), ("0b101", 5), ("007", 7), ("1_000", 1000), ("+22", 22)])
+def test_unambiguous_yaml_integers_are_accepted(raw: str, value: int) -> None:
+    r = loads(f"version: 1\nname: demo\ntarget: {{ssh: {{hosts: [h]}}}}\nssh: {{port: {raw}}}\n")
+    assert r.ssh.port == value
+
+
+def test_rclone_option_numbers_yaml_would_misread_keep_their_text() -> None:
+    r = loads("version: 1\nname: demo\ntarget: {ssh: {hosts: [h]}}\nrclone:\n  remotes:\n"
+              "    m: {type: http, url: 'https://e.org/', chunk: 010, when: 1:30, n: " + "9" * 5000 + ", k: 12}\n")
+    assert r.rclone is not None
+    opts = r.rclone.remotes["m"].options
+    assert (opts["chunk"], opts["when"], opts["n"], opts["k"]) == ("010", "1:30", "9" * 5000, 12)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from gpuwizard import catalog
+from gpuwizard import catalog, commands
 
 
 @pytest.mark.parametrize("name", ["gpus", "machines", "zones", "images"])
@@ -68,3 +70,44 @@ def test_images() -> None:
     assert catalog.image("ubuntu-2204-lts").os == "ubuntu2204"
     dl = catalog.image("projects/deeplearning-platform-release/global/images/family/common-cu129-ubuntu-2204-nvidia-580")
     assert dl is not None and dl.dlvm and dl.driver == "580"
+
+
+def test_the_price_includes_the_boot_disk_and_says_what_it_assumes() -> None:
+    p = catalog.vm_price("n1-standard-4", "nvidia-tesla-t4", 1, disk_gb=100, disk_type="pd-balanced")
+    assert p.disk == pytest.approx(100 * 0.10 / 730, abs=1e-4)
+    assert p.per_hour == pytest.approx(0.19 + 0.35 + 100 * 0.10 / 730, abs=1e-4)
+    assert "100 GB pd-balanced" in p.assumes and "us-central1" in p.assumes and "on-demand" in p.assumes
+    assert p.label().startswith("~$0.55/h (n1-standard-4 + 1 x T4 + 100 GB pd-balanced")
+    ssd = catalog.vm_price("n1-standard-4", "nvidia-tesla-t4", 1, disk_gb=100, disk_type="pd-ssd")
+    assert ssd.per_hour > p.per_hour
+    assert "for europe-west4" in catalog.vm_price("n1-standard-4", None, 0, region="europe-west4").assumes
+
+
+@pytest.mark.parametrize("machine,gpu", [("a3-megagpu-8g", "nvidia-h100-mega-80gb"),
+                                         ("a3-ultragpu-8g", "nvidia-h200-141gb"), ("a4-highgpu-8g", "nvidia-b200"),
+                                         ("g4-standard-48", "nvidia-rtx-pro-6000")])
+def test_placeholder_prices_are_unknown_not_invented(machine: str, gpu: str) -> None:
+    p = catalog.vm_price(machine, gpu, catalog.machine_type(machine).gpu_count, disk_gb=200,
+                         disk_type="hyperdisk-balanced")
+    assert p.per_hour is None and catalog.hourly_price(machine, gpu, 8) is None
+    assert p.label().startswith("price unknown (the catalog has no on-demand price for " + machine)
+
+
+def test_g4_rtx_pro_6000_is_in_the_catalog() -> None:
+    g = catalog.gpu_by_label("RTX PRO 6000")
+    assert g is not None and g.name == "nvidia-rtx-pro-6000" and g.arch == "blackwell" and g.families == ("g4",)
+    assert [m.name for m in catalog.machine_types_for(g.name, 1)] == ["g4-standard-48"]
+    assert catalog.zones_for(g.name)
+
+
+def test_every_disk_type_a_family_offers_has_a_price() -> None:
+    prices = catalog.data("machines")["disk_prices"]
+    for name in catalog.data("machines")["families"]:
+        for disk in catalog.family(name)["disks"]:
+            assert disk in prices, (name, disk)
+
+
+def test_catalog_machines_says_unknown_for_unknown_prices(capsys: pytest.CaptureFixture[str]) -> None:
+    assert commands.cmd_catalog(argparse.Namespace(what="machines", gpu="b200")) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("a4-highgpu-8g")][0]
+    assert row.split()[-2:] == ["unknown", "unknown"]

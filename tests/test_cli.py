@@ -76,7 +76,7 @@ def test_plan_of_gcp_recipe_shows_cost(tmp_path: pathlib.Path) -> None:
     p = gw("plan", str(r))
     assert p.returncode == 0, p.stderr
     assert "create 2 x n1-standard-4 with 1 x nvidia-tesla-t4 (on-demand)" in p.stdout
-    assert "~$0.54/hour per VM, ~$1.08/hour in all" in p.stdout
+    assert "~$0.55/hour per VM, ~$1.11/hour in all (n1-standard-4 + 1 x T4 + 100 GB pd-balanced" in p.stdout
     assert "zones, tried in order: us-central1-a, us-west1-b" in p.stdout
 
 

@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-import textwrap
+import ast
+import pathlib
 
 import pytest
 
-from gpuwizard import drivers, recipe
+from gpuwizard import commands, drivers, plan, recipe
 from gpuwizard.catalog import stack as S
-
-MACHINES = {
-    "nvidia-tesla-t4": ("n1-standard-4", 1), "nvidia-tesla-v100": ("n1-standard-8", 1),
-    "nvidia-tesla-p100": ("n1-standard-8", 1), "nvidia-tesla-p4": ("n1-standard-8", 1),
-    "nvidia-tesla-k80": ("n1-standard-4", 1), "nvidia-l4": ("g2-standard-8", 1),
-    "nvidia-tesla-a100": ("a2-highgpu-1g", 1), "nvidia-h100-80gb": ("a3-highgpu-8g", 8),
-    "nvidia-b200": ("a4-highgpu-8g", 8),
-}
-
-
-def make_recipe(gpu: str = "nvidia-tesla-t4", image: str = "ubuntu-2204-lts", driver: str | None = "{}",
-                env: str | None = None, name: str = "t") -> recipe.Recipe:
-    """A gcp recipe from a few YAML fragments (driver/env given as flow mappings)."""
-    machine, count = MACHINES.get(gpu, ("n1-standard-4", 1))
-    text = textwrap.dedent(f"""\
-        version: 1
-        name: {name}
-        target:
-          gcp:
-            zones: [us-central1-a]
-            machine_type: {machine}
-            gpu: {{type: {gpu}, count: {count}}}
-            image: {image}
-        """)
-    if driver is not None:
-        text += f"driver: {driver}\n"
-    if env is not None:
-        text += f"env: {env}\n"
-    return recipe.loads(text)
+from tests.builders.drivers import make_recipe
 
 
 def messages(r: recipe.Recipe) -> list[str]:
@@ -153,5 +126,78 @@ def test_stack_data_is_consistent() -> None:
 
 
 def test_catalog_table_lists_every_gpu() -> None:
-    text = drivers.catalog_table()
+    text = commands.drivers_table()
     assert "R595" in text and "R580" in text and "snapshot" in text
+
+
+@pytest.mark.parametrize("image,driver,path,expect", [
+    ("debian-12", "{branch: '595'}", "driver.branch", "production branch (R595) does not install from NVIDIA's repository on Debian 12"),
+    ("debian-12", "{branch: '610'}", "driver.branch", "use branch '580'"),
+    ("ubuntu-2204-lts", "{branch: '610'}", "driver.branch", "new-feature branch (R610, CUDA 13.3) is not supported on Ubuntu 22.04"),
+    ("ubuntu-2204-lts", "{branch: '620', cuda: '13.3'}", "driver.cuda", "CUDA 13.3 does not install on Ubuntu 22.04"),
+])
+def test_check_refuses_branches_and_cuda_the_os_cannot_install(image: str, driver: str, path: str, expect: str) -> None:
+    got = messages(make_recipe("nvidia-tesla-t4", image, driver=driver))
+    assert any(m.startswith(path + ":") and expect in m for m in got), got
+
+
+def test_os_limits_cap_the_proposal_and_say_why() -> None:
+    st = drivers.propose("nvidia-tesla-t4", "debian-12")
+    assert (st.branch, st.cuda) == ("580", "13.0")
+    assert any("Debian 12" in n and "dkms" in n for n in st.notes)
+    assert drivers.propose("nvidia-tesla-t4", "ubuntu-2404-lts-amd64").branch == "595"
+    # what the wizard greys: a reason for refused choices, None for allowed ones
+    assert drivers.os_refusal("debian-12", branch="595")
+    assert drivers.os_refusal("debian-12", branch="580") is None
+    assert drivers.os_refusal("ubuntu-2204-lts", cuda="13.3")
+    assert drivers.os_refusal("ubuntu-2404-lts-amd64", branch="610") is None
+    for o in S.oses().values():
+        assert (o.branch_max is None) == (o.limit_source is None), o.key
+
+
+def test_debian_12_driver_installs_carry_the_dkms_warning() -> None:
+    (p,) = drivers.check(make_recipe("nvidia-tesla-t4", "debian-12", driver="{branch: '580'}"))
+    assert p.warning and p.path == "driver" and "dkms >= 3.1.8" in p.message
+    assert drivers.check(make_recipe("nvidia-tesla-t4", "ubuntu-2404-lts-amd64", driver="{branch: '580'}")) == []
+
+
+def test_tensorrt_11_is_known_with_cuda_13() -> None:
+    assert messages(make_recipe("nvidia-l4", "ubuntu-2404-lts-amd64", driver="{cuda: '13.2', tensorrt: '11'}")) == []
+    got = messages(make_recipe("nvidia-l4", "ubuntu-2404-lts-amd64", driver="{cuda: '12.8', tensorrt: '11'}"))
+    assert any("TensorRT 11 has no builds for CUDA 12.8" in m for m in got), got
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MINE = [*sorted((ROOT / "gpuwizard" / "drivers").glob("*.py")),
+        *(ROOT / "gpuwizard" / f for f in ("verify.py", "probe_gpu.py", "envsteps.py", "plan.py", "steps.py",
+                                           "presets.py")),
+        *sorted((ROOT / "gpuwizard" / "catalog").glob("*.py"))]
+
+
+def _imports(path: pathlib.Path) -> list[tuple[str, bool]]:
+    """(module, inside a function) for every import of the file."""
+    out = []
+    tree = ast.parse(path.read_text())
+    funcs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    nested = {id(x) for f in funcs for x in ast.walk(f)}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module:
+            out.append((n.module, id(n) in nested))
+        elif isinstance(n, ast.Import):
+            out += [(a.name, id(n) in nested) for a in n.names]
+    return out
+
+
+def test_the_driver_modules_import_the_project_at_module_top_and_never_the_cli() -> None:
+    for path in MINE:
+        for mod, in_function in _imports(path):
+            assert not (in_function and mod.startswith("gpuwizard")), f"{path.name}: in-function import of {mod}"
+            if path.parent.name == "drivers":
+                assert mod != "gpuwizard.commands", f"{path.name} imports the CLI (an import cycle)"
+
+
+def test_the_cuda_profile_path_is_written_once() -> None:
+    literal = "/etc/profile.d/gpuwizard-cuda.sh"
+    hits = [p for p in (ROOT / "gpuwizard").rglob("*.py") if literal in p.read_text()]
+    assert [p.name for p in hits] == ["apt_steps.py"]
+    assert drivers.PROFILE_FILE == literal and literal in plan.CUDA_PROFILE

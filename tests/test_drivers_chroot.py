@@ -38,6 +38,9 @@ Run it (as root, Linux, with debootstrap, dpkg-dev, gpg and openssl installed)::
 
     GPUWIZARD_CHROOT_TESTS=1 python -m pytest tests/test_drivers_chroot.py -v
 
+Once the cached root exists, the tests run without the variable (``scripts/test`` runs
+them whenever the cache is there; ``GPUWIZARD_CHROOT_TESTS=0`` turns them off).
+
 The first run debootstraps Debian 12 from ``$GPUWIZARD_DEBIAN_MIRROR`` (default
 http://deb.debian.org/debian; about a minute) and caches it as a tarball in
 ``$GPUWIZARD_CHROOT_CACHE`` (default ~/.cache/gpuwizard-tests); later runs only unpack
@@ -76,19 +79,22 @@ from email.utils import formatdate
 import pytest
 
 from gpuwizard import drivers
+from gpuwizard.catalog import stack as S
 from gpuwizard.steps import Step
-from tests.test_drivers import make_recipe
-
-ENABLED = os.environ.get("GPUWIZARD_CHROOT_TESTS") == "1"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not ENABLED, reason="set GPUWIZARD_CHROOT_TESTS=1 to run the Debian 12 chroot tests"),
-]
+from tests.builders.drivers import chroot_tests_enabled, make_recipe
 
 MIRROR = os.environ.get("GPUWIZARD_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 CACHE = pathlib.Path(os.environ.get("GPUWIZARD_CHROOT_CACHE") or pathlib.Path.home() / ".cache" / "gpuwizard-tests")
 INCLUDE = "curl,ca-certificates"   # what driver.prereqs would have installed and driver.repo needs
 TARBALL = CACHE / f"debian12-bookworm-minbase-{INCLUDE.replace(',', '-')}.tar.gz"
+
+
+ENABLED = chroot_tests_enabled(os.environ, TARBALL)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not ENABLED, reason="set GPUWIZARD_CHROOT_TESTS=1 (or cache the Debian 12 root) to run "
+                                           "the Debian 12 chroot tests"),
+]
 NVIDIA_HOST = "developer.download.nvidia.com"
 REPO_PATH = "compute/cuda/repos/debian12/x86_64"
 KVER = "6.1.0-37-cloud-amd64"
@@ -108,8 +114,10 @@ class Pkg:
     files: dict[str, tuple[str, int]] = field(default_factory=dict)   # path -> (content, mode)
 
 
-DRIVER_VERSIONS = {"580": ["580.82.07-1", "580.95.05-1"], "595": ["595.58.03-1"], "610": ["610.43.02-1"]}
-BRANCH_FLOOR = {"580": "580.65.06", "595": "595.45.04", "610": "610.43.02"}
+DRIVER_VERSIONS = {"570": ["570.172.08-1", "570.195.03-1"], "580": ["580.82.07-1", "580.95.05-1"],
+                   "595": ["595.58.03-1"], "610": ["610.43.02-1"]}
+BRANCH_FLOOR = {"570": "570.86.10", "580": "580.65.06", "595": "595.45.04", "610": "610.43.02"}
+PINNING_FROM = 580   # NVIDIA ships nvidia-driver-pinning-<branch> from R580 on
 # Debian-style component packages NVIDIA's debian12 repository ships for every driver version.
 DRIVER_COMPONENTS = {
     "nvidia-driver": ["nvidia-driver-libs (= {v})", "nvidia-kernel-dkms (= {v}) | nvidia-kernel-open-dkms (= {v})",
@@ -150,7 +158,8 @@ NVCC = "#!/bin/sh\necho 'nvcc: NVIDIA (R) Cuda compiler driver (gpuwizard test d
 def driver_names() -> set[str]:
     names = set(DRIVER_COMPONENTS) | {"nvidia-open", "cuda-drivers"}
     for br in DRIVER_VERSIONS:
-        names.add(f"nvidia-driver-pinning-{br}")
+        if int(br) >= PINNING_FROM:
+            names.add(f"nvidia-driver-pinning-{br}")
         if int(br) <= 580:
             names |= {f"nvidia-open-{br}", f"cuda-drivers-{br}"}
     return names
@@ -184,6 +193,8 @@ def repo_packages(keyring: bytes) -> list[Pkg]:
             if int(br) <= 580:
                 pkgs.append(Pkg(f"nvidia-open-{br}", v, [d.format(f=f) for d in OPEN_DEPS], arch="all"))
                 pkgs.append(Pkg(f"cuda-drivers-{br}", v, [d.format(f=f) for d in PROPRIETARY_DEPS]))
+            if int(br) < PINNING_FROM:
+                continue
             pkgs.append(Pkg(f"nvidia-driver-pinning-{br}", v, arch="all",
                             extra={"Provides": "nvidia-driver-pinning", "Conflicts": "nvidia-driver-pinning"},
                             files={f"/etc/apt/preferences.d/nvidia-driver-pinning-{br}": (
@@ -290,13 +301,15 @@ class FakeNvidia:
     addr: str
     ca: pathlib.Path
     requests: list[str]
+    keyring_sha256: str
 
 
 @pytest.fixture(scope="module")
 def fake_nvidia(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeNvidia]:
     _require_host()
     base = tmp_path_factory.mktemp("fake-nvidia")
-    build_repo(base)
+    repo = build_repo(base)
+    keyring_sha = hashlib.sha256((repo / "cuda-keyring_1.1-1_all.deb").read_bytes()).hexdigest()
     ca, crt, key = make_tls(base)
     requests: list[str] = []
     handler = functools.partial(type("H", (_Handler,), {"requests": requests}), directory=str(base / "srv"))
@@ -316,7 +329,7 @@ def fake_nvidia(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeNvidia
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     try:
-        yield FakeNvidia(addr, ca, requests)
+        yield FakeNvidia(addr, ca, requests, keyring_sha)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -481,10 +494,12 @@ SCENARIOS = [
     Scenario("v100-580-proprietary", "nvidia-tesla-v100", "{branch: '580', cuda: '12.9', cudnn: '9', tensorrt: true}",
              "580", "580.95.05-1", "610.43.02-1", "cuda-drivers-580", "cuda-drivers", "12.9", "12.9.1-1", "9.10.2.21-1", "12",
              "10.4.0.26-1+cuda12.6"),
-    Scenario("t4-595-pinning", "nvidia-tesla-t4", "{cuda: '13.2', cudnn: '9', tensorrt: true}",
-             "595", "595.58.03-1", "610.43.02-1", "nvidia-open", "nvidia-open", "13.2", "13.2.1-1", "9.14.0.64-1", "13",
-             "10.13.3.9-1+cuda13.0"),
+    # R570 has no nvidia-driver-pinning package: the origin-restricted apt preferences pin it
+    Scenario("t4-570-origin-pin", "nvidia-tesla-t4", "{branch: '570', cuda: '12.8', cudnn: '9', tensorrt: true}",
+             "570", "570.195.03-1", "610.43.02-1", "nvidia-open-570", "nvidia-open", "12.8", "12.8.1-1", "9.14.0.64-1",
+             "12", "10.13.3.9-1+cuda12.9"),
 ]
+# R595 (production) is refused on Debian 12 (drivers.check), so no scenario installs it here.
 
 SKIPPED = {"driver.prereqs"}        # kernel headers, DKMS, gcc and a reboot: not possible in a chroot
 NOT_DONE_BY_RUN = {"driver.secureboot"}  # its check is "the driver already works", true only after install
@@ -496,10 +511,14 @@ def _fmt(step: Step, kind: str, r: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.id for s in SCENARIOS])
-def test_steps_in_debian12_chroot(sc: Scenario, debian12: pathlib.Path, fake_nvidia: FakeNvidia) -> None:
+def test_steps_in_debian12_chroot(sc: Scenario, debian12: pathlib.Path, fake_nvidia: FakeNvidia,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     root = debian12
+    # the fake repository's cuda-keyring is not NVIDIA's: the catalog's checksum for it is
+    # the one thing the test supplies (the step's download-and-verify code runs unchanged)
+    monkeypatch.setattr(S, "keyring_sha256", lambda repo: fake_nvidia.keyring_sha256)
     recipe = make_recipe(sc.gpu, "debian-12", driver=sc.driver)
-    assert drivers.check(recipe) == []
+    assert [p for p in drivers.check(recipe) if not p.warning] == []
     steps = [s for s in drivers.steps(recipe) if s.id not in SKIPPED]
     assert [s.id for s in steps] == ["driver.secureboot", "driver.repo", "driver.pin", "driver.install", "driver.hold",
                                      "cuda.toolkit", "cuda.env", "cudnn.install", "tensorrt.install"]
@@ -521,6 +540,13 @@ def test_steps_in_debian12_chroot(sc: Scenario, debian12: pathlib.Path, fake_nvi
             after = in_root(root, s.check)
             assert after.returncode == 0, f"{s.id}: check fails right after its run\n{_fmt(s, 'check', after)}"
 
+    pin = [s for s in steps if s.id == "driver.pin"][0]
+    if int(sc.branch) >= PINNING_FROM:
+        assert f"nvidia-driver-pinning-{sc.branch}" in installed(root)
+    else:
+        prefs = in_root(root, "cat /etc/apt/preferences.d/gpuwizard-nvidia-driver").stdout
+        assert "Pin: origin developer.download.nvidia.com" in prefs and "Pin: release o=Debian" in prefs
+        assert "nvidia-driver-pinning" not in pin.run
     # the repository step fetched the keyring over https from the (fake) NVIDIA host
     assert any(p.endswith("/cuda-keyring_1.1-1_all.deb") for p in fake_nvidia.requests)
     assert any(p.endswith(f"/{REPO_PATH}/InRelease") for p in fake_nvidia.requests)

@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from gpuwizard import envsteps, events as ev, recipe
-from tests.test_drivers import make_recipe
+from tests.builders.drivers import make_recipe
 
 
 def ssh_recipe(env: str) -> recipe.Recipe:
@@ -57,10 +57,11 @@ def test_torch_command_uses_the_cuda_index_and_companions() -> None:
 
 
 def test_recipe_strings_are_quoted() -> None:
-    r = ssh_recipe("{path: '~/my envs/x', packages: ['six; echo pwned'], "
+    # A valid requirement full of shell syntax (the loader refuses invalid ones).
+    r = ssh_recipe("{path: '~/my envs/x', packages: ['six>=1; python_version>\"3$(echo pwned)\"'], "
                    "repo: {url: 'https://x/y z.git', ref: v1, dir: '~/a b'}}")
     s = by_id(r)
-    assert "'six; echo pwned'" in s["env.packages"].run
+    assert "'six>=1; python_version>\"3$(echo pwned)\"'" in s["env.packages"].run
     assert "\"$HOME\"/'my envs/x'/bin/python" in s["env.create"].run
     assert "url='https://x/y z.git'" in s["env.repo"].run and "dir=\"$HOME\"/'a b'" in s["env.repo"].run
 

@@ -155,3 +155,16 @@ def test_cmd_zones_accepts_each_valid_count(capsys):
     for n in (1, 2, 4):
         assert cmd_zones(ns(gpu="nvidia-tesla-t4", count=n, offline=True)) == 0
         assert f"{n} x nvidia-tesla-t4" in capsys.readouterr().out
+
+
+def test_only_the_client_adaptor_imports_google():
+    """google.cloud / google.api_core / google.auth are imported in gcp/client.py alone."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    rx = re.compile(r"^\s*(from|import)\s+google(\.|\s)", re.M)
+    offenders = [str(p.relative_to(root)) for d in ("gpuwizard", "screens") for p in (root / d).rglob("*.py")
+                 if p.name != "client.py" or p.parent.name != "gcp"
+                 if rx.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []

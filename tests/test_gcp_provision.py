@@ -8,39 +8,10 @@ import stat
 
 import pytest
 
-from gpuwizard import recipe as R
-from gpuwizard.events import Output
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.gcp.provision import instance_body, instance_names, provision
+from tests.builders.gcp import make_recipe, run
 from tests.fake_compute import FAKE_HOST_KEYS
-
-
-def make_recipe(zones: list[str], *, name: str = "exp", count: int = 1, gpus: int = 1, spot: bool = False,
-                extra: str = "") -> R.Recipe:
-    return R.loads(f"""
-version: 1
-name: {name}
-target:
-  gcp:
-    zones: [{", ".join(zones)}]
-    machine_type: n1-standard-4
-    gpu: {{type: nvidia-tesla-t4, count: {gpus}}}
-    spot: {str(spot).lower()}
-    count: {count}
-{extra}
-""")
-
-
-def run(recipe: R.Recipe, tmp_path, **kw) -> tuple[list, list[str]]:
-    lines: list[str] = []
-
-    def sink(ev: Output) -> None:
-        assert isinstance(ev, Output) and ev.host == "gcp" and ev.step == "provision"
-        lines.append(ev.data.rstrip("\n"))
-
-    kw.setdefault("known_hosts_path", str(tmp_path / "known_hosts"))
-    hosts = asyncio.run(provision(recipe, "run-1", sink=sink, **kw))
-    return hosts, lines
 
 
 def test_failover_stockout_then_quota_then_ok(fake_compute, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from gpuwizard.gcp import provision as P
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.gcp.quota import os_login_enabled
-from tests.test_gcp_provision import make_recipe, run
+from tests.builders.gcp import make_recipe, run
 
 
 def nat(fake, zone, name):

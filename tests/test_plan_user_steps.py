@@ -10,6 +10,7 @@ import subprocess
 
 from gpuwizard import plan
 from gpuwizard import recipe as R
+from tests.builders.drivers import make_recipe
 
 
 def _recipe(**env: object) -> R.Recipe:
@@ -51,3 +52,16 @@ def test_cuda_profile_is_sourced_when_present(tmp_path: pathlib.Path) -> None:
         'command -v python || true', 'echo "$PATH"')
     assert _run(script, tmp_path).splitlines()[-1].startswith("/usr/local/cuda/bin:")
     assert os.path.exists(profile)
+
+
+def test_a_preinstalled_driver_is_checked_before_the_environment_is_built() -> None:
+    r = make_recipe("nvidia-l4", "common-cu129-ubuntu-2204-nvidia-580", driver="preinstalled",
+                    env="{python: '3.10', torch: '2.9.1'}")
+    ids = [s.id for s in plan.build(r)]
+    assert ids[0] == "verify.gpu"
+    env_ids = [i for i in ids if i.startswith("env.")]
+    assert env_ids and ids.index("verify.torch") > ids.index(env_ids[-1])
+    # the first check has no PyTorch to look at yet; the second one does
+    steps = {s.id: s for s in plan.build(r)}
+    assert "torch + matmul" not in steps["verify.gpu"].title and "torch + matmul" in steps["verify.torch"].title
+    assert steps["verify.gpu"].retries == 0 and steps["verify.torch"].retries == 0

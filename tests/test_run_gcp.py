@@ -9,44 +9,12 @@ the steps. A failing run with --delete-on-failure deletes the VM it created.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def write_recipe(path: pathlib.Path, host, run: str) -> None:
-    path.write_text(f"""version: 1
-name: e2e
-target:
-  gcp:
-    zones: [us-central1-a, us-central1-b]
-    machine_type: n1-standard-4
-    gpu: {{type: nvidia-tesla-t4, count: 1}}
-ssh:
-  user: {host.user}
-  port: {host.port}
-  identity: {host.client_key}
-steps:
-  - name: hello
-    run: {json.dumps(run)}
-""")
-
-
-def gw(*args: str, state: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, XDG_STATE_HOME=str(state), CI="1")
-    p = subprocess.run([sys.executable, "-m", "gpuwizard.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
-    return p
-
-
-def point_fake_at(fake, host) -> None:
-    _, ktype, key = host.host_key_line.split()[:3]
-    fake.host_keys = {ktype: key}
-    fake.nat_ip = host.address
+from tests.builders.gcp import ROOT, e2e_vms, gw, point_fake_at, write_recipe
 
 
 def test_run_provisions_pins_host_key_and_runs(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
@@ -162,3 +130,89 @@ def test_resume_after_spot_preemption_restarts_the_vm_and_finishes(fake_compute,
     assert fake_compute.starts(), "the preempted VM was started again"
     assert [i["name"] for i in fake_compute.state()["instances"]] == [vm["name"]]  # no second VM
     assert marker.exists()
+
+
+def test_success_says_the_vm_is_still_running_and_its_cost(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "true")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "still running at ~$" in p.stderr and f"gpuwizard down {recipe}" in p.stderr
+
+
+def test_get_storm_after_insert_then_delete_on_failure_deletes_the_vm(fake_compute, sshd_host,
+                                                                      tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.add_http_fault("inst_get", 503)           # every instances.get fails
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    p = gw("run", str(recipe), "--headless", "--delete-on-failure", state=tmp_path / "state",
+           env={"GPUWIZARD_GCP_READ_BUDGET": "1"})
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "running (and billed" in p.stdout + p.stderr and "Timeout of" not in p.stdout + p.stderr
+    assert "deleted 1 VM(s) of this run" in p.stderr
+    assert e2e_vms(fake_compute) == []
+
+
+def test_get_failure_after_insert_then_plain_rerun_resumes_onto_the_vm(fake_compute, sshd_host,
+                                                                        tmp_path: pathlib.Path) -> None:
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.add_http_fault("inst_get", 503)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state", env={"GPUWIZARD_GCP_READ_BUDGET": "1"})
+    assert p.returncode == 1 and "running (and billed" in p.stdout + p.stderr
+    (vm,) = e2e_vms(fake_compute)
+    fake_compute.http_faults.clear()
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "resuming run" in p.stderr and "step-ran" in p.stdout
+    assert [i["name"] for i in e2e_vms(fake_compute)] == [vm["name"]]   # no second VM
+    assert len(fake_compute.inserts()) == 1
+
+
+def test_ctrl_c_does_not_wait_for_the_request_in_flight(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    """The insert's operation never finishes and .../wait holds the request open: one
+    Ctrl-C ends the run at once (exit 130) and says what was in flight; before, the
+    process waited for the blocked request's thread (the client's 600 s timeout)."""
+    import signal
+    import time
+
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.op_seconds = 3600.0
+    fake_compute.wait_cap = 3600.0
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), CI="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(recipe), "--headless"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while fake_compute.route_requests("op_wait") == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)   # polling a condition (the wait request arrived), with a deadline
+    assert fake_compute.route_requests("op_wait") >= 1
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("one Ctrl-C did not end the run while a request was in flight") from None
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert "interrupted while waiting for zoneOperations.wait (us-central1-a)" in out + err
+
+
+def test_hostkey_timeout_env_bounds_a_guest_attributes_storm(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
+    """503 on every getGuestAttributes: the run ends at GPUWIZARD_HOSTKEY_TIMEOUT (before, the
+    client's 600 s retry ran first), says so, and says the VM is running and billed."""
+    point_fake_at(fake_compute, sshd_host)
+    fake_compute.add_http_fault("guest", 503)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "echo step-ran")
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state",
+           env={"GPUWIZARD_HOSTKEY_TIMEOUT": "2", "GPUWIZARD_HOSTKEY_POLL": "0.2"})
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "published no SSH host keys in 2 s" in out and "running (and billed" in out
+    assert "step-ran" not in p.stdout and "Timeout of" not in out

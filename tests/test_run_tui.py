@@ -61,7 +61,7 @@ def test_run_on_a_terminal_uses_the_run_screen(sshd_factory, tmp_path: pathlib.P
 
 
 def test_terminal_run_honours_delete_on_failure(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
-    from tests.test_run_gcp import point_fake_at, write_recipe
+    from tests.builders.gcp import point_fake_at, write_recipe
 
     point_fake_at(fake_compute, sshd_host)
     r = tmp_path / "e2e.yaml"

@@ -12,8 +12,9 @@ import subprocess
 
 import pytest
 
+from gpuwizard import recipe as R
 from gpuwizard import verify
-from tests.test_drivers import make_recipe
+from tests.builders.drivers import make_recipe
 
 DATA = pathlib.Path(__file__).parent / "data" / "nvidia_smi"
 
@@ -147,3 +148,77 @@ def test_refused_query_falls_back_to_the_banner_once(tmp_path: pathlib.Path) -> 
                     query_rc=2)
     assert res.returncode == 0, res.stderr
     assert len(json.loads(res.stdout)["gpus"]) == 1
+
+
+def _smi_results(outputs: list[str]):
+    """nvidia-smi as the probe sees it: one (query, banner) pair per call, in order."""
+    import subprocess as sp
+
+    calls = iter(outputs)
+
+    def smi():
+        text = next(calls)
+        rc = 0 if "MiB" in text else 9
+        return sp.CompletedProcess([], rc, text), sp.CompletedProcess([], rc, text)
+    return smi
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+def test_probe_waits_for_a_first_boot_driver_install_and_says_so() -> None:
+    from gpuwizard import probe_gpu
+
+    clock, said = _Clock(), []
+    smi = _smi_results(["nvidia-smi: command not found", "NVIDIA-SMI has failed because it couldn't communicate "
+                        "with the NVIDIA driver", sample("t4_580.82.07_query.csv")])
+    query, _ = probe_gpu.wait_for_driver({"timeout": 900, "interval": 15, "say_every": 60}, smi=smi,
+                                         clock=clock.now, sleep=clock.sleep, say=lambda *a, **k: said.append(a[0]))
+    assert probe_gpu.parse_nvidia_smi(query.stdout)[0].name.endswith("T4")
+    assert clock.t == 30 and said and "first-boot driver install" in said[0] and "900 s left" in said[0]
+
+
+def test_probe_wait_is_bounded_and_skips_what_waiting_cannot_fix() -> None:
+    from gpuwizard import probe_gpu
+
+    clock = _Clock()
+    smi = _smi_results(["nvidia-smi: command not found"] * 1000)
+    probe_gpu.wait_for_driver({"timeout": 120, "interval": 15}, smi=smi, clock=clock.now, sleep=clock.sleep,
+                              say=lambda *a, **k: None)
+    assert clock.t == 120
+    clock2 = _Clock()
+    smi2 = _smi_results(["Failed to initialize NVML: Driver/library version mismatch"] * 3)
+    probe_gpu.wait_for_driver({"timeout": 120}, smi=smi2, clock=clock2.now, sleep=clock2.sleep, say=lambda *a, **k: None)
+    assert clock2.t == 0   # a mismatch needs a reboot, not patience
+
+
+def test_verify_is_not_retried_and_waits_only_for_preinstalled_drivers() -> None:
+    (installed,) = verify.steps(make_recipe("nvidia-l4", driver="{cuda: '12.8'}"))
+    assert installed.retries == 0 and "wait_for_driver" not in verify.expected(make_recipe("nvidia-l4"))
+    dlvm = make_recipe("nvidia-l4", "common-cu129-ubuntu-2204-nvidia-580", driver="preinstalled")
+    (step,) = verify.steps(dlvm)
+    assert step.retries == 0 and verify.expected(dlvm)["wait_for_driver"]["timeout"] == verify.DRIVER_WAIT_S
+    assert step.timeout > verify.DRIVER_WAIT_S and "first-boot" in step.title
+    ssh = R.loads("version: 1\nname: t\ntarget: {ssh: {hosts: ['u@h']}}\ndriver: preinstalled\n")
+    assert "wait_for_driver" not in verify.expected(ssh)   # an existing host has no first boot to wait for
+
+
+def test_remote_program_is_the_probe_module_and_stdlib_only() -> None:
+    import ast
+
+    from gpuwizard import probe_gpu
+
+    src = verify.remote_program()
+    assert src == pathlib.Path(probe_gpu.__file__).read_text()
+    ast.parse(src, feature_version=(3, 8))   # it runs on whatever python3 the image ships
+    mods = {n.names[0].name.split(".")[0] for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Import)}
+    mods |= {n.module.split(".")[0] for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "gpuwizard" not in mods and mods <= {"re", "subprocess", "sys", "time", "json", "dataclasses", "typing", "torch"}

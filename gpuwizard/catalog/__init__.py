@@ -13,14 +13,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 _DIR = os.path.dirname(__file__)
 
 
 @functools.lru_cache(maxsize=None)
 def data(name: str) -> dict[str, Any]:
     """The parsed data file ``name`` (without ``.yaml``)."""
-    import yaml
-
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(os.path.join(_DIR, f"{name}.yaml"), encoding="utf-8") as fh:
         return yaml.load(fh, Loader=loader)
@@ -63,8 +63,8 @@ class MachineType:
     memory_gb: float
     gpu_type: str | None
     gpu_count: int
-    price_hour: float
-    spot_price_hour: float
+    price_hour: float | None        # None: no catalog price (unknown, never guessed)
+    spot_price_hour: float | None
     spot_only: bool = False
 
 
@@ -114,9 +114,13 @@ def machine_types() -> dict[str, MachineType]:
     out = {}
     for name, (vcpus, mem, gtype, gcount, price, spot) in d["machine_types"].items():
         out[name] = MachineType(name=name, family=name.split("-", 1)[0], vcpus=int(vcpus), memory_gb=float(mem),
-                                gpu_type=gtype, gpu_count=int(gcount), price_hour=float(price),
-                                spot_price_hour=float(spot), spot_only=name in spot_only)
+                                gpu_type=gtype, gpu_count=int(gcount), price_hour=_price(price),
+                                spot_price_hour=_price(spot), spot_only=name in spot_only)
     return out
+
+
+def _price(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 def machine_type(name: str) -> MachineType | None:
@@ -141,7 +145,7 @@ def machine_types_for(gpu_name: str, count: int) -> list[MachineType]:
             limit = g.n1_limits.get(count)
             if limit and mt.vcpus <= limit[0] and mt.memory_gb <= limit[1]:
                 out.append(mt)
-    return sorted(out, key=lambda m: (m.price_hour, m.vcpus))
+    return sorted(out, key=lambda m: (float("inf") if m.price_hour is None else m.price_hour, m.vcpus))
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,18 +169,67 @@ def region_of(zone: str) -> str:
     return zone.rsplit("-", 1)[0]
 
 
-def hourly_price(machine: str, gpu_name: str | None, gpu_count: int, spot: bool = False) -> float | None:
-    """Approximate USD/hour for one VM (machine + attached GPUs), or None when unknown."""
+@dataclass(frozen=True)
+class Price:
+    """What one VM costs per hour, and what that figure assumes.
+
+    ``per_hour`` is None when any part has no catalog price: the UI then says "price
+    unknown" (with ``why``) rather than show a guess. ``assumes`` is one line a person
+    can read next to the figure (region, on-demand/spot, disk, snapshot)."""
+
+    per_hour: float | None
+    machine: float | None
+    gpus: float | None
+    disk: float | None
+    assumes: str
+    why: str | None = None
+
+    def label(self) -> str:
+        """'~$0.73/h (n1-standard-4 + 1 x T4 + 100 GB pd-balanced; us-central1 on-demand list prices)'."""
+        if self.per_hour is None:
+            return f"price unknown ({self.why})"
+        return f"~${self.per_hour:.2f}/h ({self.assumes})"
+
+
+def vm_price(machine: str, gpu_name: str | None, gpu_count: int, spot: bool = False, disk_gb: int = 0,
+             disk_type: str = "pd-balanced", region: str | None = None) -> Price:
+    """The project's one price rule: machine type + attached GPUs (N1; bundled GPUs are in the
+    machine price) + the boot disk, per hour, from the catalog's us-central1 list prices.
+
+    ``region`` is named in what the figure assumes: the catalog holds us-central1 prices
+    only, and other regions differ by a few percent."""
+    where = "us-central1" + (f" prices (for {region})" if region and region != "us-central1" else " prices")
+    model = "spot" if spot else "on-demand"
+    snap = meta("machines").get("snapshot")
+    parts = [machine] + ([f"{gpu_count} x {gpu(gpu_name).label if gpu(gpu_name) else gpu_name}"]
+                         if gpu_name and gpu_count else []) + ([f"{disk_gb} GB {disk_type}"] if disk_gb else [])
+    assumes = f"{' + '.join(parts)}; {where}, {model}, catalog {snap}"
     mt = machine_type(machine)
     if mt is None:
-        return None
-    price = mt.spot_price_hour if spot else mt.price_hour
-    if gpu_name and mt.gpu_type is None:
-        g = gpu(gpu_name)
-        if g is None:
-            return None
-        price += gpu_count * (g.spot_price_hour if spot else g.price_hour)
-    return round(price, 4)
+        return Price(None, None, None, None, assumes, f"{machine} is not in the catalog")
+    m = mt.spot_price_hour if spot else mt.price_hour
+    if m is None:
+        return Price(None, None, None, None, assumes,
+                     f"the catalog has no {model} price for {machine}; see cloud.google.com/compute/gpus-pricing")
+    g = 0.0
+    if gpu_name and mt.gpu_type is None and gpu_count:
+        gt = gpu(gpu_name)
+        if gt is None:
+            return Price(None, m, None, None, assumes, f"{gpu_name} is not in the catalog")
+        g = gpu_count * (gt.spot_price_hour if spot else gt.price_hour)
+    d = 0.0
+    if disk_gb:
+        per_gb = (data("machines").get("disk_prices") or {}).get(disk_type)
+        if per_gb is None:
+            return Price(None, m, g, None, assumes, f"the catalog has no price for {disk_type} disks")
+        d = disk_gb * float(per_gb) / float(data("machines").get("hours_per_month", 730))
+    return Price(round(m + g + d, 4), m, round(g, 4), round(d, 4), assumes)
+
+
+def hourly_price(machine: str, gpu_name: str | None, gpu_count: int, spot: bool = False, disk_gb: int = 0,
+                 disk_type: str = "pd-balanced", region: str | None = None) -> float | None:
+    """:func:`vm_price`'s figure alone (None: unknown), for callers that only sort or sum."""
+    return vm_price(machine, gpu_name, gpu_count, spot, disk_gb, disk_type, region).per_hour
 
 
 def meta(name: str) -> dict[str, Any]:

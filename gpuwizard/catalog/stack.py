@@ -62,6 +62,7 @@ class Branch:
     packaging: str
     lifecycle: str
     recommended: bool
+    pin_package: bool = False   # NVIDIA ships nvidia-driver-pinning-<branch>
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ class OsInfo:
     kernel_meta: str
     pythons: tuple[str, ...]
     python_default: str
+    branch_max: str | None = None
+    cuda_max: str | None = None
+    limit_why: str | None = None
+    limit_source: str | None = None
+    keyring_sha256: str | None = None
+    install_warning: str | None = None   # said (as a warning) for every driver install on this OS
 
 
 def raw() -> dict[str, Any]:
@@ -109,14 +116,19 @@ def branches() -> dict[str, Branch]:
     items = sorted(raw()["branches"].items(), key=lambda kv: int(kv[0]))
     return {str(k): Branch(name=str(k), cuda_max=str(b["cuda_max"]), archs=tuple(b["archs"]),
                            modules=tuple(b["modules"]), packaging=b["packaging"], lifecycle=b["lifecycle"],
-                           recommended=bool(b.get("recommended"))) for k, b in items}
+                           recommended=bool(b.get("recommended")), pin_package=bool(b.get("pin_package")))
+            for k, b in items}
 
 
 @functools.lru_cache(maxsize=None)
 def oses() -> dict[str, OsInfo]:
     return {k: OsInfo(key=k, label=o["label"], id=o["id"], version_id=str(o["version_id"]), repo=o["repo"], cuda_min=str(o["cuda_min"]),
                       kernel_meta=o["kernel_meta"], pythons=tuple(str(p) for p in o["pythons"]),
-                      python_default=str(o["python_default"])) for k, o in raw()["os"].items()}
+                      python_default=str(o["python_default"]), branch_max=_opt(o.get("branch_max")),
+                      cuda_max=_opt(o.get("cuda_max")), limit_why=o.get("limit_why"),
+                      limit_source=o.get("limit_source"), keyring_sha256=o.get("keyring_sha256"),
+                      install_warning=o.get("install_warning"))
+            for k, o in raw()["os"].items()}
 
 
 def cuda_versions() -> list[str]:
@@ -191,6 +203,10 @@ def wheel_runs_on(index: str, torch_version: str, cc: str) -> bool | None:
     return False
 
 
+#: The host NVIDIA's apt repository is served from (apt's "Pin: origin" matches it).
+REPO_HOST = "developer.download.nvidia.com"
+
+
 def repo_base(repo: str) -> str:
     """NVIDIA's CUDA apt repository for one OS repo name (no trailing slash)."""
     return raw()["repository"]["base"].format(repo=repo)
@@ -198,6 +214,14 @@ def repo_base(repo: str) -> str:
 
 def keyring_url(repo: str) -> str:
     return repo_base(repo) + "/" + raw()["repository"]["keyring"]
+
+
+def keyring_sha256(repo: str) -> str | None:
+    """SHA-256 of cuda-keyring_1.1-1_all.deb in one OS repository (``stack.yaml`` os.*.keyring_sha256)."""
+    for o in oses().values():
+        if o.repo == repo:
+            return o.keyring_sha256
+    return None
 
 
 def driver_packages(branch: Branch, flavor: str) -> list[str]:

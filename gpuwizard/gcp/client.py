@@ -9,17 +9,35 @@ travels unencrypted.
 Looking for credentials must fail fast off GCE: ``google.auth.default()`` probes the
 metadata server (three attempts with back-off) when it finds nothing else, which costs
 seconds on a laptop and hangs in a sandbox. We only let it probe when we might be on GCE.
+
+This is the one module that imports ``google.cloud`` / ``google.api_core`` (lazily: the
+import costs over a second). :class:`Compute` is the adaptor the rest of gpuwizard calls:
+plain dicts in and out (camelCase, as the REST API writes them), failures as
+:class:`~gpuwizard.gcp.errors.ApiError`, and every call with an explicit retry and
+timeout budget from :mod:`.budgets` (the library default, a 600 s retry, made a 503
+storm look like a hang).
+
+Blocking calls run in daemon threads (:func:`call`), not the loop's default executor:
+cancelling the awaiting task (Ctrl-C) stops the wait at once, and the interpreter does
+not wait for a request in flight when it exits. :func:`in_flight` says what was.
+
+Why one piece of ~400 lines: it is the single adaptor to Google (a checked rule, see
+tests/test_gcp_lookup.py); splitting it would spread Google's types and exceptions again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import itertools
 import os
 import threading
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
-from gpuwizard.gcp.errors import GcpError
+from gpuwizard.gcp import budgets
+from gpuwizard.gcp.errors import ApiError, GcpError
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 ENDPOINT_ENV = "GPUWIZARD_COMPUTE_ENDPOINT"
 T = TypeVar("T")
@@ -55,10 +73,10 @@ def _maybe_on_gce() -> bool:
 
 
 _cache_lock = threading.Lock()
-_creds_cache: dict[str | None, tuple[Any, str | None]] = {}
+_creds_cache: dict[str | None, tuple["Credentials", str | None]] = {}
 
 
-def credentials_and_project(recipe_project: str | None) -> tuple[Any, str]:
+def credentials_and_project(recipe_project: str | None) -> tuple[Credentials, str]:
     """Credentials and the project to use: the recipe's, then ADC's, then $GOOGLE_CLOUD_PROJECT.
 
     Blocking (may read files, or probe the metadata server on GCE): call it in a thread
@@ -108,7 +126,7 @@ def reset_cache() -> None:
 _clients: dict[tuple[str, str | None], Any] = {}
 
 
-def compute(name: str, credentials: Any | None = None) -> Any:
+def compute(name: str, credentials: Credentials | None = None) -> Any:
     """A ``compute_v1.<name>`` client (e.g. "InstancesClient") on REST, honouring the override.
 
     Clients are cached per endpoint: building one costs a few ms and they are safe to
@@ -132,9 +150,256 @@ def compute(name: str, credentials: Any | None = None) -> Any:
     return client
 
 
+_inflight: dict[int, str] = {}
+_tokens = itertools.count()
+
+
+_abandoned: list[str] = []
+
+
+def in_flight() -> list[str]:
+    """The blocking calls being waited for now, and those a cancellation stopped waiting
+    for (Ctrl-C) since the last look, e.g. ``instances.insert (us-central1-a)``, each once."""
+    with _cache_lock:
+        out = list(dict.fromkeys(list(_inflight.values()) + _abandoned))
+        _abandoned.clear()
+        return out
+
+
+_API_NAMES = {"get_project": "projects.get", "list_regions": "regions.list",
+              "accelerator_types": "acceleratorTypes.aggregatedList", "list_instances": "instances.aggregatedList",
+              "get_instance": "instances.get", "guest_attributes": "instances.getGuestAttributes",
+              "serial_output": "instances.getSerialPortOutput", "insert": "instances.insert",
+              "bulk_insert": "instances.bulkInsert", "start": "instances.start", "delete": "instances.delete",
+              "wait": "zoneOperations.wait", "credentials_and_project": "looking up credentials"}
+
+
+def _label(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """``instances.insert (us-central1-a)``: the request a blocking call makes, for Ctrl-C's report."""
+    name = getattr(fn, "__name__", "call")
+    where = str(args[0]) if args and isinstance(args[0], str) and isinstance(getattr(fn, "__self__", None),
+                                                                             Compute) else ""
+    return f"{_API_NAMES.get(name, name)}" + (f" ({where})" if where else "")
+
+
 async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-    """Run a blocking client call in a thread, so the event loop (and the UI) stays live."""
-    return await asyncio.to_thread(functools.partial(fn, *args, **kw))
+    """Run a blocking call in a daemon thread, so the event loop (and the UI) stays live.
+
+    Cancelling the caller stops the wait at once; the request itself finishes (or not)
+    in its thread, which never delays the process's exit (see the module docstring).
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def work() -> None:
+        try:
+            res: Any = fn(*args, **kw)
+            ok = True
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            res, ok = exc, False
+        try:
+            loop.call_soon_threadsafe(settle, ok, res)
+        except RuntimeError:
+            pass  # the loop is gone (the process is quitting): nobody waits for this answer
+
+    token = next(_tokens)
+    with _cache_lock:
+        _inflight[token] = _label(fn, args)
+    threading.Thread(target=work, name=f"gpuwizard-gcp-{token}", daemon=True).start()
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        with _cache_lock:
+            _abandoned.append(_inflight.get(token, "a Compute Engine request"))
+        raise
+    finally:
+        with _cache_lock:
+            _inflight.pop(token, None)
+
+
+def _translate(exc: BaseException, what: str) -> ApiError | None:
+    """A google.api_core / requests failure as an :class:`ApiError`; None for anything else."""
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.RetryError):
+        cause = exc.cause
+        inner = _translate(cause, what) if cause is not None else None
+        msg = f"{what}: still failing when its retry budget ran out ({inner.message if inner else exc})"
+        if inner is not None:
+            return ApiError(msg, code=inner.code, errors=inner.errors, details=inner.details,
+                            transport=inner.transport)
+        return ApiError(msg, transport=True)
+    if isinstance(exc, gexc.GoogleAPICallError):
+        code = exc.code if isinstance(exc.code, int) else None
+        errs = [dict(e) for e in (exc.errors or []) if isinstance(e, dict)]
+        return ApiError(exc.message or str(exc), code=code, errors=errs, details=list(exc.details or []))
+    import requests
+
+    if isinstance(exc, requests.RequestException):
+        return ApiError(f"{what}: {type(exc).__name__}: {exc}", transport=True)
+    from google.auth import exceptions as authexc
+
+    if isinstance(exc, authexc.TransportError):
+        return ApiError(f"{what}: {exc}", transport=True)
+    return None
+
+
+class Compute:
+    """The Compute Engine requests gpuwizard makes, each with its budget (see module docstring).
+
+    Blocking methods; call them through :func:`call` from async code. Reads retry 5xx,
+    429 and connection errors for ``budget`` seconds (default :data:`budgets.READ_BUDGET`);
+    mutations are never retried here (the operation runner classifies and retries them).
+    """
+
+    def __init__(self, project: str, credentials: Credentials | None = None) -> None:
+        self.project = project
+        self.credentials = credentials
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _client(self, name: str) -> Any:
+        return compute(name, self.credentials)
+
+    @staticmethod
+    def _read_retry(budget: float | None) -> Any:
+        from google.api_core import retry as gretry
+
+        b = budgets.READ_BUDGET if budget is None else budget
+        return gretry.Retry(predicate=gretry.if_transient_error, initial=min(1.0, max(0.05, b / 8)),
+                            maximum=10.0, multiplier=2.0, timeout=b)
+
+    def _do(self, what: str, fn: Callable[..., T], **kw: Any) -> T:
+        try:
+            return fn(**kw)
+        except Exception as exc:  # noqa: BLE001 - translated once, here
+            api = _translate(exc, what)
+            if api is None:
+                raise
+            raise api from exc
+
+    def _read(self, what: str, fn: Callable[..., T], budget: float | None, **kw: Any) -> T:
+        return self._do(what, fn, retry=self._read_retry(budget), timeout=budgets.REQUEST_TIMEOUT, **kw)
+
+    def _mutate(self, what: str, fn: Callable[..., Any], **kw: Any) -> dict[str, Any]:
+        return to_dict(self._do(what, fn, retry=None, timeout=budgets.REQUEST_TIMEOUT, **kw))
+
+    # -- project and regions -------------------------------------------------------
+
+    def get_project(self, budget: float | None = None) -> dict[str, Any]:
+        return to_dict(self._read("projects.get", self._client("ProjectsClient").get, budget, project=self.project))
+
+    def list_regions(self, budget: float | None = None) -> list[dict[str, Any]]:
+        from google.cloud import compute_v1
+
+        req = compute_v1.ListRegionsRequest(project=self.project, max_results=500)
+        pages = self._read("regions.list", self._client("RegionsClient").list, budget, request=req)
+        return self._do("regions.list", lambda: [to_dict(r) for r in pages])
+
+    def accelerator_types(self, flt: str, budget: float | None = None) -> dict[str, dict[str, Any]]:
+        from google.cloud import compute_v1
+
+        req = compute_v1.AggregatedListAcceleratorTypesRequest(project=self.project, filter=flt, max_results=500)
+        pages = self._read("acceleratorTypes.aggregatedList", self._client("AcceleratorTypesClient").aggregated_list,
+                           budget, request=req)
+        return self._do("acceleratorTypes.aggregatedList", lambda: {k: to_dict(v) for k, v in pages})
+
+    # -- instances -----------------------------------------------------------------
+
+    def list_instances(self, flt: str, budget: float | None = None) -> list[dict[str, Any]]:
+        """Every instance matching ``flt`` in every zone (one aggregatedList, paged)."""
+        from google.cloud import compute_v1
+
+        req = compute_v1.AggregatedListInstancesRequest(project=self.project, filter=flt, max_results=500)
+        pages = self._read("instances.aggregatedList", self._client("InstancesClient").aggregated_list, budget,
+                           request=req)
+
+        def collect() -> Iterator[dict[str, Any]]:
+            for _, scoped in pages:
+                for i in scoped.instances:
+                    yield to_dict(i)
+
+        return self._do("instances.aggregatedList", lambda: list(collect()))
+
+    def get_instance(self, zone: str, name: str, budget: float | None = None) -> dict[str, Any]:
+        return to_dict(self._read(f"instances.get {zone}/{name}", self._client("InstancesClient").get, budget,
+                                  project=self.project, zone=zone, instance=name))
+
+    def guest_attributes(self, zone: str, name: str, query_path: str,
+                         budget: float | None = None) -> list[dict[str, str]] | None:
+        """The items under ``query_path``; None while the guest has published nothing there (404)."""
+        from google.cloud import compute_v1
+
+        req = compute_v1.GetGuestAttributesInstanceRequest(project=self.project, zone=zone, instance=name,
+                                                           query_path=query_path)
+        try:
+            ga = self._read(f"instances.getGuestAttributes {zone}/{name}",
+                            self._client("InstancesClient").get_guest_attributes, budget, request=req)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        items = ga.query_value.items if ga.query_value else []
+        return [{"namespace": it.namespace, "key": it.key, "value": it.value} for it in items]
+
+    def serial_output(self, zone: str, name: str, port: int = 1, budget: float | None = None) -> str | None:
+        """The serial console's buffered output (``getSerialPortOutput``); None when unavailable."""
+        from google.cloud import compute_v1
+
+        req = compute_v1.GetSerialPortOutputInstanceRequest(project=self.project, zone=zone, instance=name,
+                                                            port=port)
+        try:
+            out = self._read(f"instances.getSerialPortOutput {zone}/{name}",
+                             self._client("InstancesClient").get_serial_port_output, budget, request=req)
+        except ApiError as exc:
+            if exc.not_found or exc.code == 400:
+                return None
+            raise
+        return str(out.contents or "")
+
+    def insert(self, zone: str, body: dict[str, Any]) -> dict[str, Any]:
+        from google.cloud import compute_v1
+
+        return self._mutate(f"instances.insert {zone}", self._client("InstancesClient").insert_unary,
+                            project=self.project, zone=zone, instance_resource=compute_v1.Instance(body))
+
+    def bulk_insert(self, zone: str, properties: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        from google.cloud import compute_v1
+
+        res = compute_v1.BulkInsertInstanceResource(count=len(names), min_count=len(names),
+                                                    instance_properties=properties,
+                                                    per_instance_properties={n: {} for n in names})
+        return self._mutate(f"instances.bulkInsert {zone}", self._client("InstancesClient").bulk_insert_unary,
+                            project=self.project, zone=zone, bulk_insert_instance_resource_resource=res)
+
+    def start(self, zone: str, name: str) -> dict[str, Any]:
+        return self._mutate(f"instances.start {zone}/{name}", self._client("InstancesClient").start_unary,
+                            project=self.project, zone=zone, instance=name)
+
+    def delete(self, zone: str, name: str) -> dict[str, Any]:
+        return self._mutate(f"instances.delete {zone}/{name}", self._client("InstancesClient").delete_unary,
+                            project=self.project, zone=zone, instance=name)
+
+    def wait(self, zone: str, operation: str, timeout: float) -> dict[str, Any]:
+        """``zoneOperations.wait``: returns when the operation is DONE or after about 2
+        minutes (the endpoint's own cap) or ``timeout``, whichever is first."""
+        return to_dict(self._do(f"zoneOperations.wait {zone}", self._client("ZoneOperationsClient").wait,
+                                retry=self._read_retry(min(budgets.READ_BUDGET, max(timeout, 1.0))),
+                                timeout=max(1.0, min(timeout, 150.0)),
+                                project=self.project, zone=zone, operation=operation))
+
+
+async def open_compute(project: str | None) -> Compute:
+    """A :class:`Compute` for ``project`` (the recipe's, else ADC's ...), found in a thread."""
+    creds, proj = await call(credentials_and_project, project)
+    return Compute(proj, creds)
 
 
 def to_dict(msg: Any) -> dict[str, Any]:

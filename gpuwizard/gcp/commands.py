@@ -1,7 +1,8 @@
 """The ``quota``, ``zones``, ``down`` and ``status`` subcommands.
 
-Each returns an exit code and prints one sentence on failure (no traceback): 0 ok,
-1 the cloud said no (or the user declined), 2 usage/recipe problems.
+Each returns an exit code (:mod:`gpuwizard.exit_codes`) and prints one sentence on
+failure (no traceback): OK, FAILED when the cloud said no (or the user declined), USAGE
+for usage/recipe problems.
 """
 
 from __future__ import annotations
@@ -9,22 +10,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any, Iterable
+from typing import Any, Coroutine, Iterable, TypeVar
 
-from gpuwizard.gcp.errors import GcpError
+from gpuwizard import catalog
+from gpuwizard.events import Event
+from gpuwizard.exit_codes import FAILED, OK, USAGE
+from gpuwizard.gcp.body import LABEL_RECIPE_ID
+from gpuwizard.gcp.errors import GcpError, console_link
+from gpuwizard.gcp.inventory import VmInfo, delete_vms, list_recipe_vms
+from gpuwizard.gcp.quota import fetch_quota
+from gpuwizard.gcp.zones import zones_for_gpu, zones_offline
+from gpuwizard.recipe import Recipe, RecipeError, load
+from gpuwizard.tables import table
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 def _err(msg: str) -> None:
     print(f"gpuwizard: {msg}", file=sys.stderr)
-
-
-def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in rows])
 
 
 def _num(x: float | None) -> str:
@@ -37,20 +40,17 @@ def _or_list(items: Iterable[Any]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
 def _fail(exc: GcpError) -> int:
     _err(str(exc))
-    return EXIT_USAGE if exc.kind in ("usage", "project") else EXIT_FAILED
+    return USAGE if exc.kind in ("usage", "project") else FAILED
 
 
 def cmd_quota(args: argparse.Namespace) -> int:
     """Global GPUS_ALL_REGIONS, then each region's GPU quota (limit, usage, free)."""
-    from gpuwizard.gcp.errors import console_link
-    from gpuwizard.gcp.quota import fetch_quota
-
     try:
         rep = _run(fetch_quota(getattr(args, "project", None), args.gpu, bool(args.spot)))
     except GcpError as exc:
@@ -68,31 +68,33 @@ def cmd_quota(args: argparse.Namespace) -> int:
         what = f"{rep.metric}" if rep.metric else "GPU"
         print(f"No region lists a {what} quota (H100-class GPUs use the GPUS_PER_GPU_FAMILY family "
               f"quota in the Cloud Quotas console).")
-        return EXIT_OK
+        return OK
     print()
     print(table(["REGION", "METRIC", "LIMIT", "USAGE", "FREE"],
-                [[r.region, r.metric, _num(r.limit), _num(r.usage), _num(r.free)] for r in rep.rows]))
-    zero = [r for r in rep.rows if r.limit == 0]
-    if args.gpu and zero and len(zero) == len(rep.rows):
+                [[r.region, r.metric, _num(r.limit), _num(r.usage), _num(r.free)] for r in rep.rows], rule=False))
+    asked = [r for r in rep.rows if rep.metric is None or r.metric == rep.metric]
+    if rep.fallback:
+        print(f"\nSpot VMs use {rep.metric} where it is granted and fall back to {rep.fallback} where it is not: "
+              f"a region is out of quota only when both are.")
+    zero = [r for r in asked if r.limit == 0
+            and not ((fb := rep.fallback_row(r.region or "")) is not None and fb.free > 0)]
+    if args.gpu and zero and len(zero) == len(asked):
         r = zero[0]
         print(f"\nQuota '{r.metric}' is 0 in every region: request it for a region near you, e.g. "
               f"{r.link(rep.project)}")
     elif args.gpu and zero:
         print(f"\n{len(zero)} region(s) have {rep.metric} = 0; to raise one, e.g. {zero[0].region}: "
               f"{zero[0].link(rep.project)}")
-    return EXIT_OK
+    return OK
 
 
 def cmd_zones(args: argparse.Namespace) -> int:
     """Zones offering --gpu at --count, free quota and price, best first."""
-    from gpuwizard import catalog
-    from gpuwizard.gcp.zones import zones_for_gpu, zones_offline
-
     count = 1 if args.count is None else int(args.count)
     g = catalog.gpu(args.gpu) or catalog.gpu_by_label(args.gpu)
     if g is not None and count not in g.counts:  # (an unknown GPU is reported by the lookup below)
         _err(f"{g.label} takes {_or_list(g.counts)} GPUs per VM.")
-        return EXIT_USAGE
+        return USAGE
     try:
         if args.offline:
             opts = zones_offline(args.gpu, count, bool(args.spot))
@@ -106,18 +108,22 @@ def cmd_zones(args: argparse.Namespace) -> int:
         return _fail(exc)
     if not opts:
         print(f"No zone offers {count} x {args.gpu} per VM.")
-        return EXIT_OK
+        return OK
     src = "catalog snapshot; quota unknown" if args.offline else "live"
     print(f"{len(opts)} zone(s) offering {count} x {args.gpu} ({src}), best first:")
-    print(table(["ZONE", "REGION", "MAX/VM", "FREE QUOTA", "$/HOUR"],
-                [[o.zone, o.region, o.max_count, _num(o.free_quota),
-                  "?" if o.price_hour is None else f"{o.price_hour:.2f}"] for o in opts]))
-    return EXIT_OK
+    both = any(o.free_preemptible is not None or o.free_standard is not None for o in opts)
+    print(table(["ZONE", "REGION", "MAX/VM", "FREE QUOTA"] + (["PREEMPTIBLE", "STANDARD"] if both else [])
+                + ["$/HOUR"],
+                [[o.zone, o.region, o.max_count, _num(o.free_quota)]
+                 + ([_num(o.free_preemptible), _num(o.free_standard)] if both else [])
+                 + ["?" if o.price_hour is None else f"{o.price_hour:.2f}"] for o in opts], rule=False))
+    if both:
+        print("Spot VMs use the preemptible quota where it is granted, else the standard one (FREE QUOTA: "
+              "the larger).")
+    return OK
 
 
-def _load(path: str) -> Any:
-    from gpuwizard.recipe import RecipeError, load
-
+def _load(path: str) -> Recipe | None:
     try:
         return load(path)
     except RecipeError as exc:
@@ -126,14 +132,12 @@ def _load(path: str) -> Any:
         return None
 
 
-def _project_of(recipe: Any) -> str | None:
+def _project_of(recipe: Recipe) -> str | None:
     return recipe.target.gcp.project if recipe.target.gcp else None
 
 
-def _unmarked_note(vms: list[Any], recipe: Any) -> None:
+def _unmarked_note(vms: list[VmInfo], recipe: Recipe) -> None:
     """Say which VMs were matched by the recipe name alone (no recipe-id label)."""
-    from gpuwizard.gcp.provision import LABEL_RECIPE_ID
-
     old = [v.name for v in vms if v.recipe_id is None]
     if old:
         print(f"Note: {', '.join(old)} {'has' if len(old) == 1 else 'have'} no {LABEL_RECIPE_ID} label (made "
@@ -143,39 +147,35 @@ def _unmarked_note(vms: list[Any], recipe: Any) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """The recipe's VMs with zone, state, IP and running cost."""
-    from gpuwizard.gcp.provision import list_recipe_vms
-
     recipe = _load(args.recipe)
     if recipe is None:
-        return EXIT_USAGE
+        return USAGE
     try:
         vms = _run(list_recipe_vms(_project_of(recipe), recipe.name, recipe_path=args.recipe))
     except GcpError as exc:
         return _fail(exc)
     if not vms:
         print(f"No VMs from recipe {recipe.name}.")
-        return EXIT_OK
+        return OK
     _unmarked_note(vms, recipe)
     print(table(["NAME", "ZONE", "STATE", "IP", "GPU", "$/HOUR", "SO FAR"],
                 [[v.name, v.zone, v.status, v.address or v.internal_address or "-",
                   f"{v.gpu_count} x {v.gpu_type}" if v.gpu_type else "-",
                   "?" if v.price_hour is None else f"{v.price_hour:.2f}",
-                  "?" if v.cost_so_far is None else f"~${v.cost_so_far:.2f}"] for v in vms]))
+                  "?" if v.cost_so_far is None else f"~${v.cost_so_far:.2f}"] for v in vms], rule=False))
     running = [v for v in vms if v.status == "RUNNING" and v.price_hour]
     if running:
         print(f"\n{len(running)} running at ~${sum(v.price_hour or 0 for v in running):.2f}/hour; "
               f"`gpuwizard down {args.recipe}` deletes them.")
-    return EXIT_OK
+    return OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Delete the VMs that runs of the recipe file created (found by label), after
     confirmation; exactly the VMs listed to the user, never a list fetched afterwards."""
-    from gpuwizard.gcp.provision import delete_vms, list_recipe_vms
-
     recipe = _load(args.recipe)
     if recipe is None:
-        return EXIT_USAGE
+        return USAGE
     project = _project_of(recipe)
     try:
         vms = _run(list_recipe_vms(project, recipe.name, recipe_path=args.recipe))
@@ -183,28 +183,29 @@ def cmd_down(args: argparse.Namespace) -> int:
         return _fail(exc)
     if not vms:
         print(f"No VMs from recipe {recipe.name}: nothing to delete.")
-        return EXIT_OK
+        return OK
     _unmarked_note(vms, recipe)
     names = ", ".join(f"{v.name} ({v.zone})" for v in vms)
     if not args.yes:
         if not sys.stdin.isatty():
             _err(f"refusing to delete {len(vms)} VM(s) without confirmation: run again with --yes.")
-            return EXIT_USAGE
+            return USAGE
         try:
             answer = input(f"Delete {len(vms)} VM(s) and their boot disks: {names}? [y/N] ")
         except EOFError:
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             print("Nothing deleted.")
-            return EXIT_FAILED
+            return FAILED
     print(f"Deleting {names} ...", flush=True)
 
-    def sink(ev: Any) -> None:
-        print(ev.data, end="", flush=True)
+    def sink(ev: Event) -> None:
+        print(getattr(ev, "data", ""), end="", flush=True)
 
     try:
         gone = _run(delete_vms(project, vms, sink=sink))
     except GcpError as exc:
         return _fail(exc)
-    print(f"Deleted {len(gone)} VM(s).")
-    return EXIT_OK
+    missing = len(vms) - len(gone)
+    print(f"Deleted {len(gone)} VM(s)." + (f" {missing} had already gone." if missing else ""))
+    return OK

@@ -10,6 +10,7 @@ tested, and used by the UI, without the 2 s client import.
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ EXISTS = "exists"              # the VM name is taken (409 alreadyExists): stop;
 #                                would only make a second VM of the same name
 OS_LOGIN = "os_login"          # (GcpError kind only) the project enforces OS Login and the recipe
 #                                names no OS Login user: metadata ssh-keys would be ignored
+UNFINISHED = "unfinished"     # (GcpError kind only) an operation did not finish within its budget
 _RANK = {TRANSIENT: 0, STOCKOUT: 1, ZONE: 2, REGION_QUOTA: 3, GLOBAL_QUOTA: 4, PERMISSION: 5, EXISTS: 6}
 
 STOCKOUT_CODES = {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
@@ -43,14 +45,40 @@ QUOTA_CONSOLE = "https://console.cloud.google.com/iam-admin/quotas"
 class GcpError(Exception):
     """A Compute Engine problem told as one or two sentences that say what to do next."""
 
-    def __init__(self, message: str, *, kind: str = "error", link: str | None = None) -> None:
+    def __init__(self, message: str, *, kind: str = "error", link: str | None = None,
+                 vm_exists: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.kind = kind
         self.link = link
+        #: the run owns a VM that is running (and billed) although this error ended it
+        self.vm_exists = vm_exists
 
     def __str__(self) -> str:
         return self.message
+
+
+class ApiError(Exception):
+    """A failed Compute request, as the client adaptor (:mod:`.client`) reports it.
+
+    Carries what google.api_core's exceptions carry (HTTP status, the ``errors`` and
+    ``details`` of the JSON error body) without this module importing Google, so the
+    classification below stays pure. ``transport``: no HTTP answer (connection refused,
+    reset, the request's timeout) or a retry budget that ran out.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, errors: list[dict[str, Any]] | None = None,
+                 details: list[Any] | None = None, transport: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.errors = list(errors or [])
+        self.details = list(details or [])
+        self.transport = transport
+
+    @property
+    def not_found(self) -> bool:
+        return self.code == 404
 
 
 def console_link(metric: str, region: str | None = None, project: str | None = None) -> str:
@@ -62,8 +90,6 @@ def console_link(metric: str, region: str | None = None, project: str | None = N
     terms = [{"k": "Metric", "t": 10, "v": f'"compute.googleapis.com/{metric.lower()}"', "s": True}]
     if region:
         terms.append({"k": "Dimensions (e.g. location)", "t": 10, "v": f'"region:{region}"', "s": True})
-    import json
-
     state = json.dumps({"allQuotasTable": {"f": json.dumps(terms, separators=(",", ":"))}}, separators=(",", ":"))
     q = {"pageState": state}
     if project:
@@ -95,11 +121,16 @@ class Verdict:
     metric: str | None = None       # for quota kinds
 
     @property
+    def not_found(self) -> bool:
+        """The request named something that does not exist (HTTP 404)."""
+        return bool(self.items) and all(i.http_status == 404 for i in self.items)
+
+    @property
     def reason(self) -> str:
         """A short phrase for the log: "stockout (ZONE_RESOURCE_POOL_EXHAUSTED)"."""
         codes = ", ".join(dict.fromkeys(i.code for i in self.items if i.code))
         words = {TRANSIENT: "temporary error", STOCKOUT: "no capacity", ZONE: "zone error",
-                 REGION_QUOTA: "regional quota exhausted", GLOBAL_QUOTA: "global GPU quota exhausted",
+                 REGION_QUOTA: "regional quota exhausted", GLOBAL_QUOTA: "global quota exhausted",
                  PERMISSION: "permission denied", EXISTS: "name already taken"}
         what = words[self.kind]
         if self.metric:
@@ -183,11 +214,36 @@ def classify(errors: Iterable[dict[str, Any] | ErrorItem], http_status: int | No
     return v
 
 
+ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+
+
+def _details_as_error_details(details: Iterable[Any]) -> list[dict[str, Any]]:
+    """The ``details`` of an HTTP error body in the ``errorDetails`` shape operations use.
+
+    A synchronous error puts ``google.rpc.ErrorInfo`` in ``error.details`` with a
+    ``metadata`` map (google/rpc/error_details.proto; api_core's
+    ``format_http_response_error`` passes them through as dicts); an operation error puts
+    it under ``errorDetails[].errorInfo`` with ``metadatas``. Both carry ``zonesAvailable``.
+    """
+    out: list[dict[str, Any]] = []
+    for det in details:
+        if not isinstance(det, dict):
+            continue
+        if det.get("@type") == ERROR_INFO_TYPE:
+            out.append({"errorInfo": {"reason": det.get("reason"), "domain": det.get("domain"),
+                                      "metadatas": dict(det.get("metadata") or det.get("metadatas") or {})}})
+        elif any(k in det for k in ("errorInfo", "quotaInfo", "error_info", "quota_info")):
+            out.append(det)
+    return out
+
+
 def from_api_exception(exc: BaseException) -> Verdict:
-    """Classify a google.api_core exception (a synchronous HTTP error) without importing it."""
+    """Classify a failed request (an :class:`ApiError`, or any exception with the same
+    ``code`` / ``errors`` / ``details`` attributes): its ``errors`` and its ``details``."""
     status = getattr(exc, "code", None)
     status = int(status) if isinstance(status, int) else None
     errs = list(getattr(exc, "errors", None) or [])
+    extra = _details_as_error_details(getattr(exc, "details", None) or [])
     dicts: list[dict[str, Any]] = []
     msg = str(getattr(exc, "message", "") or exc)
     for e in errs:
@@ -197,6 +253,8 @@ def from_api_exception(exc: BaseException) -> Verdict:
             dicts.append(d)
     if not dicts:
         dicts = [{"code": "", "message": msg}]
+    if extra:
+        dicts[0] = dict(dicts[0], errorDetails=list(dicts[0].get("errorDetails") or []) + extra)
     return classify(dicts, status)
 
 
@@ -207,6 +265,21 @@ def global_quota_error(limit: float, usage: float, need: int, project: str | Non
     return GcpError(
         f"Quota 'GPUS_ALL_REGIONS' is {limit:g} ({free} free, {need} needed): request {int(usage) + need} "
         f"at {link} (approval can take a day or two).", kind=GLOBAL_QUOTA, link=link)
+
+
+def quota_error(verdict: Verdict, project: str | None, doing: str) -> GcpError:
+    """The stop message for a quota an attempt hit, naming *that* quota (CPUS_ALL_REGIONS,
+    SSD_TOTAL_GB in a region ...), its limit and the console row that raises it."""
+    item = next((i for i in verdict.items if i.quota_metric == verdict.metric), None) or \
+        (verdict.items[0] if verdict.items else None)
+    metric = verdict.metric or "GPUS_ALL_REGIONS"
+    region = verdict.region if verdict.kind == REGION_QUOTA else None
+    link = console_link(metric, region, project)
+    lim = item.quota_limit if item is not None else None
+    where = f" in {region}" if region else " (all regions)"
+    limit = "" if lim is None else f" (limit {lim:g})"
+    return GcpError(f"Quota '{metric}'{where} is exhausted{limit} while {doing}: request more at {link} "
+                    f"(approval can take a day or two), or free some.", kind=verdict.kind, link=link)
 
 
 def region_quota_message(metric: str, region: str, limit: float | None, usage: float | None,
@@ -233,7 +306,8 @@ def api_error(exc: BaseException, doing: str) -> GcpError:
     if isinstance(exc, GcpError):
         return exc
     name = type(exc).__name__
-    if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "TransportError", "RetryError") or \
+    if getattr(exc, "transport", False) or name in ("ConnectionError", "ConnectTimeout", "ReadTimeout",
+                                                     "TransportError", "RetryError") or \
             isinstance(exc, (ConnectionError, TimeoutError)):
         return GcpError(f"Could not reach Compute Engine while {doing} ({exc}); check your network and try again.",
                         kind=TRANSIENT)
@@ -245,7 +319,6 @@ def api_error(exc: BaseException, doing: str) -> GcpError:
     if v.kind == TRANSIENT:
         return GcpError(f"Compute Engine had a temporary problem while {doing} ({msg}); try again in a minute.",
                         kind=TRANSIENT)
-    if v.kind == GLOBAL_QUOTA:
-        link = console_link("GPUS_ALL_REGIONS")
-        return GcpError(f"{msg} Request more at {link}.", kind=GLOBAL_QUOTA, link=link)
+    if v.kind in (GLOBAL_QUOTA, REGION_QUOTA):
+        return quota_error(v, None, doing)
     return GcpError(f"Compute Engine refused {doing}: {msg}", kind=v.kind)

@@ -6,6 +6,12 @@ project's ``commonInstanceMetadata``, kept on the report (:attr:`QuotaReport.met
 so the provisioner can see ``enable-oslogin`` without another request. Free is ``limit - usage`` (dstack's
 rule) rather than SkyPilot's ``limit == 0``, because a region whose quota is all in use
 is just as useless for the next VM.
+
+Spot VMs draw on the ``PREEMPTIBLE_NVIDIA_*_GPUS`` quota where it is granted and fall
+back to the standard ``NVIDIA_*_GPUS`` quota where it is not (Compute Engine docs, "Spot
+VMs", quotas: https://cloud.google.com/compute/docs/instances/spot#quotas; issue 12,
+item 1). So for a spot report both metrics are kept (:attr:`QuotaReport.fallback`), and
+a region is out of quota only when both are exhausted.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuwizard.gcp import client as _client
-from gpuwizard.gcp.errors import GcpError, console_link
+from gpuwizard import catalog
+from gpuwizard.gcp.client import call, open_compute
+from gpuwizard.gcp.errors import GcpError, api_error, console_link
 
 __all__ = ["QuotaRow", "QuotaReport", "fetch_quota", "fetch_project_metadata", "console_link", "gpu_metric",
-           "os_login_enabled", "parse_quotas", "project_metadata"]
+           "os_login_enabled", "parse_quotas", "project_metadata", "standard_metric"]
 
 GPU_METRIC_RE = re.compile(r"^(PREEMPTIBLE_)?NVIDIA_[A-Z0-9_]+_GPUS$")
 
@@ -51,18 +58,36 @@ class QuotaReport:
     rows: list[QuotaRow] = field(default_factory=list)
     metric: str | None = None      # the metric asked for (None: all GPU metrics)
     metadata: dict[str, str] = field(default_factory=dict)  # the project's commonInstanceMetadata
+    fallback: str | None = None    # spot: the standard metric Spot VMs fall back to
 
     @property
     def global_free(self) -> float | None:
         return None if self.global_limit is None else max(0.0, self.global_limit - self.global_usage)
 
-    def free_in(self, region: str, metric: str | None = None) -> float | None:
-        """Free quota of ``metric`` in ``region``; None when the region does not list it."""
-        metric = metric or self.metric
+    def _free(self, region: str, metric: str | None) -> float | None:
         for r in self.rows:
             if r.region == region and r.metric == metric:
                 return r.free
         return None
+
+    def free_in(self, region: str, metric: str | None = None) -> float | None:
+        """Free quota of ``metric`` in ``region``; None when the region does not list it.
+
+        Without ``metric``, for a spot report: the larger of the preemptible and the
+        standard quota's free amount (Spot falls back to the standard one)."""
+        if metric is not None:
+            return self._free(region, metric)
+        own = self._free(region, self.metric)
+        if self.fallback is None:
+            return own
+        std = self._free(region, self.fallback)
+        known = [f for f in (own, std) if f is not None]
+        return max(known) if known else None
+
+    def fallback_row(self, region: str) -> QuotaRow | None:
+        """The standard-quota row a spot VM falls back to in ``region``."""
+        return next((r for r in self.rows if r.region == region and r.metric == self.fallback), None) \
+            if self.fallback else None
 
     def regions(self) -> dict[str, QuotaRow]:
         """region -> row of the asked metric."""
@@ -83,17 +108,23 @@ def os_login_enabled(metadata: dict[str, str]) -> bool:
 
 def gpu_metric(gpu_type: str, spot: bool) -> str:
     """The regional quota metric for an accelerator type or label (T4, nvidia-l4 ...)."""
-    from gpuwizard import catalog
-
     g = catalog.gpu(gpu_type) or catalog.gpu_by_label(gpu_type)
     if g is None:
         raise GcpError(f"Unknown GPU '{gpu_type}': see `gpuwizard catalog gpus` for the names.", kind="usage")
     return g.spot_quota_metric if spot else g.quota_metric
 
 
+def standard_metric(metric: str) -> str | None:
+    """``NVIDIA_T4_GPUS`` for ``PREEMPTIBLE_NVIDIA_T4_GPUS``; None for a standard metric."""
+    return metric[len("PREEMPTIBLE_"):] if metric.startswith("PREEMPTIBLE_") else None
+
+
 def parse_quotas(project_json: dict[str, Any], regions_json: list[dict[str, Any]], project: str,
                  metric: str | None) -> QuotaReport:
-    """Build a report from projects.get and regions.list payloads (camelCase dicts)."""
+    """Build a report from projects.get and regions.list payloads (camelCase dicts);
+    a ``PREEMPTIBLE_*`` metric brings its standard fallback's rows along."""
+    fallback = standard_metric(metric) if metric else None
+    wanted = {m for m in (metric, fallback) if m}
     glim: float | None = None
     gusage = 0.0
     for q in project_json.get("quotas") or []:
@@ -103,33 +134,22 @@ def parse_quotas(project_json: dict[str, Any], regions_json: list[dict[str, Any]
     for reg in regions_json:
         for q in reg.get("quotas") or []:
             m = str(q.get("metric") or "")
-            if (metric and m == metric) or (not metric and GPU_METRIC_RE.match(m)):
+            if (metric and m in wanted) or (not metric and GPU_METRIC_RE.match(m)):
                 rows.append(QuotaRow(m, reg.get("name"), float(q.get("limit") or 0), float(q.get("usage") or 0)))
     rows.sort(key=lambda r: (-r.free, r.region or "", r.metric))
     return QuotaReport(project=project, global_limit=glim, global_usage=gusage, rows=rows, metric=metric,
-                       metadata=project_metadata(project_json))
+                       metadata=project_metadata(project_json), fallback=fallback)
 
 
 async def _project_and_regions(project: str | None) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
-    creds, project = await _client.call(_client.credentials_and_project, project)
-    from google.cloud import compute_v1
-
-    projects = _client.compute("ProjectsClient", creds)
-    regions = _client.compute("RegionsClient", creds)
-
-    def list_regions() -> list[dict[str, Any]]:
-        req = compute_v1.ListRegionsRequest(project=project, max_results=500)
-        return [_client.to_dict(r) for r in regions.list(request=req)]
-
-    p, rs = await asyncio.gather(_client.call(projects.get, project=project), _client.call(list_regions))
-    return project, _client.to_dict(p), rs
+    compute = await open_compute(project)
+    p, rs = await asyncio.gather(call(compute.get_project), call(compute.list_regions))
+    return compute.project, p, rs
 
 
 async def fetch_quota(project: str | None, gpu_type: str | None, spot: bool) -> QuotaReport:
     """Global and per-region GPU quota. ``gpu_type`` None: every NVIDIA metric (spot or not)."""
     metric = gpu_metric(gpu_type, spot) if gpu_type else None
-    from gpuwizard.gcp.errors import api_error
-
     try:
         project, pj, rs = await _project_and_regions(project)
     except GcpError:
@@ -144,14 +164,11 @@ async def fetch_quota(project: str | None, gpu_type: str | None, spot: bool) -> 
 
 async def fetch_project_metadata(project: str | None) -> dict[str, str]:
     """The project's ``commonInstanceMetadata`` (one projects.get request)."""
-    from gpuwizard.gcp.errors import api_error
-
     try:
-        creds, project = await _client.call(_client.credentials_and_project, project)
-        projects = _client.compute("ProjectsClient", creds)
-        p = await _client.call(projects.get, project=project)
+        compute = await open_compute(project)
+        p = await call(compute.get_project)
     except GcpError:
         raise
     except Exception as exc:  # noqa: BLE001 - turn API errors into one sentence
         raise api_error(exc, "reading the project's metadata") from None
-    return project_metadata(_client.to_dict(p))
+    return project_metadata(p)

@@ -15,21 +15,16 @@ import subprocess
 import threading
 from pathlib import Path
 
+from gpuwizard import locations
 from gpuwizard.gcp.errors import GcpError
 
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
 _lock = threading.Lock()
 
 
-def config_dir() -> Path:
-    """``$XDG_CONFIG_HOME/gpuwizard`` (absolute paths only), else ``~/.config/gpuwizard``."""
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "gpuwizard"
-
-
 def default_key_path() -> Path:
-    return config_dir() / "ssh" / "id_ed25519"
+    """gpuwizard's own login key for the VMs it creates (made on first use)."""
+    return locations.ssh_dir() / "id_ed25519"
 
 
 def _generate(path: Path) -> None:
@@ -93,19 +88,6 @@ def known_hosts_lines(addresses: list[str], port: int, keys: list[tuple[str, str
     """OpenSSH known_hosts lines for a host reachable at ``addresses``."""
     pats = ",".join(a if port == 22 else f"[{a}]:{port}" for a in addresses if a)
     return [f"{pats} {t} {b}" for t, b in keys]
-
-
-def add_known_hosts(path: str, lines: list[str]) -> None:
-    """Append ``lines`` to ``path`` (0600, parents created), skipping ones already there."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with _lock:
-        have = set(p.read_text(encoding="utf-8").splitlines()) if p.exists() else set()
-        new = [ln for ln in lines if ln not in have]
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:
-            for ln in new:
-                fh.write(ln + "\n")
 
 
 def replace_known_hosts(path: str, addresses: list[str], port: int, lines: list[str]) -> list[str]:

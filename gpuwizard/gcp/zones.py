@@ -12,28 +12,32 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from gpuwizard.gcp import client as _client
-from gpuwizard.gcp.errors import GcpError
+from gpuwizard import catalog
+from gpuwizard.gcp.client import call, open_compute
+from gpuwizard.gcp.errors import GcpError, api_error
 from gpuwizard.gcp.quota import gpu_metric, parse_quotas
 
 
 @dataclass(frozen=True)
 class ZoneOption:
-    """One candidate zone. ``free_quota`` None: unknown (offline, or not listed by regions.list)."""
+    """One candidate zone. ``free_quota`` None: unknown (offline, or not listed by regions.list).
+
+    For spot, ``free_quota`` is what a Spot VM can use (the larger of the two, see
+    :mod:`.quota`), and ``free_preemptible`` / ``free_standard`` show both."""
 
     zone: str
     region: str
     max_count: int
     free_quota: float | None
     price_hour: float | None
+    free_preemptible: float | None = None
+    free_standard: float | None = None
 
     def fits(self, count: int) -> bool:
         return self.max_count >= count and (self.free_quota is None or self.free_quota >= count)
 
 
-def _gpu(gpu_type: str) -> Any:
-    from gpuwizard import catalog
-
+def _gpu(gpu_type: str) -> catalog.GpuType:
     g = catalog.gpu(gpu_type) or catalog.gpu_by_label(gpu_type)
     if g is None:
         raise GcpError(f"Unknown GPU '{gpu_type}': see `gpuwizard catalog gpus` for the names.", kind="usage")
@@ -42,8 +46,6 @@ def _gpu(gpu_type: str) -> Any:
 
 def price_for(gpu_name: str, count: int, spot: bool) -> float | None:
     """The cheapest catalog price of a VM carrying ``count`` such GPUs (USD/hour)."""
-    from gpuwizard import catalog
-
     mts = catalog.machine_types_for(gpu_name, count)
     prices = [p for p in (catalog.hourly_price(m.name, gpu_name, count, spot) for m in mts) if p]
     return min(prices) if prices else None
@@ -63,8 +65,6 @@ def sort_options(options: list[ZoneOption], count: int, order: list[str] | None 
 
 def zones_offline(gpu_type: str, count: int = 1, spot: bool = False) -> list[ZoneOption]:
     """The catalog snapshot's zones for the GPU (no quota known), for --offline and the wizard's first paint."""
-    from gpuwizard import catalog
-
     g = _gpu(gpu_type)
     if count not in g.counts and count > max(g.counts):
         return []
@@ -77,8 +77,6 @@ def zones_offline(gpu_type: str, count: int = 1, spot: bool = False) -> list[Zon
 def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name: str, count: int, spot: bool,
          project: str) -> list[ZoneOption]:
     """Join an aggregated accelerator list with the regions' quotas (pure, for tests and the UI)."""
-    from gpuwizard import catalog
-
     metric = gpu_metric(gpu_name, spot)
     report = parse_quotas({}, regions_json, project, metric)
     price = price_for(gpu_name, count, spot)
@@ -92,32 +90,19 @@ def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name
             if n < count:
                 continue
             region = catalog.region_of(zone)
-            opts.append(ZoneOption(zone, region, n, report.free_in(region), price))
+            both = (report.free_in(region, report.metric), report.free_in(region, report.fallback)) \
+                if report.fallback else (None, None)
+            opts.append(ZoneOption(zone, region, n, report.free_in(region), price, *both))
     return sort_options(opts, count, catalog.zones_for(gpu_name))
 
 
 async def zones_for_gpu(project: str | None, gpu_type: str, count: int = 1, spot: bool = False) -> list[ZoneOption]:
     """Live zones offering ``count`` x ``gpu_type``, best candidates first (two round trips)."""
     g = _gpu(gpu_type)
-    creds, project = await _client.call(_client.credentials_and_project, project)
-    from google.cloud import compute_v1
-
-    accs = _client.compute("AcceleratorTypesClient", creds)
-    regions = _client.compute("RegionsClient", creds)
-
-    def acc_list() -> dict[str, Any]:
-        req = compute_v1.AggregatedListAcceleratorTypesRequest(
-            project=project, filter=f"name = {g.name}", max_results=500)
-        return {scope: _client.to_dict(scoped) for scope, scoped in accs.aggregated_list(request=req)}
-
-    def reg_list() -> list[dict[str, Any]]:
-        req = compute_v1.ListRegionsRequest(project=project, max_results=500)
-        return [_client.to_dict(r) for r in regions.list(request=req)]
-
-    from gpuwizard.gcp.errors import api_error
-
+    compute = await open_compute(project)
     try:
-        items, rs = await asyncio.gather(_client.call(acc_list), _client.call(reg_list))
-    except Exception as exc:  # noqa: BLE001
+        items, rs = await asyncio.gather(call(compute.accelerator_types, f"name = {g.name}"),
+                                         call(compute.list_regions))
+    except Exception as exc:  # noqa: BLE001 - API errors become one sentence
         raise api_error(exc, "listing zones") from None
-    return join(items, rs, g.name, count, spot, project)
+    return join(items, rs, g.name, count, spot, compute.project)

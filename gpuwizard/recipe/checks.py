@@ -1,0 +1,114 @@
+"""Checks that need more than one field of a recipe but no catalog: one target, hosts and
+step names listed once, datasets naming defined remotes, no credentials inline.
+
+Catalog checks (GPU vs machine type, driver vs GPU ...) live in :mod:`gpuwizard.validate`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from gpuwizard.recipe.model import Problem, Recipe
+from gpuwizard.recipe.values import parse_host
+from gpuwizard.secretcheck import looks_secret
+
+DRIVE_SCOPES = frozenset({"drive", "drive.readonly", "drive.file", "drive.appfolder", "drive.metadata.readonly"})
+
+
+def _related(a: str, b: str) -> bool:
+    """True when one path is the other or lies under it (``x`` and ``x.y`` / ``x[0]``)."""
+    return a == b or a.startswith(b + ".") or a.startswith(b + "[") or b.startswith(a + ".") or b.startswith(a + "[") or not a or not b
+
+
+def merge_problems(first: list[Problem], later: list[Problem]) -> list[Problem]:
+    """Add later-stage problems unless an earlier one already covers that part of the
+    recipe: a field that failed to parse was replaced by its default, so checks on it
+    would only add noise."""
+    return first + [p for p in later if not any(_related(p.path, q.path) for q in first)]
+
+
+def structural_problems(r: Recipe) -> list[Problem]:
+    """Checks that need more than one field but no catalog."""
+    out: list[Problem] = []
+    t = r.target
+    if t.gcp is None and t.ssh is None and ("target" in r.marks or not r.marks):
+        out.append(r.problem("target", "set target.gcp (provision VMs) or target.ssh.hosts (existing machines)"))
+    if t.gcp is not None and t.ssh is not None:
+        out.append(r.problem("target.ssh", "target.gcp and target.ssh exclude each other; keep one"))
+    if t.ssh is not None and not t.ssh.hosts:
+        out.append(r.problem("target.ssh.hosts", "list at least one host, e.g. ubuntu@203.0.113.7"))
+    if t.ssh is not None:
+        out += _duplicate_hosts(r, t.ssh.hosts)
+    names: dict[str, int] = {}
+    for i, s in enumerate(r.steps):
+        if s.name in names:
+            out.append(r.problem(f"steps[{i}].name", f"step name {s.name!r} is already used by steps[{names[s.name]}]"))
+        names.setdefault(s.name, i)
+        if not s.run.strip():
+            out.append(r.problem(f"steps[{i}].run", "empty command"))
+        for key, val in s.env.items():
+            if looks_secret(val):
+                out.append(r.problem(f"steps[{i}].env.{key}", "this looks like a credential; secrets are not "
+                                     "allowed in a recipe: read it from a file on the host or an uploaded file"))
+    for i, s in enumerate(r.steps):
+        if looks_secret(s.run):
+            out.append(r.problem(f"steps[{i}].run", "this command embeds a credential; secrets are not allowed in a recipe"))
+    remotes = r.rclone.remotes if r.rclone else {}
+    for i, d in enumerate(r.datasets):
+        p = f"datasets[{i}]"
+        if not d.from_:
+            out.append(r.problem(f"{p}.from", "empty source; write REMOTE:path or a Google Drive link"))
+            continue
+        if d.from_.startswith(("http://", "https://")):
+            if "drive.google.com" in d.from_ or "docs.google.com" in d.from_ or "drive.usercontent.google.com" in d.from_:
+                if d.remote is None:
+                    out.append(r.problem(f"{p}.remote", "a Google Drive link is fetched through a drive remote: "
+                                         "add `remote: NAME` naming one of rclone.remotes"))
+                elif d.remote not in remotes:
+                    out.append(r.problem(f"{p}.remote", _missing_remote(d.remote, remotes)))
+            continue
+        if ":" not in d.from_:
+            out.append(r.problem(f"{p}.from", f"{d.from_!r} names no remote; write REMOTE:path (e.g. gdrive:data.zip)"))
+            continue
+        name = d.from_.split(":", 1)[0]
+        if name.startswith(":"):
+            continue
+        if name not in remotes:
+            out.append(r.problem(f"{p}.from", _missing_remote(name, remotes)))
+    for name, rem in remotes.items():
+        if rem.type == "drive":
+            scope = rem.options.get("scope", "drive.readonly")
+            if any(s not in DRIVE_SCOPES for s in str(scope).split(",")):
+                out.append(r.problem(f"rclone.remotes.{name}.scope",
+                                     f"unknown Drive scope {scope!r}; use one of {', '.join(sorted(DRIVE_SCOPES))}"))
+    return out
+
+
+def _missing_remote(name: str, remotes: dict[str, Any]) -> str:
+    if not remotes:
+        return f"remote {name!r} is not defined; add it under rclone.remotes (or run `gpuwizard rclone`)"
+    close = difflib.get_close_matches(name, list(remotes), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; defined: {', '.join(remotes)}"
+    return f"remote {name!r} is not defined under rclone.remotes{hint}"
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+def _duplicate_hosts(r: Recipe, hosts: list[str]) -> list[Problem]:
+    """A host listed twice (after normalising case, port zeros and default user/port) would
+    run every step twice on one machine; the message names both lines."""
+    out: list[Problem] = []
+    first: dict[tuple[str | None, str, int], int] = {}
+    for i, h in enumerate(hosts):
+        key = parse_host(h).identity(r.ssh.user, r.ssh.port)
+        j = first.setdefault(key, i)
+        if j == i:
+            continue
+        line = r.mark(f"target.ssh.hosts[{j}]")[0]
+        same = "is listed twice" if hosts[j] == h else f"is the same host as {hosts[j]!r}"
+        out.append(r.problem(f"target.ssh.hosts[{i}]", f"{h!r} {same} (target.ssh.hosts[{j}], line {line}); "
+                             "list each host once"))
+    return out
+
