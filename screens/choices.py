@@ -13,8 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from gpuwizard import catalog, drivers, shipped
-from gpuwizard import recipe as rc
+from gpuwizard import catalog, drivers, presets
 from gpuwizard.catalog import stack
 from gpuwizard.recipe import Driver, Env, Problem, Recipe
 
@@ -48,28 +47,19 @@ def hourly_cost(machine: str, gpu: str | None, count: int, spot: bool, vms: int 
 
 
 def cost_text(recipe: Recipe) -> str:
-    """One line: what the recipe's VMs cost per hour and per month of continuous running."""
+    """One line: what the recipe's VMs cost per hour and per month of continuous running,
+    from :func:`gpuwizard.catalog.vm_price` (the one price rule), saying what it assumes."""
     g = recipe.target.gcp
     if g is None:
         return "Existing hosts: no Compute Engine cost."
-    gpu = g.gpu.type if g.gpu else None
-    count = g.gpu.count if g.gpu else 0
-    one = catalog.hourly_price(g.machine_type, gpu, count, g.spot)
-    if one is None:
-        return f"{g.machine_type}: price unknown (not in the catalog)."
-    mt = catalog.machine_type(g.machine_type)
-    parts = [f"{g.machine_type} ${(mt.spot_price_hour if g.spot else mt.price_hour):.2f}" if mt else g.machine_type]
-    gt = catalog.gpu(gpu) if gpu else None
-    if gt and mt and mt.gpu_type is None:
-        each = gt.spot_price_hour if g.spot else gt.price_hour
-        parts.append(f"{count} x {gt.label} ${each:.2f}")
-    elif gt:
-        parts.append(f"{count} x {gt.label} included")
-    total = one * g.count
+    price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot,
+                             g.disk_gb, g.disk_type)
+    if price.per_hour is None:
+        return f"{g.machine_type}: {price.label()}."
+    total = price.per_hour * g.count
     vms = f" x {g.count} VMs" if g.count > 1 else ""
-    kind = "spot" if g.spot else "on-demand"
-    return (f"{' + '.join(parts)} = ${one:.2f}/h per VM{vms} -> ${total:.2f}/h {kind} "
-            f"(~${total * 730:,.0f}/month if left running)")
+    return (f"${price.per_hour:.2f}/h per VM{vms} -> ${total:.2f}/h (~${total * 730:,.0f}/month if left running); "
+            f"{price.assumes}")
 
 
 # ------------------------------------------------------------------------ GPUs
@@ -273,14 +263,17 @@ def torch_choices(recipe: Recipe) -> list[Choice]:
     return out
 
 
-#: The shipped recipe behind the ST-GCN presets (Environment: the repository and its set-up;
-#: Steps: its own steps). The case gpuwizard was born from, defined once: in that recipe.
-PRESET_RECIPE = "stgcn-t4"
-
-
-def preset_recipe() -> Recipe:
-    """The ST-GCN preset, read through the recipe loader (never a copy in the UI)."""
-    return rc.load(shipped.resolve(PRESET_RECIPE))
+def stgcn_preset(recipe: Recipe) -> presets.Preset:
+    """The ST-GCN preset (:func:`gpuwizard.presets.stgcn`, the one definition the shipped
+    stgcn-t4 recipe equals) for the draft's GPU, image and CUDA toolkit. Raises
+    :class:`gpuwizard.presets.PresetError` when it cannot apply (no CUDA toolkit)."""
+    g = recipe.target.gcp
+    d = recipe.driver
+    cuda = d.cuda if d is not None and not d.preinstalled else None
+    if d is not None and d.preinstalled and g is not None:
+        img = catalog.image(g.image)
+        cuda = img.cuda if img else None
+    return presets.stgcn(g.gpu.type if g and g.gpu else None, g.image if g else None, cuda)
 
 
 def env_default(recipe: Recipe) -> Env:

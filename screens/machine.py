@@ -9,14 +9,9 @@ from textual.containers import Horizontal, Vertical
 from textual.validation import Integer
 from textual.widgets import Input, Select, Static
 
-from gpuwizard import catalog
-from gpuwizard.recipe import GcpTarget
+from gpuwizard import catalog, validate
 from screens import choices
 from screens.base import WizardScreen
-
-#: The boot disk limits, read from the recipe model (the rule ``gpuwizard validate`` applies),
-#: so the screen states and checks one rule.
-DISK_MIN, DISK_MAX = (choices.field_meta(GcpTarget, "disk_gb")[k] for k in ("minimum", "maximum"))
 
 
 class MachineScreen(WizardScreen):
@@ -38,8 +33,8 @@ class MachineScreen(WizardScreen):
                 yield Input("1", id="vms", validators=[Integer(1, 64)], type="integer")
         with Horizontal(classes="row"):
             with Vertical(classes="field"):
-                yield Static(f"Boot disk (GB, {DISK_MIN} to {DISK_MAX})", classes="label")
-                yield Input("100", id="disk", validators=[Integer(DISK_MIN, DISK_MAX)], type="integer")
+                yield Static("Boot disk (GB)", classes="label", id="disk-label")
+                yield Input("100", id="disk", validators=[Integer(1, validate.DISK_GB_MAX)], type="integer")
             with Vertical(classes="field"):
                 yield Static("Disk type", classes="label")
                 yield Select([("pd-balanced", "pd-balanced")], value="pd-balanced", allow_blank=False, id="disk-type")
@@ -118,8 +113,9 @@ class MachineScreen(WizardScreen):
             out.append(f"choose a machine type ({choices.machine_limits_text(gpu, count)})")
         if not vms.isdigit() or not 1 <= int(vms) <= 64:
             out.append("VMs: a whole number from 1 to 64")
-        if not disk.isdigit() or not DISK_MIN <= int(disk) <= DISK_MAX:
-            out.append(f"boot disk: a whole number of GB from {DISK_MIN} to {DISK_MAX}")
+        why = validate.disk_gb_problem(disk, str(_img))  # the one boot-disk rule, with its message
+        if why:
+            out.append(why)
         return out
 
     def changed(self) -> None:
@@ -143,18 +139,13 @@ class MachineScreen(WizardScreen):
             self.query_one("#cost", Static).update("")
             return
         n = int(vms) if vms.isdigit() and int(vms) > 0 else 1
-        one = catalog.hourly_price(str(machine), gpu, count, spot)
-        if one is None:
-            self.query_one("#cost", Static).update("Price unknown for this machine type.")
+        low, _why = validate.disk_gb_minimum(str(image))
+        self.query_one("#disk-label", Static).update(f"Boot disk (GB, {low} to {validate.DISK_GB_MAX})")
+        price = catalog.vm_price(str(machine), gpu, count, spot, int(disk) if disk.isdigit() else 0, str(disk_type))
+        if price.per_hour is None:
+            self.query_one("#cost", Static).update(price.label())
             return
-        mt = catalog.machine_type(str(machine))
-        base = (mt.spot_price_hour if spot else mt.price_hour) if mt else 0
-        gl = catalog.gpu(gpu)
-        parts = [f"{machine} ${base:.2f}"]
-        if gl and mt and mt.gpu_type is None:
-            parts.append(f"{count} x {gl.label} ${(gl.spot_price_hour if spot else gl.price_hour):.2f}")
-        total = one * n
+        total = price.per_hour * n
         self.query_one("#cost", Static).update(
-            f"{' + '.join(parts)} = ${one:.2f}/h per VM; {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h "
-            f"{'spot' if spot else 'on-demand'} (~${total * 730:,.0f}/month if never stopped); the {disk} GB "
-            f"{disk_type} boot disk is billed on top.")
+            f"${price.per_hour:.2f}/h per VM ({price.assumes}); {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h "
+            f"(~${total * 730:,.0f}/month if never stopped)")

@@ -4,8 +4,8 @@ A list on the left, the selected step's editor on the right: name, a multi-line
 command (a TextArea: real training commands are several lines), an optional timeout
 and sudo. Ctrl+A adds, Ctrl+D removes, Alt+Up / Alt+Down reorder; the bindings have
 priority so they work while the editor has focus. The ST-GCN preset offers the
-training command of the shipped ``stgcn-t4`` recipe, read through the recipe loader
-(one definition, never a copy). Names, timeouts and commands are checked by the
+training command of :func:`gpuwizard.presets.stgcn` (the one definition; the shipped
+``stgcn-t4`` recipe equals it). Names, timeouts and commands are checked by the
 recipe model's own rules (:func:`gpuwizard.recipe.structural_problems`).
 """
 
@@ -23,6 +23,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
+from gpuwizard import presets
 from gpuwizard import recipe as rc
 from gpuwizard.recipe import UserStep
 from screens import choices
@@ -33,7 +34,6 @@ _TIMEOUT = choices.field_meta(UserStep, "timeout")
 TIMEOUT_MIN, TIMEOUT_MAX = _TIMEOUT["minimum"], _TIMEOUT["maximum"]
 DEFAULT_TIMEOUT = UserStep().timeout
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-PRESET_RECIPE = choices.PRESET_RECIPE
 
 
 def parse_timeout(text: str) -> float | None:
@@ -55,9 +55,10 @@ def show_timeout(seconds: float) -> str:
     return f"{seconds:g}"
 
 
-def preset_steps() -> list[UserStep]:
-    """The ST-GCN preset's own steps, from the shipped recipe (its loader, not a copy)."""
-    return [dataclasses.replace(s) for s in choices.preset_recipe().steps]
+def preset_steps(recipe: rc.Recipe) -> list[UserStep]:
+    """The ST-GCN preset's own steps (smoke test, training) for the draft's stack, from
+    :func:`gpuwizard.presets.stgcn`, the definition the shipped stgcn-t4 recipe equals."""
+    return [UserStep(**s) for s in choices.stgcn_preset(recipe).steps]
 
 
 class StepsScreen(WizardScreen):
@@ -249,11 +250,16 @@ class StepsScreen(WizardScreen):
     @on(Button.Pressed, "#step-preset")
     def action_preset(self) -> None:
         """Add the ST-GCN training step(s) the shipped recipe runs (those not already here)."""
+        try:
+            offered = preset_steps(self.draft)
+        except presets.PresetError as exc:
+            self.notify(f"The ST-GCN preset does not fit this recipe: {exc}.", severity="warning")
+            return
         have = {s.name for s in self.steps} | {s.run for s in self.steps}
-        added = [s for s in preset_steps() if s.name not in have and s.run not in have]
+        added = [s for s in offered if s.name not in have and s.run not in have]
         self.steps.extend(added)
         if added:
             self._select(len(self.steps) - 1)
-            self.notify(f"Added {', '.join(s.name for s in added)} from the {PRESET_RECIPE} recipe.")
+            self.notify(f"Added the ST-GCN preset's {', '.join(s.name for s in added)} step(s).")
         else:
-            self.notify(f"The {PRESET_RECIPE} steps are already here.")
+            self.notify("The ST-GCN preset's steps are already here.")

@@ -71,12 +71,14 @@ class ZoneScreen(WizardScreen):
             machine = next((v for v in valid if v == "n1-standard-4"), valid[0] if valid else None)
         return machine
 
-    def _price(self) -> float | None:
-        """One VM's price per hour (:func:`gpuwizard.catalog.hourly_price`, as on the Machine
-        screen): zones differ in quota here, not in catalog price."""
+    def _price(self) -> catalog.Price | None:
+        """One VM's price (:func:`gpuwizard.catalog.vm_price`, the Machine screen's figure):
+        zones differ in quota here, not in catalog price."""
         _p, gpu, count, spot = self._key()
         machine = self._machine()
-        return catalog.hourly_price(machine, gpu, count, spot) if machine else None
+        g = self.draft.target.gcp
+        disk = (g.disk_gb, g.disk_type) if g else (0, "pd-balanced")
+        return catalog.vm_price(machine, gpu, count, spot, *disk) if machine else None
 
     # -------------------------------------------------------------- load / store
 
@@ -101,7 +103,7 @@ class ZoneScreen(WizardScreen):
         gl = catalog.gpu(key[1])
         self.query_one("#zone-title", Static).update(
             f"Zones offering {key[2]} x {gl.label if gl else key[1]}"
-            f"{' (spot)' if key[3] else ''}; $/h for {self._machine() or '?'} (Machine screen), disk extra")
+            f"{' (spot)' if key[3] else ''}; $/h per VM: {self._price().assumes if self._price() else '?'}")
         self._refresh_rows()
 
     def _keep_recipe_zones(self, zones: list[str]) -> None:
@@ -136,7 +138,8 @@ class ZoneScreen(WizardScreen):
         cursor = table.cursor_row
         under = self._current()  # the cursor follows its zone through a re-sort
         table.clear()
-        price = self._price()
+        vm = self._price()
+        price = vm.per_hour if vm else None
         rows = sorted(self.rows, key=lambda r: (r.zone not in self.order,
                                                  self.order.index(r.zone) if r.zone in self.order else 0))
         for r in rows:

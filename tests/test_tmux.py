@@ -20,14 +20,14 @@ import sys
 import pytest
 
 from gpuwizard import recipe as rc
-from screens.steps import preset_steps
+from gpuwizard.presets import STGCN_TRAIN
 from tests.builders.wizard import Tmux
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
-TRAIN = "python mmskl.py configs/recognition/st_gcn/kinetics-skeleton/train.yaml --gpus 1"
+EVAL = "python mmskl.py configs/recognition/st_gcn_aaai18/kinetics-skeleton/test.yaml"
 
 
 def _env(tmp_path, width: int, height: int) -> dict[str, str]:
@@ -48,7 +48,7 @@ def test_seed_case_walked_with_keys_only_to_a_valid_recipe(tmp_path) -> None:
         t.keys("a")  # the Zone table has focus: best first, no Tab needed
         t.keys("C-n")
         screen = t.wait_for("Machine type")
-        assert "/h per VM" in screen and "n1-standard-4" in screen
+        assert "/h per VM (n1-standard-4 + 1 x T4" in screen
         t.keys("C-n")
         t.wait_for("Kernel modules")
         t.keys("C-n")
@@ -59,12 +59,12 @@ def test_seed_case_walked_with_keys_only_to_a_valid_recipe(tmp_path) -> None:
         t.wait_for("REMOTE:path")
         t.keys("C-n")
         t.wait_for("Your steps, in run order")
-        t.keys("C-a")  # a new step; the command editor has focus
+        t.keys("C-t")  # the preset's steps: its smoke test and the training command
+        t.wait_for("2. train: python mmskl.py")
+        t.keys("C-a")  # and one of my own; the command editor has focus
         t.wait_for("empty command")
-        t.type(TRAIN)
-        t.wait_for("1. train: python mmskl.py")
-        t.keys("C-t")  # and the preset's own steps
-        t.wait_for(f"2. {preset_steps()[0].name}")
+        t.type(EVAL)
+        t.wait_for("3. step-3: python mmskl.py")
         t.keys("C-n")
         t.wait_for("1. driver.")  # the plan is filled in when the screen has loaded (and focused Name)
         t.keys("Tab")  # from the recipe name to "Save to" (Textual selects its text)
@@ -85,8 +85,8 @@ def test_seed_case_walked_with_keys_only_to_a_valid_recipe(tmp_path) -> None:
         t.kill()
     saved = rc.load(str(out))
     assert saved.env.repo.url.endswith("mmskeleton.git")
-    assert saved.steps[0].name == "train" and saved.steps[0].run == TRAIN
-    assert [s.name for s in saved.steps[1:]] == [s.name for s in preset_steps()]
+    assert [(s.name, s.run) for s in saved.steps] == [("smoke", saved.steps[0].run), ("train", STGCN_TRAIN),
+                                                      ("step-3", EVAL)]
     res = subprocess.run([sys.executable, "-m", "gpuwizard.cli", "validate", str(out)], capture_output=True,
                          text=True, cwd=tmp_path, env={**os.environ, **_env(tmp_path, 120, 40)})
     assert res.returncode == 0, res.stdout + res.stderr

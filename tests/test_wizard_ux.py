@@ -78,20 +78,24 @@ async def test_steps_screen_adds_edits_reorders_and_removes_with_keys(tmp_path) 
     assert train.run == "python train.py \\\n  --epochs 80" and train.timeout == 7200 and train.sudo
 
 
-async def test_steps_preset_offers_the_shipped_stgcn_steps() -> None:
-    """The preset's steps are the shipped stgcn-t4 recipe's, read through its loader."""
+async def test_steps_preset_offers_the_stgcn_training_step() -> None:
+    """The preset's steps come from gpuwizard.presets (the shipped stgcn-t4 recipe equals
+    it): the smoke test and the training command."""
+    from gpuwizard.presets import STGCN_TRAIN
     from gpuwizard.shipped import resolve
 
-    assert [(s.name, s.run) for s in preset_steps()] == [(s.name, s.run) for s in rc.load(resolve("stgcn-t4")).steps]
-    app = WizardApp(_hosts_draft(), start="steps", live=False)
+    shipped = rc.load(resolve("stgcn-t4"))
+    assert [(s.name, s.run) for s in preset_steps(shipped)] == [(s.name, s.run) for s in shipped.steps]
+    app = WizardApp(rc.loads(EDITED.split("steps:")[0], "x.yaml"), start="steps", live=False)
     async with app.run_test(size=SIZE) as pilot:
         await _settle(app, pilot)
         await pilot.press("ctrl+t")
         await pilot.pause()
-        assert [s.name for s in app.screen.steps] == [s.name for s in preset_steps()]
+        assert [(s.name, s.run) for s in app.screen.steps][-1] == ("train", STGCN_TRAIN)
+        n = len(app.screen.steps)
         await pilot.press("ctrl+t")  # twice adds nothing twice
         await pilot.pause()
-        assert len(app.screen.steps) == len(preset_steps())
+        assert len(app.screen.steps) == n
 
 
 async def test_review_keeps_run_now_off_for_a_plan_with_none_of_your_steps() -> None:
@@ -249,11 +253,11 @@ async def test_zone_and_machine_screens_show_one_price_and_name_the_machine() ->
     app = WizardApp(rc.loads(EDITED, "x.yaml"), start="zone", live=False)
     async with app.run_test(size=SIZE) as pilot:
         await _settle(app, pilot)
-        want = catalog.hourly_price("n1-standard-8", "nvidia-tesla-t4", 1, True)
+        want = catalog.vm_price("n1-standard-8", "nvidia-tesla-t4", 1, True, 150, "pd-balanced")
         table = app.screen.query_one("#zones")
-        assert {str(table.get_row_at(i)[4]) for i in range(table.row_count)} == {f"{want:.2f}"}
-        assert "n1-standard-8" in str(app.screen.query_one("#zone-title").render())
+        assert {str(table.get_row_at(i)[4]) for i in range(table.row_count)} == {f"{want.per_hour:.2f}"}
+        assert want.assumes in str(app.screen.query_one("#zone-title").render())
         app.goto("machine")
         await _settle(app, pilot)
         cost = str(app.screen.query_one("#cost").render())
-        assert f"${want:.2f}/h per VM" in cost and "n1-standard-8" in cost and "150 GB" in cost
+        assert f"${want.per_hour:.2f}/h per VM ({want.assumes})" in cost
