@@ -74,12 +74,14 @@ def gpu_choices() -> list[Choice]:
     return out
 
 
-def machine_choices(gpu: str, count: int, spot: bool) -> list[Choice]:
-    """Machine types that can carry the GPUs, within the GPU's vCPU/memory limits."""
+def machine_choices(gpu: str, count: int, spot: bool, disk_gb: int = 0, disk_type: str = "pd-balanced") -> list[Choice]:
+    """Machine types that can carry the GPUs, within the GPU's vCPU/memory limits, each with
+    the VM's price (:func:`gpuwizard.catalog.vm_price`, with the boot disk when given)."""
     out = []
     for mt in catalog.machine_types_for(gpu, count):
-        price = catalog.hourly_price(mt.name, gpu, count, spot)
-        label = f"{mt.name:<15} {mt.vcpus:>3} vCPU {mt.memory_gb:>5g} GB ${price or 0:.2f}/h"
+        price = catalog.vm_price(mt.name, gpu, count, spot, disk_gb, disk_type).per_hour
+        shown = "price unknown" if price is None else f"${price:.2f}/h"
+        label = f"{mt.name:<15} {mt.vcpus:>3} vCPU {mt.memory_gb:>5g} GB {shown}"
         reason = "spot only" if (mt.spot_only and not spot) else None
         out.append(Choice(mt.name, label, reason))
     return out

@@ -57,7 +57,7 @@ class EnvironmentScreen(WizardScreen):
             with Vertical(classes="field"):
                 yield Static("Branch, tag or commit", classes="label")
                 yield Input(placeholder="default branch", id="repo-ref")
-        with Horizontal(classes="row"):
+        with Horizontal(classes="row", id="setup-row"):
             yield Static("Setup commands, one per line (run inside the clone, environment active)", classes="label")
             yield Button("ST-GCN preset (ctrl+t)", id="preset")
         yield TextArea(id="repo-setup", soft_wrap=False)

@@ -57,7 +57,7 @@ class MachineScreen(WizardScreen):
             return
         gpu, count, spot = self._gpu()
         self.query_one("#limits", Static).update(choices.machine_limits_text(gpu, count))
-        opts = choices.machine_choices(gpu, count, spot)
+        opts = choices.machine_choices(gpu, count, spot, g.disk_gb, g.disk_type)
         sel = self.query_one("#machine", Select)
         sel.set_options([(c.label + (f"  ({c.reason})" if c.reason else ""), c.value) for c in opts])
         values = [c.value for c in opts if c.enabled]
