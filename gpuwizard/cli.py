@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("edit", "screens.app:cmd_edit", "open the wizard on an existing recipe")
     _add_recipe(p)
-    p.add_argument("--screen", metavar="NAME", help="open this screen first (quota, zone, machine, driver, environment, dataset, review)")
+    p.add_argument("--screen", metavar="NAME", help="open this screen first (quota, zone, machine, driver, environment, dataset, steps, review)")
 
     p = cmd("validate", "gpuwizard.commands:cmd_validate", "check a recipe: exit 0, or FILE:LINE:COL: messages and exit 2")
     p.add_argument("recipe", metavar="RECIPE", nargs="+", help="recipe file(s)")

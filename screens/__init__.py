@@ -17,5 +17,6 @@ WIZARD_STEPS: tuple[tuple[str, str], ...] = (
     ("driver", "Driver"),
     ("environment", "Environment"),
     ("dataset", "Dataset"),
+    ("steps", "Steps"),
     ("review", "Review"),
 )

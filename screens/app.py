@@ -1,4 +1,4 @@
-"""The wizard App: one Recipe draft, seven screens editing it, and the run screen.
+"""The wizard App: one Recipe draft, eight screens editing it, and the run screen.
 
 ``gpuwizard`` / ``gpuwizard new`` call :func:`cmd_new`; ``gpuwizard edit RECIPE`` calls
 :func:`cmd_edit`. Screens are imported when first shown, so the first paint only pays
@@ -12,14 +12,18 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from typing import Any, Callable, ClassVar, Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
+from gpuwizard import recipe as rc
 from gpuwizard.recipe import GcpTarget, Recipe, RecipeError, Target
-from screens import WIZARD_STEPS
+from gpuwizard.shipped import resolve
+from screens import WIZARD_STEPS, choices
+from screens.dialogs import ChoiceScreen
 from screens.live import LiveState
 
 #: screen name -> "module:Class", imported on first use.
@@ -30,6 +34,7 @@ SCREEN_CLASSES: dict[str, str] = {
     "driver": "screens.driver:DriverScreen",
     "environment": "screens.environment:EnvironmentScreen",
     "dataset": "screens.dataset:DatasetScreen",
+    "steps": "screens.steps:StepsScreen",
     "review": "screens.review:ReviewScreen",
 }
 STEP_NAMES = [n for n, _ in WIZARD_STEPS]
@@ -55,7 +60,6 @@ class WizardApp(App[int]):
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
-        Binding("f1", "help", "Help", show=False, id="app.help"),
     ]
 
     def __init__(self, draft: Recipe | None = None, *, path: str | None = None, source_path: str | None = None,
@@ -88,8 +92,6 @@ class WizardApp(App[int]):
 
     def mark_painted(self) -> None:
         """Called once the first wizard screen has painted (bench/tui.py reads the mark)."""
-        import time
-
         if self.first_paint is not None:
             return
         self.first_paint = time.perf_counter()
@@ -107,6 +109,15 @@ class WizardApp(App[int]):
         if callable(commit):
             commit()
         self.switch_screen(screen_class(name)())
+
+    def repropose(self) -> None:
+        """After a screen wrote the draft: re-propose what its change broke downstream (a
+        new GPU that cannot use the chosen driver branch or kernel modules) and say what
+        changed, so no later screen is a dead end (:func:`screens.choices.repropose`)."""
+        changes = choices.repropose(self.draft)
+        if changes:
+            self.notify("Changed to fit your new choice: " + "; ".join(changes) + ".", title="Re-proposed",
+                        timeout=10)
 
     def skipped_steps(self) -> frozenset[str]:
         """Steps Next/Back pass over for this draft: the Compute Engine screens (zone,
@@ -143,11 +154,29 @@ class WizardApp(App[int]):
     # ---------------------------------------------------------------- quitting
 
     async def action_quit(self) -> None:
+        """Ctrl+Q. The run screen asks its own question; a wizard with unsaved changes asks
+        save / discard / cancel instead of throwing the draft away."""
         confirm = getattr(self.screen, "confirm_quit", None)
         if callable(confirm):
             confirm()
             return
-        self.exit(0)
+        if isinstance(self.screen, ModalScreen):
+            return  # a dialog is open: answer it first
+        commit = getattr(self.screen, "commit", None)
+        if callable(commit):
+            commit()  # the current screen's edits count as changes too
+        if not self.dirty:
+            self.exit(0)
+            return
+        self.push_screen(ChoiceScreen("The recipe has unsaved changes. Save it before quitting?",
+                                      [("save", "Save..."), ("discard", "Quit without saving"),
+                                       ("cancel", "Keep editing")]), self._quit_answer)
+
+    def _quit_answer(self, answer: str | None) -> None:
+        if answer == "discard":
+            self.exit(0)
+        elif answer == "save":
+            self.goto("review")  # Review saves (path, overwrite question); quit again from there
 
 
 # -------------------------------------------------------------------- CLI entry points
@@ -168,9 +197,6 @@ def cmd_new(args: argparse.Namespace) -> int:
     template = getattr(args, "template", None)
     if not template:
         return _run_app(WizardApp(path=getattr(args, "output", None)))
-    from gpuwizard import recipe as rc
-    from gpuwizard.shipped import resolve
-
     path = resolve(template)
     try:
         draft = rc.load(path)
@@ -195,8 +221,6 @@ def _mark_as_copy(text: str, template: str) -> str:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """``gpuwizard edit RECIPE [--screen NAME]``: the wizard on a saved recipe."""
-    from gpuwizard import recipe as rc
-
     screen = getattr(args, "screen", None) or "quota"
     if screen not in SCREEN_CLASSES:
         print(f"gpuwizard: no screen {screen!r}; choose one of {', '.join(STEP_NAMES)}", file=sys.stderr)

@@ -1,22 +1,21 @@
 """The choices each wizard screen offers, and why some are disabled. No Textual here.
 
 Machine types and prices come from :mod:`gpuwizard.catalog`. The NVIDIA stack comes
-from :mod:`gpuwizard.drivers` (``propose`` and ``check``) when it is present: an option
-is disabled exactly when ``check`` finds a problem with a trial recipe that uses it, so
-the screen and ``gpuwizard validate`` cannot disagree. Until that module exists a small
-built-in table (from the architecture matrix) gives the same answers for common cases.
+from :mod:`gpuwizard.drivers` (``propose`` and ``check``): an option is disabled exactly
+when ``check`` finds a problem with a trial recipe that uses it, so the screen and
+``gpuwizard validate`` cannot disagree; this module keeps no driver table of its own.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from gpuwizard import catalog
-from gpuwizard.recipe import Driver, Env, Recipe
+from gpuwizard import catalog, drivers, presets
+from gpuwizard.catalog import stack
+from gpuwizard.recipe import Driver, Env, Problem, Recipe
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,12 @@ class Choice:
         return self.reason is None
 
 
+def field_meta(cls: type, name: str) -> dict[str, Any]:
+    """A recipe-model field's constraints (minimum, pattern ...): screens check what the
+    loader checks, read from the model rather than copied."""
+    return dict(next(f.metadata for f in dataclasses.fields(cls) if f.name == name))
+
+
 # ------------------------------------------------------------------------ money
 
 
@@ -42,28 +47,19 @@ def hourly_cost(machine: str, gpu: str | None, count: int, spot: bool, vms: int 
 
 
 def cost_text(recipe: Recipe) -> str:
-    """One line: what the recipe's VMs cost per hour and per month of continuous running."""
+    """One line: what the recipe's VMs cost per hour and per month of continuous running,
+    from :func:`gpuwizard.catalog.vm_price` (the one price rule), saying what it assumes."""
     g = recipe.target.gcp
     if g is None:
         return "Existing hosts: no Compute Engine cost."
-    gpu = g.gpu.type if g.gpu else None
-    count = g.gpu.count if g.gpu else 0
-    one = catalog.hourly_price(g.machine_type, gpu, count, g.spot)
-    if one is None:
-        return f"{g.machine_type}: price unknown (not in the catalog)."
-    mt = catalog.machine_type(g.machine_type)
-    parts = [f"{g.machine_type} ${(mt.spot_price_hour if g.spot else mt.price_hour):.2f}" if mt else g.machine_type]
-    gt = catalog.gpu(gpu) if gpu else None
-    if gt and mt and mt.gpu_type is None:
-        each = gt.spot_price_hour if g.spot else gt.price_hour
-        parts.append(f"{count} x {gt.label} ${each:.2f}")
-    elif gt:
-        parts.append(f"{count} x {gt.label} included")
-    total = one * g.count
+    price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot,
+                             g.disk_gb, g.disk_type)
+    if price.per_hour is None:
+        return f"{g.machine_type}: {price.label()}."
+    total = price.per_hour * g.count
     vms = f" x {g.count} VMs" if g.count > 1 else ""
-    kind = "spot" if g.spot else "on-demand"
-    return (f"{' + '.join(parts)} = ${one:.2f}/h per VM{vms} -> ${total:.2f}/h {kind} "
-            f"(~${total * 730:,.0f}/month if left running)")
+    return (f"${price.per_hour:.2f}/h per VM{vms} -> ${total:.2f}/h (~${total * 730:,.0f}/month if left running); "
+            f"{price.assumes}")
 
 
 # ------------------------------------------------------------------------ GPUs
@@ -78,12 +74,14 @@ def gpu_choices() -> list[Choice]:
     return out
 
 
-def machine_choices(gpu: str, count: int, spot: bool) -> list[Choice]:
-    """Machine types that can carry the GPUs, within the GPU's vCPU/memory limits."""
+def machine_choices(gpu: str, count: int, spot: bool, disk_gb: int = 0, disk_type: str = "pd-balanced") -> list[Choice]:
+    """Machine types that can carry the GPUs, within the GPU's vCPU/memory limits, each with
+    the VM's price (:func:`gpuwizard.catalog.vm_price`, with the boot disk when given)."""
     out = []
     for mt in catalog.machine_types_for(gpu, count):
-        price = catalog.hourly_price(mt.name, gpu, count, spot)
-        label = f"{mt.name:<15} {mt.vcpus:>3} vCPU {mt.memory_gb:>5g} GB ${price or 0:.2f}/h"
+        price = catalog.vm_price(mt.name, gpu, count, spot, disk_gb, disk_type).per_hour
+        shown = "price unknown" if price is None else f"${price:.2f}/h"
+        label = f"{mt.name:<15} {mt.vcpus:>3} vCPU {mt.memory_gb:>5g} GB {shown}"
         reason = "spot only" if (mt.spot_only and not spot) else None
         out.append(Choice(mt.name, label, reason))
     return out
@@ -116,117 +114,46 @@ def image_choices() -> list[Choice]:
 # ------------------------------------------------------------------------ driver stack
 
 
-def _drivers_module() -> Any:
-    """:mod:`gpuwizard.drivers`, or None when this build does not have it."""
-    try:
-        from gpuwizard import drivers  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return drivers if hasattr(drivers, "propose") and hasattr(drivers, "check") else None
-
-
-def _stack_catalog() -> Any:
-    try:
-        from gpuwizard.catalog import stack  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return stack
-
-
-def _v(s: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"[0-9]+", s))
-
-
 def branches() -> list[str]:
-    S = _stack_catalog()
-    return list(S.branches()) if S else ["470", "535", "550", "570", "575", "580", "590", "595", "610"]
+    return list(stack.branches())
 
 
 def cudas() -> list[str]:
-    S = _stack_catalog()
-    return list(S.cuda_versions()) if S else ["11.8", "12.2", "12.4", "12.6", "12.8", "12.9", "13.0", "13.1", "13.2"]
+    return list(stack.cuda_versions())
 
 
 CUDNNS: list[str | None] = [None, "8", "9.10", "9"]
 TENSORRTS: list[bool | str] = [False, True, "10", "10.4", "8.6"]
-_ARCH_LAST_BRANCH = {"kepler": "470", "maxwell": "580", "pascal": "580", "volta": "580"}
-_ARCH_FIRST_BRANCH = {"blackwell": "570", "hopper": "525", "ada": "525"}
-_BRANCH_MAX_CUDA = {"470": "11.4", "535": "12.2", "550": "12.4", "570": "12.8", "575": "12.9", "580": "13.0",
-                    "590": "13.1", "595": "13.2", "610": "13.3"}
+FLAVORS: list[str] = ["open", "proprietary"]
+#: The Driver screen's fields, in the order a change ripples through them.
+STACK_FIELDS: tuple[str, ...] = ("branch", "flavor", "cuda", "cudnn", "tensorrt")
 
 
-@dataclass(frozen=True)
-class StackProposal:
-    """The proposed NVIDIA stack for a GPU and image (mirrors ``drivers.Stack``)."""
-
-    branch: str | None
-    cuda: str | None
-    cudnn: str | None
-    tensorrt: bool | str
-    flavor: str | None
-    torch: str | None
-    torch_index: str | None
-    notes: tuple[str, ...] = ()
+def propose(gpu: str | None, image: str | None) -> drivers.Stack:
+    """The best stack for the GPU on the image: :func:`gpuwizard.drivers.propose`, the
+    same answer ``gpuwizard validate`` and the planner work from."""
+    return drivers.propose(gpu, image)
 
 
-def propose(gpu: str, image: str) -> StackProposal:
-    """Best stack for the GPU: ``drivers.propose`` when available, else a small table."""
-    d = _drivers_module()
-    if d is not None:
-        s = d.propose(gpu, image)
-        return StackProposal(s.branch, s.cuda, s.cudnn, s.tensorrt if s.tensorrt else False, s.flavor,
-                             s.torch, s.torch_index, tuple(s.notes or ()))
-    g = catalog.gpu(gpu)
-    arch = g.arch if g else "turing"
-    if arch in ("pascal", "volta", "maxwell"):
-        return StackProposal("580", "12.8", "9", False, "proprietary", "2.9.1", "cu126",
-                             (f"{g.label if g else gpu} ({arch}) stops at driver R580; proprietary kernel modules.",))
-    return StackProposal("580", "12.8", "9", False, "open", "2.9.1", "cu128", ())
+def driver_from_stack(p: drivers.Stack) -> Driver:
+    """The recipe's ``driver:`` section for a proposed stack."""
+    return Driver(branch=p.branch, cuda=p.cuda, cudnn=p.cudnn, tensorrt=p.tensorrt or False, flavor=p.flavor)
 
 
-def _fallback_reason(gpu: str, field_name: str, value: Any, drv: Driver) -> str | None:
-    g = catalog.gpu(gpu)
-    arch = g.arch if g else "turing"
-    label = g.label if g else gpu
-    if field_name == "branch":
-        last = _ARCH_LAST_BRANCH.get(arch)
-        if last and int(value) > int(last):
-            return f"{label} ({arch.title()}) stops at R{last}"
-        first = _ARCH_FIRST_BRANCH.get(arch)
-        if first and int(value) < int(first):
-            return f"{label} needs R{first} or newer"
-    elif field_name == "cuda":
-        mx = _BRANCH_MAX_CUDA.get(drv.branch or "")
-        if mx and _v(value) > _v(mx):
-            return f"R{drv.branch} supports CUDA up to {mx}"
-        if _v(value) >= (13, 0) and g and g.cc_float < 7.5:
-            return f"CUDA 13 dropped {arch.title()} ({label})"
-    elif field_name in ("cudnn", "tensorrt") and value not in (None, False) and drv.cuda is None:
-        return "needs a CUDA toolkit"
-    return None
+def _errors(recipe: Recipe) -> list[Problem]:
+    return [p for p in drivers.check(recipe) if not p.warning]
 
 
 def driver_reason(recipe: Recipe, field_name: str, value: Any, drv: Driver) -> str | None:
     """Why ``driver.<field_name> = value`` cannot work with the rest of ``drv``; None if it can.
 
-    With :mod:`gpuwizard.drivers` this asks ``check`` about a trial recipe, so the wizard
-    disables exactly what ``gpuwizard validate`` rejects (errors; warnings stay allowed).
+    Asks :func:`gpuwizard.drivers.check` about a trial recipe, so the wizard disables
+    exactly what ``gpuwizard validate`` rejects (errors; warnings stay allowed).
     """
-    g = recipe.target.gcp
-    gpu = g.gpu.type if g and g.gpu else "nvidia-tesla-t4"
-    d = _drivers_module()
-    if d is None:
-        return _fallback_reason(gpu, field_name, value, drv)
     trial = copy.copy(recipe)
     trial.driver = dataclasses.replace(drv, **{field_name: value}, preinstalled=False)
     trial.env = None  # judge the stack alone; PyTorch is the next screen's question
-    try:
-        problems = d.check(trial)
-    except Exception as exc:  # noqa: BLE001 - a checker bug must not take the screen down
-        return f"cannot check: {exc}"
-    for p in problems:
-        if getattr(p, "warning", False):
-            continue
+    for p in _errors(trial):
         if p.path == f"driver.{field_name}":
             return p.message
     return None
@@ -254,22 +181,54 @@ def driver_choices(recipe: Recipe, drv: Driver) -> dict[str, list[Choice]]:
                   for c in with_current(list(CUDNNS), drv.cudnn)],
         "tensorrt": [Choice(t, trt_label(t), None if t is False else driver_reason(recipe, "tensorrt", t, drv))
                      for t in with_current(list(TENSORRTS), drv.tensorrt)],
+        "flavor": [Choice(None, "default for GPU")] + [
+            Choice(f, f"{f} modules", driver_reason(recipe, "flavor", f, drv))
+            for f in with_current(list(FLAVORS), drv.flavor) if f],
     }
     return out
 
 
 def stack_problems(recipe: Recipe, prefix: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) from ``drivers.check`` whose path starts with ``prefix``."""
-    d = _drivers_module()
-    if d is None:
-        return [], []
-    try:
-        problems = d.check(recipe)
-    except Exception as exc:  # noqa: BLE001
-        return [f"cannot check the stack: {exc}"], []
-    errs = [f"{p.path}: {p.message}" for p in problems if p.path.startswith(prefix) and not getattr(p, "warning", False)]
-    warns = [f"{p.path}: {p.message}" for p in problems if p.path.startswith(prefix) and getattr(p, "warning", False)]
-    return errs, warns
+    problems = [p for p in drivers.check(recipe) if p.path.startswith(prefix)]
+    return ([f"{p.path}: {p.message}" for p in problems if not p.warning],
+            [f"{p.path}: {p.message}" for p in problems if p.warning])
+
+
+def repropose(recipe: Recipe) -> list[str]:
+    """Re-propose what an upstream change (GPU, image) broke, in place; returns what changed.
+
+    A T4 recipe switched to a V100 keeps R595 and open kernel modules, which the V100
+    cannot use: every driver field ``drivers.check`` rejects takes the proposal's value
+    (a changed branch can break CUDA, so this repeats until nothing more changes), and a
+    PyTorch wheel index that no longer fits is dropped so the planner derives it again.
+    Fields that still fit stay as the user chose them.
+    """
+    changes: list[str] = []
+    d = recipe.driver
+    g = recipe.target.gcp
+    if d is not None and not d.preinstalled:
+        p = propose(g.gpu.type if g and g.gpu else None, g.image if g else None)
+        proposed = driver_from_stack(p)
+        for _ in range(len(STACK_FIELDS)):
+            bad = {e.path.split(".", 1)[1] for e in _errors(recipe) if e.path.startswith("driver.")}
+            field_name = next((f for f in STACK_FIELDS if f in bad), None)
+            if field_name is None:
+                break
+            old, new = getattr(recipe.driver, field_name), getattr(proposed, field_name)
+            if old == new:
+                break
+            recipe.driver = dataclasses.replace(recipe.driver, **{field_name: new})
+            changes.append(f"driver {field_name} {_show(old)} -> {_show(new)}")
+    env = recipe.env
+    if env is not None and env.torch_index and any(e.path.startswith("env.torch") for e in _errors(recipe)):
+        changes.append(f"PyTorch wheels {env.torch_index} -> chosen for the new GPU and driver")
+        recipe.env = dataclasses.replace(env, torch_index=None)
+    return changes
+
+
+def _show(value: Any) -> str:
+    return "none" if value in (None, False) else str(value)
 
 
 # ------------------------------------------------------------------------ environment
@@ -278,8 +237,7 @@ PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 
 
 def torch_releases() -> list[str]:
-    S = _stack_catalog()
-    return list(reversed(S.torch_releases())) if S else ["2.9", "2.8", "2.7", "2.6"]
+    return list(reversed(stack.torch_releases()))
 
 
 def _driver_branch(recipe: Recipe) -> str | None:
@@ -295,12 +253,7 @@ def torch_index_for(recipe: Recipe, torch: str) -> tuple[str | None, str | None]
     """(wheel index, note) for PyTorch ``torch`` on the recipe's GPU and driver."""
     g = recipe.target.gcp
     gt = catalog.gpu(g.gpu.type) if g and g.gpu else None
-    d = _drivers_module()
-    if d is not None and hasattr(d, "choose_index"):
-        return d.choose_index(torch, gt.cc if gt else None, _driver_branch(recipe))
-    if gt is not None and gt.cc_float < 7.5:
-        return "cu126", None
-    return "cu128", None
+    return drivers.choose_index(torch, gt.cc if gt else None, _driver_branch(recipe))
 
 
 def torch_choices(recipe: Recipe) -> list[Choice]:
@@ -312,12 +265,17 @@ def torch_choices(recipe: Recipe) -> list[Choice]:
     return out
 
 
-#: The original case gpuwizard automates: ST-GCN via mmskeleton (see shared/origin).
-STGCN_PRESET = {
-    "url": "https://github.com/open-mmlab/mmskeleton.git",
-    "ref": "",
-    "setup": ["pip install -r requirements.txt", "pip install mmcv==0.4.3 cython", "python setup.py develop"],
-}
+def stgcn_preset(recipe: Recipe) -> presets.Preset:
+    """The ST-GCN preset (:func:`gpuwizard.presets.stgcn`, the one definition the shipped
+    stgcn-t4 recipe equals) for the draft's GPU, image and CUDA toolkit. Raises
+    :class:`gpuwizard.presets.PresetError` when it cannot apply (no CUDA toolkit)."""
+    g = recipe.target.gcp
+    d = recipe.driver
+    cuda = d.cuda if d is not None and not d.preinstalled else None
+    if d is not None and d.preinstalled and g is not None:
+        img = catalog.image(g.image)
+        cuda = img.cuda if img else None
+    return presets.stgcn(g.gpu.type if g and g.gpu else None, g.image if g else None, cuda)
 
 
 def env_default(recipe: Recipe) -> Env:
@@ -341,8 +299,6 @@ def env_default(recipe: Recipe) -> Env:
 def default_python(recipe: Recipe) -> str:
     """The image's own Python (a venv needs no extra packages then): 3.10 on Ubuntu 22.04,
     3.12 on Ubuntu 24.04, 3.11 on Debian 12; 3.10 when the image is unknown."""
-    from gpuwizard.catalog import stack
-
     g = recipe.target.gcp
     img = catalog.image(g.image) if g else None
     info = stack.oses().get(img.os) if img is not None else None

@@ -63,3 +63,36 @@ class ChoiceScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """F1 / ?: what the current screen is for, and its keys. Any of escape, F1, ? or q closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close", id="help.close"),
+        Binding("f1", "close", "Close", show=False),
+        Binding("question_mark", "close", "Close", show=False),
+        Binding("q", "close", "Close", show=False),
+    ]
+
+    def __init__(self, title: str, text: str, keys: list[tuple[str, str]]) -> None:
+        super().__init__(id="help-dialog")
+        self.title_text, self.text, self.keys = title, text, keys
+
+    def compose(self) -> ComposeResult:
+        width = max((len(k) for k, _ in self.keys), default=0)
+        lines = "\n".join(f"  {k:<{width}}  {d}" for k, d in self.keys)
+        with Vertical(classes="dialog"):
+            yield Static(f"[b]Help: {self.title_text}[/b]")
+            yield Static(self.text or "", markup=False)
+            yield Static("[b]Keys[/b]\n" + lines + "\n  ctrl+p      every command (jump to any screen)\n"
+                         "  ctrl+q      quit (asks first when there are unsaved changes)")
+            with Horizontal(classes="buttons"):
+                yield Button("Close (esc)", id="close", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -17,13 +17,14 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from gpuwizard import catalog
+from gpuwizard import catalog, drivers
 from gpuwizard.recipe import Driver
 from screens import choices
 from screens.base import WizardScreen
 
-FIELDS = ("branch", "cuda", "cudnn", "tensorrt")
-TITLES = {"branch": "Driver branch", "cuda": "CUDA toolkit", "cudnn": "cuDNN", "tensorrt": "TensorRT"}
+FIELDS = choices.STACK_FIELDS
+TITLES = {"branch": "Driver branch", "flavor": "Kernel modules", "cuda": "CUDA toolkit", "cudnn": "cuDNN",
+          "tensorrt": "TensorRT"}
 
 
 class DriverScreen(WizardScreen):
@@ -92,8 +93,8 @@ class DriverScreen(WizardScreen):
         self._rebuild()
 
     @staticmethod
-    def _from_proposal(p: choices.StackProposal) -> Driver:
-        return Driver(branch=p.branch, cuda=p.cuda, cudnn=p.cudnn, tensorrt=p.tensorrt, flavor=p.flavor)
+    def _from_proposal(p: drivers.Stack) -> Driver:
+        return choices.driver_from_stack(p)
 
     def snapshot(self) -> Any:
         return (self.query_one("#mode", Select).value, dataclasses.astuple(self.drv))
@@ -122,15 +123,7 @@ class DriverScreen(WizardScreen):
         if self.drv.branch is None:
             return ["choose a driver branch"]
         errs, _warns = choices.stack_problems(self._trial(), "driver")
-        if errs or choices._drivers_module() is not None:
-            return errs
-        out = []
-        for f in FIELDS:  # without gpuwizard.drivers: the built-in table
-            value = getattr(self.drv, f)
-            reason = None if value in (None, False) else choices.driver_reason(self.draft, f, value, self.drv)
-            if reason:
-                out.append(f"{TITLES[f]} {value}: {reason}")
-        return out
+        return errs
 
     def _trial(self) -> Any:
         trial = copy.copy(self.draft)

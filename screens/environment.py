@@ -1,6 +1,7 @@
 """Screen 5, Environment: venv or conda, Python, PyTorch matching the CUDA choice, a repo.
 
-The repository preset is the case gpuwizard was born from: ST-GCN via mmskeleton.
+The repository preset is the case gpuwizard was born from, ST-GCN, as
+:func:`gpuwizard.presets.stgcn` defines it (the shipped stgcn-t4 recipe equals it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Select, Static, TextArea
 
+from gpuwizard import presets
 from gpuwizard.recipe import Env, Repo
 from screens import choices
 from screens.base import WizardScreen
@@ -55,7 +57,7 @@ class EnvironmentScreen(WizardScreen):
             with Vertical(classes="field"):
                 yield Static("Branch, tag or commit", classes="label")
                 yield Input(placeholder="default branch", id="repo-ref")
-        with Horizontal(classes="row"):
+        with Horizontal(classes="row", id="setup-row"):
             yield Static("Setup commands, one per line (run inside the clone, environment active)", classes="label")
             yield Button("ST-GCN preset (ctrl+t)", id="preset")
         yield TextArea(id="repo-setup", soft_wrap=False)
@@ -126,6 +128,9 @@ class EnvironmentScreen(WizardScreen):
         torch_v = torch or None
         # A new PyTorch choice lets the planner derive the wheel index from GPU and driver.
         idx = old.torch_index if torch_v == old.torch else None
+        preset_torch, preset_index = getattr(self, "_preset_index", (None, None))
+        if torch_v is not None and torch_v == preset_torch:
+            idx = preset_index  # the preset's wheel matches the toolkit its extension compiles with
         repo = None
         if url:
             repo = Repo(url=url, ref=ref or None, dir=old.repo.dir if old.repo else None, setup=list(setup))
@@ -165,9 +170,21 @@ class EnvironmentScreen(WizardScreen):
 
     @on(Button.Pressed, "#preset")
     def action_preset(self) -> None:
-        """Fill in the original case: mmskeleton (ST-GCN), as the gpuwizard origin post did it."""
-        p = choices.STGCN_PRESET
-        self.query_one("#repo-url", Input).value = p["url"]
-        self.query_one("#repo-ref", Input).value = p["ref"]
-        self.query_one("#repo-setup", TextArea).text = "\n".join(p["setup"])
+        """Fill in the original case, ST-GCN, from :func:`gpuwizard.presets.stgcn` for this
+        GPU and CUDA: repository, pinned ref, set-up (arch flags patched), packages, and the
+        PyTorch wheel that matches the CUDA toolkit the extension is compiled with."""
+        try:
+            p = choices.stgcn_preset(self.draft)
+        except presets.PresetError as exc:
+            self.notify(f"The ST-GCN preset does not fit this recipe: {exc}.", severity="warning")
+            return
+        env = p.env
+        self.query_one("#manager", Select).value = env["manager"]
+        self.query_one("#python", Select).value = env["python"]
+        self._fill_torch(env["torch"])
+        self._preset_index = (env["torch"], env["torch_index"])
+        self.query_one("#packages", Input).value = " ".join(env["packages"])
+        self.query_one("#repo-url", Input).value = env["repo"]["url"]
+        self.query_one("#repo-ref", Input).value = env["repo"]["ref"] or ""
+        self.query_one("#repo-setup", TextArea).text = "\n".join(env["repo"]["setup"])
         self.revalidate()

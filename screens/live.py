@@ -1,10 +1,13 @@
 """Live Google Cloud data for the wizard, with the catalog as the always-there fallback.
 
 No Textual here: these are plain functions the screens call from thread workers (so a
-1.4-2 s ``import google.cloud.compute_v1`` never blocks a paint). They adapt whatever
-:mod:`gpuwizard.gcp` returns into the small view dataclasses below, and fall back to
-the embedded catalog when ``gpuwizard.gcp`` or credentials are missing: offline, the
-wizard says so and carries on.
+1.4-2 s ``import google.cloud.compute_v1`` never blocks a paint). Every rule is the
+core's: zones and their order come from :mod:`gpuwizard.gcp.zones` (the list the
+provisioner and ``gpuwizard zones`` use), quota metrics and console links from
+:mod:`gpuwizard.gcp.quota` / :mod:`gpuwizard.gcp.errors`. Those modules import
+``google.cloud`` only inside the calls that talk to Google, so importing them here
+costs no paint time. Without credentials the wizard says so and carries on with the
+catalog snapshot.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuwizard import catalog
+from gpuwizard.gcp import client
+from gpuwizard.gcp import quota as gq
+from gpuwizard.gcp import zones as gz
+from gpuwizard.gcp.errors import GcpError, console_link
 
-CONSOLE_QUOTAS = "https://console.cloud.google.com/iam-admin/quotas"
+#: A zone offering the GPU (the core's type): zone, region, max_count, free_quota, price_hour.
+ZoneRow = gz.ZoneOption
 
 
 @dataclass(frozen=True)
@@ -76,18 +84,6 @@ class QuotaView:
         return (g is not None and g < 1) or (bool(regional) and max(regional) < 1)
 
 
-@dataclass(frozen=True)
-class ZoneRow:
-    """A zone offering the GPU: region free quota (None: unknown) and hourly price."""
-
-    zone: str
-    region: str
-    max_count: int | None = None
-    free_quota: float | None = None
-    price_hour: float | None = None
-    live: bool = False
-
-
 @dataclass
 class LiveState:
     """Results the App keeps between screen visits (screens are rebuilt on each visit)."""
@@ -95,6 +91,7 @@ class LiveState:
     project: ProjectInfo | None = None
     quota: dict[tuple[str | None, str, bool], QuotaView] = field(default_factory=dict)
     zones: dict[tuple[str | None, str, int, bool], list[ZoneRow]] = field(default_factory=dict)
+    """Live zone lists by (project, gpu, count, spot); the catalog's list is never stored here."""
 
 
 # ------------------------------------------------------------------------- helpers
@@ -113,27 +110,14 @@ def _run(coro_or_value: Any) -> Any:
     return coro_or_value
 
 
-def _get(obj: Any, *names: str, default: Any = None) -> Any:
-    """First attribute (or key) of ``obj`` among ``names``."""
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    return default
-
-
 def quota_metric(gpu: str, spot: bool) -> str:
-    g = catalog.gpu(gpu)
-    if g is None:
-        return "?"
-    return g.spot_quota_metric if spot else g.quota_metric
+    """The regional quota metric of the GPU (:func:`gpuwizard.gcp.quota.gpu_metric`)."""
+    return gq.gpu_metric(gpu, spot)
 
 
-def quota_link(project: str | None, gpu: str, spot: bool) -> str:
-    metric = quota_metric(gpu, spot).lower()
-    q = f"?project={project}&" if project else "?"
-    return f"{CONSOLE_QUOTAS}{q}metric=compute.googleapis.com%2F{metric}"
+def quota_link(project: str | None, gpu: str, spot: bool, region: str | None = None) -> str:
+    """The console page that raises the GPU's quota (:func:`gpuwizard.gcp.errors.console_link`)."""
+    return console_link(quota_metric(gpu, spot), region, project)
 
 
 def zero_quota_advice(project: str | None, gpu: str, spot: bool, count: int = 1) -> str:
@@ -157,11 +141,6 @@ def load_project() -> ProjectInfo:
     """
     if os.environ.get("GPUWIZARD_OFFLINE") == "1":
         return ProjectInfo(None, False, offline_reason())
-    try:
-        from gpuwizard.gcp import client
-        from gpuwizard.gcp.errors import GcpError
-    except ImportError:
-        return ProjectInfo(os.environ.get("GOOGLE_CLOUD_PROJECT"), False, offline_reason())
     try:
         _creds, project = client.credentials_and_project(None)
     except GcpError as exc:
@@ -188,11 +167,6 @@ def load_quota(project: str | None, gpu: str, spot: bool, online: bool = True) -
         msg = offline_reason() if not online else "Enter a project id to see its GPU quota."
         return QuotaView(False, project, gpu, spot, (), msg)
     try:
-        from gpuwizard.gcp import quota as gq  # type: ignore[attr-defined]
-    except ImportError:
-        return QuotaView(False, project, gpu, spot, (), "Live quota is not available in this version; "
-                         "continuing with the built-in catalog.")
-    try:
         report = _run(gq.fetch_quota(project, gpu, spot))
     except Exception as exc:  # noqa: BLE001
         return QuotaView(False, project, gpu, spot, (), f"Could not read quota: {_short(exc)}. "
@@ -200,12 +174,12 @@ def load_quota(project: str | None, gpu: str, spot: bool, online: bool = True) -
     return QuotaView(True, project, gpu, spot, tuple(_quota_rows(report)), "")
 
 
-def _quota_rows(report: Any) -> list[QuotaRow]:
+def _quota_rows(report: gq.QuotaReport) -> list[QuotaRow]:
     """Rows from a ``gpuwizard.gcp.quota.QuotaReport``: the global cap first, then regions by free quota."""
     rows: list[QuotaRow] = []
-    if getattr(report, "global_limit", None) is not None:
+    if report.global_limit is not None:
         rows.append(QuotaRow("global", "GPUS_ALL_REGIONS", float(report.global_limit), float(report.global_usage or 0)))
-    regional = report.regions() if hasattr(report, "regions") else {}
+    regional = report.regions()
     for region, r in regional.items():
         rows.append(QuotaRow(str(region), str(r.metric), float(r.limit), float(r.usage)))
     rows.sort(key=lambda r: (r.scope != "global", -r.free, r.scope))
@@ -216,44 +190,22 @@ def _quota_rows(report: Any) -> list[QuotaRow]:
 
 
 def offline_zones(gpu: str, count: int, spot: bool) -> list[ZoneRow]:
-    """Zones from the catalog snapshot with catalog prices: instant, no credentials."""
-    out = []
-    for z in catalog.zones_for(gpu):
-        out.append(ZoneRow(z, catalog.region_of(z), None, None, None, False))
-    return order_best_first(out)
+    """Zones from the catalog snapshot (no quota known): instant, no credentials.
+    The same list and order as ``gpuwizard zones --offline``."""
+    return gz.zones_offline(gpu, count, spot)
 
 
 def load_zones(project: str | None, gpu: str, count: int, spot: bool, online: bool = True) -> list[ZoneRow]:
-    """Zones offering ``count`` x ``gpu`` with region free quota and price; catalog offline."""
+    """Zones offering ``count`` x ``gpu`` with region free quota, best first, in the order
+    the provisioner tries them (:func:`gpuwizard.gcp.zones.zones_for_gpu`); the catalog offline."""
     if not online or not project:
         return offline_zones(gpu, count, spot)
-    try:
-        from gpuwizard.gcp import zones as gz  # type: ignore[attr-defined]
-    except ImportError:
-        return offline_zones(gpu, count, spot)
-    options = _run(gz.zones_for_gpu(project, gpu, count, spot))
-    out = []
-    for o in options or []:
-        zone = str(_get(o, "zone"))
-        free = _get(o, "free_quota")
-        price = _get(o, "price_hour")
-        mc = _get(o, "max_count")
-        out.append(ZoneRow(zone, str(_get(o, "region", default=catalog.region_of(zone))),
-                           int(mc) if mc is not None else None, float(free) if free is not None else None,
-                           float(price) if price is not None else None, True))
-    return order_best_first(out)
+    return _run(gz.zones_for_gpu(project, gpu, count, spot))
 
 
-_REGION_RANK = ("us-central1", "us-east", "us-west", "europe", "asia", "australia", "northamerica", "southamerica")
-
-
-def order_best_first(rows: list[ZoneRow]) -> list[ZoneRow]:
-    """Best first: zones whose region has free quota, then cheaper, then well-stocked regions."""
-    def key(r: ZoneRow) -> tuple:
-        quota_rank = 0 if r.free_quota and r.free_quota >= 1 else (1 if r.free_quota is None else 2)
-        region_rank = next((i for i, p in enumerate(_REGION_RANK) if r.region.startswith(p)), len(_REGION_RANK))
-        return (quota_rank, r.price_hour if r.price_hour is not None else 1e9, region_rank, r.zone)
-    return sorted(rows, key=key)
+def best_first(rows: list[ZoneRow], gpu: str, count: int) -> list[ZoneRow]:
+    """``rows`` in the core's order (:func:`gpuwizard.gcp.zones.sort_options`)."""
+    return gz.sort_options(rows, count, catalog.zones_for(gpu))
 
 
 def default_preference(rows: list[ZoneRow], n: int = 3) -> list[str]:

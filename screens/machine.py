@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.validation import Integer
 from textual.widgets import Input, Select, Static
 
-from gpuwizard import catalog
+from gpuwizard import catalog, validate
 from screens import choices
 from screens.base import WizardScreen
 
@@ -33,8 +33,8 @@ class MachineScreen(WizardScreen):
                 yield Input("1", id="vms", validators=[Integer(1, 64)], type="integer")
         with Horizontal(classes="row"):
             with Vertical(classes="field"):
-                yield Static("Boot disk (GB)", classes="label")
-                yield Input("100", id="disk", validators=[Integer(10, 65536)], type="integer")
+                yield Static("Boot disk (GB)", classes="label", id="disk-label")
+                yield Input("100", id="disk", validators=[Integer(1, validate.DISK_GB_MAX)], type="integer")
             with Vertical(classes="field"):
                 yield Static("Disk type", classes="label")
                 yield Select([("pd-balanced", "pd-balanced")], value="pd-balanced", allow_blank=False, id="disk-type")
@@ -57,7 +57,7 @@ class MachineScreen(WizardScreen):
             return
         gpu, count, spot = self._gpu()
         self.query_one("#limits", Static).update(choices.machine_limits_text(gpu, count))
-        opts = choices.machine_choices(gpu, count, spot)
+        opts = choices.machine_choices(gpu, count, spot, g.disk_gb, g.disk_type)
         sel = self.query_one("#machine", Select)
         sel.set_options([(c.label + (f"  ({c.reason})" if c.reason else ""), c.value) for c in opts])
         values = [c.value for c in opts if c.enabled]
@@ -113,10 +113,9 @@ class MachineScreen(WizardScreen):
             out.append(f"choose a machine type ({choices.machine_limits_text(gpu, count)})")
         if not vms.isdigit() or not 1 <= int(vms) <= 64:
             out.append("VMs: a whole number from 1 to 64")
-        if not disk.isdigit() or not 10 <= int(disk) <= 65536:
-            out.append("boot disk: a whole number of GB from 10 to 65536")
-        elif int(disk) < 50:
-            out.append("boot disk: 50 GB or more (CUDA and PyTorch alone take ~25 GB)")
+        why = validate.disk_gb_problem(disk, str(_img))  # the one boot-disk rule, with its message
+        if why:
+            out.append(why)
         return out
 
     def changed(self) -> None:
@@ -140,17 +139,13 @@ class MachineScreen(WizardScreen):
             self.query_one("#cost", Static).update("")
             return
         n = int(vms) if vms.isdigit() and int(vms) > 0 else 1
-        one = catalog.hourly_price(str(machine), gpu, count, spot)
-        if one is None:
-            self.query_one("#cost", Static).update("Price unknown for this machine type.")
+        low, _why = validate.disk_gb_minimum(str(image))
+        self.query_one("#disk-label", Static).update(f"Boot disk (GB, {low} to {validate.DISK_GB_MAX})")
+        price = catalog.vm_price(str(machine), gpu, count, spot, int(disk) if disk.isdigit() else 0, str(disk_type))
+        if price.per_hour is None:
+            self.query_one("#cost", Static).update(price.label())
             return
-        mt = catalog.machine_type(str(machine))
-        base = (mt.spot_price_hour if spot else mt.price_hour) if mt else 0
-        gl = catalog.gpu(gpu)
-        parts = [f"{machine} ${base:.2f}"]
-        if gl and mt and mt.gpu_type is None:
-            parts.append(f"{count} x {gl.label} ${(gl.spot_price_hour if spot else gl.price_hour):.2f}")
-        total = one * n
+        total = price.per_hour * n
         self.query_one("#cost", Static).update(
-            f"{' + '.join(parts)} = ${one:.2f}/h per VM; {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h "
-            f"{'spot' if spot else 'on-demand'} (~${total * 730:,.0f}/month if never stopped); disk extra.")
+            f"${price.per_hour:.2f}/h per VM ({price.assumes}); {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h "
+            f"(~${total * 730:,.0f}/month if never stopped)")

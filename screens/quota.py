@@ -7,6 +7,10 @@ thread workers after the first paint. Offline (no credentials) the screen says s
 the wizard carries on with the catalog. Zero quota is explained with the console link
 and exactly what to ask for. For existing hosts (``target.ssh``) the Zone and Machine
 screens have nothing to ask, and Next/Back pass over them (:meth:`WizardApp.skipped_steps`).
+
+The module is one piece (a little over 400 lines) because both targets are answered on
+one screen, switching in place and keeping the other target's answers: splitting the
+SSH and Compute Engine halves would split that one state across modules.
 """
 
 from __future__ import annotations

@@ -18,40 +18,39 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
+from gpuwizard import plan, validate
 from gpuwizard import recipe as rc
 from screens import choices
 from screens.base import WizardScreen
 from screens.dialogs import ConfirmScreen
+from screens.run import RunScreen
+from screens.widgets import Check
 
 
 def plan_lines(recipe: rc.Recipe) -> list[str]:
-    """The planned steps, one line each; a plain sentence when the planner cannot answer."""
+    """The planned steps, one line each; a plain sentence when the planner cannot answer
+    (an incomplete draft is normal here, so the reason is shown, not raised)."""
     try:
-        from gpuwizard import plan
         steps = plan.build(recipe)
-    except NotImplementedError:
-        return ["(the planner is not available in this version)"]
     except Exception as exc:  # noqa: BLE001 - show, do not crash the review
         return [f"(cannot plan yet: {exc})"]
     return [f"{i:>2}. {s.id:<18} {s.title}" for i, s in enumerate(steps, 1)]
 
 
 def recipe_problems(recipe: rc.Recipe) -> list[str]:
-    """Structural problems plus the catalog cross-checks of ``gpuwizard validate`` when present."""
+    """The errors ``gpuwizard validate`` reports: structural problems, then the catalog
+    cross-checks (warnings are not errors and do not block saving)."""
     out = [f"{p.path}: {p.message}" if p.path else p.message for p in rc.structural_problems(recipe)]
-    try:
-        from gpuwizard import validate as v  # type: ignore[attr-defined]
-    except ImportError:
-        v = None
-    if v is not None and hasattr(v, "validate"):
-        try:
-            for p in v.validate(recipe):
-                line = f"{p.path}: {p.message}" if getattr(p, "path", "") else str(getattr(p, "message", p))
-                if line not in out:
-                    out.append(line)
-        except Exception as exc:  # noqa: BLE001
-            out.append(f"(validation failed: {exc})")
+    for p in validate.validate(recipe):
+        line = f"{p.path}: {p.message}" if p.path else p.message
+        if not p.warning and line not in out:
+            out.append(line)
     return out
+
+
+def recipe_warnings(recipe: rc.Recipe) -> list[str]:
+    """What ``gpuwizard validate`` warns about: shown on Review, never blocking a save."""
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in validate.validate(recipe) if p.warning]
 
 
 class ReviewScreen(WizardScreen):
@@ -59,6 +58,7 @@ class ReviewScreen(WizardScreen):
 
     NAME = "review"
     TITLE = "Review"
+    FOCUS = "#name"
     HELP = "Check the recipe, then save it. `gpuwizard run FILE` replays it any time, headless too."
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Save", priority=True, id="review.save"),
@@ -82,6 +82,7 @@ class ReviewScreen(WizardScreen):
                 yield Static("Plan", classes="label")
                 yield Static("", id="plan")
                 yield Static("", id="problems", classes="note")
+                yield Check("Run it even though none of my own steps are in it", id="run-anyway")
                 with Horizontal(classes="row"):
                     yield Button("Save (ctrl+s)", id="save", variant="success")
                     yield Button("Run now (ctrl+r)", id="run-now", variant="warning")
@@ -91,7 +92,24 @@ class ReviewScreen(WizardScreen):
         path = self.wizard.path or f"{self.draft.name}.yaml"
         self.query_one("#path", Input).value = path
         self._path_auto = self.wizard.path is None
+        """True while "Save to" follows the recipe name; a keystroke in it ends that."""
+        self.query_one("#run-anyway", Check).display = not self.draft.steps
         self._refresh_view()
+
+    @on(Input.Changed, "#path")
+    def _path_typed(self, event: Input.Changed) -> None:
+        if self._loaded and event.value != f"{self.snapshot()}.yaml":
+            self._path_auto = False
+
+    def runs_nothing_of_yours(self) -> bool:
+        """True when the plan has none of the user's own steps (only set-up) and the user
+        has not said that is what they want."""
+        return not self.draft.steps and not self.query_one("#run-anyway", Check).value
+
+    @on(Check.Changed, "#run-anyway")
+    def _run_anyway(self) -> None:
+        self.watch_valid(self.valid)
+        self.refresh_bindings()
 
     def snapshot(self) -> Any:
         return self.query_one("#name", Input).value.strip()
@@ -132,20 +150,27 @@ class ReviewScreen(WizardScreen):
         probs = recipe_problems(trial)
         p = self.query_one("#problems", Static)
         p.set_class(bool(probs), "-error")
-        p.update("\n".join(f"• {x}" for x in probs) if probs else "No problems found.")
+        text = "\n".join(f"• {x}" for x in probs) if probs else "No problems found."
+        text += "".join(f"\n• warning: {w}" for w in recipe_warnings(trial))
+        if not trial.steps:
+            text += ("\nThe plan has none of your own steps, only set-up: Run now stays off until you add "
+                     "one on the Steps screen or tick the box below.")
+        p.update(text)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("save", "run_now", "next") and not self.valid:
+            return None
+        if action == "run_now" and self._loaded and self.runs_nothing_of_yours():
             return None
         return super().check_action(action, parameters)
 
     def watch_valid(self, valid: bool) -> None:
         super().watch_valid(valid)
-        for bid in ("#save", "#run-now"):
-            try:
-                self.query_one(bid, Button).disabled = not valid
-            except Exception:  # noqa: BLE001
-                pass
+        try:
+            self.query_one("#save", Button).disabled = not valid
+            self.query_one("#run-now", Button).disabled = not valid or self.runs_nothing_of_yours()
+        except Exception:  # noqa: BLE001 - before compose
+            pass
 
     # -------------------------------------------------------------- saving
 
@@ -187,9 +212,11 @@ class ReviewScreen(WizardScreen):
 
     @on(Button.Pressed, "#run-now")
     def action_run_now(self) -> None:
+        if self.runs_nothing_of_yours():
+            self.notify("The plan has none of your own steps: add them on the Steps screen, or tick "
+                        "\"Run it even though none of my own steps are in it\".", severity="warning")
+            return
         self.action_save(then_run=True)
 
     def _run(self, path: str) -> None:
-        from screens.run import RunScreen
-
         self.app.push_screen(RunScreen.for_recipe(self.draft, path, self.wizard.run_source))

@@ -26,6 +26,7 @@ class ZoneScreen(WizardScreen):
 
     NAME = "zone"
     TITLE = "Zone"
+    FOCUS = "#zones"
     HELP = ("A VM lives in one zone. GPUs run out (\"stockout\") zone by zone, so list a few: provisioning "
             "tries them in order. Quota is per region.")
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -39,6 +40,10 @@ class ZoneScreen(WizardScreen):
         super().__init__()
         self.rows: list[live.ZoneRow] = []
         self.order: list[str] = []
+        self.live_rows = False
+        """True when ``rows`` came from Compute Engine, False for the catalog snapshot."""
+        self.unlisted: set[str] = set()
+        """Zones of the recipe that neither the catalog nor Compute Engine lists for the GPU."""
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="zone-title", classes="label")
@@ -56,40 +61,58 @@ class ZoneScreen(WizardScreen):
         count = g.gpu.count if g and g.gpu else 1
         return (project, gpu, count, bool(g.spot) if g else False)
 
-    def _price(self) -> float | None:
+    def _machine(self) -> str | None:
+        """The machine type prices assume: the draft's, or the Machine screen's proposal."""
         _p, gpu, count, spot = self._key()
         g = self.draft.target.gcp
         machine = g.machine_type if g else None
         valid = [c.value for c in choices.machine_choices(gpu, count, spot)]
         if machine not in valid:
-            machine = valid[0] if valid else None
-        return catalog.hourly_price(machine, gpu, count, spot) if machine else None
+            machine = next((v for v in valid if v == "n1-standard-4"), valid[0] if valid else None)
+        return machine
+
+    def _price(self) -> catalog.Price | None:
+        """One VM's price (:func:`gpuwizard.catalog.vm_price`, the Machine screen's figure):
+        zones differ in quota here, not in catalog price."""
+        _p, gpu, count, spot = self._key()
+        machine = self._machine()
+        g = self.draft.target.gcp
+        disk = (g.disk_gb, g.disk_type) if g else (0, "pd-balanced")
+        return catalog.vm_price(machine, gpu, count, spot, *disk) if machine else None
 
     # -------------------------------------------------------------- load / store
 
     def load(self) -> None:
         table = self.query_one("#zones", DataTable)
-        table.add_columns("Use", "Zone", "Region", "Region free quota", "From $/h", "Max GPUs/VM", "Data")
+        table.add_columns("Use", "Zone", "Region", "Region free quota", "$/h per VM", "Max GPUs/VM", "Data")
         g = self.draft.target.gcp
         if g is None:
             self.query_one("#zone-note", Static).update("This recipe runs on existing hosts: no zone to choose.")
             return
         key = self._key()
-        self.rows = self.wizard.live.zones.get(key) or live.offline_zones(key[1], key[2], key[3])
-        known = {r.zone for r in self.rows}
-        for z in g.zones:  # keep zones the catalog does not know (a recipe may be newer)
-            if z not in known:
-                self.rows.append(live.ZoneRow(z, catalog.region_of(z)))
+        cached = self.wizard.live.zones.get(key)
+        self.live_rows = bool(cached)
+        self.rows = list(cached or live.offline_zones(key[1], key[2], key[3]))
+        offered = {r.zone for r in self.rows}
+        self._keep_recipe_zones(g.zones)
         self.order = list(g.zones)
-        offered = set(catalog.zones_for(key[1])) | {r.zone for r in self.rows if r.live}
+        offered |= set(catalog.zones_for(key[1]))
         if not self.order or (offered and not any(z in offered for z in self.order)):
             self.order = live.default_preference(self.rows)
             self._proposed = True
         gl = catalog.gpu(key[1])
         self.query_one("#zone-title", Static).update(
             f"Zones offering {key[2]} x {gl.label if gl else key[1]}"
-            f"{' (spot)' if key[3] else ''}: space use/drop · u/d move · a best first")
+            f"{' (spot)' if key[3] else ''}; $/h per VM: {self._price().assumes if self._price() else '?'}")
         self._refresh_rows()
+
+    def _keep_recipe_zones(self, zones: list[str]) -> None:
+        """Keep zones the recipe names that the list does not (a recipe may be newer)."""
+        known = {r.zone for r in self.rows}
+        for z in zones:
+            if z not in known:
+                self.rows.append(live.ZoneRow(z, catalog.region_of(z), 0, None, None))
+                self.unlisted.add(z)
 
     def after_mount(self) -> None:
         self.call_after_refresh(self.refresh_live)
@@ -113,19 +136,24 @@ class ZoneScreen(WizardScreen):
     def _refresh_rows(self) -> None:
         table = self.query_one("#zones", DataTable)
         cursor = table.cursor_row
+        under = self._current()  # the cursor follows its zone through a re-sort
         table.clear()
-        price = self._price()
+        vm = self._price()
+        price = vm.per_hour if vm else None
         rows = sorted(self.rows, key=lambda r: (r.zone not in self.order,
                                                  self.order.index(r.zone) if r.zone in self.order else 0))
         for r in rows:
-            use = f"{self.order.index(r.zone) + 1}." if r.zone in self.order else ""
+            use = f"✔ {self.order.index(r.zone) + 1}." if r.zone in self.order else "·"
             free = "?" if r.free_quota is None else f"{r.free_quota:g}"
-            p = r.price_hour if r.price_hour is not None else price
+            p = price
             table.add_row(use, r.zone, r.region, free, "?" if p is None else f"{p:.2f}",
-                          "?" if r.max_count is None else str(r.max_count), "live" if r.live else "catalog",
+                          "?" if r.zone in self.unlisted else str(r.max_count),
+                          "not listed" if r.zone in self.unlisted else ("live" if self.live_rows else "catalog"),
                           key=r.zone)
         if rows:
-            table.move_cursor(row=min(max(cursor, 0), len(rows) - 1))
+            zones = [r.zone for r in rows]
+            row = zones.index(under) if under in zones else min(max(cursor, 0), len(rows) - 1)
+            table.move_cursor(row=row)
         self.query_one("#order", Static).update(
             "Failover order: " + (" -> ".join(self.order) if self.order else "(none yet)"))
         self._note()
@@ -139,7 +167,7 @@ class ZoneScreen(WizardScreen):
             note.set_class(True, "-warning")
             note.update(f"No free quota in the region of {', '.join(zero)}: those zones will fail until the quota "
                         "is raised (see the Project & quota screen).")
-        elif not any(r.live for r in self.rows):
+        elif not self.live_rows:
             note.set_class(False, "-warning")
             note.update("From the built-in catalog snapshot"
                         + (" (offline)." if not info or not info.online else "; live zones are loading..."))
@@ -185,7 +213,7 @@ class ZoneScreen(WizardScreen):
         self.revalidate()
 
     def action_best(self) -> None:
-        self.order = live.default_preference(live.order_best_first(self.rows))
+        self.order = live.default_preference(live.best_first(self.rows, self._key()[1], self._key()[2]))
         self._moved()
 
     # -------------------------------------------------------------- live data
@@ -213,8 +241,10 @@ class ZoneScreen(WizardScreen):
             key, rows = event.worker.result
             self.wizard.live.zones[key] = rows
             if rows:
-                extra = [r for r in self.rows if r.zone in self.order and r.zone not in {x.zone for x in rows}]
-                self.rows = rows + extra
+                self.rows = list(rows)
+                self.live_rows = True
+                self.unlisted.clear()
+                self._keep_recipe_zones(self.order)
                 if self._proposed and self.snapshot() == self._initial:
                     self.order = live.default_preference(rows)
                 self._refresh_rows()

@@ -77,7 +77,7 @@ async def run_shot(out: str) -> None:
 
 async def main(outdir: str) -> None:
     os.makedirs(outdir, exist_ok=True)
-    for name in ("quota", "zone", "machine", "driver", "environment", "dataset", "review"):
+    for name in ("quota", "zone", "machine", "driver", "environment", "dataset", "steps", "review"):
         await wizard_shot(name, os.path.join(outdir, f"wizard-{name}.svg"))
     await wizard_shot("driver", os.path.join(outdir, "wizard-driver-v100.svg"),
                       RECIPE.replace("nvidia-tesla-t4", "nvidia-tesla-v100"))

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.test_tmux import Tmux
+from tests.builders.wizard import Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("pytest_textual_snapshot")
+from textual.widgets import Input, TextArea
 
-from textual.widgets import Input, TextArea  # noqa: E402
-
-from gpuwizard import recipe as rc  # noqa: E402
-from screens.app import WizardApp  # noqa: E402
-from tests.test_wizard_flow import EDITED  # noqa: E402
+from gpuwizard import recipe as rc
+from screens.app import WizardApp
+from tests.builders.wizard import EDITED
 
 SIZE = (120, 40)
 
@@ -90,8 +88,34 @@ class TestWizardScreens:
 
         assert snap_compare(_app("dataset", None), terminal_size=SIZE, run_before=open_dialog)
 
+    def test_steps(self, snap_compare) -> None:
+        assert snap_compare(_app("steps"), terminal_size=SIZE, run_before=_steady)
+
     def test_review(self, snap_compare) -> None:
         assert snap_compare(_app("review"), terminal_size=SIZE, run_before=_steady)
+
+    def test_review_without_steps_of_your_own(self, snap_compare) -> None:
+        """Run now is off, and the box that turns it on is shown."""
+        text = EDITED.split("steps:")[0]
+        assert snap_compare(_app("review", text), terminal_size=SIZE, run_before=_steady)
+
+    def test_help(self, snap_compare) -> None:
+        async def open_help(pilot) -> None:
+            await _steady(pilot)
+            await pilot.press("f1")
+            await _steady(pilot)
+
+        assert snap_compare(_app("zone"), terminal_size=SIZE, run_before=open_help)
+
+
+class TestWizardAt80x24:
+    """The smallest terminal the wizard supports: every step stays in the step bar."""
+
+    def test_quota(self, snap_compare) -> None:
+        assert snap_compare(_app("quota"), terminal_size=(80, 24), run_before=_steady)
+
+    def test_steps(self, snap_compare) -> None:
+        assert snap_compare(_app("steps"), terminal_size=(80, 24), run_before=_steady)
 
 
 class TestRunScreen:

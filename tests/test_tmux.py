@@ -1,8 +1,13 @@
-"""A smoke run in a real terminal: tmux starts ``gpuwizard``, send-keys walks every
-screen, capture-pane checks what a user would see, and the recipe is saved and valid.
+"""The seed case walked as a person walks it, in a real terminal.
 
-Waits poll capture-pane for the expected text (a condition with a deadline), never a
-fixed sleep.
+tmux starts ``gpuwizard`` (120x40, offline: the catalog answers), and send-keys fills
+every screen with keys only: no Tab before the first keystroke works, because every
+screen opens with a control focused. The training step is typed into the Steps screen,
+the recipe is saved to a typed path, Ctrl+Q with unsaved changes asks first, and
+``gpuwizard validate`` accepts the result. A second walk checks 80x24.
+
+Waits poll capture-pane for a marker with a deadline (never a fixed sleep); the screen
+is then looked at once, as a person glances at it after the output ended.
 """
 
 from __future__ import annotations
@@ -11,87 +16,98 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import uuid
 
 import pytest
+
+from gpuwizard import recipe as rc
+from gpuwizard.presets import STGCN_TRAIN
+from tests.builders.wizard import Tmux
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
-
-class Tmux:
-    """One detached tmux session on a private socket."""
-
-    def __init__(self, tmp: str) -> None:
-        self.socket = os.path.join(tmp, "tmux.sock")
-        self.name = f"gw-{uuid.uuid4().hex[:6]}"
-
-    def run(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-f", os.devnull, "-S", self.socket, *args], check=True, capture_output=True,
-                              text=True).stdout
-
-    def start(self, command: str, env: dict[str, str]) -> None:
-        exports = " ".join(f"{k}={v!r}" for k, v in env.items())
-        self.run("new-session", "-d", "-s", self.name, "-x", "120", "-y", "40", f"env {exports} {command}")
-        self.run("set-option", "-t", self.name, "remain-on-exit", "on")
-
-    def capture(self) -> str:
-        return self.run("capture-pane", "-p", "-t", self.name)
-
-    def keys(self, *keys: str) -> None:
-        self.run("send-keys", "-t", self.name, *keys)
-
-    def wait_for(self, text: str, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = self.capture()
-            if text in screen:
-                return screen
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} did not appear; the screen was:\n{screen}")
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+EVAL = "python mmskl.py configs/recognition/st_gcn_aaai18/kinetics-skeleton/test.yaml"
 
 
-def test_gpuwizard_in_tmux_walks_to_a_saved_recipe(tmp_path) -> None:
-    out = tmp_path / "smoke.yaml"
+def _env(tmp_path, width: int, height: int) -> dict[str, str]:
+    return {"PYTHONPATH": ROOT, "TERM": "xterm-256color", "GPUWIZARD_OFFLINE": "1", "HOME": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path / ".config"), "COLUMNS": str(width), "LINES": str(height)}
+
+
+def test_seed_case_walked_with_keys_only_to_a_valid_recipe(tmp_path) -> None:
+    out = tmp_path / "runs" / "stgcn.yaml"
+    out.parent.mkdir()
     t = Tmux(str(tmp_path))
-    env = {"PYTHONPATH": ROOT, "TERM": "xterm-256color", "GPUWIZARD_OFFLINE": "1", "HOME": str(tmp_path),
-           "COLUMNS": "120", "LINES": "40"}
     try:
-        t.start(f"{sys.executable} -m gpuwizard.cli new -o {out}", env)
-        screen = t.wait_for("Project & quota")
-        assert "Offline" in t.wait_for("Offline")
-        assert "T4" in screen
+        t.start(f"{sys.executable} -m gpuwizard.cli", _env(tmp_path, 120, 40))
+        screen = t.wait_for("Offline")
+        assert "1 Project & quota" in screen and "T4" in screen
         t.keys("C-n")
-        t.wait_for("Failover order")
+        t.wait_for("Failover order: us-")  # filled in on load, when the table has focus
+        t.keys("a")  # the Zone table has focus: best first, no Tab needed
         t.keys("C-n")
-        t.wait_for("Machine type")
-        assert "/h" in t.capture()
+        screen = t.wait_for("Machine type")
+        assert "/h per VM (n1-standard-4 + 1 x T4" in screen
         t.keys("C-n")
-        t.wait_for("Driver branch")
+        t.wait_for("Kernel modules")
         t.keys("C-n")
         t.wait_for("Git repository")
-        t.keys("C-t")
+        t.keys("C-t")  # the ST-GCN repository preset
         t.wait_for("mmskeleton")
         t.keys("C-n")
         t.wait_for("REMOTE:path")
         t.keys("C-n")
-        t.wait_for("Save to")
+        t.wait_for("Your steps, in run order")
+        t.keys("C-t")  # the preset's steps: its smoke test and the training command
+        t.wait_for("2. train: python mmskl.py")
+        t.keys("C-a")  # and one of my own; the command editor has focus
+        t.wait_for("empty command")
+        t.type(EVAL)
+        t.wait_for("3. step-3: python mmskl.py")
+        t.keys("C-n")
+        t.wait_for("1. driver.")  # the plan is filled in when the screen has loaded (and focused Name)
+        t.keys("Tab")  # from the recipe name to "Save to" (Textual selects its text)
+        t.wait_cursor_in("Save to")
+        t.type(str(out))
+        t.wait_for("/runs/stgcn.yaml")
+        t.keys("C-q")  # unsaved changes: asked, not thrown away
+        t.wait_for("unsaved changes")
+        t.keys("Escape")
+        t.wait_gone("unsaved changes")
         t.keys("C-s")
-        t.wait_for("Saved")
-        t.keys("C-q")
-        t.wait_for(f"Saved {out}")
+        t.wait_for("Saved")  # the notification (its long path wraps onto the next line)
+        t.keys("C-q")  # saved: quits at once
+        t.wait_for(f"Next: gpuwizard validate {out}", joined=True)
+        screen = t.look(joined=True)  # once, after the output ended
+        assert f"Saved {out}. Next: gpuwizard validate {out} && gpuwizard run {out}" in screen
     finally:
         t.kill()
-    from gpuwizard import recipe as rc
-
     saved = rc.load(str(out))
     assert saved.env.repo.url.endswith("mmskeleton.git")
-    from gpuwizard.cli import main
+    assert [(s.name, s.run) for s in saved.steps] == [("smoke", saved.steps[0].run), ("train", STGCN_TRAIN),
+                                                      ("step-3", EVAL)]
+    res = subprocess.run([sys.executable, "-m", "gpuwizard.cli", "validate", str(out)], capture_output=True,
+                         text=True, cwd=tmp_path, env={**os.environ, **_env(tmp_path, 120, 40)})
+    assert res.returncode == 0, res.stdout + res.stderr
 
-    assert main(["validate", str(out)]) == 0
+
+def test_80x24_shows_every_step_and_walks(tmp_path) -> None:
+    t = Tmux(str(tmp_path), 80, 24)
+    try:
+        t.start(f"{sys.executable} -m gpuwizard.cli", _env(tmp_path, 80, 24))
+        screen = t.wait_for("GPUs per VM")
+        bar = screen.splitlines()[0]
+        assert "1 Quota" in bar and "8 Review" in bar, bar
+        t.keys("C-n")
+        bar = t.wait_for("2 Zone").splitlines()[0]
+        assert all(f"{i} " in bar for i in range(1, 9)), bar
+        t.keys("F1")
+        t.wait_for("Help: Zone")
+        t.keys("Escape")
+        t.wait_gone("Help: Zone")
+        t.keys("C-q")
+        t.wait_for("unsaved changes")
+        t.keys("Escape")
+    finally:
+        t.kill()

@@ -14,46 +14,16 @@ import shutil
 
 import pytest
 
-pytest.importorskip("textual")
-pytestmark = pytest.mark.asyncio
-
-from gpuwizard import recipe as rc  # noqa: E402
-from screens.app import WizardApp  # noqa: E402
+from gpuwizard import recipe as rc
+from gpuwizard import validate
+from gpuwizard.cli import main
+from screens.app import WizardApp
+from tests.builders.wizard import EDITED
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SIZE = (120, 40)
 
-EDITED = """\
-# A recipe written by hand: comments, key order and quoting must survive an unchanged save.
-version: 1
-name: stgcn-t4   # the VM name prefix
-description: ST-GCN on one T4, data from Google Drive
-target:
-  gcp:
-    zones: [us-central1-a, us-central1-b, us-west1-b]
-    machine_type: n1-standard-8
-    gpu: {type: nvidia-tesla-t4, count: 1}
-    spot: true
-    image: ubuntu-2204-lts
-    disk_gb: 150
-driver: {branch: "580", cuda: "12.8", cudnn: "9", tensorrt: false}
-env:
-  manager: venv
-  python: "3.10"
-  torch: "2.9"
-  repo:
-    url: https://github.com/open-mmlab/mmskeleton.git
-    setup:
-      - pip install -r requirements.txt
-      - python setup.py develop
-rclone:
-  remotes:
-    gdrive: {type: drive, scope: drive.readonly, token_file: ~/.config/gpuwizard/gdrive.json}
-datasets:
-  - {from: "gdrive:st-gcn-processed-data.zip", to: "~/data/", unzip: true}
-steps:
-  - {name: smoke, run: "nvidia-smi && python -c 'import torch; print(torch.cuda.is_available())'"}
-"""
+pytestmark = pytest.mark.asyncio
 
 
 async def _settle(app: WizardApp, pilot) -> None:
@@ -72,10 +42,6 @@ async def _next(app: WizardApp, pilot, expect: str) -> None:
 def _catalog_validate(path: str) -> list[str]:
     """Errors `gpuwizard validate` would print for ``path`` (shape + catalog checks)."""
     recipe = rc.load(path)
-    try:
-        from gpuwizard import validate
-    except ImportError:
-        return []
     return [p.format(path) for p in validate.validate(recipe) if not getattr(p, "warning", False)]
 
 
@@ -101,7 +67,7 @@ async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path,
 
         await _next(app, pilot, "zone")
         key = (fake_compute.project, "nvidia-tesla-t4", 1, False)
-        assert key in app.live.zones and all(r.live for r in app.live.zones[key])
+        assert key in app.live.zones and app.live.zones[key] and app.screen.live_rows
         order = list(app.screen.order)
         assert order and not any(z.startswith("us-central1-") for z in order), order
         # Reorder: move the second zone up (failover preference).
@@ -140,6 +106,7 @@ async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path,
         await pilot.pause()
         assert app.screen.NAME == "dataset" and app.screen.valid, app.screen.reason
 
+        await _next(app, pilot, "steps")
         await _next(app, pilot, "review")
         assert app.screen.valid, app.screen.reason
         await pilot.press("ctrl+s")
@@ -156,8 +123,6 @@ async def test_walk_every_screen_to_a_valid_saved_recipe(fake_compute, tmp_path,
     assert (tmp_path / ".config/gpuwizard/secrets/gdrive.token.json").stat().st_mode & 0o777 == 0o600
     assert "WALKTEST" not in out.read_text(encoding="utf-8")
     assert _catalog_validate(str(out)) == []
-    from gpuwizard.cli import main
-
     assert main(["validate", str(out)]) == 0
 
 
@@ -178,7 +143,7 @@ async def test_edit_and_save_unchanged_is_byte_for_byte(case: str, tmp_path) -> 
     draft = rc.load(str(path))
     app = WizardApp(draft, path=str(path), source_path=str(path), live=False)
     # Existing hosts (target.ssh) have no zone or machine to choose: Next passes over them.
-    names = ["zone", "machine", "driver", "environment", "dataset", "review"]
+    names = ["zone", "machine", "driver", "environment", "dataset", "steps", "review"]
     if draft.target.gcp is None:
         names = [n for n in names if n not in ("zone", "machine")]
     async with app.run_test(size=SIZE) as pilot:
@@ -202,7 +167,7 @@ async def test_edit_a_change_is_saved_and_comments_kept(tmp_path) -> None:
         disk = app.screen.query_one("#disk")
         disk.value = "200"
         await pilot.pause()
-        for name in ("driver", "environment", "dataset", "review"):
+        for name in ("driver", "environment", "dataset", "steps", "review"):
             await _next(app, pilot, name)
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -324,7 +289,7 @@ async def test_new_draft_on_existing_ssh_hosts(tmp_path) -> None:
         await _settle(app, pilot)
         assert app.screen.NAME == "quota" and app.screen.query_one("#target").value == "ssh"
         assert app.screen.query_one("#ssh-port").value == "2200"
-        for name in ("driver", "environment", "dataset", "review"):
+        for name in ("driver", "environment", "dataset", "steps", "review"):
             await _next(app, pilot, name)
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -353,3 +318,66 @@ async def test_switching_target_back_restores_the_vm_answers(tmp_path) -> None:
         await pilot.pause()
         await _next(app, pilot, "zone")
     assert app.draft.target.ssh is None and app.draft.target.gcp.spot is True
+
+
+async def test_changing_the_gpu_after_the_driver_screen_re_proposes_the_stack() -> None:
+    """T4 -> Driver (R595, open modules) -> back -> V100: the driver branch and kernel
+    modules are re-proposed for the V100 and the user is told, instead of a Driver screen
+    whose Next is blocked by "V100 cannot use open kernel modules"."""
+    app = WizardApp(live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        for name in ("zone", "machine", "driver", "environment"):
+            await _next(app, pilot, name)
+        assert (app.draft.driver.branch, app.draft.driver.flavor) == ("595", "open")
+        app.goto("quota")
+        await _settle(app, pilot)
+        app.screen.query_one("#gpu").value = "nvidia-tesla-v100"
+        await pilot.pause()
+        await _next(app, pilot, "zone")
+        assert (app.draft.driver.branch, app.draft.driver.flavor) == ("580", "proprietary")
+        said = " ".join(str(n.message) for n in app._notifications)
+        assert "branch 595 -> 580" in said and "flavor open -> proprietary" in said
+        app.goto("driver")
+        await _settle(app, pilot)
+        assert app.screen.valid, app.screen.reason
+
+
+async def test_edit_a_t4_recipe_switched_to_v100_saves_a_valid_recipe(tmp_path) -> None:
+    """`gpuwizard edit` of a T4 recipe on R595 with open modules, switched to a V100."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(EDITED.replace('branch: "580"', 'branch: "595", flavor: open').replace(
+        'cuda: "12.8"', 'cuda: "13.2"'), encoding="utf-8")
+    app = WizardApp(rc.load(str(path)), path=str(path), source_path=str(path), live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        app.screen.query_one("#gpu").value = "nvidia-tesla-v100"
+        await pilot.pause()
+        for name in ("zone", "machine", "driver", "environment", "dataset", "steps", "review"):
+            await _next(app, pilot, name)
+        await pilot.press("ctrl+s")
+        await _settle(app, pilot)
+    assert app.saved_path == str(path)
+    assert main(["validate", str(path)]) == 0
+
+
+async def test_every_driver_field_that_blocks_next_has_a_control() -> None:
+    """A V100 with open kernel modules (from a recipe): the Driver screen's flavor list
+    offers proprietary, and choosing it unblocks Next."""
+    from gpuwizard.recipe import Driver, GcpTarget, Gpu, Recipe, Target
+
+    draft = Recipe(target=Target(gcp=GcpTarget(gpu=Gpu("nvidia-tesla-v100", 1), zones=["us-central1-a"])),
+                   driver=Driver(branch="580", cuda="12.8", flavor="open"))
+    app = WizardApp(draft, live=False, start="driver", source_path="recipe.yaml")
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        scr = app.screen
+        assert not scr.valid and "driver.flavor" in scr.reason
+        flavors = scr.query_one("#opt-flavor")
+        labels = [str(flavors.get_option_at_index(i).prompt) for i in range(flavors.option_count)]
+        target = next(i for i, text in enumerate(labels) if "proprietary" in text)
+        flavors.focus()
+        flavors.highlighted = target
+        await pilot.pause()
+        assert scr.valid, scr.reason
+        assert scr.drv.flavor == "proprietary"
