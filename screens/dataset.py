@@ -22,6 +22,7 @@ from gpuwizard.recipe import Dataset, Rclone, Remote
 from gpuwizard.sharelinks import ShareLinkError, dataset_source_problem, is_drive_link, parse_drive_link
 from screens.base import WizardScreen
 from screens.rclone import RcloneScreen
+from screens.widgets import Check
 
 #: What the note says when a Drive link has no remote to go through (issue 11: the
 #: screen used to show "remote 'Select.NULL' is not defined").
@@ -77,7 +78,7 @@ class DatasetScreen(WizardScreen):
                 yield Select([], prompt="no remote", id="ds-remote")
             with Vertical(classes="field"):
                 yield Static("After the copy", classes="label")
-                yield Checkbox("unzip / untar", value=False, id="ds-unzip")
+                yield Check("unzip / untar", value=False, id="ds-unzip")
         with Horizontal(classes="row"):
             yield Button("Add (ctrl+a)", id="add", variant="success")
             yield Button("Remove (ctrl+d)", id="remove")

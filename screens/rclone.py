@@ -39,6 +39,7 @@ from gpuwizard import rclone as core
 from gpuwizard.drive_scopes import DEFAULT_SCOPE
 from gpuwizard.recipe import Remote
 from gpuwizard.secretstore import SecretStoreError
+from screens.widgets import Check
 
 #: spec field (as :meth:`DriveRemoteSpec.validate` names it) -> id of the Static under
 #: the widget that edits it. ``token`` and ``service_account_file`` share the
@@ -146,7 +147,7 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
                         yield self._err("scope")
                 yield Static(core.SCOPES[DEFAULT_SCOPE], id="rc-scope-help", classes="hint")
 
-                yield Checkbox("Use my own OAuth client ID (recommended)", value=False, id="rc-own-client")
+                yield Check("Use my own OAuth client ID (recommended)", value=False, id="rc-own-client")
                 yield Static(core.CLIENT_ID_HELP, id="rc-client-help", classes="hint")
                 with Horizontal(classes="row", id="rc-client"):
                     with Vertical(classes="field"):
@@ -167,7 +168,7 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
                         yield Static("Shared Drive ID (optional)", classes="label")
                         yield Input(placeholder="0A...", id="rc-team")
                         yield self._err("team_drive")
-                yield Checkbox("Start at 'Shared with me' instead of My Drive", value=False, id="rc-shared")
+                yield Check("Start at 'Shared with me' instead of My Drive", value=False, id="rc-shared")
                 yield self._err("shared_with_me")
 
                 yield Static("Where does the credential come from?", classes="label")
@@ -192,7 +193,7 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
                         with Horizontal(classes="row"):
                             yield TokenInput(placeholder='{"access_token": ...} (hidden as you paste)',
                                              password=True, id="rc-token")
-                            yield Checkbox("Show", value=False, id="rc-token-show")
+                            yield Check("Show", value=False, id="rc-token-show")
                     with Vertical(id="panel-service_account", classes="panel"):
                         yield Static("Service-account JSON key file (IAM > Service accounts > Keys > Add key)",
                                      classes="label")
