@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpuwizard import catalog, drivers, envsteps, rclone, verify
+from gpuwizard.autostop import settings as autostop
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
@@ -39,11 +40,14 @@ def user_step(s: UserStep, recipe: Recipe | None = None) -> Step:
 def build(recipe: Recipe) -> list[Step]:
     """The full ordered step list for each host of ``recipe``.
 
-    A preinstalled driver is checked first: an environment built on a host whose GPU
-    does not work is time (and money) wasted."""
+    The auto-stop agent comes first, so a VM is never left billing by a run that fails or
+    is abandoned later. A preinstalled driver is checked next: an environment built on a
+    host whose GPU does not work is time (and money) wasted."""
     checks = verify.steps(recipe)
     first, last = (checks[:1], checks[1:]) if drivers.is_verify_only(recipe) else ([], checks)
-    steps: list[Step] = first
+    agent = autostop.from_recipe(recipe)
+    steps: list[Step] = [autostop.install_step(agent)] if agent is not None else []
+    steps += first
     steps += drivers.steps(recipe)
     steps += envsteps.steps(recipe)
     steps += rclone.steps(recipe)
@@ -78,6 +82,7 @@ class ProvisionSummary:
     hourly: float | None      # catalog.vm_price: machine + GPUs + boot disk; None: unknown
     cost_assumes: str = ""    # what the figure assumes (region, model, disk, snapshot)
     cost_unknown: str | None = None   # why there is no figure
+    autostop: str = "auto-stop: off"  # settings.describe(recipe)
 
     def lines(self) -> list[str]:
         if self.hourly is None:
@@ -90,7 +95,18 @@ class ProvisionSummary:
             f"create {self.vms} x {self.machine_type} with {self.gpu} ({model}), {self.image}, {self.disk_gb} GB disk",
             f"zones, tried in order: {', '.join(self.zones) or '(none)'}",
             f"cost: {cost}; delete with `gpuwizard down`",
+            self.autostop_line(),
         ]
+
+    def autostop_line(self) -> str:
+        """The auto-stop setting; without one, what a VM forgotten for a day costs."""
+        if self.autostop != "auto-stop: off":
+            return self.autostop
+        if self.hourly is None:
+            return ("warning: no autostop in this recipe: the VMs run (and bill) until `gpuwizard down`; "
+                    "add `autostop: {idle: 30m}`")
+        return (f"warning: no autostop in this recipe: a VM forgotten for a day costs ~${self.hourly * self.vms * 24:.0f}; "
+                "add `autostop: {idle: 30m}`")
 
 
 def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
@@ -103,4 +119,4 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
                              region=catalog.region_of(g.zones[0]) if g.zones else None)
     return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
                             image=g.image, disk_gb=g.disk_gb, hourly=price.per_hour, cost_assumes=price.assumes,
-                            cost_unknown=price.why)
+                            cost_unknown=price.why, autostop=autostop.describe(recipe))

@@ -209,7 +209,7 @@ def test_agent_is_stdlib_only_and_runs_under_plain_python(tmp_path):
     src = pathlib.Path(A.__file__)
     (tmp_path / "agent.py").write_text(src.read_text())
     conf = tmp_path / "c.json"
-    conf.write_text(json.dumps({"target": "ssh", "idle_s": 3600, "ssh_ports": [1], "interval_s": 1,
+    conf.write_text(json.dumps({"target": "ssh", "idle_s": 3600, "ssh_ports": [1], "interval_s": 1, "started_at": time.time(),
                                 "keepalive_files": [], "jupyter_runtime": []}))
     r = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "agent.py"), "--config", str(conf),
                         "--state", str(tmp_path / "s.json"), "--once"],

@@ -67,7 +67,7 @@ def install(host, root: pathlib.Path, *, idle_s: int = 3, before: str | None = N
     marks = root / "marks"
     cfg = settings.agent_config(
         idle_s=idle_s, action="stop", max_runtime_s=None, gpu_busy_percent=10, before=before,
-        where=Where(target="ssh", login_user="root", ssh_port=host.port), interval_s=0.3,
+        where=Where(target="ssh", ssh_ports=(host.port,), login_user="root"), interval_s=0.3,
         poweroff_command=("bash", "-c", f"echo poweroff >> {marks}"))
     cfg["jupyter_runtime"] = []
     assert run_steps(host, [settings.install_step(cfg, root=str(root))])
@@ -132,7 +132,7 @@ def test_delete_action_deletes_this_vm_with_its_own_token(tmp_path, fake_metadat
     fake_metadata.name, fake_metadata.zone, fake_metadata.project = "vm-1", "us-central1-a", fake_compute.project
     fake_metadata.attributes["gpuwizard-autostop"] = "run-42"
     cfg = settings.agent_config(idle_s=1, action="delete", max_runtime_s=None, gpu_busy_percent=10, before=None,
-                                where=Where(target="gcp", login_user="root", ssh_port=1, instance="vm-1",
+                                where=Where(target="gcp", ssh_ports=(1,), login_user="root", instance="vm-1",
                                             token="run-42"), interval_s=0.3)
     proc = agent_process(tmp_path, cfg, {"GPUWIZARD_METADATA_ENDPOINT": fake_metadata.url,
                                          "GPUWIZARD_COMPUTE_ENDPOINT": fake_compute.url})
@@ -150,7 +150,7 @@ def test_a_vm_without_our_metadata_is_never_stopped(tmp_path, fake_metadata):
     fake_metadata.attributes.clear()   # created by someone else, or without autostop
     marks = tmp_path / "marks"
     cfg = settings.agent_config(idle_s=1, action="stop", max_runtime_s=None, gpu_busy_percent=10, before=None,
-                                where=Where(target="gcp", login_user="root", ssh_port=1, instance="vm-1",
+                                where=Where(target="gcp", ssh_ports=(1,), login_user="root", instance="vm-1",
                                             token="run-42"), interval_s=0.3,
                                 poweroff_command=("bash", "-c", f"echo off >> {marks}"))
     proc = agent_process(tmp_path, cfg, {"GPUWIZARD_METADATA_ENDPOINT": fake_metadata.url})
@@ -167,7 +167,7 @@ def test_preemption_notice_runs_before(tmp_path, fake_metadata):
     marks = tmp_path / "marks"
     cfg = settings.agent_config(idle_s=3600, action="stop", max_runtime_s=None, gpu_busy_percent=10,
                                 before=f"echo checkpoint >> {marks}",
-                                where=Where(target="gcp", login_user="root", ssh_port=1, instance="vm-1",
+                                where=Where(target="gcp", ssh_ports=(1,), login_user="root", instance="vm-1",
                                             token="run-42"), interval_s=0.3)
     proc = agent_process(tmp_path, cfg, {"GPUWIZARD_METADATA_ENDPOINT": fake_metadata.url})
     try:

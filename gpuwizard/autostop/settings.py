@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from gpuwizard.recipe import Recipe, parse_host
 from gpuwizard.steps import Step
 
 _DURATION = re.compile(r"(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?")
@@ -52,13 +53,16 @@ def format_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Where:
-    """The host-side facts the config needs, known when the plan is built for one host."""
+    """What the config needs to know about the machines, known when the plan is built.
 
-    target: str                 # "gcp" or "ssh"
-    login_user: str             # runs ``before``; owns the keep-alive file
-    ssh_port: int = 22
-    instance: str | None = None  # the VM's name (gcp)
+    The login user (who runs ``before`` and owns the keep-alive file) is filled in on the
+    host, from sudo's ``SUDO_USER``, so one plan serves every host."""
+
+    target: str                  # "gcp" or "ssh"
+    ssh_ports: tuple[int, ...] = (22,)
     token: str | None = None     # equal to the VM's gpuwizard-autostop metadata (gcp)
+    instance: str | None = None  # the VM's name, where known (tests; the agent also reads it)
+    login_user: str | None = None
 
 
 def agent_source() -> str:
@@ -69,16 +73,52 @@ def agent_config(*, idle_s: int, action: str, max_runtime_s: int | None, gpu_bus
                  before: str | None, where: Where, enabled: bool = True,
                  interval_s: float = 30.0, before_timeout_s: float = 300.0,
                  poweroff_command: tuple[str, ...] = ("systemctl", "poweroff")) -> dict[str, Any]:
-    """The JSON the agent reads (``started_at`` is added on the host, once, at first install)."""
-    home = "/root" if where.login_user == "root" else f"/home/{where.login_user}"
-    return {
+    """The JSON the agent reads. ``started_at``, the login user and the keep-alive path are
+    added on the host at install (see ``_WRITE_CONFIG``)."""
+    cfg: dict[str, Any] = {
         "idle_s": idle_s, "action": action, "max_runtime_s": max_runtime_s,
         "gpu_busy_percent": gpu_busy_percent, "before": before, "before_timeout_s": before_timeout_s,
-        "before_user": where.login_user, "target": where.target, "instance": where.instance,
-        "token": where.token, "allow_poweroff": where.target == "ssh",
-        "ssh_ports": [where.ssh_port], "keepalive_files": [KEEPALIVE.replace("~", home, 1)],
+        "target": where.target, "instance": where.instance, "token": where.token,
+        "allow_poweroff": where.target == "ssh", "ssh_ports": list(where.ssh_ports),
         "interval_s": interval_s, "poweroff_command": list(poweroff_command), "enabled": enabled,
     }
+    if where.login_user:
+        home = "/root" if where.login_user == "root" else f"/home/{where.login_user}"
+        cfg["before_user"] = where.login_user
+        cfg["keepalive_files"] = [KEEPALIVE.replace("~", home, 1)]
+    return cfg
+
+
+def from_recipe(recipe: Recipe) -> dict[str, Any] | None:
+    """The agent's config for ``recipe``, or None when it has no ``autostop``."""
+    a = recipe.autostop
+    if a is None:
+        return None
+    if recipe.target.gcp is not None:
+        where = Where(target="gcp", ssh_ports=(22,), token=recipe_token(recipe))
+    else:
+        hosts = recipe.target.ssh.hosts if recipe.target.ssh else []
+        ports = {parse_host(h).port or recipe.ssh.port for h in hosts} | {recipe.ssh.port}
+        where = Where(target="ssh", ssh_ports=tuple(sorted(ports)))
+    return agent_config(idle_s=parse_duration(a.idle), action=a.action,
+                        max_runtime_s=parse_duration(a.max_runtime) if a.max_runtime else None,
+                        gpu_busy_percent=a.gpu_busy_percent, before=a.before, where=where)
+
+
+def recipe_token(recipe: Recipe) -> str:
+    """The value of the ``gpuwizard-autostop`` metadata the provisioner sets on the VMs of a
+    recipe with ``autostop``: the agent acts only on a VM that carries it."""
+    return f"gpuwizard-{recipe.name}"
+
+
+def describe(recipe: Recipe) -> str:
+    """One line for ``gpuwizard run``/``plan``: what auto-stop will do."""
+    a = recipe.autostop
+    if a is None:
+        return "auto-stop: off"
+    what = "deletes" if a.action == "delete" else ("powers off" if recipe.target.ssh else "stops")
+    cap = f", and after {a.max_runtime} in any case" if a.max_runtime else ""
+    return f"auto-stop: {what} the VM after {a.idle} without use{cap}"
 
 
 def _unit(root: str) -> str:
@@ -100,6 +140,11 @@ try:
 except (OSError, ValueError):
     old = {}
 new["started_at"] = old.get("started_at") or time.time()
+if not new.get("before_user"):
+    import pwd
+    user = os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
+    new["before_user"] = user
+    new["keepalive_files"] = [os.path.join(pwd.getpwnam(user).pw_dir, ".gpuwizard-keepalive")]
 os.makedirs(os.path.dirname(path), exist_ok=True)
 with open(path + ".tmp", "w") as fh:
     json.dump(new, fh, indent=1, sort_keys=True)

@@ -8,6 +8,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from gpuwizard import catalog
+from gpuwizard.autostop.settings import recipe_token as autostop_token
 from gpuwizard.gcp.errors import GcpError
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ def instance_names(recipe: Recipe, run_id: str, generations: list[int] | None = 
     return out
 
 
+COMPUTE_SCOPE = "https://www.googleapis.com/auth/compute"
+
+
 def _source_image(image: str) -> str:
     if image.startswith(("projects/", "https://", "global/")):
         return image
@@ -96,6 +100,13 @@ def instance_body(recipe: Recipe, zone: str, name: str, run_id: str, ssh_user: s
     }
     if not bare:
         body["name"] = name
+    if recipe.autostop is not None:
+        # The on-VM agent acts only on a VM carrying this (gpuwizard/autostop/agent.py guard).
+        body["metadata"]["items"].append({"key": "gpuwizard-autostop", "value": autostop_token(recipe)})
+        if recipe.autostop.action == "delete":
+            # Deleting itself needs the VM's own token with the Compute scope; only then is
+            # the VM given one (the default service account, as `gcloud` would).
+            body["service_accounts"] = [{"email": "default", "scopes": [COMPUTE_SCOPE]}]
     if g.spot:
         # STOP keeps the disk (and the data) on preemption; `gpuwizard down` deletes it.
         body["scheduling"].update({"provisioning_model": "SPOT", "instance_termination_action": "STOP"})

@@ -40,6 +40,9 @@ def structural_problems(r: Recipe) -> list[Problem]:
         out.append(r.problem("target.ssh.hosts", "list at least one host, e.g. ubuntu@203.0.113.7"))
     if t.ssh is not None:
         out += _duplicate_hosts(r, t.ssh.hosts)
+    if t.ssh is not None and r.autostop is not None and r.autostop.action == "delete":
+        out.append(r.problem("autostop.action", "an existing SSH host cannot be deleted: use `action: stop` "
+                                                "(it powers the machine off) or remove autostop"))
     names: dict[str, int] = {}
     for i, s in enumerate(r.steps):
         if s.name in names:

@@ -272,6 +272,33 @@ class Dataset:
     checksum: bool = field(default=True, metadata=doc("Verify sizes and hashes after the copy."))
 
 
+DURATION_RE = r"^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+DURATION_HINT = "write a duration as 30m, 2h or 1h30m"
+
+
+@dataclass
+class Autostop:
+    """Stop (or delete) the VM when nobody uses it: an agent on the VM decides, so a closed
+    laptop cannot leave a GPU billing. Activity is a gpuwizard step, any SSH connection
+    (tunnels too), the GPU busy, a busy Jupyter kernel, or a touch of ~/.gpuwizard-keepalive."""
+
+    idle: str = field(default="30m", metadata=doc(
+        "Stop after this long without activity, e.g. 30m, 2h, 1h30m.", pattern=DURATION_RE,
+        hint=DURATION_HINT, always=True))
+    action: str = field(default="stop", metadata=doc(
+        "stop (power off: the disk is kept and billed, the VM is not) or delete (VM and disk are gone). "
+        "On existing SSH hosts only stop, which powers the machine off.", enum=["stop", "delete"], always=True))
+    max_runtime: str | None = field(default=None, metadata=doc(
+        "Stop after this long in any case (catches a stalled loop), e.g. 12h.", pattern=DURATION_RE,
+        hint=DURATION_HINT))
+    gpu_busy_percent: int = field(default=10, metadata=doc(
+        "GPU utilisation (averaged over 5 minutes, with memory activity) that counts as use.",
+        minimum=1, maximum=100))
+    before: str | None = field(default=None, metadata=doc(
+        "Bash run (as the login user, at most 5 minutes; 25 s on a Spot preemption) before the "
+        "VM stops, e.g. to copy checkpoints."))
+
+
 @dataclass
 class UserStep:
     """A command of your own, run after the environment and datasets are ready."""
@@ -307,6 +334,8 @@ class Recipe:
     rclone: Rclone | None = field(default=None, metadata=doc("rclone remotes."))
     datasets: list[Dataset] = field(default_factory=list, metadata=doc("Datasets to fetch."))
     steps: list[UserStep] = field(default_factory=list, metadata=doc("Your own steps, run last."))
+    autostop: Autostop | None = field(default=None, metadata=doc(
+        "Stop the VM when nobody uses it (an agent on the VM decides); omit for no auto-stop."))
 
     # Positions of every loaded node ("target.gcp.zones[1]" -> (line, col)) for
     # cross-field errors, and the text it came from (saving an unchanged recipe writes
