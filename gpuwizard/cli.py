@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which host, when the run has several; `-- COMMAND...` after it runs a command instead "
                         "of a shell")
 
+    p = cmd("autostop", "gpuwizard.autostop.command:cmd_autostop",
+            "change auto-stop on the running VMs/hosts of a recipe's latest run")
+    _add_recipe(p)
+    p.add_argument("setting", metavar="DURATION|off", help="idle time before it stops (30m, 2h, 1h30m), or off")
+
     p = cmd("down", "gpuwizard.gcp.commands:cmd_down", "delete the VMs that runs of a recipe created")
     _add_recipe(p)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")

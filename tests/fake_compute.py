@@ -530,13 +530,16 @@ class FakeCompute:
             return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
                                          f"was not found", "notFound")
         ready = inst["status"] == "RUNNING" and time.monotonic() - inst["_running_since"] >= self.hostkey_delay
-        if not ready or not self.host_keys or query_path.strip("/") != "hostkeys":
+        ns = query_path.strip("/")
+        values = self.host_keys if ns == "hostkeys" and ready else inst.get("_guest", {}).get(ns)
+        if not values:
             return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}/"
                                          f"guestAttributes/{query_path}' was not found", "notFound")
-        items = [{"namespace": "hostkeys", "key": k, "value": v} for k, v in self.host_keys.items()]
-        return 200, {"kind": "compute#guestAttributes", "queryPath": query_path,
-                     "selfLink": inst["selfLink"] + "/guestAttributes/" + query_path,
-                     "queryValue": {"items": items}}
+        return 200, shapes.guest_attributes(inst["selfLink"], query_path, ns, values)
+
+    def set_guest_attribute(self, zone: str, name: str, path: str, value: str) -> None:  # a guest's PUT
+        ns, key = path.split("/", 1)
+        self.instances[(zone, name)].setdefault("_guest", {}).setdefault(ns, {})[key] = value
 
     def serial_output(self, zone: str, name: str, port: int) -> tuple[int, dict[str, Any]]:
         """``instances.getSerialPortOutput`` (SerialPortOutput: kind, contents, port, start,
@@ -576,9 +579,7 @@ class FakeCompute:
         return out
 
     def regions_json(self) -> list[dict[str, Any]]:
-        """Only the quota metrics the real ``regions.list`` reports (its ``Quota.metric`` enum):
-        H100/H200/B200 on-demand quotas live in Cloud Quotas, not here."""
-        known = compute_contract().enum("Quota", "metric")
+        known = compute_contract().enum("Quota", "metric")  # H100/H200/B200 quotas are in Cloud Quotas
         return [{"kind": "compute#region", "name": r, "status": "UP",
                  "selfLink": f"{BASE}/projects/{self.project}/regions/{r}",
                  "zones": [f"{BASE}/projects/{self.project}/zones/{z}" for z in sorted(self.world) if _region(z) == r],

@@ -111,3 +111,11 @@ def matches(inst: dict[str, Any], flt: str) -> bool:
         if (inst.get("labels") or {}).get(key) != val:
             return False
     return True
+
+
+def guest_attributes(self_link: str, query_path: str, namespace: str, values: dict[str, str]) -> dict[str, Any]:
+    """``instances.getGuestAttributes`` (GuestAttributes: kind, queryPath, selfLink, queryValue.items
+    of {namespace, key, value}; Compute v1 REST reference)."""
+    return {"kind": "compute#guestAttributes", "queryPath": query_path,
+            "selfLink": self_link + "/guestAttributes/" + query_path,
+            "queryValue": {"items": [{"namespace": namespace, "key": k, "value": v} for k, v in values.items()]}}

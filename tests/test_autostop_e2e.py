@@ -192,3 +192,25 @@ def test_changing_autostop_on_a_running_host_applies_without_restart(sshd_host, 
     assert run_steps(sshd_host, [settings.update_step(2, root=str(agent_root))])
     wait_for(lambda: marks.exists(), 30, "poweroff after the new, shorter idle time")
     assert json.loads((agent_root / settings.CONFIG_PATH).read_text())["started_at"] == started
+
+
+def test_gpuwizard_autostop_changes_the_hosts_of_the_latest_run(sshd_host, agent_root, tmp_path, monkeypatch, capsys):
+    """The command reaches the hosts the run recorded (the real CLI made the run) and the agent
+    applies the new setting on its next tick."""
+    import argparse
+    import functools
+
+    from gpuwizard.autostop import command
+    from tests.builders.runs import env, gw, write_recipe
+
+    recipe = write_recipe(tmp_path / "r.yaml", [sshd_host], [{"name": "hello", "run": "echo hi"}])
+    assert gw(tmp_path, "run", str(recipe)).returncode == 0
+    for k, v in env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    install(sshd_host, agent_root, idle_s=3600)
+    monkeypatch.setattr(command, "update_step", functools.partial(settings.update_step, root=str(agent_root)))
+    assert command.cmd_autostop(argparse.Namespace(recipe=str(recipe), setting="off")) == 0
+    assert "auto-stop is now off on 1 host(s)" in capsys.readouterr().out
+    wait_for(lambda: state(agent_root).get("why") == "auto-stop is off", 20, "off to apply")
+    with pytest.raises(Exception, match="not a duration"):
+        command.cmd_autostop(argparse.Namespace(recipe=str(recipe), setting="soon"))

@@ -57,3 +57,28 @@ def test_shipped_gcp_recipes_use_autostop():
         r = R.load(str(path))
         if r.target.gcp is not None:
             assert r.autostop is not None and r.autostop.idle == "30m" and r.autostop.action == "stop", path
+
+
+def test_status_shows_cost_so_far_and_the_agents_countdown(fake_compute, tmp_path, capsys):
+    import argparse
+    import json
+    import time
+
+    from gpuwizard.gcp.commands import cmd_status
+
+    f = fake_compute
+    f.add_instance("us-central1-a", "exp-r1", {"gpuwizard-recipe": "exp", "gpuwizard-run": "r1"}, "nvidia-tesla-t4", 1)
+    f.add_instance("us-west1-b", "exp-r2", {"gpuwizard-recipe": "exp", "gpuwizard-run": "r2"}, "nvidia-tesla-t4", 1)
+    now = time.time()
+    f.set_guest_attribute("us-central1-a", "exp-r1", "gpuwizard/autostop", json.dumps(
+        {"why": "idle for 18m; stops in 12m", "idle_for": 1080, "stops_at": now + 725, "updated": now}))
+    path = tmp_path / "exp.yaml"
+    path.write_text("version: 1\nname: exp\ntarget:\n  gcp:\n    zones: [us-central1-a]\n"
+                    "    machine_type: n1-standard-4\n    gpu: {type: nvidia-tesla-t4, count: 1}\n")
+    assert cmd_status(argparse.Namespace(recipe=str(path))) == 0
+    out = capsys.readouterr().out
+    row1 = next(line for line in out.splitlines() if line.startswith("exp-r1"))
+    row2 = next(line for line in out.splitlines() if line.startswith("exp-r2"))
+    assert "~$0.00" in row1 and "idle 18m, stops in 12m" in row1
+    assert "no auto-stop agent" in row2
+    assert "AUTO-STOP" in out and "SO FAR" in out

@@ -17,7 +17,7 @@ from gpuwizard.events import Event
 from gpuwizard.exit_codes import FAILED, OK, USAGE
 from gpuwizard.gcp.body import LABEL_RECIPE_ID
 from gpuwizard.gcp.errors import GcpError, console_link
-from gpuwizard.gcp.inventory import VmInfo, delete_vms, list_recipe_vms
+from gpuwizard.gcp.inventory import VmInfo, autostop_states, delete_vms, list_recipe_vms
 from gpuwizard.gcp.quota import fetch_quota
 from gpuwizard.gcp.zones import zones_for_gpu, zones_offline
 from gpuwizard.recipe import Recipe, RecipeError, load
@@ -158,11 +158,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"No VMs from recipe {recipe.name}.")
         return OK
     _unmarked_note(vms, recipe)
-    print(table(["NAME", "ZONE", "STATE", "IP", "GPU", "$/HOUR", "SO FAR"],
+    try:
+        autostop = _run(autostop_states(_project_of(recipe), vms))
+    except GcpError:
+        autostop = {}
+    print(table(["NAME", "ZONE", "STATE", "IP", "GPU", "$/HOUR", "SO FAR", "AUTO-STOP"],
                 [[v.name, v.zone, v.status, v.address or v.internal_address or "-",
                   f"{v.gpu_count} x {v.gpu_type}" if v.gpu_type else "-",
                   "?" if v.price_hour is None else f"{v.price_hour:.2f}",
-                  "?" if v.cost_so_far is None else f"~${v.cost_so_far:.2f}"] for v in vms], rule=False))
+                  "?" if v.cost_so_far is None else f"~${v.cost_so_far:.2f}",
+                  autostop.get(v.name, "?")] for v in vms], rule=False))
     running = [v for v in vms if v.status == "RUNNING" and v.price_hour]
     if running:
         print(f"\n{len(running)} running at ~${sum(v.price_hour or 0 for v in running):.2f}/hour; "

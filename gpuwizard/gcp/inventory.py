@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from gpuwizard import catalog
+from gpuwizard.autostop import status as agent_status
 from gpuwizard.events import Event, Output
 from gpuwizard.gcp import budgets
 from gpuwizard.gcp.body import LABEL_RECIPE, LABEL_RECIPE_ID, LABEL_RUN, label_value, recipe_id
@@ -129,6 +130,24 @@ async def list_recipe_vms(project: str | None, recipe_name: str, run_id: str | N
     """VMs labelled as created by runs of ``recipe_name`` (one aggregatedList request);
     with ``recipe_path``, of that recipe file (see :func:`find`)."""
     return await find(await open_compute(project), recipe_name, run_id, recipe_path)
+
+
+async def autostop_states(project: str | None, vms: list[VmInfo]) -> dict[str, str]:
+    """What each running VM's auto-stop agent last published (guest attribute
+    ``gpuwizard/autostop``), as the phrase ``gpuwizard status`` shows; one read per VM, at once."""
+    compute = await open_compute(project)
+
+    async def one(vm: VmInfo) -> tuple[str, str]:
+        if vm.status != "RUNNING":
+            return vm.name, "-"
+        try:
+            items = await call(compute.guest_attributes, vm.zone, vm.name, "gpuwizard/", budgets.READ_BUDGET)
+        except GcpError:
+            return vm.name, "?"
+        text = next((i["value"] for i in items or [] if i["key"] == "autostop"), None)
+        return vm.name, agent_status.describe(agent_status.parse(text))
+
+    return dict(await asyncio.gather(*(one(v) for v in vms)))
 
 
 async def delete_recipe_vms(project: str | None, recipe_name: str, run_id: str | None = None,
