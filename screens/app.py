@@ -20,7 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
 from gpuwizard import recipe as rc
-from gpuwizard.recipe import GcpTarget, Recipe, RecipeError, Target
+from gpuwizard.recipe import Autostop, GcpTarget, Recipe, RecipeError, Target
 from gpuwizard.shipped import resolve
 from screens import WIZARD_STEPS, choices
 from screens.dialogs import ChoiceScreen
@@ -43,8 +43,9 @@ SSH_SKIPPED: frozenset[str] = frozenset({"zone", "machine"})
 
 
 def new_draft() -> Recipe:
-    """An empty draft: a Compute Engine target with catalog defaults and no zones yet."""
-    return Recipe(target=Target(gcp=GcpTarget()))
+    """An empty draft: a Compute Engine target with catalog defaults and no zones yet, and
+    auto-stop on (30 minutes idle, stop): nothing bills while nobody uses it."""
+    return Recipe(target=Target(gcp=GcpTarget()), autostop=Autostop())
 
 
 def screen_class(name: str) -> type[Screen[Any]]:

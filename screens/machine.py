@@ -10,8 +10,16 @@ from textual.validation import Integer
 from textual.widgets import Input, Select, Static
 
 from gpuwizard import catalog, validate
+from gpuwizard.recipe import Autostop
 from screens import choices
 from screens.base import WizardScreen
+
+
+#: Idle times offered (the recipe takes any duration); "off" removes ``autostop``.
+AUTOSTOP_CHOICES = (("15m", "stop after 15 minutes without use"),
+                    ("30m", "stop after 30 minutes without use (recommended)"),
+                    ("1h", "stop after 1 hour without use"), ("2h", "stop after 2 hours without use"),
+                    ("off", "off: the VM runs (and bills) until `gpuwizard down`"))
 
 
 class MachineScreen(WizardScreen):
@@ -42,6 +50,9 @@ class MachineScreen(WizardScreen):
         yield Select([(c.label, c.value) for c in choices.image_choices()], allow_blank=False,
                      value="ubuntu-2204-lts", id="image")
         yield Static("", id="image-note", classes="note")
+        yield Static("Auto-stop (an agent on the VM stops it when nobody uses it)", classes="label")
+        yield Select([(label, value) for value, label in AUTOSTOP_CHOICES], allow_blank=False, value="30m",
+                     id="autostop")
         yield Static("", id="cost", classes="cost")
 
     def _gpu(self) -> tuple[str, int, bool]:
@@ -75,6 +86,11 @@ class MachineScreen(WizardScreen):
         if g.image not in [c.value for c in choices.image_choices()]:
             img.set_options([(c.label, c.value) for c in choices.image_choices()] + [(g.image, g.image)])
         img.value = g.image
+        auto = self.query_one("#autostop", Select)
+        idle = self.draft.autostop.idle if self.draft.autostop else "off"
+        if idle not in [v for v, _ in AUTOSTOP_CHOICES]:
+            auto.set_options([(label, value) for value, label in AUTOSTOP_CHOICES] + [(f"stop after {idle}", idle)])
+        auto.value = idle
         self.changed()
 
     def _fill_disk_types(self, machine: str, want: str) -> None:
@@ -89,13 +105,19 @@ class MachineScreen(WizardScreen):
     def snapshot(self) -> Any:
         return (self.query_one("#machine", Select).value, self.query_one("#vms", Input).value,
                 self.query_one("#disk", Input).value, self.query_one("#disk-type", Select).value,
-                self.query_one("#image", Select).value)
+                self.query_one("#image", Select).value, self.query_one("#autostop", Select).value)
 
     def apply(self) -> None:
         g = self.draft.target.gcp
         if g is None:
             return
-        machine, vms, disk, disk_type, image = self.snapshot()
+        machine, vms, disk, disk_type, image, idle = self.snapshot()
+        if idle == "off":
+            self.draft.autostop = None
+        elif self.draft.autostop is None:
+            self.draft.autostop = Autostop(idle=str(idle))
+        else:
+            self.draft.autostop.idle = str(idle)
         if machine is not Select.BLANK:
             g.machine_type = str(machine)
         g.count = int(vms)
@@ -106,7 +128,7 @@ class MachineScreen(WizardScreen):
     def problems(self) -> list[str]:
         if self.draft.target.gcp is None:
             return []
-        machine, vms, disk, _dt, _img = self.snapshot()
+        machine, vms, disk, _dt, _img, _idle = self.snapshot()
         out = []
         if machine is Select.BLANK:
             gpu, count, _ = self._gpu()
@@ -122,7 +144,7 @@ class MachineScreen(WizardScreen):
         g = self.draft.target.gcp
         if g is None:
             return
-        machine, vms, disk, disk_type, image = self.snapshot()
+        machine, vms, disk, disk_type, image, idle = self.snapshot()
         if machine is not Select.BLANK:
             types = choices.disk_types_for(str(machine))
             if disk_type not in types:
@@ -146,6 +168,8 @@ class MachineScreen(WizardScreen):
             self.query_one("#cost", Static).update(price.label())
             return
         total = price.per_hour * n
+        forgotten = (f"auto-stop {idle}" if idle != "off"
+                     else f"no auto-stop: a VM forgotten for a day costs ~${total * 24:,.0f}")
         self.query_one("#cost", Static).update(
-            f"${price.per_hour:.2f}/h per VM ({price.assumes}); {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h "
-            f"(~${total * 730:,.0f}/month if never stopped)")
+            f"${price.per_hour:.2f}/h per VM ({price.assumes}); {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h; "
+            f"{forgotten}")

@@ -66,7 +66,7 @@ def test_seed_case_walked_with_keys_only_to_a_valid_recipe(tmp_path) -> None:
         t.type(EVAL)
         t.wait_for("3. step-3: python mmskl.py")
         t.keys("C-n")
-        t.wait_for("1. driver.")  # the plan is filled in when the screen has loaded (and focused Name)
+        t.wait_for("1. autostop")  # the plan (auto-stop first: the wizard proposes it) is filled in when the screen has loaded (and focused Name)
         t.keys("Tab")  # from the recipe name to "Save to" (Textual selects its text)
         t.wait_cursor_in("Save to")
         t.type(str(out))

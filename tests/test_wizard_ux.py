@@ -261,3 +261,29 @@ async def test_zone_and_machine_screens_show_one_price_and_name_the_machine() ->
         await _settle(app, pilot)
         cost = str(app.screen.query_one("#cost").render())
         assert f"${want.per_hour:.2f}/h per VM ({want.assumes})" in cost
+
+
+async def test_a_new_recipe_gets_auto_stop_and_the_machine_screen_changes_it() -> None:
+    """Issue 14: the wizard proposes auto-stop (30 minutes, stop); turning it off says what a
+    forgotten day costs, and the choice reaches the recipe."""
+    from screens.app import new_draft
+
+    draft = new_draft()
+    assert draft.autostop is not None and (draft.autostop.idle, draft.autostop.action) == ("30m", "stop")
+    draft.target.gcp.zones = ["us-central1-a"]
+    app = WizardApp(draft, start="machine", live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        sel = app.screen.query_one("#autostop")
+        assert sel.value == "30m" and "auto-stop 30m" in str(app.screen.query_one("#cost").render())
+        sel.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        for _ in range(3):  # from the highlighted 30m down to "off"
+            await pilot.press("down")
+        await pilot.press("enter")
+        await _settle(app, pilot)
+        assert sel.value == "off"
+        assert "a VM forgotten for a day costs" in str(app.screen.query_one("#cost").render())
+        app.screen.apply()
+        assert app.draft.autostop is None
