@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.request
 
 import pytest
@@ -55,7 +56,9 @@ def test_preempted_spot_vm_is_started_again_with_its_new_address(fake_compute, t
     assert f"{new},{again.internal_address} ssh-ed25519 " in kh
     assert old not in kh                                          # the released address is no longer trusted
     text = "\n".join(lines)
-    assert "TERMINATED in us-central1-a (preempted spot VM): starting it again" in text
+    # it says that the VM was preempted, and when (issue 14): the fake's lastStopTimestamp
+    assert re.search(r"TERMINATED in us-central1-a \(preempted spot VM\), stopped at 20\d\d-\d\d-\d\d \d\d:\d\d UTC "
+                     r"\(\d+ min ago\): starting it again", text), text
     assert f"running again at {new}" in text
 
 
@@ -89,7 +92,7 @@ def test_a_vm_being_stopped_is_waited_for_then_started(fake_compute, tmp_path):
     (again,), lines = run(r, tmp_path)
     assert again.address == nat(fake_compute, "us-central1-a", first.name)
     assert len(fake_compute.starts()) == 1 and len(fake_compute.inserts()) == 1
-    assert f"{first.name}: TERMINATED in us-central1-a: starting it again" in lines
+    assert any(line.startswith(f"{first.name}: TERMINATED in us-central1-a, stopped at ") and line.endswith("starting it again") for line in lines)
 
 
 def test_running_vm_is_reused_without_a_start(fake_compute, tmp_path):

@@ -42,6 +42,7 @@ class VmInfo:
     run: str | None
     price_hour: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    stopped: datetime | None = None   # lastStopTimestamp: when it last stopped (or was preempted)
 
     @property
     def recipe_id(self) -> str | None:
@@ -98,7 +99,7 @@ def vm_info(inst: dict[str, Any]) -> VmInfo:
                   created=_parse_time(inst.get("creationTimestamp")),
                   run=(inst.get("labels") or {}).get(LABEL_RUN),
                   price_hour=catalog.hourly_price(mt, gtype, gcount, spot),
-                  labels=dict(inst.get("labels") or {}))
+                  labels=dict(inst.get("labels") or {}), stopped=_parse_time(inst.get("lastStopTimestamp")))
 
 
 def recipe_filter(recipe_name: str, run_id: str | None = None) -> str:

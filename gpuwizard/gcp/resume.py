@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
 
 from gpuwizard.gcp import budgets
 from gpuwizard.gcp.body import instance_names
@@ -108,10 +109,18 @@ def start_error(p: Provisioner, vm: VmInfo, verdict: Verdict) -> GcpError:
                     f"again later, or `gpuwizard down RECIPE.yaml` {rec} and a fresh run.", kind=verdict.kind)
 
 
+def _since(vm: VmInfo) -> str:
+    """``, stopped at 18:02 UTC (35 min ago)``: when Compute Engine stopped or preempted it."""
+    if vm.stopped is None:
+        return ""
+    ago = max(0, int((datetime.now(timezone.utc) - vm.stopped).total_seconds() // 60))
+    return f", stopped at {vm.stopped.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC ({ago} min ago)"
+
+
 async def start(p: Provisioner, vm: VmInfo) -> None:
     """instances.start and wait for its operation; transient errors are retried."""
     p.say(f"{vm.name}: {vm.status} in {vm.zone}" + (" (preempted spot VM)" if vm.spot else "")
-          + ": starting it again")
+          + _since(vm) + ": starting it again")
     verdict = await run_operation(p.compute, vm.zone, lambda: p.compute.start(vm.zone, vm.name),
                                   f"starting {vm.name}", p.say)
     if verdict is not None:
