@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuwizard import catalog, drivers, presets
+from gpuwizard.autostop import settings as autostop
 from gpuwizard.catalog import stack
 from gpuwizard.recipe import Driver, Env, Problem, Recipe
 
@@ -58,8 +59,11 @@ def cost_text(recipe: Recipe) -> str:
         return f"{g.machine_type}: {price.label()}."
     total = price.per_hour * g.count
     vms = f" x {g.count} VMs" if g.count > 1 else ""
-    return (f"${price.per_hour:.2f}/h per VM{vms} -> ${total:.2f}/h (~${total * 730:,.0f}/month if left running); "
-            f"{price.assumes}")
+    if recipe.autostop is not None:
+        running = f"{autostop.describe(recipe)}"
+    else:
+        running = f"no auto-stop: ~${total * 24:,.0f} a day, ~${total * 730:,.0f}/month if left running"
+    return f"${price.per_hour:.2f}/h per VM{vms} -> ${total:.2f}/h ({running}); {price.assumes}"
 
 
 # ------------------------------------------------------------------------ GPUs
