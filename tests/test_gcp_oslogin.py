@@ -6,11 +6,14 @@ that refuses the run's key (as an OS Login guest refuses a metadata key)."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import subprocess
+import time
 
 import pytest
 
+from gpuwizard import ssh
 from gpuwizard.gcp.errors import OS_LOGIN, GcpError
 from tests.builders.gcp import e2e_vms, gw, make_recipe, point_fake_at, run
 
@@ -79,3 +82,35 @@ def test_run_on_an_os_login_vm_says_the_fix_and_how_to_delete(fake_compute, sshd
     d = gw("run", str(recipe), "--headless", "--resume", "--delete-on-failure", state=tmp_path / "state")
     assert d.returncode == 1 and "deleted 1 VM(s) of this run" in d.stderr, d.stderr
     assert e2e_vms(fake_compute) == []
+
+
+def test_a_refusal_of_our_metadata_key_is_explained_as_os_login(fake_compute, sshd_host, tmp_path):
+    """Nothing in the project's or the VM's metadata says OS Login (an organisation policy
+    Compute Engine does not show): the refusal of the key we put in the VM's metadata is
+    the evidence, and the host's failure says the fix; the closing lines offer the deletion."""
+    point_fake_at(fake_compute, sshd_host)
+    recipe = _recipe(tmp_path / "e2e.yaml", sshd_host, _refused_key(tmp_path))
+    recipe.write_text(recipe.read_text().replace("connect_timeout: 10", "connect_timeout: 2"))
+    p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "the server refused the key" in out and "OS Login is enforced" in out, out
+    assert f"gcloud compute os-login ssh-keys add --key-file {tmp_path / 'id_ed25519'}.pub" in out
+    assert f"gpuwizard down {recipe}" in p.stderr and "still running (and billed)" in p.stderr
+    assert len(e2e_vms(fake_compute)) == 1
+
+
+def test_a_lasting_refusal_of_a_new_vm_stops_retrying_after_the_grace(sshd_host, tmp_path, monkeypatch):
+    """A new VM's refusal is retried (its agent installs our key late), but with an OS Login
+    hint only for AUTH_GRACE, not for the whole connect timeout (600 s by default)."""
+    monkeypatch.setattr(ssh, "AUTH_GRACE", 0.3)
+    spec = ssh.HostSpec(name="vm", address=sshd_host.address, port=sshd_host.port, user=sshd_host.user,
+                        identity=str(_refused_key(tmp_path)), known_hosts=sshd_host.known_hosts,
+                        refused_hint="HINT: OS Login")
+    attempts: list[ssh.Attempt] = []
+    with pytest.raises(ssh.AuthError) as ei:
+        asyncio.run(ssh.connect(spec, deadline=time.monotonic() + 120, on_attempt=attempts.append,
+                                retry_auth=True, max_delay=0.2))
+    assert str(ei.value).endswith("HINT: OS Login")
+    assert 2 <= len(attempts) < 20        # retried, then stopped long before the 120 s deadline (~600 attempts)
+    assert "OS Login is taken as the reason" in attempts[-1].message

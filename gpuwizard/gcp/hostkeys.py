@@ -93,6 +93,7 @@ async def pin(p: Provisioner, vm: VmInfo, host: ProvisionedHost) -> ProvisionedH
     run's known_hosts (a restarted VM: new external address, same keys, verified again).
     A VM whose own metadata turns OS Login on stops here, before any wait (:mod:`.oslogin`)."""
     oslogin.check_vm(p, vm)
+    host.refused_hint = oslogin.refusal_hint(p)
     keys, source = await read_host_keys(p, vm)
     if keys:
         addrs = list(dict.fromkeys(a for a in (vm.address, vm.internal_address) if a))
