@@ -80,6 +80,7 @@ def _sshd(what: str) -> Callable[..., subprocess.CompletedProcess[str]]:
         else:
             hosts[0].restart(1.0)
         out, err = proc.communicate(timeout=90)
+        audit.need("connection lost during user.hold" in out, "the fault hit the step in flight", out[-400:])
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     return fault
 
