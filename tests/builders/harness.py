@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from tests.builders.runs import ROOT, env
+from tests.builders.runs import env
 
 # The prelude reads its own /proc/$$/stat (fields after the ")" of the command name:
 # [0] state, [2] pgrp, [19] starttime) and looks for a live earlier copy of the step
@@ -76,7 +75,7 @@ def ssh_recipe(path: pathlib.Path, hosts: list[Any], steps: list[dict[str, Any]]
         st = dict(st)
         # One body for every host, so the host picks its own audit file by its sshd port.
         body = st["run"].replace("{marker}", f"{path.parent}/hold-$GW_PORT-{st['name']}")
-        st["run"] = (f"GW_PORT=$(echo \"$SSH_CONNECTION\" | cut -d' ' -f4)\n"
+        st["run"] = ("GW_PORT=$(echo \"$SSH_CONNECTION\" | cut -d' ' -f4)\n"
                      + audited(st["name"], body, pathlib.Path(f"{path.parent}/audit-$GW_PORT")))
         out.append(st)
     data = {"version": 1, "name": name, "target": {"ssh": {"hosts": [h.host_string for h in hosts]}},
@@ -285,10 +284,9 @@ def check_vms(audit: Audit, fake: Any, recipe_name: str, tmp_path: pathlib.Path,
     audit.vms_left = sorted(i["name"] for i in fake.state()["instances"]
                             if i["labels"].get("gpuwizard-recipe") == recipe_name)
     p = cli(tmp_path, "status", str(recipe))
-    audit.vms_reported = sorted(n for n in audit.vms_left if re.search(rf"^{re.escape(n)}\s", p.stdout, re.M))
-    listed = [ln.split()[0] for ln in p.stdout.splitlines()[1:] if ln.strip() and not ln.startswith(("NAME", " "))
-              and ln.split()[0].startswith(recipe_name)]
-    audit.need(p.returncode == 0 and sorted(listed) == audit.vms_left, "VMs left == VMs `status` lists",
+    audit.vms_reported = sorted(ln.split()[0] for ln in p.stdout.splitlines()
+                                if ln.startswith(f"{recipe_name}-"))
+    audit.need(p.returncode == 0 and audit.vms_reported == audit.vms_left, "VMs left == VMs `status` lists",
                f"left {audit.vms_left}, status rc {p.returncode}: {p.stdout}{p.stderr}")
     if audit.vms_left:
         audit.need("still running" in closing and f"gpuwizard down {recipe}" in closing,
