@@ -76,7 +76,8 @@ async def resolve_hosts(recipe: Recipe, run: RunContext, sink: Sink) -> list[Hos
                                          accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts,
                                          recipe_path=run.recipe_path, previous_hosts=run.previous_hosts)
     return [HostSpec(name=vm.name, address=vm.address, port=vm.port, user=vm.user, identity=vm.identity,
-                     known_hosts=vm.known_hosts, accept_new=run.accept_new_host_key and not vm.host_key_verified)
+                     known_hosts=vm.known_hosts, accept_new=run.accept_new_host_key and not vm.host_key_verified,
+                     refused_hint=vm.refused_hint)
             for vm in vms]
 
 

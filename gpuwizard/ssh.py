@@ -34,6 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from gpuwizard.recipe import Recipe
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+#: How long a new VM may keep refusing our key before a ``refused_hint`` (OS Login) is
+#: taken as the reason and the connection stops: the guest agent installs metadata keys
+#: within seconds of boot, so a refusal that lasts this long is not a late key.
+AUTH_GRACE = float(os.environ.get("GPUWIZARD_AUTH_GRACE", "") or 60.0)
 
 _HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9.-]+))"
                       r"(?::(?P<port>[0-9]{1,5}))?$")
@@ -89,6 +93,7 @@ class HostSpec:
     identity: str | None = None
     known_hosts: str | None = None
     accept_new: bool = False
+    refused_hint: str = ""   # added when the server refuses our key (a new VM: OS Login by policy)
 
     @property
     def key_host(self) -> str:
@@ -334,7 +339,8 @@ async def connect_once(spec: HostSpec, *, keepalive: float = 15.0, timeout: floa
         who = f"{spec.user}@" if spec.user else ""
         how = f"the key {spec.identity}" if spec.identity else "your ssh-agent and ~/.ssh keys"
         raise AuthError(f"{spec.name}: the server refused {how} for {who}{spec.address}. "
-                        f"Check ssh.user and ssh.identity in the recipe.") from None
+                        f"Check ssh.user and ssh.identity in the recipe."
+                        + (f" {spec.refused_hint}" if spec.refused_hint else "")) from None
     if kwargs["known_hosts"] is None:
         key = conn.get_server_host_key()
         if key is not None:
@@ -382,6 +388,7 @@ async def connect(spec: HostSpec, *, deadline: float, on_attempt: Callable[[Atte
     delay = first_delay
     t0 = time.monotonic()
     reason = ""
+    refused_since: float | None = None
     while True:
         attempt += 1
         if on_attempt is not None:
@@ -392,9 +399,13 @@ async def connect(spec: HostSpec, *, deadline: float, on_attempt: Callable[[Atte
         except HostKeyError:
             raise
         except AuthError as exc:
-            if not retry_auth or "does not exist" in str(exc) or time.monotonic() + delay > deadline:
+            now = time.monotonic()
+            refused_since = now if refused_since is None else refused_since
+            if (not retry_auth or "does not exist" in str(exc) or now + delay > deadline
+                    or (spec.refused_hint and now - refused_since >= AUTH_GRACE)):
                 raise
-            reason = "the server refused our key (a new VM installs it late)"
+            reason = "the server refused our key (a new VM installs it late" + (
+                f"; after {AUTH_GRACE:.0f} s of refusals OS Login is taken as the reason)" if spec.refused_hint else ")")
         except Exception as exc:  # noqa: BLE001 - classified below
             if not _is_retryable(exc):
                 raise

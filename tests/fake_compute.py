@@ -138,6 +138,9 @@ class FakeCompute:
         self.op_durations: dict[str, float] = {}
         # Keys the guest prints on its serial console (None: none printed), see serial_output().
         self.serial_host_keys: dict[str, str] | None = None
+        # Items added to every new instance's metadata, as an organisation policy or an image
+        # may (e.g. ``{"enable-oslogin": "TRUE"}`` with no project metadata saying so).
+        self.instance_metadata: dict[str, str] = {}
         self._ids = itertools.count(1000)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -322,6 +325,10 @@ class FakeCompute:
         name = body["name"]
         nat = self.nat_ip or f"203.0.113.{n % 250 + 1}"
         inst = dict(body)
+        if self.instance_metadata:
+            items = [i for i in (body.get("metadata") or {}).get("items") or [] if i.get("key") not in self.instance_metadata]
+            inst["metadata"] = {**(body.get("metadata") or {}),
+                                "items": items + [{"key": k, "value": v} for k, v in self.instance_metadata.items()]}
         inst.update({
             "kind": "compute#instance", "id": str(n), "status": "RUNNING",
             "zone": f"{BASE}/projects/{self.project}/zones/{zone}",

@@ -73,6 +73,16 @@ def _source_image(image: str) -> str:
     return f"projects/{img.project}/global/images/family/{img.family}"
 
 
+DLVM_PROJECT = "deeplearning-platform-release"
+
+
+def is_dlvm(image: str) -> bool:
+    """Whether ``image`` is a Deep Learning VM image: a catalog family marked ``dlvm``, or a
+    path in Google's ``deeplearning-platform-release`` project."""
+    img = catalog.image(image)
+    return bool(img and img.dlvm) or f"projects/{DLVM_PROJECT}/" in image
+
+
 def instance_body(recipe: Recipe, zone: str, name: str, run_id: str, ssh_user: str, public_key: str,
                   *, bare: bool = False, recipe_id: str | None = None, os_login: bool = False) -> dict[str, Any]:
     """The Instance resource (proto-plus field names). ``bare``: names instead of zone paths,
@@ -94,7 +104,10 @@ def instance_body(recipe: Recipe, zone: str, name: str, run_id: str, ssh_user: s
         "network_interfaces": [{"network": "global/networks/default",
                                 "access_configs": [{"name": "External NAT", "type_": "ONE_TO_ONE_NAT"}]}],
         "metadata": {"items": ([] if os_login else [{"key": "ssh-keys", "value": key_line}])
-                     + [{"key": "enable-guest-attributes", "value": "TRUE"}]},
+                     + [{"key": "enable-guest-attributes", "value": "TRUE"}]
+                     # A DLVM image installs the driver at first boot only when asked; harmless
+                     # where the driver is baked in (docs/facts/gcp-provisioning-anchors.md).
+                     + ([{"key": "install-nvidia-driver", "value": "True"}] if is_dlvm(g.image) else [])},
         # GPUs cannot live-migrate: TERMINATE is the only valid maintenance policy.
         "scheduling": {"on_host_maintenance": "TERMINATE", "automatic_restart": not g.spot},
     }

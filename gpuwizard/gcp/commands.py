@@ -45,8 +45,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _fail(exc: GcpError) -> int:
+    """Print the error once; missing credentials or project are set-up problems (exit 2,
+    like a usage error), not a failed step (issue 11)."""
     _err(str(exc))
-    return USAGE if exc.kind in ("usage", "project") else FAILED
+    return USAGE if exc.kind in ("usage", "project", "credentials") else FAILED
 
 
 def cmd_quota(args: argparse.Namespace) -> int:
@@ -132,6 +134,16 @@ def _load(path: str) -> Recipe | None:
         return None
 
 
+def _ssh_target(recipe: Recipe, path: str, doing: str) -> bool:
+    """Say so when the recipe runs on existing SSH hosts: gpuwizard made no VM for it, so
+    there is nothing to list or delete, and no reason to ask for GCP credentials (issue 11)."""
+    if recipe.target.gcp is not None:
+        return False
+    print(f"{path} runs on existing SSH hosts (target.ssh): gpuwizard created no VMs for it, so there is "
+          f"nothing to {doing}.")
+    return True
+
+
 def _project_of(recipe: Recipe) -> str | None:
     return recipe.target.gcp.project if recipe.target.gcp else None
 
@@ -150,6 +162,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     recipe = _load(args.recipe)
     if recipe is None:
         return USAGE
+    if _ssh_target(recipe, args.recipe, "list"):
+        return OK
     try:
         vms = _run(list_recipe_vms(_project_of(recipe), recipe.name, recipe_path=args.recipe))
     except GcpError as exc:
@@ -181,6 +195,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     recipe = _load(args.recipe)
     if recipe is None:
         return USAGE
+    if _ssh_target(recipe, args.recipe, "delete"):
+        return OK
     project = _project_of(recipe)
     try:
         vms = _run(list_recipe_vms(project, recipe.name, recipe_path=args.recipe))

@@ -41,6 +41,7 @@ class ProvisionedHost:
     project: str | None = None
     host_key_verified: bool = False  # False only with accept_new_host_key and no published keys
     price_hour: float | None = None  # what it costs while it runs (catalog), None when unknown
+    refused_hint: str = ""           # what a refusal of our SSH key most likely means (gcp/oslogin.py)
 
     @property
     def spec(self) -> str:

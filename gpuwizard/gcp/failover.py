@@ -14,7 +14,8 @@ case), the guest ignores the ``ssh-keys`` metadata gpuwizard logs in with: with
 ``ssh.user`` set the run proceeds (the user registered the key in OS Login), without it
 it stops before creating or starting anything, naming the fix. gpuwizard never sets
 ``enable-oslogin`` on its VMs. An organisation policy (``compute.requireOsLogin``) that
-enforces OS Login without project metadata is not visible to ``projects.get``.
+enforces OS Login without project metadata is not visible to ``projects.get``; where the new
+VM's own metadata shows it, :mod:`gpuwizard.gcp.oslogin` stops the run before SSH.
 
 A zone that takes the VMs is recorded in the run's ledger at once (issue 13): from then
 on the run owns them, whatever fails next.

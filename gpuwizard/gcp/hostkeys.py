@@ -21,7 +21,7 @@ import base64
 import re
 import time
 
-from gpuwizard.gcp import budgets, sshkeys
+from gpuwizard.gcp import budgets, oslogin, sshkeys
 from gpuwizard.gcp.client import call
 from gpuwizard.gcp.context import ProvisionedHost, Provisioner
 from gpuwizard.gcp.errors import ApiError, GcpError
@@ -90,7 +90,10 @@ async def read_host_keys(p: Provisioner, vm: VmInfo) -> tuple[list[tuple[str, st
 
 async def pin(p: Provisioner, vm: VmInfo, host: ProvisionedHost) -> ProvisionedHost:
     """Read ``vm``'s host keys and make them the only ones its addresses have in the
-    run's known_hosts (a restarted VM: new external address, same keys, verified again)."""
+    run's known_hosts (a restarted VM: new external address, same keys, verified again).
+    A VM whose own metadata turns OS Login on stops here, before any wait (:mod:`.oslogin`)."""
+    oslogin.check_vm(p, vm)
+    host.refused_hint = oslogin.refusal_hint(p)
     keys, source = await read_host_keys(p, vm)
     if keys:
         addrs = list(dict.fromkeys(a for a in (vm.address, vm.internal_address) if a))

@@ -43,6 +43,8 @@ class VmInfo:
     price_hour: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
     stopped: datetime | None = None   # lastStopTimestamp: when it last stopped (or was preempted)
+    #: The instance's own metadata (``enable-oslogin`` there means OS Login on this VM).
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def recipe_id(self) -> str | None:
@@ -99,7 +101,9 @@ def vm_info(inst: dict[str, Any]) -> VmInfo:
                   created=_parse_time(inst.get("creationTimestamp")),
                   run=(inst.get("labels") or {}).get(LABEL_RUN),
                   price_hour=catalog.hourly_price(mt, gtype, gcount, spot),
-                  labels=dict(inst.get("labels") or {}), stopped=_parse_time(inst.get("lastStopTimestamp")))
+                  labels=dict(inst.get("labels") or {}), stopped=_parse_time(inst.get("lastStopTimestamp")),
+                  metadata={str(i.get("key")): str(i.get("value", "")) for i in
+                            (inst.get("metadata") or {}).get("items") or [] if i.get("key")})
 
 
 def recipe_filter(recipe_name: str, run_id: str | None = None) -> str:
