@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from gpuwizard import recipe as rc
+from gpuwizard import validate
 from screens.app import WizardApp
 
 SIZE = (120, 40)
@@ -39,3 +41,17 @@ async def test_quota_screen_refuses_hosts_validate_refuses(tmp_path, host: str, 
         await pilot.pause()
         assert not scr.valid
         assert says in str(scr.query_one("#err-hosts").render())
+
+
+@pytest.mark.parametrize("trt, cuda, says, never", [
+    ("10.4", "13.2", "use TensorRT 10.13 or newer, or pair 10.4 with CUDA 12.x", "13.x"),
+    ("8.6", "13.0", "pair it with CUDA 11.x/12.x (CUDA 13 builds start at 10.13)", "13.x"),
+])
+def test_tensorrt_message_does_not_offer_the_cuda_major_it_refuses(trt: str, cuda: str, says: str, never: str) -> None:
+    """'TensorRT 10.4 has no builds for CUDA 13.2; pair it with CUDA 12.x/13.x' offered
+    the very CUDA major it refused (the Driver screen shows this text as a greyed option)."""
+    text = ("version: 1\nname: t\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: n1-standard-4\n"
+            "    gpu: {type: nvidia-tesla-t4, count: 1}\n    image: ubuntu-2404-lts-amd64\n"
+            f"driver: {{branch: '595', cuda: '{cuda}', tensorrt: '{trt}'}}\n")
+    msgs = [p.message for p in validate.validate(rc.loads(text)) if p.path == "driver.tensorrt"]
+    assert msgs and says in msgs[0] and never not in msgs[0], msgs
