@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gpuwizard import recipe as rc
-from gpuwizard import validate
+from gpuwizard import plan, validate
 from screens.app import WizardApp
 
 SIZE = (120, 40)
@@ -55,3 +55,16 @@ def test_tensorrt_message_does_not_offer_the_cuda_major_it_refuses(trt: str, cud
             f"driver: {{branch: '595', cuda: '{cuda}', tensorrt: '{trt}'}}\n")
     msgs = [p.message for p in validate.validate(rc.loads(text)) if p.path == "driver.tensorrt"]
     assert msgs and says in msgs[0] and never not in msgs[0], msgs
+
+
+def test_tensorrt_bare_major_on_volta_installs_the_last_release_with_volta_kernels() -> None:
+    """`tensorrt: "10"` on a V100 passed validate and planned the newest 10.x (Volta was
+    removed in 10.5, docs/facts/drivers-cuda-matrix.md), while `cudnn: "9"` was capped to 9.10."""
+    text = ("version: 1\nname: t\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: n1-standard-8\n"
+            "    gpu: {type: nvidia-tesla-v100, count: 1}\n    image: ubuntu-2204-lts\n"
+            "driver: {branch: '580', flavor: proprietary, cuda: '12.9', cudnn: '9', tensorrt: '10'}\n")
+    recipe = rc.loads(text)
+    assert not [p for p in validate.validate(recipe) if not p.warning]
+    trt = [s for s in plan.build(recipe) if s.id == "tensorrt.install"][0]
+    assert "TensorRT 10.4 " in trt.title
+    assert "'^10\\.4\\..*\\+cuda12\\.'" in trt.run or "^10\\.4\\." in trt.run
