@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gpuwizard import recipe as rc
-from gpuwizard import plan, validate
+from gpuwizard import plan, presets, validate
 from screens.app import WizardApp
 
 SIZE = (120, 40)
@@ -68,3 +68,15 @@ def test_tensorrt_bare_major_on_volta_installs_the_last_release_with_volta_kerne
     trt = [s for s in plan.build(recipe) if s.id == "tensorrt.install"][0]
     assert "TensorRT 10.4 " in trt.title
     assert "'^10\\.4\\..*\\+cuda12\\.'" in trt.run or "^10\\.4\\." in trt.run
+
+
+def test_stgcn_preset_on_v100_suggests_cuda_versions_that_have_volta_wheels() -> None:
+    """V100 + CUDA 12.9 (what the Driver screen proposes for a V100): the preset said
+    "pick CUDA 12.6, 12.8 or 13.0", and CUDA 13 has no Volta support at all."""
+    with pytest.raises(presets.PresetError) as err:
+        presets.stgcn("nvidia-tesla-v100", "ubuntu-2204-lts", "12.9")
+    msg = str(err.value)
+    assert "13." not in msg and "12.8" in msg
+    picked = msg.rsplit("pick CUDA ", 1)[1].replace(" or ", ", ").split(", ")
+    for cuda in picked:  # every suggestion really builds the preset on a V100
+        assert presets.stgcn("nvidia-tesla-v100", "ubuntu-2204-lts", cuda).env["torch_index"] == "cu" + cuda.replace(".", "")
