@@ -80,3 +80,17 @@ def test_stgcn_preset_on_v100_suggests_cuda_versions_that_have_volta_wheels() ->
     picked = msg.rsplit("pick CUDA ", 1)[1].replace(" or ", ", ").split(", ")
     for cuda in picked:  # every suggestion really builds the preset on a V100
         assert presets.stgcn("nvidia-tesla-v100", "ubuntu-2204-lts", cuda).env["torch_index"] == "cu" + cuda.replace(".", "")
+
+
+@pytest.mark.parametrize("value, says", [
+    ("2h", "this value is in seconds: write 7200 for 2h"),
+    ("90s", "write 90 for 90s"),
+    ("99999h", "this value is in seconds; it must be 1 to 604800"),
+])
+def test_step_timeout_written_as_a_duration_says_the_seconds_to_write(value: str, says: str) -> None:
+    """`plan` prints "timeout 1h" and the Steps screen takes "2h", but `timeout: 2h` in a
+    recipe only said "expected a number, got '2h'"."""
+    text = f"version: 1\nname: t\ntarget:\n  ssh:\n    hosts: [u@h]\nsteps:\n  - name: s\n    run: x\n    timeout: {value}\n"
+    with pytest.raises(rc.RecipeError) as err:
+        rc.loads(text)
+    assert says in str(err.value)
