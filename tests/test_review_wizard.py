@@ -10,6 +10,8 @@ import pytest
 from gpuwizard import recipe as rc
 from gpuwizard import plan, presets, validate
 from screens.app import WizardApp
+from screens.dialogs import ConfirmScreen
+from tests.builders.wizard import EDITED
 
 SIZE = (120, 40)
 
@@ -94,3 +96,24 @@ def test_step_timeout_written_as_a_duration_says_the_seconds_to_write(value: str
     with pytest.raises(rc.RecipeError) as err:
         rc.loads(text)
     assert says in str(err.value)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where, says", [
+    ("missing/dir/r.yaml", "does not exist; create it or type another path"),
+    ("", "is not a file name"),
+    (".", "is not a file name"),
+], ids=["missing-folder", "empty", "a-directory"])
+async def test_review_save_to_a_path_that_cannot_be_a_file_says_how_to_fix_it(tmp_path, monkeypatch, where, says) -> None:
+    """Save to /tmp/x/new.yaml with no /tmp/x said only "No such file or directory"; a
+    directory first asked to overwrite it, then failed."""
+    monkeypatch.chdir(tmp_path)
+    app = WizardApp(rc.loads(EDITED, "x.yaml"), start="review", live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        app.screen.query_one("#path").value = where
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)  # nothing to overwrite
+        assert any(says in n.message for n in app._notifications), [n.message for n in app._notifications]
+    assert list(tmp_path.iterdir()) == []
