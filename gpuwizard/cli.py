@@ -165,7 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             request = run_request(args)
             if wants_tui(args):  # a person at a terminal gets the split-pane run screen
                 handler = "screens.runapp:cmd_run"
-        return int(_resolve(handler)(request) or 0)
+        code = int(_resolve(handler)(request) or 0)
+        if code == exit_codes.INTERRUPTED:
+            # leaving after a stop the user asked for: another Ctrl-C must not turn exit 130
+            # into "killed by SIGINT" (Python resets SIGINT to the default action while it
+            # shuts down; an ignored signal stays ignored)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # more Ctrl-Cs while leaving: still exit 130, not SIGINT
         print("\ngpuwizard: interrupted.", file=sys.stderr)

@@ -80,7 +80,11 @@ def torch_for_toolkit(cuda: str, cc: str | None, torch: str | None = None) -> tu
         hint = f"PyTorch {', '.join(have)}" if have else f"a CUDA toolkit PyTorch has wheels for"
         raise PresetError(f"PyTorch {torch} has no {index} wheels, and the CUDA extension must be built with the "
                           f"toolkit's CUDA ({cuda}); pick {hint}")
-    raise PresetError(f"no PyTorch release has {index} wheels for this GPU; pick CUDA 12.6, 12.8 or 13.0")
+    fits = sorted({i for t in S.torch_releases() for i in S.torch_indexes(t, experimental=False)
+                   if cc is None or S.wheel_runs_on(i, t, cc) is not False}, key=lambda i: int(i[2:]))
+    cudas = [f"{i[2:-1]}.{i[-1]}" for i in fits][-3:]  # the newest three that have such wheels
+    pick = ", ".join(cudas[:-1]) + f" or {cudas[-1]}" if len(cudas) > 1 else "".join(cudas)
+    raise PresetError(f"no PyTorch release has {index} wheels for this GPU; pick CUDA {pick}")
 
 
 def stgcn(gpu_type: str | None, image: str | None, cuda: str | None, torch: str | None = None) -> Preset:

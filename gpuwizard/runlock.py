@@ -3,7 +3,7 @@
 Two runs of one recipe at once run every step twice, overlapping (and, for a GCP
 target, create two VMs); two ``--resume`` at once would both pick the same run. The
 lock is ``fcntl.flock`` on ``$XDG_STATE_HOME/gpuwizard/locks/<sha256 of the recipe's
-absolute path>.lock``: the kernel drops it when the holding process ends, however it
+real path>.lock``: the kernel drops it when the holding process ends, however it
 ends, so a stale lock cannot exist and needs no clean-up. The file says who holds it
 (pid, run directory) so the refusal can name the other run.
 """
@@ -21,8 +21,9 @@ from gpuwizard.errors import UsageError
 
 
 def lock_path(recipe_path: str) -> pathlib.Path:
-    """The lock file of one recipe file (by absolute path)."""
-    key = hashlib.sha256(os.path.abspath(recipe_path).encode()).hexdigest()[:32]
+    """The lock file of one recipe file: by its real path, so a symlink to the recipe (or
+    ``./x/../r.yaml``) is the same recipe, not a second run of it."""
+    key = hashlib.sha256(os.path.realpath(recipe_path).encode()).hexdigest()[:32]
     return locations.state_dir() / "locks" / f"{key}.lock"
 
 

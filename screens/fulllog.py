@@ -191,9 +191,11 @@ class FullLogScreen(Screen[None]):
         self.needle = event.value
         event.input.display = False
         self.query_one(LogView).focus()
-        self.action_next(1)
+        # the view grows by the search box's rows at the next layout: count them now, as
+        # the view's height decides whether the highlighted row is on screen (action_next)
+        self.action_next(1, event.input.outer_size.height)
 
-    def action_next(self, direction: int) -> None:
+    def action_next(self, direction: int, pending_rows: int = 0) -> None:
         if self.index is None:
             return
         if not self.needle:
@@ -201,9 +203,14 @@ class FullLogScreen(Screen[None]):
             return
         view = self.query_one(LogView)
         here = view.cursor
+        top = int(view.scroll_offset.y)
+        height = view.scrollable_content_region.height + pending_rows
+        if here is not None and not top <= here < top + height:
+            # the highlighted row was scrolled away (Home, PageUp): search from what the user
+            # sees, as less does, not from a row they cannot see ("not found below this line")
+            here = None
         if here is None:  # from the window: forward from its top, backward from its bottom
-            top = int(view.scroll_offset.y)
-            here = top - 1 if direction > 0 else top + view.scrollable_content_region.height
+            here = top - 1 if direction > 0 else top + height
         row = self.index.find(self.needle, here, forward=direction > 0)
         if row is None:
             self.notify(f"{self.needle!r} not found {'below' if direction > 0 else 'above'} this line.",

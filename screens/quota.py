@@ -223,9 +223,12 @@ class QuotaScreen(WizardScreen):
         hosts, user, port, _identity, _known = self._ssh_values()
         out: dict[str, str] = {}
         bad = [h for h in hosts if not HOST_RE.match(h)]
+        limits = [(h, msg) for h in hosts if not bad and (msg := rc.host_problem(h))]
         if bad:
             out["hosts"] = (f"{bad[0]!r} is not a host: write [user@]host[:port], e.g. ubuntu@203.0.113.7 "
                             "or gpu-box:2222")
+        elif limits:  # the loader's own port and DNS-length rule (values.host_problem)
+            out["hosts"] = f"{limits[0][0][:40]!r}: {limits[0][1]}"
         else:
             trial = Recipe(target=Target(ssh=SshTarget(hosts=list(hosts))))
             for p in rc.structural_problems(trial):

@@ -184,6 +184,9 @@ class ReviewScreen(WizardScreen):
             return
         self.commit()
         path = os.path.expanduser(self.query_one("#path", Input).value.strip())
+        if (problem := self._path_problem(path)) is not None:
+            self.notify(problem, severity="error")
+            return
         same_file = self.wizard.source_path is not None and os.path.exists(path) and \
             os.path.samefile(path, self.wizard.source_path)
         if os.path.exists(path) and not same_file:
@@ -193,6 +196,16 @@ class ReviewScreen(WizardScreen):
             self.app.push_screen(ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite", no="Keep it"), answer)
             return
         self._write(path, then_run)
+
+    @staticmethod
+    def _path_problem(path: str) -> str | None:
+        """Why ``path`` cannot be saved to, said before asking to overwrite anything."""
+        if not path or os.path.isdir(path):
+            return f"Save to {path or '(empty)'} is not a file name: type a path ending in .yaml"
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            return f"Could not save {path}: the folder {folder} does not exist; create it or type another path"
+        return None
 
     def _write(self, path: str, then_run: bool) -> None:
         try:

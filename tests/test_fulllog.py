@@ -5,6 +5,7 @@ opening at the end or at the failure (issue 11)."""
 from __future__ import annotations
 
 import pathlib
+import re
 import time
 
 import pytest
@@ -130,12 +131,31 @@ async def test_full_log_opens_at_the_failure_with_step_headers_and_searches(tmp_
         await pilot.press("home")
         await pilot.pause()
         assert "── setup · attempt 1 · ok, exit 0 ──" in _screen_text(app)
-        await pilot.press("n")  # forward from the cursor (train line 5): no more
+        await pilot.press("n")  # the cursor is off screen: forward from the window finds train line 5 again
         assert scr.index.text(view.cursor) == "train line 5"
         app.clear_notifications()
         await pilot.press("G", "n")  # G goes to the end and drops the cursor: nothing below
         assert view.cursor is None and view.is_vertical_scroll_end
         assert any("not found below" in n.message for n in app._notifications)
+
+
+@pytest.mark.asyncio
+async def test_search_after_home_starts_from_the_window_not_the_unseen_failure_row(tmp_path) -> None:
+    """Review: opened at the failure (the cursor there), Home, then `/` for a line of the
+    first step said "not found below this line" while line 1 was on screen."""
+    log = write_run(tmp_path, [("setup", 2000, "ok", 0), ("train", 20, "failed", 7)])
+    app = RunApp(RunScreen(_noop))
+    async with app.run_test(size=(100, 30)) as pilot:
+        scr = await _open(app, pilot, FullLogScreen(str(log), host=HOST, at_failure=True))
+        view = scr.query_one(LogView)
+        await pilot.press("home")
+        await pilot.pause()
+        assert re.search(r"^setup line 1 *$", _screen_text(app), re.M)  # line 1 on screen
+        await pilot.press("slash", *"setup line 1500", "enter")
+        await pilot.pause()
+        assert not any("not found" in n.message for n in app._notifications)
+        assert view.cursor is not None and scr.index.text(view.cursor) == "setup line 1500"
+        assert "setup line 1500" in _screen_text(app)
 
 
 @pytest.mark.asyncio

@@ -136,9 +136,15 @@ def _tensorrt_problems(recipe: Recipe, trt: str | None, cuda: str | None, arch: 
         return [recipe.problem("driver.tensorrt", f"TensorRT {trt} is not in NVIDIA's apt repository for "
                                "current OS releases; use 10.x (or 8.6 for Pascal)")]
     if cmaj not in majors or not trt_cuda_ok(trt, cuda):
-        return [recipe.problem("driver.tensorrt", f"TensorRT {trt} has no builds for CUDA {cuda}; "
-                               f"pair it with CUDA {'/'.join(m + '.x' for m in majors)}"
-                               + (" (CUDA 13 builds start at 10.13)" if cmaj == "13" else ""))]
+        others = [m for m in majors if m != cmaj]
+        if cmaj in majors:  # the line has CUDA 13 builds, but only from a later release on
+            first = S.tensorrt()["cuda13_from"]
+            fix = f"use TensorRT {first} or newer" + (
+                f", or pair {trt} with CUDA {'/'.join(m + '.x' for m in others)}" if others else "")
+        else:
+            fix = f"pair it with CUDA {'/'.join(m + '.x' for m in majors)}" + (
+                f" (CUDA 13 builds start at {S.tensorrt()['cuda13_from']})" if cmaj == "13" else "")
+        return [recipe.problem("driver.tensorrt", f"TensorRT {trt} has no builds for CUDA {cuda}; {fix}")]
     return []
 
 

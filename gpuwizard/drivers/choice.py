@@ -75,7 +75,13 @@ def tensorrt_prefix(requested: bool | str, arch: S.Arch | None) -> str | None:
         return None
     if requested is True:
         return (arch.tensorrt_max if arch and arch.tensorrt_max else S.tensorrt()["latest"])
-    return str(requested)
+    requested = str(requested)
+    # a bare major ('10') on a GPU whose last TensorRT is inside it (Volta: 10.4) means that
+    # last release, as cudnn_prefix does: the newest 10.x has no Volta kernels
+    if arch and arch.tensorrt_max and "." not in requested \
+            and S.vtuple(arch.tensorrt_max)[0] == S.vtuple(requested)[0]:
+        return arch.tensorrt_max
+    return requested
 
 
 def choose_index(torch: str, cc: str | None, branch: str | None) -> tuple[str | None, str | None]:

@@ -67,7 +67,7 @@ class _Loader:
             return raw.lower() in ("true", "yes", "on")
         if tp in (int, float):
             if tag != "int" and not (tp is float and tag == "float"):
-                self.err(node, path, f"expected {_type_word(tp)}, got {raw!r}")
+                self.err(node, path, f"expected {_type_word(tp)}, got {raw!r}" + _seconds_hint(raw, meta))
                 return _BAD
             value, reason = yaml_number(raw, tag)
             if reason is not None:
@@ -265,6 +265,22 @@ def _node_word(node: Any) -> str:
     if node.tag.endswith(":null"):
         return "null"
     return repr(node.value)
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds_hint(raw: str, meta: dict[str, Any]) -> str:
+    """For a field in seconds written as a duration (`2h`, as `gpuwizard plan` prints and the
+    wizard's Steps screen accepts): the number to write instead."""
+    m = _DURATION.fullmatch(raw.strip().lower())
+    if m is None or not str(meta.get("doc", "")).lower().startswith("seconds"):
+        return ""
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if not meta.get("minimum", 0) <= seconds <= meta.get("maximum", float("inf")):
+        return f"; this value is in seconds{_range_clause(meta)}"
+    return f"; this value is in seconds: write {seconds:g} for {raw.strip()}"
 
 
 def _type_word(tp: Any) -> str:
