@@ -16,7 +16,10 @@ needs on a current stack, read from its source (open-mmlab/mmskeleton ``setup.py
   dropped: a setup step patches it to the GPU's own architecture with a quoted ``sed``
   (``-arch=native`` when the GPU is unknown; nvcc 11.5+ detects it on the host).
 * ``requirements.txt`` names ``mmcv`` unpinned: mmcv 2 moved ``Config``, ``Runner`` and
-  ``MMDataParallel`` (which mmskeleton imports) to mmengine, so ``mmcv<2``; the
+  ``MMDataParallel`` (which mmskeleton imports) to mmengine, so mmcv 1.7.2, built without
+  build isolation (its setup.py needs ``pkg_resources``, gone from setuptools >= 70); two
+  quoted ``sed`` patches adapt mmskeleton to mmcv 1.7 (``load_url_dist`` became
+  ``load_from_http``; ``Runner`` takes a logger where mmskeleton passes a log level); the
   ``.pyx`` files use ``np.float``/``np.int`` (removed in numpy 1.24) and Cython 2
   syntax, so ``numpy<1.24`` and ``cython<3``; ``pytest-runner`` is its setup_requires.
   These pins need Python <= 3.11 (numpy 1.23 has no 3.12 wheels): a conda environment
@@ -43,7 +46,19 @@ STGCN_REPO = "https://github.com/open-mmlab/mmskeleton.git"
 #: mmskeleton's last commit on master (archived): pinned so the patch below keeps applying.
 STGCN_REF = "b4c076baa9e02e69b5876c49fa7c509866d902c7"
 STGCN_NMS_SETUP = "mmskeleton/ops/nms/setup_linux.py"
-STGCN_PACKAGES = ("torchvision", "cython<3", "numpy<1.24", "mmcv<2", "lazy_import", "pytest-runner")
+STGCN_PACKAGES = ("torchvision", "cython<3", "numpy<1.24", "lazy_import", "pytest-runner")
+#: mmcv 1.x, the last line with the ``Runner``/``Config`` mmskeleton imports. Its setup.py imports
+#: pkg_resources, which setuptools >= 70 no longer ships (build isolation brings the newest):
+#: so it builds without isolation, against a setuptools that still has it.
+STGCN_MMCV = ("pip install 'setuptools<70' && pip install --no-build-isolation 'mmcv==1.7.2'")
+#: mmcv 1.7 no longer has ``load_url_dist``; ``load_from_http`` is its successor.
+STGCN_CHECKPOINT_PY = "mmskeleton/utils/checkpoint.py"
+STGCN_CHECKPOINT_SED = ("s/^from mmcv.runner.checkpoint import load_url_dist$/"
+                        "from mmcv.runner.checkpoint import load_from_http as load_url_dist/")
+#: mmcv 1.x's Runner takes a logger where mmskeleton passes ``log_level`` (a TypeError at train time).
+STGCN_RECOGNITION_PY = "mmskeleton/processor/recognition.py"
+STGCN_RUNNER_SED = ('s/work_dir, log_level)$/work_dir, logger=__import__("mmcv").utils.get_logger('
+                    '"mmskeleton", log_level=log_level))/')
 STGCN_DATA = "gdrive:st-gcn-processed-data.zip"
 STGCN_TRAIN = ("python mmskl.py configs/recognition/st_gcn_aaai18/kinetics-skeleton/train.yaml "
                "--gpus 1 --batch_size 64 --work_dir ./work_dir/st_gcn_kinetics")
@@ -125,6 +140,10 @@ def stgcn_setup(arch: str, arch_list: str | None) -> list[str]:
     if arch_list:
         build = f"TORCH_CUDA_ARCH_LIST={q(arch_list)} {build}"
     return [
+        STGCN_MMCV,
+        f"sed -i {q(STGCN_CHECKPOINT_SED)} {STGCN_CHECKPOINT_PY} && "
+        f"grep -F 'load_from_http as load_url_dist' {STGCN_CHECKPOINT_PY} >/dev/null",
+        f"sed -i {q(STGCN_RUNNER_SED)} {STGCN_RECOGNITION_PY} && grep -F 'logger=' {STGCN_RECOGNITION_PY} >/dev/null",
         f"sed -i {q(sed)} {STGCN_NMS_SETUP} && grep -F -- {q(patched)} {STGCN_NMS_SETUP} >/dev/null",
         build,
         "cd mmskeleton/ops/nms && python setup_linux.py develop",
