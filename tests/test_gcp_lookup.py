@@ -168,3 +168,19 @@ def test_only_the_client_adaptor_imports_google():
                  if p.name != "client.py" or p.parent.name != "gcp"
                  if rx.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_zones_price_is_the_plan_price_of_the_machine_it_names(capsys):
+    """Issue 11: `zones` said $0.40 and the Machine screen $0.54 for a T4 with no machine named.
+    Now `zones` prices the cheapest machine with the recipe's default disk through the one price
+    function, and names what it assumes."""
+    import argparse
+
+    from gpuwizard import catalog
+    from gpuwizard.gcp.commands import cmd_zones
+
+    assert cmd_zones(argparse.Namespace(gpu="T4", count=1, spot=False, offline=True, project=None)) == 0
+    out = capsys.readouterr().out
+    want = catalog.vm_price("n1-standard-1", "nvidia-tesla-t4", 1, False, disk_gb=100)
+    assert f"  {want.per_hour:.2f}\n" in out
+    assert f"$/HOUR: the cheapest VM for it: {want.assumes}" in out

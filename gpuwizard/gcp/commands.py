@@ -19,7 +19,7 @@ from gpuwizard.gcp.body import LABEL_RECIPE_ID
 from gpuwizard.gcp.errors import GcpError, console_link
 from gpuwizard.gcp.inventory import VmInfo, autostop_states, delete_vms, list_recipe_vms
 from gpuwizard.gcp.quota import fetch_quota
-from gpuwizard.gcp.zones import zones_for_gpu, zones_offline
+from gpuwizard.gcp.zones import cheapest_price, zones_for_gpu, zones_offline
 from gpuwizard.recipe import Recipe, RecipeError, load
 from gpuwizard.tables import table
 
@@ -122,6 +122,10 @@ def cmd_zones(args: argparse.Namespace) -> int:
     if both:
         print("Spot VMs use the preemptible quota where it is granted, else the standard one (FREE QUOTA: "
               "the larger).")
+    best = cheapest_price(g.name if g else args.gpu, count, bool(args.spot))
+    if best is not None:
+        print(f"$/HOUR: the cheapest VM for it: {best.assumes} (the same price `gpuwizard plan` shows for that "
+              "machine; other regions' prices may differ)")
     return OK
 
 

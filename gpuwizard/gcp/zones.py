@@ -44,11 +44,24 @@ def _gpu(gpu_type: str) -> catalog.GpuType:
     return g
 
 
+#: The boot disk `gpuwizard zones` prices with (a recipe's default), so its figure is the one
+#: `plan` and the wizard show for the same machine.
+ZONES_DISK_GB = 100
+
+
+def cheapest_price(gpu_name: str, count: int, spot: bool) -> catalog.Price | None:
+    """The catalog price (:func:`catalog.vm_price`, boot disk included) of the cheapest VM
+    carrying ``count`` such GPUs; its ``assumes`` names the machine type and disk."""
+    prices = [catalog.vm_price(m.name, gpu_name, count, spot, disk_gb=ZONES_DISK_GB)
+              for m in catalog.machine_types_for(gpu_name, count)]
+    known = [p for p in prices if p.per_hour is not None]
+    return min(known, key=lambda p: p.per_hour or 0.0) if known else None
+
+
 def price_for(gpu_name: str, count: int, spot: bool) -> float | None:
-    """The cheapest catalog price of a VM carrying ``count`` such GPUs (USD/hour)."""
-    mts = catalog.machine_types_for(gpu_name, count)
-    prices = [p for p in (catalog.hourly_price(m.name, gpu_name, count, spot) for m in mts) if p]
-    return min(prices) if prices else None
+    """USD/hour of :func:`cheapest_price` (None when unknown)."""
+    best = cheapest_price(gpu_name, count, spot)
+    return None if best is None else best.per_hour
 
 
 def sort_options(options: list[ZoneOption], count: int, order: list[str] | None = None) -> list[ZoneOption]:
