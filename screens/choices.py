@@ -41,12 +41,6 @@ def field_meta(cls: type, name: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------ money
 
 
-def hourly_cost(machine: str, gpu: str | None, count: int, spot: bool, vms: int = 1) -> float | None:
-    """USD/hour for ``vms`` VMs of ``machine`` + ``count`` GPUs (catalog prices)."""
-    one = catalog.hourly_price(machine, gpu, count, spot)
-    return None if one is None else round(one * vms, 4)
-
-
 def cost_text(recipe: Recipe) -> str:
     """One line: what the recipe's VMs cost per hour and per month of continuous running,
     from :func:`gpuwizard.catalog.vm_price` (the one price rule), saying what it assumes."""

@@ -28,7 +28,9 @@ from textual.worker import Worker, WorkerState
 
 from gpuwizard import events as ev
 from gpuwizard import exit_codes
-from screens import choices, runsource
+from gpuwizard.autostop import settings as autostop_settings
+from gpuwizard.plan import describe_provision
+from screens import runsource
 from screens.dialogs import ChoiceScreen
 from screens.fulllog import FullLogScreen
 from screens.panelog import HostPaneWidget
@@ -59,9 +61,10 @@ class RunScreen(Screen[None]):
     def __init__(self, source: Source, *, model: RunModel | None = None, title: str = "run",
                  recipe_path: str | None = None, hourly: float | None = None,
                  log_path: Callable[[str], str | None] | None = None, max_lines: int = 5000,
-                 flush_hz: int = FLUSH_HZ, vms: bool = True) -> None:
+                 flush_hz: int = FLUSH_HZ, vms: bool = True, autostop: str = "") -> None:
         """``vms``: the hosts are VMs this run created (GCP target), which keep costing
-        money when the user quits; ``False`` for ``target.ssh`` hosts."""
+        money when the user quits; ``False`` for ``target.ssh`` hosts. ``autostop``: the
+        recipe's auto-stop setting in words (``settings.describe``), shown with the cost."""
         super().__init__(id="run")
         self.source = source
         self.model = model or RunModel(max_lines=max_lines)
@@ -72,6 +75,7 @@ class RunScreen(Screen[None]):
         self.log_path = log_path
         self.flush_hz = flush_hz
         self.vms = vms
+        self.autostop = autostop
         self.cancel = threading.Event()
         self.following = True
         self.grid = False
@@ -85,13 +89,12 @@ class RunScreen(Screen[None]):
     def for_recipe(cls, recipe: Any, path: str, factory: Any = None) -> "RunScreen":
         """The run screen for a saved recipe: the real executor unless a factory is given."""
         src = factory(recipe, path) if factory else runsource.executor_source(recipe, path)
-        hourly = None
+        summary = describe_provision(recipe)  # the one price rule, boot disk included
+        hourly = summary.hourly * summary.vms if summary is not None and summary.hourly is not None else None
         g = recipe.target.gcp
-        if g is not None:
-            gpu = g.gpu.type if g.gpu else None
-            hourly = choices.hourly_cost(g.machine_type, gpu, g.gpu.count if g.gpu else 0, g.spot, g.count)
         return cls(src.run, title=f"run {os.path.basename(path)}", recipe_path=path, hourly=hourly,
                    log_path=getattr(src, "log_path", None), vms=g is not None,
+                   autostop=autostop_settings.describe(recipe) if recipe.autostop is not None else "",
                    model=RunModel(getattr(src, "hosts", ()), getattr(src, "steps", ())))
 
     # -------------------------------------------------------------- layout
@@ -250,6 +253,7 @@ class RunScreen(Screen[None]):
                 self.notify(verdict, severity="information" if f.ok else ("warning" if stopped else "error"))
         else:
             cost = f" · ${self.hourly:.2f}/h while the VMs run" if self.hourly else ""
+            cost += f" · {self.autostop}" if self.autostop else ""
             status.update(f"running{cost} · {'following' if self.following else 'paused (f follows)'}")
 
     def _resume_hint(self) -> str:

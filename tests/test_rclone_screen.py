@@ -16,17 +16,16 @@ import threading
 
 import pytest
 
-pytest.importorskip("textual")
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
-from textual import events  # noqa: E402
-from textual.widgets import Button, Checkbox, Input, Static  # noqa: E402
+from textual import events
+from textual.widgets import Button, Checkbox, Input, Static
 
-from gpuwizard import rclone as R  # noqa: E402
-from gpuwizard import recipe as rc  # noqa: E402
-from screens.app import WizardApp  # noqa: E402
-from screens.rclone import RcloneScreen  # noqa: E402
-from tests.fixtures.rclone_servers import RCLONE, FakeOAuth, play_browser  # noqa: E402
+from gpuwizard import rclone as R
+from gpuwizard import recipe as rc
+from screens.app import WizardApp
+from screens.rclone import RcloneScreen
+from tests.fixtures.rclone_servers import RCLONE, FakeOAuth, play_browser
 
 SIZE = (120, 40)
 FOLDER = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"

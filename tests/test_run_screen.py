@@ -8,10 +8,8 @@ import threading
 
 import pytest
 
-pytest.importorskip("textual")
-
-from gpuwizard import events as ev  # noqa: E402
-from screens.runmodel import RunModel, clean_line, synthetic_source  # noqa: E402
+from gpuwizard import events as ev
+from screens.runmodel import RunModel, clean_line, synthetic_source
 
 SIZE = (120, 40)
 
@@ -68,12 +66,12 @@ def test_model_is_thread_safe() -> None:
 
 # ---------------------------------------------------------------------- the screen
 
-import re  # noqa: E402
-import time  # noqa: E402
+import re
+import time
 
-from textual.app import App  # noqa: E402
+from textual.app import App
 
-from screens.run import RunScreen  # noqa: E402
+from screens.run import RunScreen
 from screens.runapp import RunApp as _RunApp  # the app `gpuwizard run` uses on a terminal
 
 
@@ -357,7 +355,6 @@ LINES = 50_000
 @pytest.mark.asyncio
 async def test_four_real_hosts_stream_50k_lines_each(sshd_factory, tmp_path, monkeypatch) -> None:
     """4 sshd hosts x 50,000 lines: every line in the run directory, panes capped, RSS bounded."""
-    pytest.importorskip("asyncssh")
     _reset_peak_rss()
     from gpuwizard import recipe as rc
     from gpuwizard.plan import user_step
@@ -395,3 +392,40 @@ async def test_four_real_hosts_stream_50k_lines_each(sshd_factory, tmp_path, mon
         assert nums[0] == "line 1 of the stream" and nums[-1] == f"line {LINES} of the stream"
     peak_mb = _peak_rss_mb()
     assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
+
+
+@pytest.mark.asyncio
+async def test_a_gcp_run_shows_its_cost_and_auto_stop_while_it_runs() -> None:
+    """Issue 14: the run screen says what the VMs cost (the one price rule, disk included) and
+    what auto-stop will do, beside the progress."""
+    from gpuwizard import plan
+    from gpuwizard import recipe as rc
+
+    gate = threading.Event()
+
+    def slow(sink, cancel):
+        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["vm-1"], steps=["train"]))
+        sink(ev.StepStarted(host="vm-1", step="train"))
+        gate.set()
+        cancel.wait(30)
+        sink(ev.RunFinished(ok=False, interrupted=True))
+
+    r = rc.loads("version: 1\nname: t4\ntarget:\n  gcp:\n    zones: [us-central1-a]\n"
+                 "    machine_type: n1-standard-4\n    gpu: {type: nvidia-tesla-t4, count: 1}\n"
+                 "autostop: {idle: 45m}\n", "t4.yaml")
+
+    class Src:
+        run = staticmethod(slow)
+
+    scr = RunScreen.for_recipe(r, "t4.yaml", factory=lambda recipe, path: Src())
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        assert gate.wait(10)
+        await pilot.pause()
+        scr._flush()
+        await pilot.pause()
+        want = plan.describe_provision(r).hourly
+        text = painted(app)
+        assert f"${want:.2f}/h while the VMs run" in text
+        assert "auto-stop: stops the VM after 45m without use" in text
+        scr.cancel.set()
