@@ -24,7 +24,9 @@ from gpuwizard import plan
 from gpuwizard import recipe as R
 from gpuwizard.shell import q, qpath
 
-MARKER = "/tmp/gpuwizard-pwned"
+# One marker per process: pytest-xdist workers must not see each other's (a leak in one
+# worker would otherwise be reported by another test, or deleted before it is seen).
+MARKER = f"/tmp/gpuwizard-pwned-{os.getpid()}"
 
 
 def payloads(marker: str) -> list[str]:
