@@ -16,6 +16,7 @@ from gpuwizard import catalog, drivers, exit_codes, plan
 from gpuwizard.catalog import stack as S
 from gpuwizard.recipe import RecipeError, json_schema
 from gpuwizard.secretcheck import secret_name
+from gpuwizard.shipped import shipped, summary
 from gpuwizard.validate import load_checked
 
 
@@ -166,8 +167,6 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print(table(["family", "project", "os", "driver", "what"], rows))
         _source(catalog.meta("images"))
     elif args.what == "recipes":
-        from gpuwizard.shipped import shipped, summary
-
         rows = [[name, summary(path), path] for name, path in shipped().items()]
         print(table(["recipe", "what it is for", "file"], rows))
         print("\nStart from one: gpuwizard new --from NAME -o my.yaml   (or copy the file)")

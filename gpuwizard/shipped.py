@@ -8,11 +8,14 @@ NAME`` opens the wizard on one.
 from __future__ import annotations
 
 import os
+import re
+
+import recipes
+
+from gpuwizard.errors import UsageError
 
 
 def recipes_dir() -> str:
-    import recipes
-
     return os.path.dirname(os.path.abspath(recipes.__file__))
 
 
@@ -28,8 +31,6 @@ def resolve(name_or_path: str) -> str:
         return name_or_path
     found = shipped().get(name_or_path.removesuffix(".yaml"))
     if found is None:
-        from gpuwizard.errors import UsageError
-
         raise UsageError(f"no shipped recipe {name_or_path!r}; choose one of {', '.join(shipped())} "
                          "(`gpuwizard catalog recipes`), or give a file path")
     return found
@@ -37,8 +38,6 @@ def resolve(name_or_path: str) -> str:
 
 def summary(path: str, width: int = 90) -> str:
     """The first sentence of the recipe's comment header (what it is for), at most ``width``."""
-    import re
-
     words: list[str] = []
     with open(path, encoding="utf-8") as fh:
         for line in fh:

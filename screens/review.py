@@ -1,4 +1,4 @@
-"""Screen 7, Review: the recipe as highlighted YAML, the plan, the cost; save and run.
+"""Screen 8, Review: the recipe as highlighted YAML, the plan, the cost; save and run.
 
 Saving an edited recipe that did not change writes its original bytes back
 (:func:`gpuwizard.recipe.dumps`); overwriting any other existing file asks first.

@@ -1,10 +1,18 @@
-"""Screen 8, Run: hosts x steps with status, duration and progress; one log pane per host.
+"""The run screen: hosts x steps with status, duration and progress; one log pane per host.
+
+Shown after the wizard's eight steps (Review's "Run"), or alone by ``gpuwizard run`` on a
+terminal (:mod:`screens.runapp`).
 
 The screen never blocks on SSH: the event source (the executor, or a synthetic one in
 tests) runs in a thread worker and feeds :class:`screens.runmodel.RunModel`, whose
 ``feed`` only appends to per-host buffers. A 25 Hz timer drains those buffers and writes
 each pane's new lines with a single ``Log.write_lines`` call; panes keep at most
 ``max_lines`` lines in memory (the run directory keeps every line).
+
+Why one piece of ~400 lines: the model and the panes are already their own modules
+(:mod:`screens.runmodel`, :mod:`screens.panelog`); what is left is one screen's bindings
+(follow, layout, jump to a failure, full log, ssh, leave), each acting on the same panes
+and the same worker, so splitting it would split one key map across modules.
 """
 
 from __future__ import annotations

@@ -117,6 +117,9 @@ class FakeCompute:
         #: What Google's discovery document says the real API would refuse to take or never
         #: give (tests/discovery_contract.py); the fixture fails the test on any.
         self.violations: list[str] = []
+        #: Requests whose body never arrived whole (the client died mid-send, as a Ctrl-C'd
+        #: gpuwizard's daemon request threads do): dropped unanswered, like a real server.
+        self.aborted = 0
         self.global_quotas: dict[str, dict[str, float]] = {
             "GPUS_ALL_REGIONS": {"limit": global_gpu_quota, "usage": 0.0},
             "CPUS_ALL_REGIONS": {"limit": 1000.0, "usage": 0.0},

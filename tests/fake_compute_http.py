@@ -62,9 +62,12 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> dict[str, Any]:
+    def _body(self) -> dict[str, Any] | None:
+        """The JSON body, or None when the client went away before sending all of it."""
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n else b""
+        if len(raw) < n:
+            return None
         return json.loads(raw) if raw.strip() else {}
 
     def do_GET(self) -> None:
@@ -82,6 +85,12 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
         body = self._body() if method == "POST" else {}
+        if body is None:  # a request cut off mid-send is no request: nothing to check or answer
+            with self.state.lock:
+                self.state.aborted += 1
+                self.state.lock.notify_all()
+            self.close_connection = True
+            return
         if url.path.startswith("/_fake/"):
             return self._control(method, url.path, body)
         # Every request is held to Google's own description of the API (and so is the answer,

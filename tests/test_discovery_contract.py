@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import socket
+import urllib.parse
+
+from tests.builders.runs import wait_for
 from tests.discovery_contract import compute
 
 P = "/compute/v1/projects/p/zones/us-central1-a"
@@ -53,3 +57,18 @@ def test_responses_with_invented_fields_or_values_are_caught():
                            {"name": "us-central1", "quotas": [{"metric": "NVIDIA_H100_GPUS", "limit": 8}],
                             "gpuCount": 3})
     assert any("'NVIDIA_H100_GPUS' is not one of" in p for p in bad) and any("gpuCount: no such field" in p for p in bad)
+
+
+def test_a_request_cut_off_mid_send_is_dropped_not_judged(fake_compute):
+    """A client killed between its headers and its body (Ctrl-C ends gpuwizard's daemon
+    request threads) leaves a POST with no body: not a request the real API would judge,
+    so the fake neither answers it nor counts it against the contract."""
+    u = urllib.parse.urlsplit(fake_compute.url)
+    path = f"/compute/v1/projects/{fake_compute.project}/zones/us-central1-a/instances"
+    with socket.create_connection((u.hostname, u.port)) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  "Content-Length: 200\r\n\r\n".encode())
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(1024) == b""  # closed unanswered
+    wait_for(lambda: fake_compute.aborted == 1, "the fake to drop the cut-off request", timeout=10)
+    assert fake_compute.violations == [] and fake_compute.requests == []

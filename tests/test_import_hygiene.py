@@ -1,8 +1,11 @@
 """Layering is a checked contract, and the fast commands never import heavy libraries.
 
-The layering (the core never imports the UI; no import cycles among the core's modules;
-google-cloud and asyncssh only behind their adaptors) is ``[tool.importlinter]`` in
-pyproject.toml, checked here by running import-linter, as harlequin does.
+The layering (the core never imports the UI; no import cycles among sibling modules;
+google-cloud, asyncssh and questionary each behind one adaptor) is ``[tool.importlinter]``
+in pyproject.toml, checked here by running import-linter, as harlequin does. import-linter
+only compares siblings, so a cycle between a package and one of its own modules is checked
+here on the whole graph (grimp, the graph import-linter itself builds: it reads imports
+inside functions too, so a lazy import does not hide a cycle).
 
 `gpuwizard --help`, `validate` and `plan` must not import textual, google.cloud or
 asyncssh: each costs 0.2-2 s at start-up. Checked in a fresh interpreter per command,
@@ -16,6 +19,7 @@ import pathlib
 import subprocess
 import sys
 
+import grimp
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -70,3 +74,45 @@ def test_import_contracts_hold() -> None:
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert p.returncode == 0, p.stdout + p.stderr
     assert "0 broken" in p.stdout
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Strongly connected components of more than one module (each one is an import cycle)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycle_among_the_projects_modules() -> None:
+    """No cycle anywhere among gpuwizard's and screens' modules, lazy imports included
+    (TYPE_CHECKING imports never run, so they are left out, as in the contracts)."""
+    graph = grimp.build_graph("gpuwizard", "screens", exclude_type_checking_imports=True)
+    assert _cycles(graph) == []

@@ -24,7 +24,9 @@ from gpuwizard import plan
 from gpuwizard import recipe as R
 from gpuwizard.shell import q, qpath
 
-MARKER = "/tmp/gpuwizard-pwned"
+# One marker per process: pytest-xdist workers must not see each other's (a leak in one
+# worker would otherwise be reported by another test, or deleted before it is seen).
+MARKER = f"/tmp/gpuwizard-pwned-{os.getpid()}"
 
 
 def payloads(marker: str) -> list[str]:
@@ -94,8 +96,11 @@ def test_user_step_env_is_data_not_code() -> None:
     assert st_.env == (("SAFE", f"$(echo x >> {MARKER})"),)  # passed as data to the executor
 
 
-@pytest.mark.parametrize("value", payloads(MARKER) + ["plain", "~", "~/x y", "-rf", "--help"])
-def test_quote_helpers(value: str, tmp_path: pathlib.Path) -> None:
+# The test ids name a placeholder, not this process's marker: pytest-xdist needs every
+# worker to collect the same ids.
+@pytest.mark.parametrize("template", payloads("@MARKER@") + ["plain", "~", "~/x y", "-rf", "--help"])
+def test_quote_helpers(template: str, tmp_path: pathlib.Path) -> None:
+    value = template.replace("@MARKER@", MARKER)
     if os.path.exists(MARKER):
         os.unlink(MARKER)
     out = subprocess.run(["/bin/bash", "-c", f"printf %s {q(value)}"], capture_output=True, text=True,

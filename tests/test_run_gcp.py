@@ -103,6 +103,9 @@ def test_provisioning_failure_is_recorded_in_the_run_directory(sshd_host, tmp_pa
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("NO_GCE_CHECK", "true")
+    # The same refusals, retried for 2 s instead of the default minute (gcp/budgets.py's test override).
+    monkeypatch.setenv("GPUWIZARD_GCP_READ_BUDGET", "2")
+    monkeypatch.setenv("GPUWIZARD_GCP_RETRY_BASE", "0.05")
     recipe = tmp_path / "e2e.yaml"
     write_recipe(recipe, sshd_host, "echo step-ran")
     p = gw("run", str(recipe), "--headless", state=tmp_path / "state")
