@@ -5,6 +5,10 @@ which hosts (existing ones, or VMs provisioned now), whether this is a resumed r
 which renderer to use and what exit code to return is policy, and it lives here.
 Front ends (the CLI, the run screen) hand it a :class:`RunRequest`, never their own
 argument objects. Exit codes: :mod:`gpuwizard.exit_codes`.
+
+Why one module of this size: preparing a run, executing it (provisioning, cancellation, the
+run directory's record of it) and concluding it (delete on failure, closing advice) share
+one Outcome and one RunRequest; split, each part would re-derive the others' state.
 """
 
 from __future__ import annotations
@@ -12,19 +16,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-import importlib
 import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Callable, Sequence
 
 from gpuwizard import events as ev
 from gpuwizard import exit_codes
 from gpuwizard.errors import UsageError
 from gpuwizard.executor import ExecOptions, Executor
+from gpuwizard.gcp import provision  # google.cloud itself loads only in gcp.client, on first use
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
 from gpuwizard.plan import build, describe_provision, select
@@ -50,12 +53,6 @@ class RunContext:
     previous_hosts: list[str] = field(default_factory=list)  # host names this run has had (replaced VMs)
 
 
-def _provisioner() -> ModuleType:
-    """:mod:`gpuwizard.gcp.provision`, imported on first use: google-cloud-compute costs
-    seconds to import, and SSH targets never need it."""
-    return importlib.import_module("gpuwizard.gcp.provision")
-
-
 def build_steps(recipe: Recipe) -> list[Step]:
     """The planner's steps for each host."""
     return list(build(recipe))
@@ -72,7 +69,7 @@ async def resolve_hosts(recipe: Recipe, run: RunContext, sink: Sink) -> list[Hos
     if recipe.target.ssh is not None:
         return hosts_from_recipe(recipe, accept_new=run.accept_new_host_key)
     known_hosts = os.path.join(run.run_dir, "known_hosts") if run.run_dir else None
-    vms = await _provisioner().provision(recipe, run_id=run.run_id, sink=sink,
+    vms = await provision.provision(recipe, run_id=run.run_id, sink=sink,
                                          accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts,
                                          recipe_path=run.recipe_path, previous_hosts=run.previous_hosts)
     return [HostSpec(name=vm.name, address=vm.address, port=vm.port, user=vm.user, identity=vm.identity,
@@ -192,7 +189,7 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
 
 async def delete_vms(recipe: Recipe, run_id: str, sink: Sink | None = None) -> list[str]:
     """Delete the VMs one run created (``--delete-on-failure``)."""
-    return await _provisioner().delete_recipe_vms(recipe.target.gcp.project, recipe.name, run_id=run_id, sink=sink)
+    return await provision.delete_recipe_vms(recipe.target.gcp.project, recipe.name, run_id=run_id, sink=sink)
 
 
 async def conclude(req: RunRequest, recipe: Recipe, outcome: Outcome, run_id: str,

@@ -49,6 +49,7 @@ from typing import Any
 from tests import fake_compute_shapes as shapes
 from tests.discovery_contract import compute as compute_contract
 from tests.fake_compute_faults import Fault, zone_faults
+from tests.fake_compute_guest import GuestSide
 from tests.fake_compute_http import ROUTES, Handler as _Handler
 from tests.fake_compute_shapes import BASE, FAKE_HOST_KEYS, region_of
 from tests.fake_compute_shapes import filter_value as _filter_value
@@ -96,7 +97,7 @@ def _default_world() -> dict[str, dict[str, int]]:
     return world
 
 
-class FakeCompute:
+class FakeCompute(GuestSide):
     """The fake's state and HTTP server. Thread-safe: the server answers in threads."""
 
     def __init__(self, project: str = DEFAULT_PROJECT, *, world: dict[str, dict[str, int]] | None = None,
@@ -533,36 +534,6 @@ class FakeCompute:
                 self._release(gone)
 
         return 200, self._op_json(self._new_op(zone, "delete", inst["selfLink"], effect=effect))
-
-    def guest_attributes(self, zone: str, name: str, query_path: str) -> tuple[int, dict[str, Any]]:
-        inst = self.instances.get((zone, name))
-        if inst is None:
-            return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
-                                         f"was not found", "notFound")
-        ready = inst["status"] == "RUNNING" and time.monotonic() - inst["_running_since"] >= self.hostkey_delay
-        ns = query_path.strip("/")
-        values = self.host_keys if ns == "hostkeys" and ready else inst.get("_guest", {}).get(ns)
-        if not values:
-            return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}/"
-                                         f"guestAttributes/{query_path}' was not found", "notFound")
-        return 200, shapes.guest_attributes(inst["selfLink"], query_path, ns, values)
-
-    def set_guest_attribute(self, zone: str, name: str, path: str, value: str) -> None:  # a guest's PUT
-        ns, key = path.split("/", 1)
-        self.instances[(zone, name)].setdefault("_guest", {}).setdefault(ns, {})[key] = value
-
-    def serial_output(self, zone: str, name: str, port: int) -> tuple[int, dict[str, Any]]:
-        """``instances.getSerialPortOutput`` (SerialPortOutput: kind, contents, port, start,
-        next, selfLink; Compute v1 REST reference). A RUNNING guest prints boot lines and,
-        when :attr:`serial_host_keys` is set, its host keys between the BEGIN/END SSH HOST
-        KEY KEYS markers, one ``type base64 comment`` line each, as cloud-init and the guest
-        agent do (the block format also in docs/facts/gcp-provisioning-anchors.md, item 8)."""
-        inst = self.instances.get((zone, name))
-        if inst is None:
-            return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
-                                         f"was not found", "notFound")
-        keys = self.serial_host_keys if inst["status"] == "RUNNING" else None
-        return 200, shapes.serial_port_output(inst["selfLink"], name, port, keys)
 
     def accelerator_types(self, flt: str) -> dict[str, Any]:
         want = _filter_value(flt, "name")
