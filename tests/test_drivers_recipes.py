@@ -26,6 +26,9 @@ def test_recipe_validates_and_plans(path: pathlib.Path) -> None:
     steps = plan.build(r)
     ids = [s.id for s in steps]
     assert "verify.gpu" in ids
+    if r.autostop is not None:  # the agent comes first: nothing bills while nobody uses it
+        assert ids[0] == "autostop"
+        ids = ids[1:]
     if r.driver is not None and r.driver.preinstalled:
         assert not any(i.startswith("driver.") for i in ids)
     else:
