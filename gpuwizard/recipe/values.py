@@ -13,7 +13,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from packaging.requirements import InvalidRequirement, Requirement
 
 PORT_MIN, PORT_MAX = 1, 65535
 DNS_NAME_MAX = 253   # RFC 1035: a DNS name is at most 253 characters ...
@@ -86,6 +85,9 @@ def package_problem(spec: str) -> str | None:
                 "(an index or other options belong in a setup command)")
     if spec.startswith(_PIP_PATH_PREFIXES) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://\S", spec):
         return None
+    # packaging costs ~25 ms to import: only recipes that list packages pay it.
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         Requirement(spec)
     except InvalidRequirement as exc:
