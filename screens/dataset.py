@@ -89,8 +89,6 @@ class DatasetScreen(WizardScreen):
     # -------------------------------------------------------------- load / store
 
     def load(self) -> None:
-        t = self.query_one("#datasets", DataTable)
-        t.add_columns("From", "Remote", "To", "Unzip")
         self.datasets = copy.deepcopy(self.draft.datasets)
         self.remotes = copy.deepcopy(self.draft.rclone.remotes) if self.draft.rclone else {}
         self._refresh_rows()
@@ -132,7 +130,10 @@ class DatasetScreen(WizardScreen):
 
     def _refresh_rows(self) -> None:
         t = self.query_one("#datasets", DataTable)
-        t.clear()
+        # Columns too: kept, they could stay as narrow as "(none yet)" after a row was
+        # added ("gdrive:st-  ~/  yes", seen in the tmux walk); new ones fit the rows.
+        t.clear(columns=True)
+        t.add_columns("From", "Remote", "To", "Unzip")
         for d in self.datasets:
             t.add_row(d.from_, d.remote or "", d.to, "yes" if d.unzip else "")
         if not self.datasets:
