@@ -93,8 +93,12 @@ def test_seed_case_walked_with_keys_only_to_a_valid_recipe(tmp_path) -> None:
         t.wait_cursor_in("To (on the host)")
         t.type(DATA_TO)  # the preset's place: the zip unpacks to data/ inside the clone (replaces ~/data/)
         t.wait_for(f"▊  {DATA_TO}  ")
-        t.keys("Tab")  # the remote (for Drive links only)
-        t.keys("Tab")  # "unzip / untar"
+        row = t.styled_line("unzip / untar")  # the remote (Drive links only) and unzip share a line
+        t.keys("Tab")  # to the remote: it lights up
+        t.wait_restyled("unzip / untar", row)
+        row = t.styled_line("unzip / untar")
+        t.keys("Tab")  # to "unzip / untar": it lights up, the remote goes dim
+        t.wait_restyled("unzip / untar", row)
         t.keys("Space")
         t.wait_for("✔▌ unzip / untar")
         t.keys("C-a")
