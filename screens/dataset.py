@@ -10,6 +10,7 @@ import copy
 import re
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -89,8 +90,6 @@ class DatasetScreen(WizardScreen):
     # -------------------------------------------------------------- load / store
 
     def load(self) -> None:
-        t = self.query_one("#datasets", DataTable)
-        t.add_columns("From", "Remote", "To", "Unzip")
         self.datasets = copy.deepcopy(self.draft.datasets)
         self.remotes = copy.deepcopy(self.draft.rclone.remotes) if self.draft.rclone else {}
         self._refresh_rows()
@@ -132,11 +131,16 @@ class DatasetScreen(WizardScreen):
 
     def _refresh_rows(self) -> None:
         t = self.query_one("#datasets", DataTable)
-        t.clear()
-        for d in self.datasets:
-            t.add_row(d.from_, d.remote or "", d.to, "yes" if d.unzip else "")
-        if not self.datasets:
-            t.add_row("(none yet)", "", "", "")
+        rows = [(d.from_, d.remote or "", d.to, "yes" if d.unzip else "") for d in self.datasets] \
+            or [("(none yet)", "", "", "")]
+        # Widths given, not measured: the table measures new rows when it is next idle, and
+        # the tmux walk saw a row added after "(none yet)" stay drawn at the old widths
+        # ("gdrive:st-  ~/  yes") until something else repainted it.
+        t.clear(columns=True)
+        for i, label in enumerate(("From", "Remote", "To", "Unzip")):
+            t.add_column(label, width=max(cell_len(label), *(cell_len(r[i]) for r in rows)))
+        for r in rows:
+            t.add_row(*r)
         sel = self.query_one("#ds-remote", Select)
         names = list(self.remotes)
         sel.set_options([(n, n) for n in names])

@@ -406,6 +406,12 @@ class RcloneScreen(ModalScreen[tuple[str, Remote] | None]):
     def _auth_changed(self, event: RadioSet.Changed) -> None:
         if event.pressed.id != "auth-local":
             self._auth_touched = True
+        if event.radio_set.has_focus:
+            # The user chose: the panel the choice opens (the last thing in the body, under
+            # the choices) was below the fold at 120x40, so the choice seemed to do nothing.
+            # Bring it into view once laid out (not on the rclone look-up's own change at
+            # open, which keeps the name field in view).
+            self.query_one("#rc-body", VerticalScroll).scroll_end(animate=False)
 
     def on_rclone_screen_login_url(self, message: LoginUrl) -> None:
         self.login_url = message.url

@@ -141,3 +141,19 @@ async def test_drive_link_goes_through_the_chosen_remote() -> None:
         assert [(d.from_, d.remote) for d in scr.datasets] == [(f"https://drive.google.com/file/d/{FID}/view",
                                                                 "gdrive")]
         assert scr.valid, scr.reason
+
+
+async def test_the_table_widens_to_a_row_added_after_none_yet() -> None:
+    """The tmux walk once saw "gdrive:st-  ~/  yes": a row added after "(none yet)" drawn
+    at the old, measured widths (a timing race Pilot does not reproduce; the walk in
+    tests/test_tmux.py does). The widths now come from the rows; this checks the result."""
+    app = WizardApp(rc.loads(WITH_REMOTE), live=False, start="dataset")
+    async with app.run_test(size=SIZE) as pilot:
+        scr = await _opened(pilot)
+        t = scr.query_one("#datasets", DataTable)
+        scr.query_one("#ds-from", Input).value = "gdrive:st-gcn-processed-data.zip"
+        scr.query_one("#ds-to", Input).value = "~/mmskeleton/"
+        await pilot.press("ctrl+a")
+        await pilot.pause()
+        painted = [ln.text.split() for ln in t.render_lines(t.region.reset_offset)]
+        assert ["gdrive:st-gcn-processed-data.zip", "~/mmskeleton/"] in painted, painted

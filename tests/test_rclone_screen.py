@@ -122,6 +122,23 @@ async def test_paste_token_writes_0600_file_named_by_the_draft(home: pathlib.Pat
     assert "TUITEST" not in text and "access_token" not in text
 
 
+async def test_choosing_a_credential_by_keys_brings_its_panel_into_view(home: pathlib.Path) -> None:
+    """At 120x40 the panels sit below the choices, out of view: a choice made with the
+    keys scrolls its panel in (the tmux walk saw the paste choice change nothing)."""
+    app = WizardApp(live=False, start="dataset")
+    async with app.run_test(size=SIZE) as pilot:
+        scr = await _open(pilot)
+        body = scr.query_one("#rc-body")
+        assert body.scroll_y == 0  # opened at the top: the name field in view
+        scr.query_one("#rc-auth").focus()
+        await pilot.pause()
+        await pilot.press("down", "enter")  # the next choice, whichever was on
+        await _settle(pilot)
+        panel = scr.query_one(f"#panel-{scr.spec().auth}")
+        assert body.scroll_y > 0
+        assert body.region.contains_region(panel.region), (panel.region, body.region)
+
+
 async def test_service_account_flow(home: pathlib.Path, tmp_path: pathlib.Path) -> None:
     sa = tmp_path / "sa.json"
     sa.write_text(json.dumps({"type": "service_account", "client_email": "loader@proj.iam.gserviceaccount.com",

@@ -8,6 +8,7 @@ tests/test_run_tui.py, so no test module imports another.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -81,6 +82,31 @@ class Tmux:
     def type(self, text: str) -> None:
         """Type ``text`` literally (no key-name lookup: "Enter" stays five letters)."""
         self.run("send-keys", "-t", self.name, "-l", text)
+
+    def paste(self, text: str) -> None:
+        """Paste ``text`` as a terminal paste does (bracketed, when the app asked for it),
+        so the app gets one paste event, not keystrokes."""
+        self.run("set-buffer", "-b", "walk", "--", text)
+        self.run("paste-buffer", "-p", "-d", "-b", "walk", "-t", self.name)
+
+    def styled_line(self, text: str) -> str:
+        """The screen line holding ``text``, with its colours (escape sequences): what
+        tells a focused field from the others when it shows no cursor (an empty field
+        shows its placeholder, and no cursor)."""
+        raw = self.run("capture-pane", "-p", "-e", "-t", self.name)
+        return next((ln for ln in raw.splitlines() if text in re.sub(r"\x1b\[[0-9;]*m", "", ln)), "")
+
+    def wait_restyled(self, text: str, before: str, timeout: float = 30.0) -> None:
+        """Wait until the line holding ``text`` is drawn differently from ``before`` (its
+        look before a Tab): the field lit up, so the focus has arrived."""
+        deadline = time.monotonic() + timeout
+        now = before
+        while time.monotonic() < deadline:
+            now = self.styled_line(text)
+            if now and now != before:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the line with {text!r} did not change: {now!r}\n{self.capture()}")
 
     def wait_for(self, text: str, timeout: float = 30.0, joined: bool = False) -> str:
         deadline = time.monotonic() + timeout
