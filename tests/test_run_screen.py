@@ -14,6 +14,21 @@ from screens.runmodel import RunModel, clean_line, synthetic_source
 SIZE = (120, 40)
 
 
+def _slow_source(gate: threading.Event, host: str = "vm-1", **finished: str):
+    """A run of one step on ``host`` that waits for Stop: sets ``gate`` once the step runs,
+    then reports it cancelled (``finished``: extra StepFinished fields)."""
+    def slow(sink, cancel):
+        sink(ev.RunStarted(run_id="r", recipe="x", hosts=[host], steps=["train"]))
+        sink(ev.StepStarted(host=host, step="train"))
+        gate.set()
+        cancel.wait(30)
+        sink(ev.StepFinished(host=host, step="train", status="cancelled", **finished))
+        if host != "vm-1":
+            sink(ev.HostFinished(host=host, ok=False, message="user.train cancelled"))
+        sink(ev.RunFinished(ok=False, interrupted=True))
+    return slow
+
+
 # ---------------------------------------------------------------------- the model
 
 
@@ -147,16 +162,7 @@ async def test_run_screen_shows_status_and_jumps_to_failure() -> None:
 @pytest.mark.asyncio
 async def test_quitting_while_running_asks_and_prints_resume_and_down() -> None:
     gate = threading.Event()
-
-    def slow(sink, cancel):
-        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["vm-1"], steps=["train"]))
-        sink(ev.StepStarted(host="vm-1", step="train"))
-        gate.set()
-        cancel.wait(30)
-        sink(ev.StepFinished(host="vm-1", step="train", status="cancelled"))
-        sink(ev.RunFinished(ok=False, interrupted=True))
-
-    scr = RunScreen(slow, recipe_path="stgcn.yaml", hourly=0.54)
+    scr = RunScreen(_slow_source(gate), recipe_path="stgcn.yaml", hourly=0.54)
     app = _RunApp(scr)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -298,17 +304,7 @@ async def test_at_80_columns_the_log_pane_gets_most_of_the_width() -> None:
 @pytest.mark.asyncio
 async def test_stop_says_run_stopped_and_ssh_hosts_are_not_called_vms() -> None:
     gate = threading.Event()
-
-    def slow(sink, cancel):
-        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["gw@h1"], steps=["train"]))
-        sink(ev.StepStarted(host="gw@h1", step="train"))
-        gate.set()
-        cancel.wait(30)
-        sink(ev.StepFinished(host="gw@h1", step="train", status="cancelled", message="interrupted"))
-        sink(ev.HostFinished(host="gw@h1", ok=False, message="user.train cancelled"))
-        sink(ev.RunFinished(ok=False, interrupted=True))
-
-    scr = RunScreen(slow, recipe_path="r.yaml", vms=False)
+    scr = RunScreen(_slow_source(gate, "gw@h1", message="interrupted"), recipe_path="r.yaml", vms=False)
     app = _RunApp(scr)
     async with app.run_test(size=SIZE) as pilot:
         assert gate.wait(10)
@@ -402,14 +398,7 @@ async def test_a_gcp_run_shows_its_cost_and_auto_stop_while_it_runs() -> None:
     from gpuwizard import recipe as rc
 
     gate = threading.Event()
-
-    def slow(sink, cancel):
-        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["vm-1"], steps=["train"]))
-        sink(ev.StepStarted(host="vm-1", step="train"))
-        gate.set()
-        cancel.wait(30)
-        sink(ev.RunFinished(ok=False, interrupted=True))
-
+    slow = _slow_source(gate)
     r = rc.loads("version: 1\nname: t4\ntarget:\n  gcp:\n    zones: [us-central1-a]\n"
                  "    machine_type: n1-standard-4\n    gpu: {type: nvidia-tesla-t4, count: 1}\n"
                  "autostop: {idle: 45m}\n", "t4.yaml")
