@@ -148,3 +148,16 @@ def test_down_deletes_exactly_the_confirmed_list(populated, tmp_path, monkeypatc
     assert cmd_down(_args(str(path))) == 0
     assert "Deleted 2 VM(s)." in capsys.readouterr().out
     assert sorted(n for _, n in populated.instances) == ["exp-handmade", "exp-late", "other-r1", "prefix"]
+
+
+def test_status_prices_a_vm_as_plan_does_boot_disk_included(fake_compute, tmp_path):
+    """One price rule: the $/hour `status` shows for a VM a recipe created is the figure `plan`
+    printed for it (machine + GPU + the boot disk read back from the instance)."""
+    from gpuwizard import plan
+    from tests.builders.gcp import make_recipe, run
+
+    r = make_recipe(["us-central1-a"], name="exp", extra="")
+    run(r, tmp_path)
+    (vm,) = asyncio.run(list_recipe_vms(None, "exp"))
+    assert vm.price_hour == pytest.approx(plan.describe_provision(r).hourly)
+    assert vm.price_hour > 0.54  # the machine and GPU alone

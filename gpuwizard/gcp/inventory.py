@@ -96,11 +96,15 @@ def vm_info(inst: dict[str, Any]) -> VmInfo:
         gtype, gcount = m.gpu_type, m.gpu_count
     sch = inst.get("scheduling") or {}
     spot = sch.get("provisioningModel") == "SPOT" or bool(sch.get("preemptible"))
+    boot = next((d for d in inst.get("disks") or [] if d.get("boot")), {})
+    # AttachedDisk.diskSizeGb (int64 as a string in the API's JSON); at creation, initializeParams
+    disk_gb = int(boot.get("diskSizeGb") or (boot.get("initializeParams") or {}).get("diskSizeGb") or 0)
+    disk_type = str((boot.get("initializeParams") or {}).get("diskType") or "pd-balanced").rsplit("/", 1)[-1]
     return VmInfo(name=str(inst.get("name")), zone=zone, status=str(inst.get("status", "")), address=nat,
                   internal_address=internal, machine_type=mt, gpu_type=gtype, gpu_count=gcount, spot=spot,
                   created=_parse_time(inst.get("creationTimestamp")),
                   run=(inst.get("labels") or {}).get(LABEL_RUN),
-                  price_hour=catalog.hourly_price(mt, gtype, gcount, spot),
+                  price_hour=catalog.vm_price(mt, gtype, gcount, spot, disk_gb, disk_type).per_hour,
                   labels=dict(inst.get("labels") or {}), stopped=_parse_time(inst.get("lastStopTimestamp")),
                   metadata={str(i.get("key")): str(i.get("value", "")) for i in
                             (inst.get("metadata") or {}).get("items") or [] if i.get("key")})
