@@ -58,12 +58,16 @@ def test_zone_snapshot_uses_known_regions() -> None:
             assert catalog.region_of(z) in regions, z
 
 
+def _per_hour(*args, **kw):
+    return catalog.vm_price(*args, **kw).per_hour
+
+
 def test_hourly_price_adds_attached_gpus_only() -> None:
-    assert catalog.hourly_price("n1-standard-4", "nvidia-tesla-t4", 2) == pytest.approx(0.19 + 2 * 0.35)
-    assert catalog.hourly_price("g2-standard-8", "nvidia-l4", 1) == pytest.approx(0.8536)
-    assert catalog.hourly_price("n1-standard-4", "nvidia-tesla-t4", 1, spot=True) < catalog.hourly_price(
+    assert _per_hour("n1-standard-4", "nvidia-tesla-t4", 2) == pytest.approx(0.19 + 2 * 0.35)
+    assert _per_hour("g2-standard-8", "nvidia-l4", 1) == pytest.approx(0.8536)
+    assert _per_hour("n1-standard-4", "nvidia-tesla-t4", 1, spot=True) < _per_hour(
         "n1-standard-4", "nvidia-tesla-t4", 1)
-    assert catalog.hourly_price("nope-1", None, 0) is None
+    assert _per_hour("nope-1", None, 0) is None
 
 
 def test_images() -> None:
@@ -89,7 +93,7 @@ def test_the_price_includes_the_boot_disk_and_says_what_it_assumes() -> None:
 def test_placeholder_prices_are_unknown_not_invented(machine: str, gpu: str) -> None:
     p = catalog.vm_price(machine, gpu, catalog.machine_type(machine).gpu_count, disk_gb=200,
                          disk_type="hyperdisk-balanced")
-    assert p.per_hour is None and catalog.hourly_price(machine, gpu, 8) is None
+    assert p.per_hour is None and _per_hour(machine, gpu, 8) is None
     assert p.label().startswith("price unknown (the catalog has no on-demand price for " + machine)
 
 

@@ -226,11 +226,5 @@ def vm_price(machine: str, gpu_name: str | None, gpu_count: int, spot: bool = Fa
     return Price(round(m + g + d, 4), m, round(g, 4), round(d, 4), assumes)
 
 
-def hourly_price(machine: str, gpu_name: str | None, gpu_count: int, spot: bool = False, disk_gb: int = 0,
-                 disk_type: str = "pd-balanced", region: str | None = None) -> float | None:
-    """:func:`vm_price`'s figure alone (None: unknown), for callers that only sort or sum."""
-    return vm_price(machine, gpu_name, gpu_count, spot, disk_gb, disk_type, region).per_hour
-
-
 def meta(name: str) -> dict[str, Any]:
     return data(name).get("meta", {})
