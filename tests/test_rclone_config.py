@@ -212,7 +212,12 @@ def test_tunnel_step_logs_in_on_the_host(conf_env: dict[str, str], fake_oauth: F
                 url = m.group(0)
                 break
         assert url, "rclone printed no login link"
-        play_browser(url)
+        try:
+            play_browser(url)
+        except OSError as exc:  # say what rclone said, not only "connection refused"
+            proc.kill()
+            rest = proc.communicate()[1]
+            raise AssertionError(f"rclone's login listener never answered ({exc}); rclone said: {rest}") from exc
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
