@@ -300,6 +300,23 @@ class Autostop:
 
 
 @dataclass
+class Cluster:
+    """Several nodes trained on as one cluster (torch.distributed): N VMs created together in
+    one zone on GCP, or the listed SSH hosts in order. Every step sees GPUWIZARD_NODE_RANK,
+    GPUWIZARD_NUM_NODES, GPUWIZARD_NODE_IPS, GPUWIZARD_MASTER_ADDR, GPUWIZARD_MASTER_PORT and
+    GPUWIZARD_GPUS_PER_NODE; rank 0 (the first node) is the head."""
+
+    nodes: int | None = field(default=None, metadata=doc(
+        "How many nodes. GCP: how many VMs to create, all or none, in one zone. SSH: the listed hosts "
+        "are the nodes (default: all of them).", minimum=2, maximum=64))
+    launcher: str | None = field(default="torchrun", metadata=doc(
+        "torchrun: steps may call `gpuwizard torchrun -- train.py ARGS`, run on every node at once.",
+        enum=["torchrun"]))
+    master_port: int = field(default=29500, metadata=doc(
+        "TCP port of the rendezvous on the head node.", minimum=1024, maximum=65535))
+
+
+@dataclass
 class UserStep:
     """A command of your own, run after the environment and datasets are ready."""
 
@@ -315,6 +332,9 @@ class UserStep:
     retries: int = field(default=0, metadata=doc("Extra attempts after a failure.", minimum=0, maximum=10))
     env: dict[str, str] = field(default_factory=dict, metadata=doc(
         "Environment variables for the step.", key_pattern=ENV_VAR_RE, key_hint=ENV_VAR_HINT))
+    on: str = field(default="all", metadata=doc(
+        "In a cluster: run on all nodes, on the head node (rank 0) only, or on the workers only.",
+        enum=["all", "head", "workers"]))
 
 
 @dataclass
@@ -336,6 +356,8 @@ class Recipe:
     steps: list[UserStep] = field(default_factory=list, metadata=doc("Your own steps, run last."))
     autostop: Autostop | None = field(default=None, metadata=doc(
         "Stop the VM when nobody uses it (an agent on the VM decides); omit for no auto-stop."))
+    cluster: Cluster | None = field(default=None, metadata=doc(
+        "Train across several nodes with torch.distributed; omit for independent hosts."))
 
     # Positions of every loaded node ("target.gcp.zones[1]" -> (line, col)) for
     # cross-field errors, and the text it came from (saving an unchanged recipe writes
