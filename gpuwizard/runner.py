@@ -74,7 +74,7 @@ async def resolve_hosts(recipe: Recipe, run: RunContext, sink: Sink) -> list[Hos
                                          recipe_path=run.recipe_path, previous_hosts=run.previous_hosts)
     return [HostSpec(name=vm.name, address=vm.address, port=vm.port, user=vm.user, identity=vm.identity,
                      known_hosts=vm.known_hosts, accept_new=run.accept_new_host_key and not vm.host_key_verified,
-                     refused_hint=vm.refused_hint)
+                     refused_hint=vm.refused_hint, private_address=vm.internal_address)
             for vm in vms]
 
 

@@ -94,6 +94,9 @@ class HostSpec:
     known_hosts: str | None = None
     accept_new: bool = False
     refused_hint: str = ""   # added when the server refuses our key (a new VM: OS Login by policy)
+    #: The address other hosts of the run reach it at (a VM's internal IP); None: ``address``.
+    #: Cluster nodes talk to each other over it (GPUWIZARD_NODE_IPS, the dataset fan-out).
+    private_address: str | None = None
 
     @property
     def key_host(self) -> str:
