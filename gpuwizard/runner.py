@@ -28,6 +28,7 @@ from gpuwizard import exit_codes
 from gpuwizard.errors import UsageError
 from gpuwizard.executor import ExecOptions, Executor
 from gpuwizard.gcp import provision  # google.cloud itself loads only in gcp.client, on first use
+from gpuwizard.gcp.zones import use_live_prices
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
 from gpuwizard.plan import build, describe_provision, select
@@ -324,7 +325,12 @@ def cmd_run(req: RunRequest) -> int:
 
 
 def _announce_cost(recipe: Recipe) -> None:
-    """Money first: say what will be created and what it costs before provisioning."""
+    """Money first: say what will be created and what it costs (in the first zone's region,
+    at live list prices where they can be read) before provisioning."""
+    if recipe.target.gcp is not None:
+        note = use_live_prices()
+        if note:
+            print(f"gpuwizard: {note}", file=sys.stderr)
     summary = describe_provision(recipe)
     if summary is not None:
         for line in summary.lines():

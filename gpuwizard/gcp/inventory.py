@@ -104,7 +104,8 @@ def vm_info(inst: dict[str, Any]) -> VmInfo:
                   internal_address=internal, machine_type=mt, gpu_type=gtype, gpu_count=gcount, spot=spot,
                   created=_parse_time(inst.get("creationTimestamp")),
                   run=(inst.get("labels") or {}).get(LABEL_RUN),
-                  price_hour=catalog.vm_price(mt, gtype, gcount, spot, disk_gb, disk_type).per_hour,
+                  price_hour=catalog.vm_price(mt, gtype, gcount, spot, disk_gb, disk_type,
+                                             region=catalog.region_of(zone)).per_hour,
                   labels=dict(inst.get("labels") or {}), stopped=_parse_time(inst.get("lastStopTimestamp")),
                   metadata={str(i.get("key")): str(i.get("value", "")) for i in
                             (inst.get("metadata") or {}).get("items") or [] if i.get("key")})
