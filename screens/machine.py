@@ -163,7 +163,9 @@ class MachineScreen(WizardScreen):
         n = int(vms) if vms.isdigit() and int(vms) > 0 else 1
         low, _why = validate.disk_gb_minimum(str(image))
         self.query_one("#disk-label", Static).update(f"Boot disk (GB, {low} to {validate.DISK_GB_MAX})")
-        price = catalog.vm_price(str(machine), gpu, count, spot, int(disk) if disk.isdigit() else 0, str(disk_type))
+        zones = self.draft.target.gcp.zones if self.draft.target.gcp else []  # priced in the first zone's region
+        price = catalog.vm_price(str(machine), gpu, count, spot, int(disk) if disk.isdigit() else 0, str(disk_type),
+                                 region=catalog.region_of(zones[0]) if zones else None)
         if price.per_hour is None:
             self.query_one("#cost", Static).update(price.label())
             return

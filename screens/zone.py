@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import catalog
-from gpuwizard.gcp.zones import use_live_prices
+from gpuwizard.gcp.zones import price_sources, use_live_prices
 from screens import choices, live
 from screens.base import WizardScreen
 
@@ -86,7 +86,8 @@ class ZoneScreen(WizardScreen):
         key = self._key()
         gl = catalog.gpu(key[1])
         vm = self._price()
-        what = f"{vm.assumes.split(';')[0]}, in each zone's region, {vm.source}" if vm else "?"
+        src = price_sources(key[1], key[2], key[3], [r.region for r in self.rows]) if vm else ""
+        what = f"{vm.assumes.split(';')[0]}, in each zone's region, {src}" if vm else "?"
         return (f"Zones offering {key[2]} x {gl.label if gl else key[1]}{' (spot)' if key[3] else ''}; "
                 f"$/h per VM: {what}")
 
@@ -110,7 +111,6 @@ class ZoneScreen(WizardScreen):
         if not self.order or (offered and not any(z in offered for z in self.order)):
             self.order = live.default_preference(self.rows)
             self._proposed = True
-        self.query_one("#zone-title", Static).update(self._title())
         self._refresh_rows()
 
     def _keep_recipe_zones(self, zones: list[str]) -> None:
@@ -161,6 +161,7 @@ class ZoneScreen(WizardScreen):
             zones = [r.zone for r in rows]
             row = zones.index(under) if under in zones else min(max(cursor, 0), len(rows) - 1)
             table.move_cursor(row=row)
+        self.query_one("#zone-title", Static).update(self._title())
         self.query_one("#order", Static).update(
             "Failover order: " + (" -> ".join(self.order) if self.order else "(none yet)"))
         self._note()
@@ -248,7 +249,6 @@ class ZoneScreen(WizardScreen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Worker results and errors, in one place."""
         if event.state == WorkerState.SUCCESS and event.worker.group == "gcp-prices":
-            self.query_one("#zone-title", Static).update(self._title())
             self._refresh_rows()
             if event.worker.result:
                 note = self.query_one("#zone-note", Static)

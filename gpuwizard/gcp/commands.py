@@ -19,7 +19,7 @@ from gpuwizard.gcp.body import LABEL_RECIPE_ID
 from gpuwizard.gcp.errors import GcpError, console_link
 from gpuwizard.gcp.inventory import VmInfo, autostop_states, delete_vms, list_recipe_vms
 from gpuwizard.gcp.quota import fetch_quota
-from gpuwizard.gcp.zones import use_live_prices, zone_price, zones_for_gpu, zones_offline
+from gpuwizard.gcp.zones import price_sources, use_live_prices, zone_price, zones_for_gpu, zones_offline
 from gpuwizard.recipe import Recipe, RecipeError, load
 from gpuwizard.tables import table
 
@@ -130,8 +130,9 @@ def cmd_zones(args: argparse.Namespace) -> int:
     best = zone_price(g.name if g else args.gpu, count, bool(args.spot))
     if best is not None:
         what = best.assumes.split(";")[0]
-        print(f"$/HOUR: {what}, {'spot' if args.spot else 'on-demand'}, in each zone's region, "
-              f"{catalog.price_source()} (the price `gpuwizard plan` shows for that machine there)")
+        src = price_sources(g.name if g else args.gpu, count, bool(args.spot), [o.region for o in opts])
+        print(f"$/HOUR: {what}, {'spot' if args.spot else 'on-demand'}, in each zone's region, {src} (the price "
+              "`gpuwizard plan` shows for that machine there)")
     return OK
 
 
