@@ -166,3 +166,22 @@ def test_an_api_error_falls_back_to_the_snapshot_with_one_clear_line(fake_billin
     assert _row_prices(out)["europe-west1-b"] == f"{want.per_hour:.2f}"
     assert fake_billing.sku_requests() == 1  # no retry storm: the snapshot is there
     assert not os.path.exists(prices.cache_path())
+
+
+def test_the_snapshot_names_real_regions_and_gpus_and_spot_is_cheaper() -> None:
+    """prices.yaml is hand-assembled: every region is a Compute Engine region, every GPU a
+    catalog GPU, every figure positive with spot below on-demand, and each T4 zone's region
+    is priced (the zone screen's first paint)."""
+    doc = catalog.data("prices")
+    known = set(catalog.data("zones")["regions"])
+    assert set(doc["regions"]) <= known
+    for region, parts in doc["regions"].items():
+        pairs = list((parts.get("gpus") or {}).items()) + [
+            (f"{s}.{k}", v) for s, cr in (parts.get("series") or {}).items() for k, v in cr.items()]
+        for name, (od, spot) in pairs:
+            assert 0 < spot < od, (region, name)
+        assert set(parts.get("gpus") or {}) <= set(catalog.gpus()), region
+    for zone in catalog.zones_for("nvidia-tesla-t4"):
+        p = catalog.vm_price("n1-standard-4", "nvidia-tesla-t4", 1, region=catalog.region_of(zone),
+                             table=catalog.snapshot_prices())
+        assert p.per_hour is not None, zone
