@@ -68,7 +68,8 @@ class MachineScreen(WizardScreen):
             return
         gpu, count, spot = self._gpu()
         self.query_one("#limits", Static).update(choices.machine_limits_text(gpu, count))
-        opts = choices.machine_choices(gpu, count, spot, g.disk_gb, g.disk_type)
+        opts = choices.machine_choices(gpu, count, spot, g.disk_gb, g.disk_type,
+                                       region=catalog.region_of(g.zones[0]) if g.zones else None)
         sel = self.query_one("#machine", Select)
         sel.set_options([(c.label + (f"  ({c.reason})" if c.reason else ""), c.value) for c in opts])
         values = [c.value for c in opts if c.enabled]
