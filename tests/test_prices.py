@@ -185,3 +185,31 @@ def test_the_snapshot_names_real_regions_and_gpus_and_spot_is_cheaper() -> None:
         p = catalog.vm_price("n1-standard-4", "nvidia-tesla-t4", 1, region=catalog.region_of(zone),
                              table=catalog.snapshot_prices())
         assert p.per_hour is not None, zone
+
+
+def test_plan_and_validate_price_from_the_snapshot_without_a_request(fake_billing, capsys) -> None:
+    """The fast paths never wait on the network: `plan` names the snapshot and its date."""
+    from gpuwizard.cli import main
+
+    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "dlvm-quickstart.yaml")
+    assert main(["plan", recipe]) == 0
+    assert main(["validate", recipe]) == 0
+    out = capsys.readouterr().out
+    assert f"catalog prices of {SNAPSHOT}" in out and "live list prices" not in out
+    assert fake_billing.requests == []
+
+
+def test_status_prices_each_vm_in_its_region_at_live_prices(fake_billing, fake_compute, tmp_path, capsys) -> None:
+    from gpuwizard.gcp.commands import cmd_status
+
+    fake_compute.add_instance("us-central1-a", "exp-r1", {"gpuwizard-recipe": "exp"}, "nvidia-tesla-t4", 1)
+    fake_compute.add_instance("europe-west1-b", "exp-r2", {"gpuwizard-recipe": "exp"}, "nvidia-tesla-t4", 1)
+    path = tmp_path / "exp.yaml"
+    path.write_text("version: 1\nname: exp\ntarget:\n  gcp:\n    zones: [us-central1-a]\n"
+                    "    machine_type: n1-standard-4\n    gpu: {type: nvidia-tesla-t4, count: 1}\n")
+    assert cmd_status(argparse.Namespace(recipe=str(path))) == 0
+    out = capsys.readouterr().out
+    # NAME ZONE STATE IP "1 x nvidia-tesla-t4" $/HOUR ...: the price is the 8th word
+    hourly = {line.split()[0]: line.split()[7] for line in out.splitlines() if line.startswith("exp-")}
+    assert "?" not in hourly.values() and hourly["exp-r1"] != hourly["exp-r2"]
+    assert "$/HOUR: machine type, GPUs and boot disk of each VM in its region; live list prices of" in out
