@@ -2,8 +2,9 @@
 
 The catalog snapshot paints instantly; live zones (with each region's free quota)
 replace it when a worker brings them, and so do live prices (the Cloud Billing Catalog,
-day-cached): each row shows one VM's price in its zone's region. The user builds a preference list: provisioning
-tries the zones in that order and moves on when one is out of capacity.
+day-cached): each row shows one VM's price in its zone's region. The user builds a
+preference list: provisioning tries the zones in that order and moves on when one is out
+of capacity.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import catalog
-from gpuwizard.gcp.zones import price_sources, use_live_prices
+from gpuwizard.gcp.zones import use_live_prices
 from screens import choices, live
 from screens.base import WizardScreen
 
@@ -73,21 +74,21 @@ class ZoneScreen(WizardScreen):
             machine = next((v for v in valid if v == "n1-standard-4"), valid[0] if valid else None)
         return machine
 
-    def _price(self, region: str | None = None) -> catalog.Price | None:
+    def _price(self, region: str | None = None, machine: str | None = None) -> catalog.Price | None:
         """One VM's price in ``region`` (:func:`gpuwizard.catalog.vm_price`, the Machine
         screen's figure for that region): zones differ in quota and in their region's price."""
         _p, gpu, count, spot = self._key()
-        machine = self._machine()
+        machine = machine or self._machine()
         g = self.draft.target.gcp
         disk = (g.disk_gb, g.disk_type) if g else (0, "pd-balanced")
         return catalog.vm_price(machine, gpu, count, spot, *disk, region=region) if machine else None
 
-    def _title(self) -> str:
+    def _title(self, shown: list[catalog.Price | None]) -> str:
+        """What the prices assume (machine, GPUs, disk) and where they come from."""
         key = self._key()
         gl = catalog.gpu(key[1])
         vm = self._price()
-        src = price_sources(key[1], key[2], key[3], [r.region for r in self.rows]) if vm else ""
-        what = f"{vm.assumes.split(';')[0]}, in each zone's region, {src}" if vm else "?"
+        what = f"{vm.assumes.split(';')[0]}, in each zone's region, {catalog.sources_of(shown)}" if vm else "?"
         return (f"Zones offering {key[2]} x {gl.label if gl else key[1]}{' (spot)' if key[3] else ''}; "
                 f"$/h per VM: {what}")
 
@@ -145,7 +146,8 @@ class ZoneScreen(WizardScreen):
         cursor = table.cursor_row
         under = self._current()  # the cursor follows its zone through a re-sort
         table.clear()
-        by_region = {r.region: self._price(r.region) for r in self.rows}
+        machine = self._machine()
+        by_region = {r.region: self._price(r.region, machine) for r in self.rows}
         rows = sorted(self.rows, key=lambda r: (r.zone not in self.order,
                                                  self.order.index(r.zone) if r.zone in self.order else 0))
         for r in rows:
@@ -161,7 +163,7 @@ class ZoneScreen(WizardScreen):
             zones = [r.zone for r in rows]
             row = zones.index(under) if under in zones else min(max(cursor, 0), len(rows) - 1)
             table.move_cursor(row=row)
-        self.query_one("#zone-title", Static).update(self._title())
+        self.query_one("#zone-title", Static).update(self._title(list(by_region.values())))
         self.query_one("#order", Static).update(
             "Failover order: " + (" -> ".join(self.order) if self.order else "(none yet)"))
         self._note()

@@ -208,6 +208,22 @@ def price_source() -> str:
     return (_live or snapshot_prices()).describe()
 
 
+def sources_of(prices: "list[Price | None]") -> str:
+    """Where a set of shown prices come from, e.g. 'live list prices of D' or, when the live
+    list lacks some regions, 'live list prices of D (catalog prices of E for asia-east1)'."""
+    by_source: dict[str, list[str]] = {}
+    for p in prices:
+        if p is not None and p.per_hour is not None:
+            regions = by_source.setdefault(p.source, [])
+            if p.region not in regions:
+                regions.append(p.region)
+    if not by_source:
+        return price_source()
+    main = max(by_source, key=lambda k: (k == price_source(), len(by_source[k])))
+    rest = [f"{src} for {', '.join(rs)}" for src, rs in by_source.items() if src != main]
+    return main + (f" ({'; '.join(rest)})" if rest else "")
+
+
 @dataclass(frozen=True)
 class Price:
     """What one VM costs per hour, and what that figure assumes.

@@ -19,7 +19,7 @@ from gpuwizard.gcp.body import LABEL_RECIPE_ID
 from gpuwizard.gcp.errors import GcpError, console_link
 from gpuwizard.gcp.inventory import VmInfo, autostop_states, delete_vms, list_recipe_vms
 from gpuwizard.gcp.quota import fetch_quota
-from gpuwizard.gcp.zones import price_sources, use_live_prices, zone_price, zones_for_gpu, zones_offline
+from gpuwizard.gcp.zones import machine_for, use_live_prices, zone_price, zones_for_gpu, zones_offline
 from gpuwizard.recipe import Recipe, RecipeError, load
 from gpuwizard.tables import table
 
@@ -127,10 +127,13 @@ def cmd_zones(args: argparse.Namespace) -> int:
     if both:
         print("Spot VMs use the preemptible quota where it is granted, else the standard one (FREE QUOTA: "
               "the larger).")
-    best = zone_price(g.name if g else args.gpu, count, bool(args.spot))
+    gpu, spot = g.name if g else args.gpu, bool(args.spot)
+    best = zone_price(gpu, count, spot)
     if best is not None:
         what = best.assumes.split(";")[0]
-        src = price_sources(g.name if g else args.gpu, count, bool(args.spot), [o.region for o in opts])
+        machine = machine_for(gpu, count, spot)
+        regions = dict.fromkeys(o.region for o in opts)
+        src = catalog.sources_of([zone_price(gpu, count, spot, r, machine) for r in regions])
         print(f"$/HOUR: {what}, {'spot' if args.spot else 'on-demand'}, in each zone's region, {src} (the price "
               "`gpuwizard plan` shows for that machine there)")
     return OK

@@ -96,21 +96,6 @@ def zone_price(gpu_name: str, count: int, spot: bool, region: str | None = None,
     return catalog.vm_price(machine, gpu_name, count, spot, disk_gb=ZONES_DISK_GB, region=region)
 
 
-def price_sources(gpu_name: str, count: int, spot: bool, regions: list[str]) -> str:
-    """Where the rows' prices come from, e.g. 'live list prices of D' or, when the live list
-    lacks some regions, 'live list prices of D (catalog prices of E for asia-east1)'."""
-    by_source: dict[str, list[str]] = {}
-    for region in dict.fromkeys(regions):
-        p = zone_price(gpu_name, count, spot, region)
-        if p is not None:
-            by_source.setdefault(p.source, []).append(region)
-    if not by_source:
-        return catalog.price_source()
-    main = max(by_source, key=lambda k: (k == catalog.price_source(), len(by_source[k])))
-    rest = [f"{src} for {', '.join(rs)}" for src, rs in by_source.items() if src != main]
-    return main + (f" ({'; '.join(rest)})" if rest else "")
-
-
 def cheapest_price(gpu_name: str, count: int, spot: bool) -> catalog.Price | None:
     """:func:`zone_price` in the default region (kept for callers of the old name)."""
     return zone_price(gpu_name, count, spot)
