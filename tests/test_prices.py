@@ -213,3 +213,23 @@ def test_status_prices_each_vm_in_its_region_at_live_prices(fake_billing, fake_c
     hourly = {line.split()[0]: line.split()[7] for line in out.splitlines() if line.startswith("exp-")}
     assert "?" not in hourly.values() and hourly["exp-r1"] != hourly["exp-r2"]
     assert "$/HOUR: machine type, GPUs and boot disk of each VM in its region; live list prices of" in out
+
+
+def test_runs_cost_line_prices_the_first_zones_region_at_live_prices(fake_billing, capsys) -> None:
+    from gpuwizard import recipe as rc
+    from gpuwizard import runner
+
+    r = rc.loads("version: 1\nname: eu\ntarget:\n  gcp:\n    zones: [europe-west1-b, us-central1-a]\n"
+                 "    machine_type: n1-standard-4\n    gpu: {type: nvidia-tesla-t4, count: 1}\n", "eu.yaml")
+    runner._announce_cost(r)
+    err = capsys.readouterr().err
+    want = catalog.vm_price("n1-standard-4", "nvidia-tesla-t4", 1, disk_gb=r.target.gcp.disk_gb,
+                            region="europe-west1")
+    assert want.source.startswith("live list prices of")
+    assert f"cost: ~${want.per_hour:.2f}/hour per VM ({want.assumes})" in err
+    catalog.set_live_prices(None)
+    os.unlink(prices.cache_path())
+    fake_billing.fail_with = 500
+    runner._announce_cost(r)
+    err = capsys.readouterr().err
+    assert err.count("Live prices unavailable") == 1 and f"europe-west1, on-demand, catalog prices of {SNAPSHOT}" in err
