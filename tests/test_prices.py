@@ -212,7 +212,8 @@ def test_status_prices_each_vm_in_its_region_at_live_prices(fake_billing, fake_c
     # NAME ZONE STATE IP "1 x nvidia-tesla-t4" $/HOUR ...: the price is the 8th word
     hourly = {line.split()[0]: line.split()[7] for line in out.splitlines() if line.startswith("exp-")}
     assert "?" not in hourly.values() and hourly["exp-r1"] != hourly["exp-r2"]
-    assert "$/HOUR: machine type, GPUs and boot disk of each VM in its region; live list prices of" in out
+    # (the fake's instances carry no boot disk size, so no disk is priced)
+    assert "  exp-r2: n1-standard-4 + 1 x T4; europe-west1, on-demand, live list prices of" in out
 
 
 def test_runs_cost_line_prices_the_first_zones_region_at_live_prices(fake_billing, capsys) -> None:

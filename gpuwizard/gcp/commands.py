@@ -203,7 +203,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if running:
         print(f"\n{len(running)} running at ~${sum(v.price_hour or 0 for v in running):.2f}/hour; "
               f"`gpuwizard down {args.recipe}` deletes them.")
-    print(f"$/HOUR: machine type, GPUs and boot disk of each VM in its region; {catalog.price_source()}.")
+    print("$/HOUR assumes:")
+    for v in vms:
+        print(f"  {v.name}: {v.price_assumes}")
     return OK
 
 
