@@ -39,6 +39,12 @@ class Step:
     runs the snippet through ``sudo -n`` when the SSH user is not root. ``reboot``
     asks the executor to reboot the host after the step and wait for SSH to return.
     ``progress`` names a parser for progress lines (``"rclone"``) or is None.
+
+    ``barrier``: every host whose list holds a step with this id reaches it before any
+    host starts it (a host that stops earlier releases the others, whose step ends
+    ``not_run`` naming it). ``gang`` implies barrier and, while the step runs, a
+    failure on one host stops it on every other one; each host's result names the
+    node that failed first. See :mod:`gpuwizard.executor.gang`.
     """
 
     id: str
@@ -53,3 +59,5 @@ class Step:
     uploads: tuple[Upload, ...] = ()
     progress: str | None = None
     phase: str = "setup"
+    barrier: bool = False
+    gang: bool = False
