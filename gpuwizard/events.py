@@ -35,6 +35,7 @@ class RunStarted(Event):
     recipe: str
     hosts: list[str]
     steps: list[str]
+    ranks: dict[str, int] = field(default_factory=dict)  # cluster: host -> node rank (0: the head)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from gpuwizard import events as ev
+from gpuwizard.cluster.nodes import host_label
 
 ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -102,6 +103,7 @@ class RunModel:
         self.hosts: list[str] = []
         self.steps: list[str] = []
         self.titles: dict[str, str] = {}
+        self.ranks: dict[str, int] = {}  # a cluster's nodes (RunStarted): shown as "node 0 (head) HOST"
         self.cells: dict[tuple[str, str], Cell] = {}
         self.panes: dict[str, HostPane] = {}
         self.run_id: str | None = None
@@ -129,6 +131,11 @@ class RunModel:
         for h in self.hosts:
             for s in self.steps:
                 self.cells.setdefault((h, s), Cell())
+
+    def label(self, host: str, shown: str | None = None) -> str:
+        """How the screen names ``host`` (``shown``: its shortened form): with its
+        node rank in a cluster ("node 0 (head) HOST")."""
+        return host_label(host, self.ranks).replace(host, shown if shown is not None else host)
 
     def _pane(self, host: str) -> HostPane:
         if host not in self.panes:
@@ -191,6 +198,9 @@ class RunModel:
             self._changed.hosts.add(e.host)
         elif isinstance(e, ev.RunStarted):
             self.run_id, self.recipe = e.run_id, e.recipe
+            if e.ranks and e.ranks != self.ranks:
+                self.ranks = dict(e.ranks)
+                self._changed.structure = True
             self._setup(list(e.hosts), list(e.steps))
         elif isinstance(e, ev.HostConnecting):
             p = self._pane(e.host)

@@ -57,7 +57,8 @@ class Executor:
             for h in self.hosts:
                 all_steps += [s.id for s in h.steps if s.id not in all_steps]
             self.sink(ev.RunStarted(run_id=self.options.run_id, recipe=self.options.recipe,
-                                    hosts=[h.name for h in self.hosts], steps=all_steps))
+                                    hosts=[h.name for h in self.hosts], steps=all_steps,
+                                    ranks=dict(self.options.ranks)))
         for h in self.hosts:
             _load_secrets(h)
         results = await asyncio.gather(*(h.run() for h in self.hosts))
