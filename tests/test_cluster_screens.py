@@ -6,9 +6,12 @@ from __future__ import annotations
 import io
 
 import pytest
+from textual.widgets import Select
 
 from gpuwizard import events as ev
+from gpuwizard import recipe as rc
 from gpuwizard.headless import LineRenderer
+from screens.app import WizardApp
 from screens.run import RunScreen
 from screens.runapp import RunApp
 
@@ -56,3 +59,38 @@ async def test_run_screen_shows_nodes_with_their_rank():
         assert columns == tabs
         head = str(scr.query_one("#pane-0 .pane-head").render())
         assert head.startswith("✗ node 0 (head) ddp-run-0")
+
+
+def _draft(cluster: bool) -> rc.Recipe:
+    text = ("version: 1\nname: ddp\ntarget:\n  ssh:\n    hosts: [u@10.0.0.1, u@10.0.0.2]\n"
+            "steps:\n  - {name: prep, run: echo prep}\n") + ("cluster: {}\n" if cluster else "")
+    return rc.loads(text, "ddp.yaml")
+
+
+@pytest.mark.asyncio
+async def test_steps_screen_sets_on_for_a_cluster_and_hides_it_otherwise(tmp_path):
+    out = tmp_path / "ddp.yaml"
+    app = WizardApp(_draft(True), path=str(out), start="steps", live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        scr = app.screen
+        on = scr.query_one("#step-on", Select)
+        assert on.display and on.value == "all"
+        on.focus()
+        await pilot.press("enter", "down", "enter")  # open, the next choice (head), pick it
+        await pilot.pause()
+        assert scr.steps[0].on == "head"
+        assert "1. prep [head]: echo prep" in str(scr.query_one("#steps-list").get_option_at_index(0).prompt)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    assert rc.load(str(out)).steps[0].on == "head"
+
+    app = WizardApp(_draft(False), path=str(tmp_path / "plain.yaml"), start="steps", live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert not app.screen.query_one("#step-on", Select).display
