@@ -129,10 +129,17 @@ def step_where(recipe: Recipe, step: Step) -> str | None:
 
 
 def select(steps: list[Step], only: list[str] | None) -> list[Step]:
-    """Steps whose id equals or starts with one of ``only`` (``--only driver`` takes all driver.*)."""
+    """Steps whose id equals or starts with one of ``only`` (``--only driver`` takes all driver.*).
+    A step that calls ``gpuwizard torchrun`` brings the step that puts the helper on the
+    nodes (skipped where it is there already)."""
     if not only:
         return steps
-    return [s for s in steps if any(s.id == o or s.id.startswith(o + ".") for o in only)]
+    picked = [s for s in steps if any(s.id == o or s.id.startswith(o + ".") for o in only)]
+    helper = [s for s in steps if s.id == torchrun.STEP_ID]
+    if helper and helper[0] not in picked and any(s.gang and s.phase == "user" for s in picked):
+        first = next(i for i, s in enumerate(picked) if s.gang and s.phase == "user")
+        picked.insert(first, helper[0])
+    return picked
 
 
 @dataclass(frozen=True)

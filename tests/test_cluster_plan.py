@@ -123,3 +123,10 @@ def test_plan_command_lists_nodes_and_where_each_step_runs(tmp_path):
     assert "on: nodes 1-2 (workers)\n" in where["user.pull"]
     assert "on: all 3 nodes; all at once: one node failing stops it on every node\n" in where["user.train"]
     assert "on: all 3 nodes\n" in where["user.eval"]
+
+
+def test_only_a_torchrun_step_brings_the_helper_step():
+    r = recipe()
+    every = plan.build(r)
+    assert [s.id for s in plan.select(every, ["user.train"])] == ["cluster.helper", "user.train"]
+    assert [s.id for s in plan.select(every, ["user.eval"])] == ["user.eval"]
