@@ -37,6 +37,7 @@ from textual.worker import Worker, WorkerState
 from gpuwizard import events as ev
 from gpuwizard import exit_codes
 from gpuwizard.autostop import settings as autostop_settings
+from gpuwizard.cluster.nodes import rank_label
 from gpuwizard.plan import describe_provision
 from screens import runsource
 from screens.dialogs import ChoiceScreen
@@ -153,7 +154,7 @@ class RunScreen(Screen[None]):
             table.clear(columns=True)
             table.add_column("Step", key="step")
             for h in m.hosts:
-                table.add_column(m.label(h, _short_host(h)), key=h)
+                table.add_column(rank_label(m.ranks[h]) if h in m.ranks else _short_host(h), key=h)
             for s in m.steps:
                 table.add_row(s, *[m.cells[(h, s)].render() for h in m.hosts], key=s)
             self._steps_shown = list(m.steps)
@@ -241,7 +242,8 @@ class RunScreen(Screen[None]):
         unreachable = "".join(f"\n[b $error]✗ {_esc(h)}[/] did not connect: {_esc(why)}"
                               for h, why in m.host_failures().items())
         self.query_one("#run-summary", Static).update(
-            f"{len(m.hosts)} hosts x {len(m.steps)} steps\n" + ", ".join(parts) + unreachable)
+            f"{len(m.hosts)} {'nodes' if m.ranks else 'hosts'} x {len(m.steps)} steps\n" + ", ".join(parts)
+            + unreachable)
         status = self.query_one("#run-status", Static)
         if m.finished is not None:
             f = m.finished

@@ -20,12 +20,17 @@ RANKS = {h: i for i, h in enumerate(HOSTS)}
 
 
 def cluster_run(sink, cancel=None) -> None:
-    """A finished 3-node run whose gang step failed on node 1."""
-    sink(ev.RunStarted(run_id="r", recipe="ddp", hosts=list(HOSTS), steps=["user.train"], ranks=dict(RANKS), ts=1.0))
+    """A finished 3-node run: a head-only step, then a gang step node 1 failed first
+    (its result comes first; the others were stopped after)."""
+    sink(ev.RunStarted(run_id="r", recipe="ddp", hosts=list(HOSTS), steps=["user.prep", "user.train"],
+                       ranks=dict(RANKS), host_steps={HOSTS[0]: ["user.prep", "user.train"],
+                                                      HOSTS[1]: ["user.train"], HOSTS[2]: ["user.train"]}, ts=1.0))
+    sink(ev.StepStarted(host=HOSTS[0], step="user.prep", ts=1.0))
+    sink(ev.StepFinished(host=HOSTS[0], step="user.prep", status="ok", ts=1.0))
     for h in HOSTS:
         sink(ev.StepStarted(host=h, step="user.train", ts=1.0))
     why = "node 1 (ddp-run-1) failed first (exit code 1); the step was stopped on every node"
-    for h in HOSTS:
+    for h in (HOSTS[1], HOSTS[0], HOSTS[2]):
         sink(ev.StepFinished(host=h, step="user.train", status="failed", exit_code=1 if h == HOSTS[1] else None,
                              message=why, ts=1.0))
         sink(ev.HostFinished(host=h, ok=False, message=f"user.train failed: {why}", ts=1.0))
@@ -36,7 +41,7 @@ def test_headless_lines_name_nodes_by_rank():
     out = io.StringIO()
     cluster_run(LineRenderer(out))
     text = out.getvalue()
-    assert text.startswith("run r: 3 node(s), 1 step(s)\n")
+    assert text.startswith("run r: 3 node(s), 2 step(s)\n")
     assert "[node 0 (head) ddp-run-0] user.train: FAILED (0.0s): node 1 (ddp-run-1) failed first" in text
     assert "[node 1 ddp-run-1] user.train: FAILED, exit code 1" in text
     table = text.split("\n\n")[-2]
@@ -55,10 +60,16 @@ async def test_run_screen_shows_nodes_with_their_rank():
         await pilot.pause()
         tabs = [str(t.label) for t in scr.query("#host-tabs Tab")]
         assert tabs == ["node 0 (head) ddp-run-0", "node 1 ddp-run-1", "node 2 ddp-run-2"]
-        columns = [str(c.label) for c in scr.query_one("#grid").columns.values()][1:]
-        assert columns == tabs
+        table = scr.query_one("#grid")
+        assert [str(c.label) for c in table.columns.values()][1:] == ["node 0 (head)", "node 1", "node 2"]
         head = str(scr.query_one("#pane-0 .pane-head").render())
         assert head.startswith("✗ node 0 (head) ddp-run-0")
+        # the head-only step is not "pending" on the workers: it is not theirs
+        assert table.get_cell("user.prep", HOSTS[1]).strip() == "" and table.get_cell("user.prep", HOSTS[0]) != ""
+        summary = str(scr.query_one("#run-summary").render())
+        assert summary.startswith("3 nodes x 2 steps") and "pending" not in summary
+        status = str(scr.query_one("#run-status").render())
+        assert "Run failed (user.train on ddp-run-1)" in status  # the node that broke it, not node 0
 
 
 def _draft(cluster: bool) -> rc.Recipe:
