@@ -336,7 +336,7 @@ class HostRun:
         if step.check:
             code = await self._check(step, sudo)
             if code == 0:
-                return Result("skipped", 0, "already done (check passed)")
+                return Result("skipped", 0, "check passed")
         return await self._exec(step, sudo=sudo, timeout=step.timeout)
 
     async def _is_root(self) -> bool:
