@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gpuwizard import catalog, drivers, envsteps, rclone, verify
 from gpuwizard.autostop import settings as autostop
+from gpuwizard.gcp import consumption
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
@@ -83,6 +84,8 @@ class ProvisionSummary:
     cost_assumes: str = ""    # what the figure assumes (region, model, disk, snapshot)
     cost_unknown: str | None = None   # why there is no figure
     autostop: str = "auto-stop: off"  # settings.describe(recipe)
+    model: str = ""           # the provisioning model in words (gcp/consumption.describe); "" from spot
+    wait: str | None = None   # target.gcp.wait: how long a stockout is waited out; None: not at all
 
     def lines(self) -> list[str]:
         if self.hourly is None:
@@ -90,10 +93,14 @@ class ProvisionSummary:
         else:
             total = f", ~${self.hourly * self.vms:.2f}/hour in all" if self.vms > 1 else ""
             cost = f"~${self.hourly:.2f}/hour per VM{total} ({self.cost_assumes})"
-        model = "spot" if self.spot else "on-demand"
+        model = self.model or ("spot" if self.spot else "on-demand")
+        wait = (f"on stockout: keep trying the zones for up to {self.wait} (target.gcp.wait; "
+                "`run --no-wait` or `--max-wait` overrides)" if self.wait else
+                "on stockout: try each zone once, then stop (`gpuwizard run --wait` keeps trying)")
         return [
             f"create {self.vms} x {self.machine_type} with {self.gpu} ({model}), {self.image}, {self.disk_gb} GB disk",
             f"zones, tried in order: {', '.join(self.zones) or '(none)'}",
+            wait,
             f"cost: {cost}; delete with `gpuwizard down`",
             self.autostop_line(),
         ]
@@ -119,4 +126,5 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
                              region=catalog.region_of(g.zones[0]) if g.zones else None)
     return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
                             image=g.image, disk_gb=g.disk_gb, hourly=price.per_hour, cost_assumes=price.assumes,
-                            cost_unknown=price.why, autostop=autostop.describe(recipe))
+                            cost_unknown=price.why, autostop=autostop.describe(recipe),
+                            model=consumption.describe(g), wait=g.wait)

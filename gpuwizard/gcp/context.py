@@ -108,7 +108,9 @@ class Provisioner:
         """The regional GPU quota metric the VMs draw on."""
         if self.gpu is None:
             return None
-        return self.gpu.spot_quota_metric if self.g.spot else self.gpu.quota_metric
+        # flex-start VMs draw on preemptible quota, as Spot VMs do (docs/facts/gcp-flex-start-reservations.md)
+        preemptible = self.g.spot or self.g.flex_start is not None
+        return self.gpu.spot_quota_metric if preemptible else self.gpu.quota_metric
 
     def region_block(self, region: str) -> str | None:
         """Why ``region`` must not be tried (no free quota), or None."""
