@@ -105,33 +105,39 @@ def apply(body: dict[str, Any], g: GcpTarget) -> None:
         })
 
 
-def problems(r: Recipe) -> list[Problem]:
-    """Combinations Compute Engine refuses, each at its field with the fix."""
-    g = r.target.gcp
-    if g is None:
-        return []
-    out: list[Problem] = []
-    P = "target.gcp"
+def conflicts(g: GcpTarget) -> list[tuple[str, str]]:
+    """Combinations Compute Engine refuses, as (field under ``target.gcp``, what + fix):
+    the one rule that ``validate`` locates in the file and the wizard's Machine screen shows."""
+    out: list[tuple[str, str]] = []
     family = g.machine_type.split("-", 1)[0]
     if g.flex_start is not None:
         if g.spot:
-            out.append(r.problem(f"{P}.flex_start", "flex-start and spot exclude each other: remove spot: true "
-                                 "(flex-start is already discounted) or remove flex_start"))
+            out.append(("flex_start", "flex-start and spot exclude each other: remove spot: true "
+                                      "(flex-start is already discounted) or remove flex_start"))
         if g.reservation and g.reservation != "none":
-            out.append(r.problem(f"{P}.flex_start", "a flex-start VM cannot consume a reservation: remove "
-                                 "reservation (or flex_start to use the reservation)"))
+            out.append(("flex_start", "a flex-start VM cannot consume a reservation: remove reservation "
+                                      "(or flex_start to use the reservation)"))
         if family not in FLEX_START_FAMILIES:
-            out.append(r.problem(f"{P}.flex_start", f"{g.machine_type} cannot be flex-start: flex-start runs on "
-                                 f"A2, A3, A4 and G2 machines (e.g. a2-highgpu-1g with an A100, g2-standard-8 with "
-                                 f"an L4); use spot or on-demand for {g.machine_type}"))
+            out.append(("flex_start", f"{g.machine_type} cannot be flex-start: flex-start runs on A2, A3, A4 and "
+                                      f"G2 machines (e.g. a2-highgpu-1g with an A100, g2-standard-8 with an L4); "
+                                      f"use spot or on-demand for {g.machine_type}"))
         try:
-            seconds = parse_duration(g.flex_start.max_run)
-        except ValueError:
-            seconds = None   # the loader reported the pattern already
+            seconds: int | None = parse_duration(g.flex_start.max_run)
+        except ValueError as exc:
+            seconds = None
+            out.append(("flex_start.max_run", str(exc)))
         if seconds is not None and not FLEX_MIN_RUN <= seconds <= FLEX_MAX_RUN:
-            out.append(r.problem(f"{P}.flex_start.max_run", f"max_run must be 10m to 168h (7 days); got "
-                                 f"{format_duration(seconds)}"))
+            out.append(("flex_start.max_run", f"max_run must be 10m to 168h (7 days); got "
+                                              f"{format_duration(seconds)}"))
     elif g.spot and g.reservation and g.reservation != "none":
-        out.append(r.problem(f"{P}.reservation", "Spot VMs cannot consume a reservation: remove reservation, "
-                             "or set spot: false to use it"))
+        out.append(("reservation", "Spot VMs cannot consume a reservation: remove reservation, or set spot: "
+                                   "false to use it"))
     return out
+
+
+def problems(r: Recipe) -> list[Problem]:
+    """:func:`conflicts`, each at its field of the recipe file."""
+    g = r.target.gcp
+    if g is None:
+        return []
+    return [r.problem(f"target.gcp.{where}", what) for where, what in conflicts(g)]
