@@ -299,6 +299,7 @@ def prepare(req: RunRequest) -> tuple[Recipe, list[Step]]:
     recipe, warnings = load_checked(req.recipe)
     for w in warnings:
         print(w.format(req.recipe), file=sys.stderr)
+    wait_policy(req, recipe)   # a bad --max-wait is a usage error before anything starts
     steps = build_steps(recipe)
     if req.only:
         picked = select(steps, list(req.only))
