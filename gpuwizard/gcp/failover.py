@@ -19,6 +19,9 @@ VM's own metadata shows it, :mod:`gpuwizard.gcp.oslogin` stops the run before SS
 
 A zone that takes the VMs is recorded in the run's ledger at once (issue 13): from then
 on the run owns them, whatever fails next.
+
+One pass over the zones is :func:`one_pass`; ``run --wait`` repeats it for the zones that
+lacked capacity, with growing gaps (:mod:`.wait`), instead of failing after one pass.
 """
 
 from __future__ import annotations
