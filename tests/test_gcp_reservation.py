@@ -158,3 +158,12 @@ def test_the_recipe_round_trips_the_new_fields():
     r = R.loads(_a100("    flex_start: {max_run: 90m}\n"))
     assert consumption.max_run_seconds(r.target.gcp) == 5400
     assert R.loads(R.dumps(r)).target.gcp.flex_start == r.target.gcp.flex_start
+
+
+def test_flex_start_is_held_to_preemptible_quota_not_the_standard_one(fake_compute, tmp_path):
+    """Flex-start VMs consume preemptible quota: a region with no standard A100 quota but
+    free preemptible quota is tried (before, its zones were skipped for "no free quota")."""
+    fake_compute.set_quota("us-central1", "NVIDIA_A100_GPUS", 0)
+    hosts, lines = run(R.loads(_a100("    flex_start: {max_run: 4h}\n")), tmp_path)
+    assert [h.zone for h in hosts] == [ZONE]
+    assert not any("skipping us-central1" in ln for ln in lines)

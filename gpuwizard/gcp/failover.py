@@ -54,7 +54,7 @@ async def check_project(p: Provisioner, creating: bool) -> None:
     meta: dict[str, str] | None = None
     if creating and p.gpu is not None:
         try:
-            p.quota = await Q.fetch_quota(p.project, p.gpu.name, p.g.spot)
+            p.quota = await Q.fetch_quota(p.project, p.gpu.name, p.preemptible)
             meta = p.quota.metadata
         except GcpError as exc:
             p.say(f"could not read quotas ({exc}); trying the zones anyway")
@@ -80,7 +80,7 @@ async def candidates(p: Provisioner) -> list[str]:
         return list(p.g.zones)
     if p.gpu is None or p.g.gpu is None:
         raise GcpError("Set target.gcp.zones: a CPU-only VM has no GPU to choose zones by.", kind="usage")
-    opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.g.spot)
+    opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.preemptible)
     p.say(f"no zones in the recipe: trying the {len(opts)} zones that offer {p.gpu.label}, best first")
     return [o.zone for o in opts]
 
