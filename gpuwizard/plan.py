@@ -85,7 +85,7 @@ class ProvisionSummary:
     cost_unknown: str | None = None   # why there is no figure
     autostop: str = "auto-stop: off"  # settings.describe(recipe)
     model: str = ""           # the provisioning model in words (gcp/consumption.describe); "" from spot
-    wait: str | None = None   # target.gcp.wait: how long a stockout is waited out; None: not at all
+    wait: str | None = None   # how long a stockout is waited out ("for up to 6h (target.gcp.wait)"); None: not
 
     def lines(self) -> list[str]:
         if self.hourly is None:
@@ -94,8 +94,7 @@ class ProvisionSummary:
             total = f", ~${self.hourly * self.vms:.2f}/hour in all" if self.vms > 1 else ""
             cost = f"~${self.hourly:.2f}/hour per VM{total} ({self.cost_assumes})"
         model = self.model or ("spot" if self.spot else "on-demand")
-        wait = (f"on stockout: keep trying the zones for up to {self.wait} (target.gcp.wait; "
-                "`run --no-wait` or `--max-wait` overrides)" if self.wait else
+        wait = (f"on stockout: keep trying the zones {self.wait}" if self.wait else
                 "on stockout: try each zone once, then stop (`gpuwizard run --wait` keeps trying)")
         return [
             f"create {self.vms} x {self.machine_type} with {self.gpu} ({model}), {self.image}, {self.disk_gb} GB disk",
@@ -127,4 +126,6 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
     return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
                             image=g.image, disk_gb=g.disk_gb, hourly=price.per_hour, cost_assumes=price.assumes,
                             cost_unknown=price.why, autostop=autostop.describe(recipe),
-                            model=consumption.describe(g), wait=g.wait)
+                            model=consumption.describe(g),
+                            wait=f"for up to {g.wait} (target.gcp.wait; `run --no-wait` fails at once)" if g.wait
+                            else None)

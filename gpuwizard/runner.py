@@ -14,6 +14,7 @@ one Outcome and one RunRequest; split, each part would re-derive the others' sta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import hashlib
 import os
@@ -31,7 +32,7 @@ from gpuwizard.executor import ExecOptions, Executor
 from gpuwizard.gcp import provision  # google.cloud itself loads only in gcp.client, on first use
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.gcp.wait import INTERRUPTED as WAIT_STOPPED
-from gpuwizard.gcp.wait import WaitPolicy, policy_for
+from gpuwizard.gcp.wait import WaitPolicy, human, policy_for
 from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
 from gpuwizard.plan import build, describe_provision, select
 from gpuwizard.recipe import Recipe, RecipeError
@@ -351,17 +352,24 @@ def cmd_run(req: RunRequest) -> int:
         print(f"gpuwizard: resuming run {rd.run_id} (finished steps are skipped; --fresh starts over)",
               file=sys.stderr)
     try:
-        _announce_cost(recipe)
+        _announce_cost(recipe, wait)
         return asyncio.run(_run(req, recipe, steps, rd, wait))
     finally:
         rd.close()
         print(f"gpuwizard: run directory {rd.path} (see `gpuwizard logs {rd.run_id}`)", file=sys.stderr)
 
 
-def _announce_cost(recipe: Recipe) -> None:
-    """Money first: say what will be created and what it costs before provisioning."""
+def _announce_cost(recipe: Recipe, wait: WaitPolicy | None = None) -> None:
+    """Money first: say what will be created and what it costs before provisioning (and
+    what a stockout does, as this run was asked: the command line wins over the recipe)."""
     summary = describe_provision(recipe)
     if summary is not None:
+        if wait is None:
+            summary = dataclasses.replace(summary, wait=None)
+        elif wait.max_wait is not None:
+            summary = dataclasses.replace(summary, wait=f"for up to {human(wait.max_wait)}")
+        else:
+            summary = dataclasses.replace(summary, wait="until one has capacity (Ctrl-C stops)")
         for line in summary.lines():
             print(f"gpuwizard: {line}", file=sys.stderr)
 

@@ -142,8 +142,7 @@ def test_plan_names_the_model_and_the_wait():
     assert s is not None
     lines = s.lines()
     assert "(flex-start, runs at most 4h then is deleted)" in lines[0]
-    assert lines[2] == ("on stockout: keep trying the zones for up to 6h (target.gcp.wait; `run --no-wait` or "
-                        "`--max-wait` overrides)")
+    assert lines[2] == "on stockout: keep trying the zones for up to 6h (target.gcp.wait; `run --no-wait` fails at once)"
     s = describe_provision(R.loads(_a100("    reservation: team-a100\n")))
     assert "(on-demand from reservation team-a100)" in s.lines()[0]
     assert s.lines()[2].startswith("on stockout: try each zone once, then stop (`gpuwizard run --wait`")

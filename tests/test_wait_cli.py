@@ -97,6 +97,7 @@ def test_max_wait_ends_with_a_clear_message_and_exit_1(fake_compute, tmp_path: p
     p = gw("run", str(_recipe(tmp_path / "r.yaml", zones=[ZONES[0]])), "--headless", "--max-wait", "1s",
            state=tmp_path / "state")
     assert p.returncode == 1, p.stdout + p.stderr
+    assert "gpuwizard: on stockout: keep trying the zones for up to 1 s\n" in p.stderr   # the flag, announced
     assert "Still no capacity for T4 after waiting" in p.stderr and "--max-wait 1 s" in p.stderr
     assert len(fake_compute.inserts()) == 2   # the gap stopped at max-wait, then one last round
     assert fake_compute.instances == {}
@@ -111,6 +112,7 @@ def test_the_recipes_wait_applies_and_no_wait_overrides_it(fake_compute, tmp_pat
     assert n == 2
     p = gw("run", str(recipe), "--headless", "--no-wait", "--fresh", state=tmp_path / "state")
     assert p.returncode == 1 and "No zone could take the VM" in p.stderr, p.stderr
+    assert "on stockout: try each zone once, then stop" in p.stderr
     assert len(fake_compute.inserts()) == n + 1
 
 
