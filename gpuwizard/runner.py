@@ -14,14 +14,13 @@ one Outcome and one RunRequest; split, each part would re-derive the others' sta
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import hashlib
 import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from gpuwizard import events as ev
@@ -365,11 +364,11 @@ def _announce_cost(recipe: Recipe, wait: WaitPolicy | None = None) -> None:
     summary = describe_provision(recipe)
     if summary is not None:
         if wait is None:
-            summary = dataclasses.replace(summary, wait=None)
+            summary = replace(summary, wait=None)
         elif wait.max_wait is not None:
-            summary = dataclasses.replace(summary, wait=f"for up to {human(wait.max_wait)}")
+            summary = replace(summary, wait=f"for up to {human(wait.max_wait)}")
         else:
-            summary = dataclasses.replace(summary, wait="until one has capacity (Ctrl-C stops)")
+            summary = replace(summary, wait="until one has capacity (Ctrl-C stops)")
         for line in summary.lines():
             print(f"gpuwizard: {line}", file=sys.stderr)
 
