@@ -18,6 +18,7 @@ from gpuwizard.cluster import env as cluster_env
 from gpuwizard.cluster import torchrun
 from gpuwizard.cluster.nodes import rank_label
 from gpuwizard.cluster.plan import gpus_per_node, where
+from gpuwizard.gcp import consumption
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
@@ -157,6 +158,8 @@ class ProvisionSummary:
     cost_assumes: str = ""    # what the figure assumes (region, model, disk, snapshot)
     cost_unknown: str | None = None   # why there is no figure
     autostop: str = "auto-stop: off"  # settings.describe(recipe)
+    model: str = ""           # the provisioning model in words (gcp/consumption.describe); "" from spot
+    wait: str | None = None   # how long a stockout is waited out ("for up to 6h (target.gcp.wait)"); None: not
 
     def lines(self) -> list[str]:
         if self.hourly is None:
@@ -164,10 +167,13 @@ class ProvisionSummary:
         else:
             total = f", ~${self.hourly * self.vms:.2f}/hour in all" if self.vms > 1 else ""
             cost = f"~${self.hourly:.2f}/hour per VM{total} ({self.cost_assumes})"
-        model = "spot" if self.spot else "on-demand"
+        model = self.model or ("spot" if self.spot else "on-demand")
+        wait = (f"on stockout: keep trying the zones {self.wait}" if self.wait else
+                "on stockout: try each zone once, then stop (`gpuwizard run --wait` keeps trying)")
         return [
             f"create {self.vms} x {self.machine_type} with {self.gpu} ({model}), {self.image}, {self.disk_gb} GB disk",
             f"zones, tried in order: {', '.join(self.zones) or '(none)'}",
+            wait,
             f"cost: {cost}; delete with `gpuwizard down`",
             self.autostop_line(),
         ]
@@ -194,4 +200,7 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
     vms = cluster_size(recipe) if recipe.cluster is not None else g.count  # a cluster counts its VMs in nodes
     return ProvisionSummary(vms=vms, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
                             image=g.image, disk_gb=g.disk_gb, hourly=price.per_hour, cost_assumes=price.assumes,
-                            cost_unknown=price.why, autostop=autostop.describe(recipe))
+                            cost_unknown=price.why, autostop=autostop.describe(recipe),
+                            model=consumption.describe(g),
+                            wait=f"for up to {g.wait} (target.gcp.wait; `run --no-wait` fails at once)" if g.wait
+                            else None)
