@@ -53,3 +53,5 @@ class Step:
     uploads: tuple[Upload, ...] = ()
     progress: str | None = None
     phase: str = "setup"
+    barrier: bool = False
+    gang: bool = False

@@ -1,0 +1,1 @@
+"""Cluster mode: several nodes trained on as one (issue 16)."""

@@ -1,0 +1,214 @@
+"""Dataset fan-out on a 3-node cluster of real sshd hosts, each node its own user and home.
+
+The head downloads from a local ``rclone serve`` (the stand-in for Google Drive); the
+workers copy from the head with rsync over SSH using the run's own key, verified against the
+head's host key as gpuwizard pinned it. What must hold: each file is downloaded once (the
+server's log counts the opens), every node ends with the same sha256 for every file, the
+key is withdrawn at the end, a worker refuses a head whose host key is not the pinned one,
+and a copy that differs from the head's files fails the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import pathlib
+import zipfile
+
+import pytest
+
+from gpuwizard import events as ev
+from gpuwizard import recipe as RR
+from gpuwizard.cluster import fanout
+from gpuwizard.executor import ExecOptions, Executor
+from gpuwizard.rclone import dataset_ids
+from gpuwizard.ssh import HostSpec
+from tests.fixtures.cluster_nodes import home
+from tests.fixtures.rclone_servers import RCLONE
+
+pytestmark = [pytest.mark.timeout(240),
+              pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")]
+
+
+def specs_for(nodes) -> list[HostSpec]:
+    return [HostSpec(name=f"node{i}", address=n.address, port=n.port, user=n.user, identity=n.client_key,
+                     known_hosts=n.known_hosts) for i, n in enumerate(nodes)]
+
+
+def recipe_for(served, nodes, datasets: list[RR.Dataset]) -> RR.Recipe:
+    return RR.Recipe(name="fanout-e2e", target=RR.Target(ssh=RR.SshTarget(hosts=[n.host_string for n in nodes])),
+                     rclone=RR.Rclone(remotes={"srv": RR.Remote(type="http", options=served.remote_options)}),
+                     datasets=datasets, cluster=RR.Cluster(nodes=len(nodes)))
+
+
+def segments(steps: list) -> list[list]:
+    """A node's steps cut in front of each barrier step."""
+    out: list[list] = [[]]
+    for s in steps:
+        if s.barrier and out[-1]:
+            out.append([])
+        out[-1].append(s)
+    return out
+
+
+def run_cluster(specs: list[HostSpec], per_rank: list[list], between=None) -> tuple[bool, list[ev.Event]]:
+    """Each node's steps through the real executor, the barriers kept: every node runs up to
+    a barrier before any node starts it. ``between(i)`` runs after segment ``i``."""
+    events: list[ev.Event] = []
+    cut = [segments(steps) for steps in per_rank]
+    assert len({len(c) for c in cut}) == 1, "every node holds the same barriers"
+
+    async def segment(i: int) -> bool:
+        exs = [Executor([spec], cut[r][i], events.append, ExecOptions(connect_timeout=15, emit_run_events=False))
+               for r, spec in enumerate(specs)]
+        return all(await asyncio.gather(*(ex.run() for ex in exs)))
+
+    for i in range(len(cut[0])):
+        if not asyncio.run(segment(i)):
+            return False, events
+        if between is not None:
+            between(i)
+    return True, events
+
+
+def statuses(events, host: str) -> dict[str, str]:
+    return {e.step: e.status for e in events if isinstance(e, ev.StepFinished) and e.host == host}
+
+
+def out_text(events, host: str, step: str) -> str:
+    return "".join(e.data for e in events if isinstance(e, ev.Output) and e.host == host and e.step == step)
+
+
+def tree_hashes(root: pathlib.Path) -> dict[str, str]:
+    """Every file under ``root`` (gpuwizard's own .gpuwizard folder aside) -> sha256."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and rel.parts[0] != ".gpuwizard":
+            out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def make_source(root: pathlib.Path) -> dict[str, bytes]:
+    files = {"set/a.bin": os.urandom(3 << 20), "set/sub/b.txt": b"labels\n" * 1000,
+             "set/odd name 'q'.txt": b"a hostile name travels too\n"}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("unzipped/x.txt", "from the zip\n" * 100)
+    (root / "arch.zip").write_bytes(buf.getvalue())
+    return files
+
+
+@pytest.fixture
+def three(cluster_nodes, rclone_serve, tmp_path):
+    src = tmp_path / "src"
+    files = make_source(src)
+    served = rclone_serve("http", src, debug=True)
+    nodes = cluster_nodes(3)
+    specs = specs_for(nodes)
+    r = recipe_for(served, nodes, [RR.Dataset(from_="srv:set", to="~/data/"),
+                                   RR.Dataset(from_="srv:arch.zip", to="~/data", unzip=True),
+                                   RR.Dataset(from_="srv:set/sub", to="~/labels")])
+    files_ = fanout.prepare_files(str(tmp_path / "run"), "run-1", specs[0])
+    return src, files, served, nodes, specs, r, files_
+
+
+def test_three_nodes_download_once_and_end_identical(three) -> None:
+    src, files, served, nodes, specs, r, kf = three
+    per_rank = fanout.steps_by_rank(r, specs, kf)
+    ok, events = run_cluster(specs, per_rank)
+    assert ok, {s.name: statuses(events, s.name) for s in specs}
+
+    # one download of each file, by the head alone (the workers have no rclone step at all)
+    downloads = dataset_ids(r)
+    assert served.opens("set/a.bin") == 1 and served.opens("arch.zip") == 1
+    assert served.opens("set/sub/b.txt") == 2  # two datasets name it (set, and set/sub): once each
+    head = statuses(events, "node0")
+    assert all(head[d] == "ok" for d in downloads)
+    for w in ("node1", "node2"):
+        st = statuses(events, w)
+        assert not any(k.startswith("rclone.") or k in downloads for k in st), st
+        assert st["dataset.fanout.pull"] == "ok" and st["dataset.fanout.pull-2"] == "ok"
+
+    # every node: the same sha256 for every file, equal to the source's
+    want = {f"sub/b.txt": hashlib.sha256(files["set/sub/b.txt"]).hexdigest(),
+            "a.bin": hashlib.sha256(files["set/a.bin"]).hexdigest(),
+            "odd name 'q'.txt": hashlib.sha256(files["set/odd name 'q'.txt"]).hexdigest(),
+            "unzipped/x.txt": hashlib.sha256(b"from the zip\n" * 100).hexdigest()}
+    homes = [home(n) for n in nodes]
+    assert len(set(homes)) == 3
+    for h in homes:
+        assert tree_hashes(h / "data") == want, h
+        assert tree_hashes(h / "labels") == {"b.txt": want["sub/b.txt"]}
+    assert "checking the sha256 of every file" in out_text(events, "node1", "dataset.fanout.pull")
+
+    # the key is withdrawn: gone from the head's authorized_keys, deleted on the workers
+    body = pathlib.Path(kf.public).read_text().split()[1]
+    assert body not in (homes[0] / ".ssh/authorized_keys").read_text()
+    for h in homes[1:]:
+        assert not (h / ".gpuwizard/cluster/fanout_ed25519").exists()
+    assert "from 127.0.0.1 only" in out_text(events, "node0", "dataset.fanout.prepare")
+
+    # a second run downloads nothing and copies nothing: the checks say done
+    ok, events = run_cluster(specs, per_rank)
+    assert ok
+    assert served.opens("set/a.bin") == 1
+    for w in ("node1", "node2"):
+        assert statuses(events, w)["dataset.fanout.pull"] == "skipped"
+
+
+def test_worker_refuses_a_head_whose_host_key_is_not_the_pinned_one(three, tmp_path) -> None:
+    src, files, served, nodes, specs, r, kf = three
+    other = tmp_path / "other_host_key"
+    os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other}")
+    name = fanout.pin_host("127.0.0.1", specs[0].port)
+    pathlib.Path(kf.pin).write_text(f"{name} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
+    ok, events = run_cluster(specs, fanout.steps_by_rank(r, specs, kf))
+    assert not ok
+    text = out_text(events, "node1", fanout.BARRIER)
+    assert "cannot log in to the head" in text and "Host key verification failed" in text
+    assert statuses(events, "node1")[fanout.BARRIER] == "failed"
+    assert not (home(nodes[1]) / "data" / "a.bin").exists()
+
+
+def test_a_copy_that_differs_from_the_heads_files_fails(three) -> None:
+    src, files, served, nodes, specs, r, kf = three
+    per_rank = fanout.steps_by_rank(r, specs, kf)
+
+    def tamper(segment: int) -> None:
+        if segment == 0:  # the head has listed its files; one changes before the workers copy
+            p = home(nodes[0]) / "data" / "a.bin"
+            p.write_bytes(b"changed after the list was made")
+
+    ok, events = run_cluster(specs, per_rank, between=tamper)
+    assert not ok
+    text = out_text(events, "node1", "dataset.fanout.pull")
+    assert "a.bin: FAILED" in text and "differs from the head's files" in text
+    assert not list((home(nodes[1]) / "data" / ".gpuwizard").glob("*.done"))
+
+
+def test_plan_shape_and_secrets(three) -> None:
+    src, files, served, nodes, specs, r, kf = three
+    per_rank = fanout.steps_by_rank(r, specs, kf)
+    ids = [[s.id for s in steps] for steps in per_rank]
+    assert ids[0] == ["dataset.fanout.rsync", "rclone.install", "rclone.remote.srv", *dataset_ids(r),
+                      "dataset.fanout.prepare", "dataset.fanout", "dataset.fanout.close"]
+    assert ids[1] == ids[2] == ["dataset.fanout.rsync", "dataset.fanout", "dataset.fanout.pull",
+                                "dataset.fanout.pull-2", "dataset.fanout.close"]
+    for steps in per_rank:
+        assert [s.id for s in steps if s.barrier] == ["dataset.fanout", "dataset.fanout.close"]
+    key = pathlib.Path(kf.private)
+    assert key.stat().st_mode & 0o777 == 0o600
+    secret = key.read_text()
+    ups = [u for steps in per_rank[1:] for s in steps for u in s.uploads if u.local == kf.private]
+    assert ups and all(u.secret and u.mode == 0o600 for u in ups)
+    assert not any(secret in s.run or "BEGIN OPENSSH" in s.run for steps in per_rank for s in steps)
+    assert not any("StrictHostKeyChecking=no" in s.run for steps in per_rank for s in steps)
+    # one node, or no datasets: nothing to fan out
+    assert [s.id for s in fanout.steps_by_rank(r, specs[:1], kf)[0]] == [
+        "rclone.install", "rclone.remote.srv", *dataset_ids(r)]
