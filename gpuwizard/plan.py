@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gpuwizard import catalog, drivers, envsteps, rclone, verify
 from gpuwizard.autostop import settings as autostop
+from gpuwizard.cluster import torchrun
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
@@ -26,15 +27,33 @@ CUDA_PROFILE = (f"if [ -r {drivers.PROFILE_FILE} ]; then set +u; . {drivers.PROF
 
 def user_step(s: UserStep, recipe: Recipe | None = None) -> Step:
     """The recipe's own step. Its ``run`` is the user's shell code, run with CUDA on PATH,
-    the recipe's environment active and, when it cloned a repository, inside the clone."""
+    the recipe's environment active and, when it cloned a repository, inside the clone.
+    In a ``launcher: torchrun`` cluster the ``gpuwizard torchrun`` helper is on PATH too,
+    and a step that calls it is a gang step (every node at once; one rank failing
+    stops it everywhere)."""
     prelude = ""
+    helper = recipe is not None and has_helper(recipe)
     if recipe is not None:
         prelude = "# gpuwizard: CUDA on PATH, the environment active, inside the clone\n" + CUDA_PROFILE
         prelude += envsteps.activation(recipe)
+        if helper:
+            prelude += "# gpuwizard: the `gpuwizard torchrun` helper on PATH\n" + torchrun.PATH_SH.rstrip("; ") + "\n"
         prelude += "# the step\n"
     return Step(id=f"user.{s.name}", title=s.name, run=prelude + s.run, check=s.check, sudo=s.sudo,
                 reboot=s.reboot, timeout=s.timeout, retries=s.retries,
-                env=tuple(sorted(s.env.items())), phase="user")
+                env=tuple(sorted(s.env.items())), phase="user", on=s.on,
+                gang=helper and torchrun.uses_torchrun(s.run))
+
+
+def has_helper(recipe: Recipe) -> bool:
+    """Whether the nodes get the ``gpuwizard torchrun`` helper (``launcher: torchrun``)."""
+    return recipe.cluster is not None and recipe.cluster.launcher == "torchrun"
+
+
+def helper_step() -> Step:
+    """Writes the ``gpuwizard torchrun`` helper on every node (skipped when it is there)."""
+    return Step(id=torchrun.STEP_ID, title="gpuwizard torchrun helper", run=torchrun.install_script(),
+                check=torchrun.check_script(), timeout=60.0, phase="user")
 
 
 def build(recipe: Recipe) -> list[Step]:
@@ -52,6 +71,8 @@ def build(recipe: Recipe) -> list[Step]:
     steps += envsteps.steps(recipe)
     steps += rclone.steps(recipe)
     steps += last
+    if has_helper(recipe) and recipe.steps:
+        steps.append(helper_step())
     steps += [user_step(s, recipe) for s in recipe.steps]
     seen: set[str] = set()
     for st in steps:

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 from gpuwizard import events as ev
 from gpuwizard import exit_codes
+from gpuwizard.cluster import plan as cluster_plan
 from gpuwizard.errors import UsageError
 from gpuwizard.executor import ExecOptions, Executor
 from gpuwizard.gcp import provision  # google.cloud itself loads only in gcp.client, on first use
@@ -164,12 +165,15 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
             return ended(Outcome(ok=False, interrupted=True, provisioned=gcp), "interrupted before any step ran")
     rd.begin_attempt()
     rd.record_hosts(hosts)
-    rd.set_plan({h.name: list(steps) for h in hosts})
+    layout = cluster_plan.split(recipe, steps, hosts)  # a cluster: a list per node, with its rank
+    per_host = layout.steps if layout is not None else {h.name: list(steps) for h in hosts}
+    rd.set_plan(per_host)
     opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
                        reboot_command=recipe.ssh.reboot_command, done=rd.done(),
                        running=rd.running(), on_running=rd.record_running,
-                       retry_auth=gcp, **options)  # type: ignore[arg-type]
-    executor = Executor(list(hosts), list(steps), sink, opts)
+                       retry_auth=gcp, ranks=layout.ranks if layout is not None else {},
+                       **options)  # type: ignore[arg-type]
+    executor = Executor(list(hosts), per_host, sink, opts)
     if on_executor is not None:
         on_executor(executor)
 

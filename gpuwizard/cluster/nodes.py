@@ -1,0 +1,47 @@
+"""The nodes of a cluster: its hosts in rank order.
+
+Why rank = order: on an SSH target the user lists the hosts, and the first one is the
+head; on GCP the VMs are named ``NAME-0``, ``NAME-1`` ... and resolved in that order.
+The address other nodes use is the host's private address (a VM's internal IP) when
+it has one, else the address gpuwizard connects to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from gpuwizard.ssh import HostSpec
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node: its rank, the host's name (events, logs) and the address the other
+    nodes reach it at."""
+
+    rank: int
+    host: str
+    address: str
+
+    @property
+    def head(self) -> bool:
+        return self.rank == 0
+
+    def label(self) -> str:
+        """``node 0 (head)`` / ``node 2``: how screens and logs name it."""
+        return f"node {self.rank} (head)" if self.head else f"node {self.rank}"
+
+
+def from_hosts(hosts: Sequence[HostSpec]) -> list[Node]:
+    """The hosts as nodes, rank = position."""
+    return [Node(i, h.name, h.private_address or h.address) for i, h in enumerate(hosts)]
+
+
+def ranks(nodes: Sequence[Node]) -> dict[str, int]:
+    """host name -> rank (``ExecOptions.ranks``)."""
+    return {n.host: n.rank for n in nodes}
+
+
+def runs_on(where: str, node: Node) -> bool:
+    """Whether a step with ``on: where`` (all, head, workers) runs on ``node``."""
+    return where == "all" or (where == "head") == node.head
