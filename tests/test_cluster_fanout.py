@@ -11,18 +11,22 @@ and a copy that differs from the head's files fails the step.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import os
 import pathlib
+import subprocess
 import zipfile
 
 import pytest
 
 from gpuwizard import events as ev
 from gpuwizard import recipe as RR
-from gpuwizard.cluster import fanout
+from gpuwizard import datasets_fanout as fanout
+from gpuwizard.cluster import plan as cluster_plan
 from gpuwizard.executor import ExecOptions, Executor
+from gpuwizard.plan import build
 from gpuwizard.rclone import dataset_ids
 from gpuwizard.ssh import HostSpec
 from tests.fixtures.cluster_nodes import home
@@ -43,34 +47,25 @@ def recipe_for(served, nodes, datasets: list[RR.Dataset]) -> RR.Recipe:
                      datasets=datasets, cluster=RR.Cluster(nodes=len(nodes)))
 
 
-def segments(steps: list) -> list[list]:
-    """A node's steps cut in front of each barrier step."""
-    out: list[list] = [[]]
-    for s in steps:
-        if s.barrier and out[-1]:
-            out.append([])
-        out[-1].append(s)
-    return out
+def layout(r: RR.Recipe, specs: list[HostSpec], run_dir: pathlib.Path) -> tuple[dict, dict]:
+    """What the runner does once it has the hosts: the plan split per node, the fan-out's
+    key files made in the run directory."""
+    lay = cluster_plan.split(r, fanout.steps(r), specs)
+    assert lay is not None
+    return fanout.bind(lay.steps, str(run_dir), "run-1", specs), lay.ranks
 
 
-def run_cluster(specs: list[HostSpec], per_rank: list[list], between=None) -> tuple[bool, list[ev.Event]]:
-    """Each node's steps through the real executor, the barriers kept: every node runs up to
-    a barrier before any node starts it. ``between(i)`` runs after segment ``i``."""
+def run_cluster(specs: list[HostSpec], per_host: dict, ranks: dict, watch=None) -> tuple[bool, list[ev.Event]]:
+    """The nodes' lists through the real executor (barriers and all)."""
     events: list[ev.Event] = []
-    cut = [segments(steps) for steps in per_rank]
-    assert len({len(c) for c in cut}) == 1, "every node holds the same barriers"
 
-    async def segment(i: int) -> bool:
-        exs = [Executor([spec], cut[r][i], events.append, ExecOptions(connect_timeout=15, emit_run_events=False))
-               for r, spec in enumerate(specs)]
-        return all(await asyncio.gather(*(ex.run() for ex in exs)))
+    def sink(e: ev.Event) -> None:
+        events.append(e)
+        if watch is not None:
+            watch(e)
 
-    for i in range(len(cut[0])):
-        if not asyncio.run(segment(i)):
-            return False, events
-        if between is not None:
-            between(i)
-    return True, events
+    ex = Executor(specs, per_host, sink, ExecOptions(connect_timeout=15, ranks=ranks))
+    return asyncio.run(ex.run()), events
 
 
 def statuses(events, host: str) -> dict[str, str]:
@@ -114,14 +109,14 @@ def three(cluster_nodes, rclone_serve, tmp_path):
     r = recipe_for(served, nodes, [RR.Dataset(from_="srv:set", to="~/data/"),
                                    RR.Dataset(from_="srv:arch.zip", to="~/data", unzip=True),
                                    RR.Dataset(from_="srv:set/sub", to="~/labels")])
-    files_ = fanout.prepare_files(str(tmp_path / "run"), "run-1", specs[0])
-    return src, files, served, nodes, specs, r, files_
+    return src, files, served, nodes, specs, r, tmp_path / "run"
 
 
 def test_three_nodes_download_once_and_end_identical(three) -> None:
-    src, files, served, nodes, specs, r, kf = three
-    per_rank = fanout.steps_by_rank(r, specs, kf)
-    ok, events = run_cluster(specs, per_rank)
+    src, files, served, nodes, specs, r, run_dir = three
+    per_host, ranks = layout(r, specs, run_dir)
+    kf = fanout.FanoutFiles.under(str(run_dir / "cluster"))
+    ok, events = run_cluster(specs, per_host, ranks)
     assert ok, {s.name: statuses(events, s.name) for s in specs}
 
     # one download of each file, by the head alone (the workers have no rclone step at all)
@@ -155,7 +150,7 @@ def test_three_nodes_download_once_and_end_identical(three) -> None:
     assert "from 127.0.0.1 only" in out_text(events, "node0", "dataset.fanout.prepare")
 
     # a second run downloads nothing and copies nothing: the checks say done
-    ok, events = run_cluster(specs, per_rank)
+    ok, events = run_cluster(specs, per_host, ranks)
     assert ok
     assert served.opens("set/a.bin") == 1
     for w in ("node1", "node2"):
@@ -163,12 +158,15 @@ def test_three_nodes_download_once_and_end_identical(three) -> None:
 
 
 def test_worker_refuses_a_head_whose_host_key_is_not_the_pinned_one(three, tmp_path) -> None:
-    src, files, served, nodes, specs, r, kf = three
+    src, files, served, nodes, specs, r, run_dir = three
+    per_host, ranks = layout(r, specs, run_dir)
     other = tmp_path / "other_host_key"
-    os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other}")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     name = fanout.pin_host("127.0.0.1", specs[0].port)
-    pathlib.Path(kf.pin).write_text(f"{name} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
-    ok, events = run_cluster(specs, fanout.steps_by_rank(r, specs, kf))
+    pin = run_dir / "cluster" / "head_known_hosts"
+    assert pin.read_text().startswith(f"{name} ssh-ed25519 ")  # what gpuwizard verified, for the head
+    pin.write_text(f"{name} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
+    ok, events = run_cluster(specs, per_host, ranks)
     assert not ok
     text = out_text(events, "node1", fanout.BARRIER)
     assert "cannot log in to the head" in text and "Host key verification failed" in text
@@ -177,15 +175,15 @@ def test_worker_refuses_a_head_whose_host_key_is_not_the_pinned_one(three, tmp_p
 
 
 def test_a_copy_that_differs_from_the_heads_files_fails(three) -> None:
-    src, files, served, nodes, specs, r, kf = three
-    per_rank = fanout.steps_by_rank(r, specs, kf)
+    src, files, served, nodes, specs, r, run_dir = three
+    per_host, ranks = layout(r, specs, run_dir)
 
-    def tamper(segment: int) -> None:
-        if segment == 0:  # the head has listed its files; one changes before the workers copy
-            p = home(nodes[0]) / "data" / "a.bin"
-            p.write_bytes(b"changed after the list was made")
+    def tamper(e: ev.Event) -> None:
+        if isinstance(e, ev.StepFinished) and e.host == "node0" and e.step == "dataset.fanout.prepare":
+            # the head has listed its files; one changes before the workers copy
+            (home(nodes[0]) / "data" / "a.bin").write_bytes(b"changed after the list was made")
 
-    ok, events = run_cluster(specs, per_rank, between=tamper)
+    ok, events = run_cluster(specs, per_host, ranks, watch=tamper)
     assert not ok
     text = out_text(events, "node1", "dataset.fanout.pull")
     assert "a.bin: FAILED" in text and "differs from the head's files" in text
@@ -193,22 +191,31 @@ def test_a_copy_that_differs_from_the_heads_files_fails(three) -> None:
 
 
 def test_plan_shape_and_secrets(three) -> None:
-    src, files, served, nodes, specs, r, kf = three
-    per_rank = fanout.steps_by_rank(r, specs, kf)
-    ids = [[s.id for s in steps] for steps in per_rank]
-    assert ids[0] == ["dataset.fanout.rsync", "rclone.install", "rclone.remote.srv", *dataset_ids(r),
-                      "dataset.fanout.prepare", "dataset.fanout", "dataset.fanout.close"]
-    assert ids[1] == ids[2] == ["dataset.fanout.rsync", "dataset.fanout", "dataset.fanout.pull",
-                                "dataset.fanout.pull-2", "dataset.fanout.close"]
-    for steps in per_rank:
+    src, files, served, nodes, specs, r, run_dir = three
+    assert [(s.id, s.on) for s in build(r) if s.phase == "data"] == [
+        ("dataset.fanout.rsync", "all"), ("rclone.install", "head"), ("rclone.remote.srv", "head"),
+        *((d, "head") for d in dataset_ids(r)), ("dataset.fanout.key", "workers"),
+        ("dataset.fanout.prepare", "head"), ("dataset.fanout", "all"), ("dataset.fanout.pull", "workers"),
+        ("dataset.fanout.pull-2", "workers"), ("dataset.fanout.close", "all")]
+    per_host, ranks = layout(r, specs, run_dir)
+    ids = {h: [s.id for s in steps] for h, steps in per_host.items()}
+    assert ids["node0"] == ["dataset.fanout.rsync", "rclone.install", "rclone.remote.srv", *dataset_ids(r),
+                            "dataset.fanout.prepare", "dataset.fanout", "dataset.fanout.close"]
+    assert ids["node1"] == ids["node2"] == ["dataset.fanout.rsync", "dataset.fanout.key", "dataset.fanout",
+                                            "dataset.fanout.pull", "dataset.fanout.pull-2", "dataset.fanout.close"]
+    for steps in per_host.values():
         assert [s.id for s in steps if s.barrier] == ["dataset.fanout", "dataset.fanout.close"]
-    key = pathlib.Path(kf.private)
+    key = run_dir / "cluster" / "fanout_ed25519"
     assert key.stat().st_mode & 0o777 == 0o600
     secret = key.read_text()
-    ups = [u for steps in per_rank[1:] for s in steps for u in s.uploads if u.local == kf.private]
+    ups = [u for h in ("node1", "node2") for s in per_host[h] for u in s.uploads if u.local == str(key)]
     assert ups and all(u.secret and u.mode == 0o600 for u in ups)
-    assert not any(secret in s.run or "BEGIN OPENSSH" in s.run for steps in per_rank for s in steps)
-    assert not any("StrictHostKeyChecking=no" in s.run for steps in per_rank for s in steps)
-    # one node, or no datasets: nothing to fan out
-    assert [s.id for s in fanout.steps_by_rank(r, specs[:1], kf)[0]] == [
-        "rclone.install", "rclone.remote.srv", *dataset_ids(r)]
+    assert not any(u.local == str(key) for s in per_host["node0"] for u in s.uploads)  # the head never gets it
+    assert not any(secret in s.run or "BEGIN OPENSSH" in s.run for steps in per_host.values() for s in steps)
+    assert not any("StrictHostKeyChecking=no" in s.run for steps in per_host.values() for s in steps)
+    # the same run directory keeps its key (a resumed run re-uses it)
+    again, _ = layout(r, specs, run_dir)
+    assert key.read_text() == secret
+    # not a cluster: the plain rclone steps, nothing fanned out
+    plain = dataclasses.replace(r, cluster=None)
+    assert [s.id for s in fanout.steps(plain)] == ["rclone.install", "rclone.remote.srv", *dataset_ids(r)]

@@ -3,7 +3,7 @@ beside what the machine type's network should give.
 
 Runs after the single-node checks (``verify.gpu``), as one step on every node at once
 (``gang``: the ranks meet at the head's rendezvous, and one that dies fails them all).
-The program that runs on the nodes is :mod:`gpuwizard.cluster.allreduce_probe`, read as
+The program that runs on the nodes is :mod:`gpuwizard.allreduce_probe`, read as
 package data and sent verbatim (stdlib + torch: NCCL on GPUs, gloo on CPU-only hosts).
 
 Why a check at all: a cluster created without gVNIC or without compact placement works,
@@ -31,8 +31,8 @@ RENDEZVOUS_S = 600
 
 
 def probe_program() -> str:
-    """The source sent to every node: :mod:`gpuwizard.cluster.allreduce_probe`."""
-    return importlib.resources.files("gpuwizard.cluster").joinpath("allreduce_probe.py").read_text(encoding="utf-8")
+    """The source sent to every node: :mod:`gpuwizard.allreduce_probe`."""
+    return importlib.resources.files("gpuwizard").joinpath("allreduce_probe.py").read_text(encoding="utf-8")
 
 
 def expected_gbps(machine_type: str | None, gpu_type: str | None = None) -> float | None:

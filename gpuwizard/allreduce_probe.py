@@ -1,6 +1,6 @@
 """The all-reduce gpuwizard runs on every node of a cluster at once, with ``python -c``.
 
-Standard library + torch, no gpuwizard imports: :mod:`gpuwizard.cluster.allreduce` reads
+Standard library + torch, no gpuwizard imports: :mod:`gpuwizard.allreduce` reads
 this file's text with :mod:`importlib.resources` and sends it verbatim, so the arithmetic
 the tests exercise is the arithmetic that runs on the nodes (as with ``probe_gpu.py``).
 
