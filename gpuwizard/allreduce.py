@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+from typing import TYPE_CHECKING
 
 from gpuwizard import catalog, envsteps
-from gpuwizard.recipe import Recipe
 from gpuwizard.shell import q
 from gpuwizard.steps import Step
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gpuwizard.recipe import Recipe
 
 #: 1 MiB .. 256 MiB, as nccl-tests' usual sweep starts small and ends where bandwidth is flat.
 DEFAULT_SIZES = (1 << 20, 8 << 20, 64 << 20, 256 << 20)
@@ -68,5 +71,6 @@ def step(recipe: Recipe, sizes: tuple[int, ...] = DEFAULT_SIZES) -> Step:
     run = "# gpuwizard: the recipe's environment (torch)\n" + envsteps.activation(recipe)
     run += "# shellcheck disable=SC2016  # Python source, not shell\n"
     run += f"python -c {q(probe_program())} {q(json.dumps(config(recipe, sizes), sort_keys=True))}\n"
+    # gang: every node at once (the ranks meet at the rendezvous); one rank failing stops all
     return Step(id=STEP_ID, title="All-reduce across the nodes: bus bandwidth against the network's",
-                run=run, timeout=RENDEZVOUS_S + 900, retries=0, phase="verify")
+                run=run, timeout=RENDEZVOUS_S + 900, retries=0, phase="verify", gang=True)
