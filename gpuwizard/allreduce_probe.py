@@ -66,7 +66,11 @@ def verdict(busbw_gbps, expected_gbps, machine):
 
 
 def node_env(environ):
-    """rank, world size, master address and port from the GPUWIZARD_* variables."""
+    """(rank, world size, init method, device index) from the GPUWIZARD_* variables (one
+    process per node, GPU 0); under ``torchrun`` (bench/device_nccl.sh: one process per GPU
+    of one machine) from its RANK / WORLD_SIZE / LOCAL_RANK and its rendezvous (env://)."""
+    if "GPUWIZARD_NODE_RANK" not in environ and "TORCHELASTIC_RUN_ID" in environ:
+        return int(environ["RANK"]), int(environ["WORLD_SIZE"]), "env://", int(environ.get("LOCAL_RANK", "0"))
     try:
         rank = int(environ["GPUWIZARD_NODE_RANK"])
         world = int(environ["GPUWIZARD_NUM_NODES"])
@@ -77,21 +81,23 @@ def node_env(environ):
                          "_MASTER_PORT (a cluster step sets them): %s" % exc)
     if not 0 <= rank < world:
         raise SystemExit("gpuwizard: GPUWIZARD_NODE_RANK=%d is outside 0..%d" % (rank, world - 1))
-    return rank, world, addr, port
+    host = "[%s]" % addr if ":" in addr else addr
+    return rank, world, "tcp://%s:%d" % (host, port), 0
 
 
 def measure(cfg, environ):  # pragma: no cover - needs torch; run by the opt-in torch test
     import torch
     import torch.distributed as dist
 
-    rank, world, addr, port = node_env(environ)
+    rank, world, init, local = node_env(environ)
     cuda = torch.cuda.is_available() and cfg.get("backend", "auto") != "gloo"
     backend = "nccl" if cuda else "gloo"
-    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
-        torch.cuda.set_device(0)
-    print("gpuwizard: node %d of %d meets the others at %s:%d (%s)" % (rank, world, addr, port, backend), flush=True)
-    dist.init_process_group(backend, init_method="tcp://%s:%d" % (addr, port), rank=rank, world_size=world,
+        torch.cuda.set_device(local)
+    where = init[len("tcp://"):] if init.startswith("tcp://") else "torchrun's rendezvous"
+    print("gpuwizard: node %d of %d meets the others at %s (%s)" % (rank, world, where, backend), flush=True)
+    dist.init_process_group(backend, init_method=init, rank=rank, world_size=world,
                             timeout=timedelta(seconds=float(cfg.get("timeout", 300))))
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     rows = []

@@ -43,7 +43,11 @@ def test_verdict_warns_plainly_when_far_below_the_network() -> None:
 def test_node_env_needs_the_cluster_variables() -> None:
     env = {"GPUWIZARD_NODE_RANK": "2", "GPUWIZARD_NUM_NODES": "3", "GPUWIZARD_MASTER_ADDR": "10.0.0.2",
            "GPUWIZARD_MASTER_PORT": "29500"}
-    assert P.node_env(env) == (2, 3, "10.0.0.2", 29500)
+    assert P.node_env(env) == (2, 3, "tcp://10.0.0.2:29500", 0)
+    assert P.node_env({**env, "GPUWIZARD_MASTER_ADDR": "fd00::2"})[2] == "tcp://[fd00::2]:29500"
+    # under torchrun (bench/device_nccl.sh): its variables and its rendezvous, one GPU per process
+    assert P.node_env({"TORCHELASTIC_RUN_ID": "x", "RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}) == (3, 8, "env://", 3)
     with pytest.raises(SystemExit, match="GPUWIZARD_NODE_RANK, _NUM_NODES"):
         P.node_env({k: v for k, v in env.items() if k != "GPUWIZARD_MASTER_ADDR"})
     with pytest.raises(SystemExit, match="outside 0..2"):
