@@ -250,8 +250,10 @@ def prepare_step(recipe: Recipe, files: FanoutFiles) -> Step:
                      '(cd "$gw_dest" && find . -path ./.gpuwizard -prune -o -type f -print0 | LC_ALL=C sort -z '
                      f'| xargs -0 -r sha256sum) > "$gw_dest/.gpuwizard/{MANIFEST}.new"\n'
                      f'mv -f "$gw_dest/.gpuwizard/{MANIFEST}.new" "$gw_dest/.gpuwizard/{MANIFEST}"\n')
-        marks = " ".join(f'"$gw_dest/.gpuwizard/{dataset_key(ds)}.done"' for ds in f.datasets)
-        fresh.append(dest + f'for gw_m in {marks}; do [ "$gw_dest/.gpuwizard/{MANIFEST}" -nt "$gw_m" ]; done\n')
+        # the list is newer than every dataset's marker (a dataset downloaded again: list again)
+        listed = f'"$gw_dest/.gpuwizard/{MANIFEST}"'
+        fresh.append(dest + "".join(f'[ {listed} -nt "$gw_dest/.gpuwizard/{dataset_key(ds)}.done" ]\n'
+                                    for ds in f.datasets))
     auth = (_key_body() + _LINE
             + 'umask 077\nmkdir -p "$HOME/.ssh"\ntouch "$HOME/.ssh/authorized_keys"\n'
             + "# this key's earlier line (other addresses) goes; every other line stays as it was\n"
