@@ -322,7 +322,7 @@ def pull_steps(recipe: Recipe, login: HeadLogin) -> list[Step]:
                + f"gw_src={q(src)}\n"
                + 'echo "gpuwizard: copying $gw_src from the head ($gw_at) into $gw_dest"\n'
                # -s: the path travels inside rsync's protocol, no remote shell splits it
-               + 'rsync -a -s --partial --human-readable --stats --exclude=/.gpuwizard/ -e "$gw_ssh" '
+               + 'rsync -a -s --partial --human-readable --info=stats1 --exclude=/.gpuwizard/ -e "$gw_ssh" '
                + '"$gw_at:$gw_src" "$gw_dest/"\n'
                + f'rsync -a -s -e "$gw_ssh" "$gw_at:$gw_src.gpuwizard/{MANIFEST}" "$gw_dest/.gpuwizard/{MANIFEST}"\n'
                + 'echo "gpuwizard: checking the sha256 of every file against the head\'s list"\n'

@@ -17,6 +17,7 @@ import io
 import os
 import pathlib
 import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -219,3 +220,40 @@ def test_plan_shape_and_secrets(three) -> None:
     # not a cluster: the plain rclone steps, nothing fanned out
     plain = dataclasses.replace(r, cluster=None)
     assert [s.id for s in fanout.steps(plain)] == ["rclone.install", "rclone.remote.srv", *dataset_ids(r)]
+
+
+def test_gpuwizard_run_fans_out_through_the_runner(cluster_nodes, rclone_serve, tmp_path) -> None:
+    """`gpuwizard run` on a 3-node recipe: the runner splits the plan per node and makes the
+    fan-out's key in the run directory; one download, the same files everywhere."""
+    src = tmp_path / "src"
+    files = make_source(src)
+    served = rclone_serve("http", src, debug=True)
+    nodes = cluster_nodes(3)
+    recipe = tmp_path / "cluster.yaml"
+    hosts = ", ".join(n.host_string for n in nodes)
+    recipe.write_text(f"""version: 1
+name: fanout-run
+target:
+  ssh: {{hosts: [{hosts}]}}
+ssh: {{identity: {nodes[0].client_key}, known_hosts: {nodes[0].known_hosts}}}
+rclone:
+  remotes:
+    srv: {{type: http, url: "{served.url}"}}
+datasets:
+  - {{from: "srv:set", to: "~/data/"}}
+cluster: {{}}
+""")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+           "HOME": str(tmp_path / "home")}
+    res = subprocess.run([sys.executable, "-m", "gpuwizard", "run", str(recipe), "--headless"], env=env,
+                         capture_output=True, text=True, timeout=200)
+    assert res.returncode == 0, (res.stdout[-4000:], res.stderr[-2000:])
+    assert served.opens("set/a.bin") == 1
+    want = {k[len("set/"):]: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+    for n in nodes:
+        assert tree_hashes(home(n) / "data") == want
+    keys = list((tmp_path / "state").rglob("cluster/fanout_ed25519"))
+    assert len(keys) == 1 and keys[0].stat().st_mode & 0o777 == 0o600
+    for n in nodes[1:]:  # the workers copied, in the headless output under their own names
+        assert f"[{n.host_string}] dataset.fanout.pull: ok" in res.stdout
+    assert f"[{nodes[0].host_string}] dataset.set: ok" in res.stdout
