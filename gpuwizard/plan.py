@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 from gpuwizard import catalog, datasets_fanout, drivers, envsteps, verify
 from gpuwizard.autostop import settings as autostop
+from gpuwizard.cluster import env as cluster_env
 from gpuwizard.cluster import torchrun
+from gpuwizard.cluster.nodes import rank_label
+from gpuwizard.cluster.plan import gpus_per_node, where
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
@@ -82,11 +85,61 @@ def build(recipe: Recipe) -> list[Step]:
     return steps
 
 
+def cluster_size(recipe: Recipe) -> int:
+    """How many nodes a cluster recipe has (0 without ``cluster``)."""
+    c = recipe.cluster
+    if c is None:
+        return 0
+    return c.nodes if c.nodes is not None else len(recipe.hosts)
+
+
+def describe_cluster(recipe: Recipe) -> list[str]:
+    """``plan``'s cluster section: the nodes by rank, the variables every step gets."""
+    c = recipe.cluster
+    if c is None:
+        return []
+    n = cluster_size(recipe)
+    launcher = f"launcher {c.launcher}" if c.launcher else "no launcher"
+    lines = [f"{n} nodes, {launcher}, rendezvous on node 0 port {c.master_port}"]
+    hosts = recipe.hosts
+    prefix = recipe.target.gcp.name_prefix or recipe.name if recipe.target.gcp is not None else ""
+    for r in range(n):
+        host = hosts[r] if r < len(hosts) else f"the VM {prefix}-RUN-{r}, created by `gpuwizard run`"
+        lines.append(f"{rank_label(r)}: {host}")
+    gpus = gpus_per_node(recipe)
+    count = (f"{gpus} (target.gcp.gpu.count)" if gpus is not None
+             else "counted on each node (nvidia-smi -L; 0 without GPUs)")
+    lines.append("every step gets " + ", ".join(cluster_env.NAMES[:-1]) + f"; {cluster_env.GPUS_PER_NODE}: {count}")
+    if recipe.target.gcp is not None:
+        lines.append(f"{cluster_env.NODE_IPS} / {cluster_env.MASTER_ADDR}: the VMs' internal IPs, known once they exist")
+    return lines
+
+
+def step_where(recipe: Recipe, step: Step) -> str | None:
+    """Where a step runs in a cluster, in words, with how the nodes take it together;
+    None without ``cluster``."""
+    if recipe.cluster is None:
+        return None
+    text = where(step, cluster_size(recipe))
+    if step.gang:
+        text += "; all at once: one node failing stops it on every node"
+    elif step.barrier:
+        text += "; starts once every node has reached it"
+    return text
+
+
 def select(steps: list[Step], only: list[str] | None) -> list[Step]:
-    """Steps whose id equals or starts with one of ``only`` (``--only driver`` takes all driver.*)."""
+    """Steps whose id equals or starts with one of ``only`` (``--only driver`` takes all driver.*).
+    A step that calls ``gpuwizard torchrun`` brings the step that puts the helper on the
+    nodes (skipped where it is there already)."""
     if not only:
         return steps
-    return [s for s in steps if any(s.id == o or s.id.startswith(o + ".") for o in only)]
+    picked = [s for s in steps if any(s.id == o or s.id.startswith(o + ".") for o in only)]
+    helper = [s for s in steps if s.id == torchrun.STEP_ID]
+    if helper and helper[0] not in picked and any(s.gang and s.phase == "user" for s in picked):
+        first = next(i for i, s in enumerate(picked) if s.gang and s.phase == "user")
+        picked.insert(first, helper[0])
+    return picked
 
 
 @dataclass(frozen=True)
@@ -138,6 +191,7 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
     price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot,
                              disk_gb=g.disk_gb, disk_type=g.disk_type,
                              region=catalog.region_of(g.zones[0]) if g.zones else None)
-    return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
+    vms = cluster_size(recipe) if recipe.cluster is not None else g.count  # a cluster counts its VMs in nodes
+    return ProvisionSummary(vms=vms, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
                             image=g.image, disk_gb=g.disk_gb, hourly=price.per_hour, cost_assumes=price.assumes,
                             cost_unknown=price.why, autostop=autostop.describe(recipe))

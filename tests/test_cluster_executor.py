@@ -145,10 +145,16 @@ def test_cancel_while_waiting_at_a_barrier(sshd_factory, tmp_path):
     hosts = sshd_factory.start(2)
     marker = f"gwbarc{os.getpid()}x"
     plan = {"n0": [Step("sync", "sync", "true", barrier=True)],
-            "n1": [Step("slow", "slow", f"exec -a {marker} sleep 300"), Step("sync", "sync", "true", barrier=True)]}
+            "n1": [Step("slow", "slow", f"echo slow running; exec -a {marker} sleep 300"),
+                   Step("sync", "sync", "true", barrier=True)]}
+    seen: set[str] = set()
 
     def watch(e: ev.Event, ex) -> None:
         if isinstance(e, ev.Output) and "waiting for node 1 (n1)" in e.data:
+            seen.add("waiting")
+        if isinstance(e, ev.Output) and "slow running" in e.data:
+            seen.add("slow")
+        if seen == {"waiting", "slow"}:
             ex.cancel()
 
     ok, events, ex = run_nodes(hosts, plan, watch)
@@ -156,3 +162,24 @@ def test_cancel_while_waiting_at_a_barrier(sshd_factory, tmp_path):
     assert finished(events, "n0") == [("sync", "cancelled")]
     assert finished(events, "n1") == [("slow", "cancelled"), ("sync", "not_run")]
     assert _gone(marker)
+
+
+def test_gang_a_dropped_connection_fails_the_step_everywhere_and_stops_every_rank(sshd_factory, tmp_path):
+    hosts = sshd_factory.start(3)
+    marker = f"gwgangl{os.getpid()}x"
+    plan = {node_name(r): [Step("train", "train",
+                                f"touch {tmp_path}/up{r}; "
+                                + (_wait_for(tmp_path / "up0", tmp_path / "up2") + "echo ready; " if r == 1 else "")
+                                + f"exec -a {marker}{r} sleep 300", gang=True)] for r in range(3)}
+
+    def watch(e: ev.Event, _ex) -> None:
+        if isinstance(e, ev.Output) and e.host == "n1" and "ready" in e.data:
+            hosts[1].drop_connections()  # a network blip: the rank keeps running on the host
+
+    ok, events, _ = run_nodes(hosts, plan, watch)
+    assert not ok
+    for r in range(3):
+        res = step_result(events, node_name(r), "train")
+        assert res.status == "failed"
+        assert "node 1 (n1) failed first (the connection to n1 dropped during this step" in res.message
+    assert _gone(marker)  # node 1's orphaned rank too: it reconnected to stop it

@@ -9,7 +9,7 @@ it has one, else the address gpuwizard connects to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from gpuwizard.ssh import HostSpec
 
@@ -29,7 +29,19 @@ class Node:
 
     def label(self) -> str:
         """``node 0 (head)`` / ``node 2``: how screens and logs name it."""
-        return f"node {self.rank} (head)" if self.head else f"node {self.rank}"
+        return rank_label(self.rank)
+
+
+def rank_label(rank: int) -> str:
+    """``node 0 (head)`` for rank 0, else ``node N``."""
+    return f"node {rank} (head)" if rank == 0 else f"node {rank}"
+
+
+def host_label(host: str, ranks: Mapping[str, int]) -> str:
+    """``node 0 (head) HOST`` for a cluster node, else the host's name: how the run
+    screen and the headless lines name a host."""
+    rank = ranks.get(host)
+    return host if rank is None else f"{rank_label(rank)} {host}"
 
 
 def from_hosts(hosts: Sequence[HostSpec]) -> list[Node]:

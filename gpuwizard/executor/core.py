@@ -56,8 +56,11 @@ class Executor:
             all_steps: list[str] = []
             for h in self.hosts:
                 all_steps += [s.id for s in h.steps if s.id not in all_steps]
+            own = {h.name: [s.id for s in h.steps] for h in self.hosts}
             self.sink(ev.RunStarted(run_id=self.options.run_id, recipe=self.options.recipe,
-                                    hosts=[h.name for h in self.hosts], steps=all_steps))
+                                    hosts=[h.name for h in self.hosts], steps=all_steps,
+                                    ranks=dict(self.options.ranks),
+                                    host_steps=own if any(v != all_steps for v in own.values()) else {}))
         for h in self.hosts:
             _load_secrets(h)
         results = await asyncio.gather(*(h.run() for h in self.hosts))

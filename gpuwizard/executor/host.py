@@ -263,6 +263,18 @@ class HostRun:
                                   message=result.message))
         return result
 
+    async def _stop_orphan(self, step: Step) -> None:
+        """Reconnect (briefly) to stop a gang step a dropped connection left running; the
+        others were told first. What cannot be stopped now stays recorded
+        (``on_running``) for the next attempt to stop."""
+        try:
+            await asyncio.wait_for(self.connect(), 30)
+            await self._kill_stale(step.id)
+        except (Stopped, asyncio.TimeoutError):
+            pass
+        except Exception:  # noqa: BLE001 - best effort: the host may be gone
+            pass
+
     async def _reach(self, sync: Sync, step: Step) -> Failure | None:
         """Arrive at a barrier (or gang) step and wait for its other members; the
         failure that broke it, or None when everyone is here."""
@@ -287,6 +299,8 @@ class HostRun:
         else:
             sync.end(self.name, Failure(self.name, self.coord.label(self.name), step.id, result.exit_code,
                                         result.message))
+            if self.running is not None:  # a dropped connection left this rank running there
+                await self._stop_orphan(step)
         first = sync.failed
         if first is None:
             return result

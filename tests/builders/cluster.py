@@ -9,6 +9,7 @@ under its ``tmp_path``.
 from __future__ import annotations
 
 import asyncio
+import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 from gpuwizard import events as ev
@@ -64,3 +65,18 @@ def host_message(events: Sequence[ev.Event], host: str) -> str:
 def output(events: Sequence[ev.Event], host: str, step: str | None = None, stream: str = "stdout") -> str:
     return "".join(e.data for e in events if isinstance(e, ev.Output) and e.host == host
                    and e.stream == stream and (step is None or e.step == step))
+
+
+def separate_homes(hosts: Sequence[Any], root: pathlib.Path) -> list[pathlib.Path]:
+    """Give each node its own HOME (``root/node0`` ...) through sshd's ``SetEnv``, so
+    what a step writes under ``~`` (the torchrun helper, datasets) stays in the test's
+    directory and differs per node, as on real machines. Restarts each daemon."""
+    homes = []
+    for i, h in enumerate(hosts):
+        home = root / f"node{i}"
+        home.mkdir(parents=True, exist_ok=True)
+        homes.append(home)
+        h.config.write_text(h.config.read_text() + f"SetEnv HOME={home}\n")
+        h.stop()
+        h.start()
+    return homes
