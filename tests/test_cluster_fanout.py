@@ -254,6 +254,6 @@ cluster: {{}}
         assert tree_hashes(home(n) / "data") == want
     keys = list((tmp_path / "state").rglob("cluster/fanout_ed25519"))
     assert len(keys) == 1 and keys[0].stat().st_mode & 0o777 == 0o600
-    for n in nodes[1:]:  # the workers copied, in the headless output under their own names
-        assert f"[{n.host_string}] dataset.fanout.pull: ok" in res.stdout
-    assert f"[{nodes[0].host_string}] dataset.set: ok" in res.stdout
+    for i, n in enumerate(nodes[1:], 1):  # the workers copied; the headless lines name nodes by rank
+        assert f"[node {i} {n.host_string}] dataset.fanout.pull: ok" in res.stdout
+    assert f"[node 0 (head) {nodes[0].host_string}] dataset.set: ok" in res.stdout
