@@ -175,6 +175,18 @@ def test_worker_refuses_a_head_whose_host_key_is_not_the_pinned_one(three, tmp_p
     assert not (home(nodes[1]) / "data" / "a.bin").exists()
 
 
+def test_a_head_whose_host_key_was_not_known_is_said_plainly(three) -> None:
+    """An empty pin (first contact with --accept-new-host-key): the workers stop before any
+    login, saying what to do, instead of trusting whatever answers."""
+    src, files, served, nodes, specs, r, run_dir = three
+    per_host, ranks = layout(r, specs, run_dir)
+    (run_dir / "cluster" / "head_known_hosts").write_text("")
+    ok, events = run_cluster(specs, per_host, ranks)
+    assert not ok
+    assert statuses(events, "node1")["dataset.fanout.key"] == "failed"
+    assert "no host key of the head was known" in out_text(events, "node1", "dataset.fanout.key")
+
+
 def test_a_copy_that_differs_from_the_heads_files_fails(three) -> None:
     src, files, served, nodes, specs, r, run_dir = three
     per_host, ranks = layout(r, specs, run_dir)
