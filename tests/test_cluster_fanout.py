@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -34,7 +35,8 @@ from tests.fixtures.cluster_nodes import home
 from tests.fixtures.rclone_servers import RCLONE
 
 pytestmark = [pytest.mark.timeout(240),
-              pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed")]
+              pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone binary not installed"),
+              pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync not installed (scripts/test installs it)")]
 
 
 def specs_for(nodes) -> list[HostSpec]:
