@@ -5,7 +5,7 @@ an earlier attempt left running.
 Why a module of its own: this is everything the executor does *on* a host; the
 :class:`~gpuwizard.executor.core.Executor` only fans hosts out and in; stopping
 processes is :mod:`.kill`; the rules of steps hosts take together (barrier, gang) are
-:mod:`.gang`. Why ~480 lines in one piece: the retry, reconnect, timeout, cancel and
+:mod:`.gang`. Why ~490 lines in one piece: the retry, reconnect, timeout, cancel and
 gang-abort paths share the host's state (connection, the process group in flight,
 secrets) and their order is the contract (a stale copy is always stopped before
 anything runs; a step ends with exactly one StepFinished); split further, that order
