@@ -70,7 +70,9 @@ def step(recipe: Recipe, sizes: tuple[int, ...] = DEFAULT_SIZES) -> Step:
     """``verify.allreduce``: the probe in the recipe's environment, on every node at once."""
     run = "# gpuwizard: the recipe's environment (torch)\n" + envsteps.activation(recipe)
     run += "# shellcheck disable=SC2016  # Python source, not shell\n"
-    run += f"python -c {q(probe_program())} {q(json.dumps(config(recipe, sizes), sort_keys=True))}\n"
+    # torch warns on import when numpy is missing (it does not need it here): not the user's problem
+    run += (f"python -W {q('ignore:Failed to initialize NumPy')} -c {q(probe_program())} "
+            f"{q(json.dumps(config(recipe, sizes), sort_keys=True))}\n")
     # gang: every node at once (the ranks meet at the rendezvous); one rank failing stops all
     return Step(id=STEP_ID, title="All-reduce across the nodes: bus bandwidth against the network's",
                 run=run, timeout=RENDEZVOUS_S + 900, retries=0, phase="verify", gang=True)

@@ -77,9 +77,10 @@ def test_plan_runs_it_on_every_node_after_the_checks_before_the_users_steps() ->
     assert ids.index("verify.allreduce") < ids.index("user.train")
     assert ids.index("verify.allreduce") > max(i for i, s in enumerate(steps) if s.id.startswith("env."))
     # the JSON argument the nodes get
-    words = shlex.split(ar.run[ar.run.index("python -c "):])
-    assert words[:2] == ["python", "-c"] and words[2] == allreduce.probe_program()
-    cfg = json.loads(words[3])
+    words = shlex.split(ar.run[ar.run.index("python -W "):])
+    assert words[:4] == ["python", "-W", "ignore:Failed to initialize NumPy", "-c"]
+    assert words[4] == allreduce.probe_program()
+    cfg = json.loads(words[5])
     assert cfg["sizes"][0] == 1 << 20 and cfg["sizes"][-1] == 256 << 20 and cfg["expected_gbps"] is None
     # no torch in the recipe, or no cluster: no all-reduce
     assert "verify.allreduce" not in [s.id for s in plan.build(_cluster())]
