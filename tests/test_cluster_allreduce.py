@@ -1,6 +1,7 @@
 """The cluster's all-reduce check without torch: its arithmetic (bus bandwidth as nccl-tests
-define it), the expected network figures, the verdict's words, where the plan puts it, and
-that the program sent to the nodes needs nothing but the standard library and torch.
+define it), the expected network figures, the verdict's words, where the plan puts it, that
+the program sent to the nodes needs nothing but the standard library and torch, and the
+step as planned on 3 sshd nodes whose environment lacks torch.
 
 The real all-reduce (torch.distributed, gloo, 3 sshd nodes) is the opt-in
 tests/test_cluster_allreduce_torch.py.
@@ -9,13 +10,20 @@ tests/test_cluster_allreduce_torch.py.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import shlex
+import subprocess
+import sys
 
 import pytest
 
 from gpuwizard import allreduce, allreduce_probe as P, plan
+from gpuwizard import events as ev
 from gpuwizard import recipe as RR
+from gpuwizard.cluster import plan as cluster_plan
+from gpuwizard.executor import ExecOptions, Executor
+from gpuwizard.ssh import HostSpec
 
 
 def test_bus_bandwidth_is_nccl_tests_definition() -> None:
@@ -103,3 +111,24 @@ def test_the_probe_needs_only_the_standard_library_and_torch() -> None:
     mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert mods <= {"json", "os", "sys", "time", "datetime", "torch"}, mods
     compile(allreduce.probe_program(), "probe", "exec", dont_inherit=True)
+
+
+def test_on_sshd_nodes_without_torch_every_node_says_what_is_missing(sshd_factory, tmp_path) -> None:
+    """The step as planned, on 3 real nodes, in an environment without torch: it fails on
+    every node (a gang step), each saying torch is missing and where to put it."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    hosts = sshd_factory.start(3)
+    specs = [HostSpec(name=f"node{i}", address=h.address, port=h.port, user=h.user, identity=h.client_key,
+                      known_hosts=h.known_hosts) for i, h in enumerate(hosts)]
+    r = RR.Recipe(name="c", target=RR.Target(ssh=RR.SshTarget(hosts=[h.host_string for h in hosts])),
+                  env=RR.Env(path=str(venv), torch="2.9.1", torch_index="cpu"), cluster=RR.Cluster(nodes=3))
+    layout = cluster_plan.split(r, [allreduce.step(r)], specs)
+    events: list[ev.Event] = []
+    ok = asyncio.run(Executor(specs, layout.steps, events.append,
+                              ExecOptions(connect_timeout=15, ranks=layout.ranks)).run())
+    assert not ok
+    for s in specs:
+        err = "".join(e.data for e in events if isinstance(e, ev.Output) and e.host == s.name)
+        assert f"torch is not installed in {venv}/bin/python" in err, err
+        assert next(e for e in events if isinstance(e, ev.StepFinished) and e.host == s.name).status == "failed"
