@@ -97,8 +97,16 @@ def measure(cfg, environ):  # pragma: no cover - needs torch; run by the opt-in 
         torch.cuda.set_device(local)
     where = init[len("tcp://"):] if init.startswith("tcp://") else "torchrun's rendezvous"
     print("gpuwizard: node %d of %d meets the others at %s (%s)" % (rank, world, where, backend), flush=True)
-    dist.init_process_group(backend, init_method=init, rank=rank, world_size=world,
-                            timeout=timedelta(seconds=float(cfg.get("timeout", 300))))
+    wait = float(cfg.get("timeout", 300))
+    try:
+        dist.init_process_group(backend, init_method=init, rank=rank, world_size=world,
+                                timeout=timedelta(seconds=wait))
+    except Exception as exc:  # noqa: BLE001 - torch's rendezvous errors vary by version; say what to check
+        print("gpuwizard: node %d could not meet the other %d node(s) at %s within %.0f s (%s: %s). Check that "
+              "every node runs this step and that the nodes may reach each other on that port (firewall)"
+              % (rank, world - 1, where, wait, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
+              file=sys.stderr)
+        return 1
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     rows = []
     try:

@@ -84,3 +84,13 @@ def test_gloo_all_reduce_across_three_sshd_nodes(sshd_factory, torch_venv) -> No
         assert all(row["busbw"] == pytest.approx(row["algbw"] * 4 / 3) for row in report["rows"])
         assert "all-reduce bus bandwidth" in text and "no network figure" in text  # SSH hosts: no machine type
     print("\n" + out["node0"])  # the table, for the record (pytest -s)
+
+
+def test_a_node_left_alone_at_the_rendezvous_says_what_to_check(torch_venv) -> None:
+    env = {**os.environ, "GPUWIZARD_NODE_RANK": "1", "GPUWIZARD_NUM_NODES": "2",
+           "GPUWIZARD_MASTER_ADDR": "127.0.0.1", "GPUWIZARD_MASTER_PORT": str(free_port())}
+    res = subprocess.run([str(torch_venv / "bin/python"), "-c", allreduce.probe_program(), json.dumps({"timeout": 5})],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    assert "node 1 could not meet the other 1 node(s) at 127.0.0.1:" in res.stderr
+    assert "firewall" in res.stderr
