@@ -250,10 +250,13 @@ def prepare_step(recipe: Recipe, files: FanoutFiles) -> Step:
                      '(cd "$gw_dest" && find . -path ./.gpuwizard -prune -o -type f -print0 | LC_ALL=C sort -z '
                      f'| xargs -0 -r sha256sum) > "$gw_dest/.gpuwizard/{MANIFEST}.new"\n'
                      f'mv -f "$gw_dest/.gpuwizard/{MANIFEST}.new" "$gw_dest/.gpuwizard/{MANIFEST}"\n')
-        # the list is newer than every dataset's marker (a dataset downloaded again: list again)
+        # the list is newer than every dataset's marker (a dataset downloaded again) and than
+        # every file (one changed since): else list again
         listed = f'"$gw_dest/.gpuwizard/{MANIFEST}"'
         fresh.append(dest + "".join(f'[ {listed} -nt "$gw_dest/.gpuwizard/{dataset_key(ds)}.done" ]\n'
-                                    for ds in f.datasets))
+                                    for ds in f.datasets)
+                     + f'if [ -n "$(find "$gw_dest" -path "$gw_dest/.gpuwizard" -prune -o -type f -newer {listed} '
+                     '-print -quit)" ]; then exit 1; fi\n')
     auth = (_key_body() + _LINE
             + 'umask 077\nmkdir -p "$HOME/.ssh"\ntouch "$HOME/.ssh/authorized_keys"\n'
             + "# this key's earlier line (other addresses) goes; every other line stays as it was\n"

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -203,6 +204,12 @@ def test_a_copy_that_differs_from_the_heads_files_fails(three) -> None:
     text = out_text(events, "node1", "dataset.fanout.pull")
     assert "a.bin: FAILED" in text and "differs from the head's files" in text
     assert not list((home(nodes[1]) / "data" / ".gpuwizard").glob("*.done"))
+    # run again: the head lists its files again (one changed since), the workers copy it
+    ok, events = run_cluster(specs, per_host, ranks)
+    assert ok, {s.name: statuses(events, s.name) for s in specs}
+    assert statuses(events, "node0")["dataset.fanout.prepare"] == "ok"
+    assert len({json.dumps(tree_hashes(home(n) / "data")) for n in nodes}) == 1
+    assert (home(nodes[2]) / "data" / "a.bin").read_bytes() == b"changed after the list was made"
 
 
 def test_plan_shape_and_secrets(three) -> None:
