@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpuwizard import catalog, drivers, envsteps, rclone, verify
+from gpuwizard import catalog, datasets_fanout, drivers, envsteps, verify
 from gpuwizard.autostop import settings as autostop
 from gpuwizard.cluster import env as cluster_env
 from gpuwizard.cluster import torchrun
@@ -73,7 +73,7 @@ def build(recipe: Recipe) -> list[Step]:
     steps += first
     steps += drivers.steps(recipe)
     steps += envsteps.steps(recipe)
-    steps += rclone.steps(recipe)
+    steps += datasets_fanout.steps(recipe)  # rclone's steps; in a cluster, on the head + copies
     steps += last
     if has_helper(recipe) and recipe.steps:
         steps.append(helper_step())

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from gpuwizard import events as ev
-from gpuwizard import exit_codes, notify
+from gpuwizard import datasets_fanout, exit_codes, notify
 from gpuwizard.autostop.settings import parse_duration
 from gpuwizard.cluster import plan as cluster_plan
 from gpuwizard.errors import UsageError
@@ -179,6 +179,8 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
     rd.record_hosts(hosts)
     layout = cluster_plan.split(recipe, steps, hosts)  # a cluster: a list per node, with its rank
     per_host = layout.steps if layout is not None else {h.name: list(steps) for h in hosts}
+    # the dataset fan-out's key files, made once per run in the run directory
+    per_host = datasets_fanout.bind(per_host, str(rd.path), rd.run_id, hosts)
     rd.set_plan(per_host)
     opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
                        reboot_command=recipe.ssh.reboot_command, done=rd.done(),

@@ -428,3 +428,20 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "connection timed out"
     return text.splitlines()[0]
+
+
+def new_keypair(comment: str) -> tuple[bytes, bytes]:
+    """A fresh ed25519 key pair: (OpenSSH private key, public key line). For keys gpuwizard
+    makes for one purpose (a cluster's node-to-node copies), generated here, never reused."""
+    key = _asyncssh().generate_private_key("ssh-ed25519", comment=comment)
+    return key.export_private_key("openssh"), key.export_public_key("openssh")
+
+
+def trusted_keys(spec: HostSpec) -> list[str]:
+    """The host keys (``type base64`` lines) that known_hosts trusts for ``spec``: what
+    gpuwizard verifies the host against, handed on to hosts that reach it themselves."""
+    try:
+        trusted, *_ = _known_hosts(known_hosts_path(spec), spec).match(spec.address, "", spec.port or 22)
+    except OSError:
+        return []
+    return [" ".join(k.export_public_key("openssh").decode().split()[:2]) for k in trusted]

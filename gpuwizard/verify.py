@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 
-from gpuwizard import catalog, drivers, envsteps
+from gpuwizard import allreduce, catalog, drivers, envsteps
 from gpuwizard.catalog import stack as S
 from gpuwizard.recipe import Recipe
 from gpuwizard.shell import q, qpath
@@ -67,20 +67,22 @@ def expected(recipe: Recipe) -> dict:
 
 
 def steps(recipe: Recipe) -> list[Step]:
-    """The verify steps ([] when the recipe has no driver section: nothing GPU to check).
+    """The verify steps (none for the GPU when the recipe has no driver section).
 
     Normally one, ``verify.gpu``, after the environment. When the driver is preinstalled
     the planner runs ``verify.gpu`` first (no point building an environment on a host
     without a working GPU) and, when the recipe has PyTorch, ``verify.torch`` after the
-    environment."""
+    environment. A cluster with PyTorch ends with ``verify.allreduce``
+    (:mod:`gpuwizard.allreduce`): the nodes' network, measured, on every node at once."""
+    cluster = [allreduce.step(recipe)] if allreduce.wanted(recipe) else []
     if recipe.driver is None:
-        return []
+        return cluster
     exp = expected(recipe)
     if not drivers.is_verify_only(recipe) or "torch" not in exp:
-        return [_step(recipe, "verify.gpu", exp)]
+        return [_step(recipe, "verify.gpu", exp)] + cluster
     gpu_only = {k: v for k, v in exp.items() if k != "torch"}
     torch_only = {k: v for k, v in exp.items() if k != "wait_for_driver"}
-    return [_step(recipe, "verify.gpu", gpu_only), _step(recipe, "verify.torch", torch_only)]
+    return [_step(recipe, "verify.gpu", gpu_only), _step(recipe, "verify.torch", torch_only)] + cluster
 
 
 def _step(recipe: Recipe, step_id: str, exp: dict) -> Step:

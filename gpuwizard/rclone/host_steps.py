@@ -145,7 +145,7 @@ COPY_FLAGS = RCLONE_FLAGS + " --check-first"
 # unzip's 1 means warnings only, and the files are there.
 # The destination may lie outside the login user's home (/data, /mnt/disks/...): make it
 # with sudo -n for the login user when plain mkdir may not, so the copy runs unprivileged.
-_MAKE_DEST = r"""if ! mkdir -p "$gw_dest/.gpuwizard" 2>/dev/null; then
+MAKE_DEST = r"""if ! mkdir -p "$gw_dest/.gpuwizard" 2>/dev/null; then
   if sudo -n install -d -o "$(id -u)" -g "$(id -g)" -- "$gw_dest" 2>/dev/null; then
     mkdir -p "$gw_dest/.gpuwizard"
   else
@@ -170,6 +170,17 @@ _EXTRACT = r"""gw_extract() {
   esac
 }
 """
+
+
+def dataset_key(ds: Dataset) -> str:
+    """The dataset's marker name under ``<to>/.gpuwizard/``: ``KEY.done`` says it is complete
+    (on the head after the download, on a cluster's workers after the verified copy)."""
+    return hashlib.sha256(json.dumps([ds.from_, ds.to, ds.remote, ds.unzip]).encode()).hexdigest()[:12]
+
+
+def done_check(ds: Dataset) -> str:
+    """The dataset step's "already done" check: its marker exists."""
+    return f'gw_dest={qpath(ds.to)}\ngw_dest="${{gw_dest%/}}"\ntest -f "$gw_dest/.gpuwizard/{dataset_key(ds)}.done"\n'
 
 
 def dataset_step(index: int, ds: Dataset, recipe: Recipe, step_id: str) -> Step:
@@ -209,13 +220,13 @@ def dataset_step(index: int, ds: Dataset, recipe: Recipe, step_id: str) -> Step:
             return _failing_step(step_id, f"dataset {title}", problems)
         prelude = secret_prelude(rname, secrets)
         ups = uploads(secrets)
-    key = hashlib.sha256(json.dumps([src, ds.to, ds.remote, ds.unzip]).encode()).hexdigest()[:12]
+    key = dataset_key(ds)
     stage_line = f'gw_stage="$gw_dest/.gpuwizard/stage-{key}"' if ds.unzip else 'gw_stage="$gw_dest"'
     run = [prelude.rstrip("\n"),
            f"gw_dest={qpath(ds.to)}",
            'gw_dest="${gw_dest%/}"; gw_dest="${gw_dest:-/}"',
            stage_line,
-           _MAKE_DEST,
+           MAKE_DEST,
            f'gw_log="$gw_dest/.gpuwizard/{key}.log"',
            "gw_rc=0",
            f'{copy} 2>&1 | tee "$gw_log" || gw_rc=$?']
@@ -250,7 +261,7 @@ echo "gpuwizard: $gw_n archive(s) extracted into $gw_dest"
 # everything is in place: the staged download would only double the disk the dataset takes
 rm -rf -- "$gw_stage" """)
     run.append(f'printf "%s\\n" {q(src)} > "$gw_dest/.gpuwizard/{key}.done"\necho "gpuwizard: dataset ready in $gw_dest"')
-    check = f'gw_dest={qpath(ds.to)}\ngw_dest="${{gw_dest%/}}"\ntest -f "$gw_dest/.gpuwizard/{key}.done"\n'
+    check = done_check(ds)
     return Step(id=step_id, title=f"dataset {title} -> {ds.to}", run="\n".join(x for x in run if x) + "\n",
                 check=check, uploads=ups, progress="rclone", timeout=6 * 3600, retries=1, phase="data")
 

@@ -1,0 +1,71 @@
+"""The fan-out's scripts quote every recipe value and pass shellcheck.
+
+Hostile payloads in the datasets' sources and destinations; every fan-out script (run and
+check, on the head's branch and a worker's) is run by bash with no programs on PATH, as
+tests/test_plan_quoting.py does for the single-host plan: if a value were ever expanded as
+code, its redirection would create the marker file.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from gpuwizard import datasets_fanout as fanout
+from gpuwizard import recipe as RR
+
+MARKER = f"/tmp/gpuwizard-fanout-pwned-{os.getpid()}"
+PAYLOADS = [f"$(echo x >> {MARKER})", f"`echo x >> {MARKER}`", f"; echo x >> {MARKER};",
+            f"' ; echo x >> {MARKER} ; '", f'" ; echo x >> {MARKER} ; "', f"~/$(echo x >> {MARKER})",
+            f"a\n echo x >> {MARKER}\n", f"${{IFS}}>{MARKER}"]
+
+
+def hostile(p: str) -> RR.Recipe:
+    return RR.Recipe(name="q", target=RR.Target(ssh=RR.SshTarget(hosts=["u@10.0.0.1:2222", "u@10.0.0.2:2222"])),
+                     rclone=RR.Rclone(remotes={"m": RR.Remote(type="http", options={"url": "http://x/"})}),
+                     datasets=[RR.Dataset(from_=f"m:{p}", to=p), RR.Dataset(from_="m:plain", to=f"~/{p}/x")],
+                     cluster=RR.Cluster(nodes=2))
+
+
+def run_script(script: str, home: str, rank: str) -> None:
+    env = {"PATH": "/nonexistent", "HOME": home, "USER": "nobody", "LANG": "C.UTF-8",
+           "GPUWIZARD_NODE_RANK": rank, "GPUWIZARD_NODE_IPS": "10.0.0.1,10.0.0.2",
+           "GPUWIZARD_MASTER_ADDR": "10.0.0.1"}
+    prelude = "command_not_found_handle() { return 0; }\nsudo() { \"$@\"; }\n"
+    subprocess.run(["/bin/bash", "-c", prelude + script], env=env, cwd=home, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
+
+
+@pytest.mark.parametrize("n", range(len(PAYLOADS)))
+def test_no_dataset_value_is_ever_executed(n: int) -> None:
+    if os.path.exists(MARKER):
+        os.unlink(MARKER)
+    steps = [s for s in fanout.steps(hostile(PAYLOADS[n])) if s.id.startswith("dataset.fanout")]
+    assert len(steps) >= 6
+    with tempfile.TemporaryDirectory() as home:
+        for s in steps:
+            for script in filter(None, (s.check, s.run)):
+                for rank in ("0", "1"):
+                    run_script(script, home, rank)
+                    assert not os.path.exists(MARKER), f"step {s.id} executed a recipe value:\n{script}"
+
+
+def test_every_fanout_script_passes_bash_n_and_shellcheck(tmp_path: pathlib.Path) -> None:
+    steps = [s for s in fanout.steps(hostile("data dir/it's")) if s.id.startswith("dataset.fanout")]
+    paths = []
+    for s in steps:
+        for kind, script in (("run", s.run), ("check", s.check)):
+            if script:
+                p = tmp_path / f"{s.id}.{kind}.sh"
+                p.write_text("#!/bin/bash\nset -euo pipefail\n" + script)
+                subprocess.run(["bash", "-n", str(p)], check=True)
+                paths.append(str(p))
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    res = subprocess.run(["shellcheck", "-s", "bash", "-S", "info", *paths], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
