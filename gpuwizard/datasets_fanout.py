@@ -34,10 +34,11 @@ node reaches it before any starts it):
   from ``authorized_keys``, the workers delete theirs.
 
 Until ``close`` runs (a worker failed; the run is resumed) the key stays authorized,
-restricted as above. A resumed run does not re-authorize a key that ``close`` removed
-(finished steps are skipped by the run's journal); a worker that cannot log in says so, and
-``gpuwizard run RECIPE --fresh`` authorizes it again, skipping finished downloads and copies
-by their checks.
+restricted as above. A replaced worker (a new host, nothing done) makes the barriers run
+again on every node, ``prepare`` with them, so the head authorizes the key again
+(:func:`gpuwizard.cluster.plan.collective_done`); finished downloads and copies are skipped
+by their checks. Should a worker still fail to log in, it says so, and
+``gpuwizard run RECIPE --fresh`` starts over the same way.
 """
 
 from __future__ import annotations

@@ -183,7 +183,8 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
     per_host = datasets_fanout.bind(per_host, str(rd.path), rd.run_id, hosts)
     rd.set_plan(per_host)
     opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
-                       reboot_command=recipe.ssh.reboot_command, done=rd.done(),
+                       reboot_command=recipe.ssh.reboot_command,
+                       done=cluster_plan.collective_done(per_host, rd.done()) if layout is not None else rd.done(),
                        running=rd.running(), on_running=rd.record_running,
                        retry_auth=gcp, ranks=layout.ranks if layout is not None else {},
                        **options)  # type: ignore[arg-type]

@@ -130,3 +130,24 @@ def test_only_a_torchrun_step_brings_the_helper_step():
     every = plan.build(r)
     assert [s.id for s in plan.select(every, ["user.train"])] == ["cluster.helper", "user.train"]
     assert [s.id for s in plan.select(every, ["user.eval"])] == ["user.eval"]
+
+
+def test_a_step_nodes_take_together_is_done_for_all_or_for_none():
+    """A replaced node (a new host, nothing done) must not meet nodes that skip the gang step
+    as finished: it would wait alone at the rendezvous. Such steps run again on every node,
+    with the head step that serves the fan-out; plain steps keep their own records."""
+    from gpuwizard.cluster.plan import collective_done
+    from gpuwizard.steps import Step
+
+    train = Step(id="user.train", title="t", run="gpuwizard torchrun -- t.py", gang=True)
+    close = Step(id="dataset.fanout.close", title="c", run="true", barrier=True)
+    prepare = Step(id="dataset.fanout.prepare", title="p", run="true", on="head")
+    setup = Step(id="env.venv", title="v", run="true")
+    per_host = {"n0": [setup, prepare, close, train], "n1": [setup, close, train], "n2-r1": [setup, close, train]}
+    done = {"n0": {"env.venv": "a", "dataset.fanout.prepare": "b", "dataset.fanout.close": "c", "user.train": "d"},
+            "n1": {"env.venv": "a", "dataset.fanout.close": "c", "user.train": "d"}}
+    got = collective_done(per_host, done)
+    assert got == {"n0": {"env.venv": "a"}, "n1": {"env.venv": "a"}}
+    # every node finished them: nothing is forgotten
+    done["n2-r1"] = {"env.venv": "a", "dataset.fanout.close": "c", "user.train": "d"}
+    assert collective_done(per_host, done) == done

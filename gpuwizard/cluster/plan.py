@@ -12,7 +12,7 @@ download before the workers' copy, torchrun everywhere at once) carry
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from gpuwizard.cluster import env
 from gpuwizard.cluster.nodes import Node, from_hosts, runs_on
@@ -67,6 +67,35 @@ def per_node(steps: Sequence[Step], nodes: Sequence[Node], master_port: int,
                             check=None if s.check is None else env.DETECT_SH + s.check)
             mine.append(replace(s, node_env=values))
         out[node.host] = mine
+    return out
+
+
+#: Head steps that serve a step the nodes take together: when that step runs again (a
+#: replaced worker), they run again too, or the head would not serve it (their own
+#: checks still skip what is really in place). Keyed by the shared step's id.
+SERVES: dict[str, tuple[str, ...]] = {"dataset.fanout.close": ("dataset.fanout.prepare",)}
+
+
+def collective_done(per_host: Mapping[str, Sequence[Step]],
+                    done: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """The resume's finished steps, with a step the nodes take together (``barrier`` /
+    ``gang``) done for all of its nodes or for none.
+
+    Why: a replaced node is a new host with nothing done. Were the others to skip a gang
+    step (torchrun, the all-reduce) as finished, the new node would wait alone at the
+    rendezvous until it timed out; were the head to skip the fan-out's barriers, the new
+    worker would find its key no longer authorized. So such a step runs again on every
+    node that holds it, with the head steps that serve it (:data:`SERVES`).
+    """
+    out = {h: dict(d) for h, d in done.items()}
+    shared = {s.id for steps in per_host.values() for s in steps if s.barrier or s.gang}
+    for sid in sorted(shared):
+        holders = [h for h, steps in per_host.items() if any(s.id == sid for s in steps)]
+        if all(sid in out.get(h, {}) for h in holders):
+            continue
+        for h in holders:
+            for forget in (sid, *SERVES.get(sid, ())):
+                out.get(h, {}).pop(forget, None)
     return out
 
 
