@@ -24,7 +24,7 @@ import asyncio
 from typing import TYPE_CHECKING, Iterable
 
 from gpuwizard import catalog
-from gpuwizard.gcp import failover, hostkeys, resume, sshkeys
+from gpuwizard.gcp import cluster_net, failover, hostkeys, resume, sshkeys
 from gpuwizard.gcp.body import (DEFAULT_USER, LABEL_RECIPE, LABEL_RECIPE_ID, LABEL_RUN, instance_body,
                                 instance_names, label_value, recipe_id)
 from gpuwizard.gcp.client import call, in_flight, open_compute
@@ -86,9 +86,17 @@ async def _run(p: Provisioner) -> list[ProvisionedHost]:
                 raise res
         vms = [v for v in settled if isinstance(v, VmInfo)]
         if p.names:
-            created_in = await (failover.create_in(p, vms[0].zone, public_key) if vms
-                                else failover.create(p, public_key))
+            if p.cluster is not None:
+                for note in p.cluster.notes():
+                    p.say(note)
+            try:
+                created_in = await (failover.create_in(p, vms[0].zone, public_key) if vms
+                                    else failover.create(p, public_key))
+            except (GcpError, ApiError):
+                await cluster_net.abandon(p)   # no zone took the nodes: nothing of the cluster is left
+                raise
             zone, created = created_in, True   # recorded in the ledger already (failover.attempt)
+            await cluster_net.settle(p, created_in)
             vms += await _describe(p, created_in, p.names)
         await call(p.write_ledger, [v.name for v in vms], zone)
         order = {n: i for i, n in enumerate(p.slots)}
