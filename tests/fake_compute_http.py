@@ -218,6 +218,7 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {"kind": "compute#instanceList", "items": self.state.list_instances(a["zone"], q.get("filter", ""))}
 
     def _inst_insert(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.state.policy_links(a["zone"], b)
         return self.state.insert(a["zone"], [b])
 
     def _inst_bulk(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:

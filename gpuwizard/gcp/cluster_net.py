@@ -30,8 +30,8 @@ from gpuwizard.gcp.body import NodeNet
 from gpuwizard.gcp.client import Compute, call, open_compute
 from gpuwizard.gcp.cluster_spec import firewall_body, policy_body, resource_prefix
 from gpuwizard.gcp.context import Provisioner, Sink
-from gpuwizard.gcp.errors import (EXISTS, ApiError, STOCKOUT, TRANSIENT, UNFINISHED, ErrorItem, GcpError, Verdict,
-                                  from_api_exception)
+from gpuwizard.gcp.errors import (EXISTS, STOCKOUT, TRANSIENT, UNFINISHED, ApiError, ErrorItem, GcpError, Verdict,
+                                  api_error, from_api_exception)
 from gpuwizard.gcp.inventory import delete, find
 from gpuwizard.gcp.operations import op_verdict
 
@@ -226,7 +226,10 @@ async def list_resources(project: str | None, key_: str) -> ClusterResources:
     c = await open_compute(project)
     prefix = resource_prefix(key_)
     flt = f'name eq "{prefix}.*"'
-    fws, pols = await asyncio.gather(call(c.list_firewalls, flt), call(c.list_policies, flt))
+    try:
+        fws, pols = await asyncio.gather(call(c.list_firewalls, flt), call(c.list_policies, flt))
+    except ApiError as exc:
+        raise api_error(exc, "listing the cluster's firewall rules and placement policies") from None
     out = ClusterResources()
     out.firewalls = sorted(f["name"] for f in fws if str(f.get("name", "")).startswith(prefix))
     out.policies = sorted((str(r.get("region", "")).rsplit("/", 1)[-1], r["name"]) for r in pols
