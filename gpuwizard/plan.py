@@ -10,10 +10,11 @@ what will be created and what it costs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpuwizard import catalog, drivers, envsteps, rclone, verify
 from gpuwizard.autostop import settings as autostop
+from gpuwizard.gcp import cluster_spec
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
@@ -83,6 +84,7 @@ class ProvisionSummary:
     cost_assumes: str = ""    # what the figure assumes (region, model, disk, snapshot)
     cost_unknown: str | None = None   # why there is no figure
     autostop: str = "auto-stop: off"  # settings.describe(recipe)
+    cluster: list[str] = field(default_factory=list)   # a GCP cluster's network (gcp/cluster_spec.plan_notes)
 
     def lines(self) -> list[str]:
         if self.hourly is None:
@@ -96,7 +98,7 @@ class ProvisionSummary:
             f"zones, tried in order: {', '.join(self.zones) or '(none)'}",
             f"cost: {cost}; delete with `gpuwizard down`",
             self.autostop_line(),
-        ]
+        ] + self.cluster
 
     def autostop_line(self) -> str:
         """The auto-stop setting; without one, what a VM forgotten for a day costs."""
@@ -117,6 +119,7 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
     price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot,
                              disk_gb=g.disk_gb, disk_type=g.disk_type,
                              region=catalog.region_of(g.zones[0]) if g.zones else None)
-    return ProvisionSummary(vms=g.count, machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
+    return ProvisionSummary(vms=cluster_spec.node_count(recipe), machine_type=g.machine_type, gpu=gpu, zones=list(g.zones), spot=g.spot,
                             image=g.image, disk_gb=g.disk_gb, hourly=price.per_hour, cost_assumes=price.assumes,
-                            cost_unknown=price.why, autostop=autostop.describe(recipe))
+                            cost_unknown=price.why, autostop=autostop.describe(recipe),
+                            cluster=cluster_spec.plan_notes(recipe))

@@ -233,3 +233,17 @@ def test_down_deletes_a_leftover_cluster_network_without_vms(fake_compute, tmp_p
     down = gw("down", str(path), "--yes", state=tmp_path / "state", env=env)
     assert down.returncode == 0, down.stderr
     assert list(fake_compute.firewalls) == [other], down.stdout
+
+
+def test_plan_says_what_the_cluster_gets(tmp_path):
+    from tests.builders.gcp import gw
+
+    path = tmp_path / "clu.yaml"
+    path.write_text("version: 1\nname: clu\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: n1-standard-8\n"
+                    "    gpu: {type: nvidia-tesla-t4, count: 1}\ncluster: {nodes: 2}\n")
+    out = gw("plan", str(path), state=tmp_path / "state")
+    assert out.returncode == 0, out.stderr
+    assert "create 2 x n1-standard-8" in out.stdout
+    assert "n1-standard-8: compact placement is not available for N1; nodes may be far apart" in out.stdout
+    assert "gVNIC network interface (Ubuntu 22.04 LTS supports it" in out.stdout
+    assert "firewall rule gpuwizard-<recipe>-<run>: all TCP/UDP and ICMP between the nodes only" in out.stdout

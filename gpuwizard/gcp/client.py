@@ -21,7 +21,7 @@ Blocking calls run in daemon threads (:func:`call`), not the loop's default exec
 cancelling the awaiting task (Ctrl-C) stops the wait at once, and the interpreter does
 not wait for a request in flight when it exits. :func:`in_flight` says what was.
 
-Why one piece of ~400 lines: it is the single adaptor to Google (a checked rule, see
+Why one piece of ~480 lines: it is the single adaptor to Google (a checked rule, see
 tests/test_gcp_lookup.py); splitting it would spread Google's types and exceptions again.
 """
 
