@@ -22,7 +22,7 @@ PREFIX = "/compute/v1/projects/test-project"
 
 
 def cluster_recipe(zones: list[str], *, nodes: int = 3, machine: str = "g2-standard-8", gpu: str = "nvidia-l4",
-                   image: str | None = None, name: str = "clu") -> R.Recipe:
+                   image: str | None = None, name: str = "clu", spot: bool = False) -> R.Recipe:
     return R.loads(f"""
 version: 1
 name: {name}
@@ -31,6 +31,7 @@ target:
     zones: [{", ".join(zones)}]
     machine_type: {machine}
     gpu: {{type: {gpu}, count: 1}}
+    spot: {str(spot).lower()}
 {f"    image: {image}" if image else ""}
 cluster: {{nodes: {nodes}}}
 """)
@@ -186,6 +187,17 @@ def test_a_lost_node_is_replaced_alone_in_its_zone_and_rank(fake_compute, tmp_pa
     tag = cluster_spec.resource_name(cluster_spec.key(r, None), "run-1")
     assert inst["tags"]["items"] == [tag] and inst["networkInterfaces"][0]["nicType"] == "GVNIC"
     assert inst["resourcePolicies"] == [fake_compute.policies[("us-central1", tag)]["selfLink"]]
+
+
+def test_a_preempted_node_is_started_again_alone(fake_compute, tmp_path):
+    r = cluster_recipe(["us-central1-a"], spot=True)
+    first, _ = run(r, tmp_path)
+    assert fake_compute.preempt("us-central1-a", "clu-run-1-2") == ["clu-run-1-2"]
+    before = len(fake_compute.requests)
+    again, _ = run(r, tmp_path)
+    new = [(m, p) for _, m, p in fake_compute.requests[before:] if m in ("POST", "DELETE") and not p.endswith("/wait")]
+    assert new == [("POST", f"{PREFIX}/zones/us-central1-a/instances/clu-run-1-2/start")]
+    assert [h.name for h in again] == [h.name for h in first]
 
 
 def test_status_and_down_list_and_delete_the_cluster_network(fake_compute, tmp_path, monkeypatch):
