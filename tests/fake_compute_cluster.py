@@ -48,6 +48,21 @@ class ClusterSide:
         self.firewalls: dict[str, dict[str, Any]] = {}
         self.policies: dict[tuple[str, str], dict[str, Any]] = {}   # (region, name) -> policy
         self.bulk_bodies: list[dict[str, Any]] = []                  # each bulkInsert request body
+        self.images: dict[tuple[str, str], dict[str, Any]] = {}     # (project, name) -> image
+
+    def add_image(self, project: str, name: str, family: str | None = None, features: tuple[str, ...] = ()) -> None:
+        """An image in any project (``images.get`` / ``getFromFamily`` answer it), with its guestOsFeatures."""
+        self.images[(project, name)] = {
+            "kind": "compute#image", "name": name, "status": "READY", "id": str(abs(hash((project, name))) % 10**12),
+            "selfLink": f"{BASE}/projects/{project}/global/images/{name}",
+            **({"family": family} if family else {}), "guestOsFeatures": [{"type": f} for f in features]}
+
+    def image(self, project: str, name: str, family: bool) -> tuple[int, dict[str, Any]]:
+        for (proj, n), img in sorted(self.images.items()):
+            if proj == project and (img.get("family") == name if family else n == name):
+                return 200, img
+        what = f"projects/{project}/global/images/{'family/' if family else ''}{name}"
+        return 404, _http_error(404, f"The resource '{what}' was not found", "notFound")
 
     def _nf(self, what: str) -> tuple[int, dict[str, Any]]:
         return 404, _http_error(404, f"The resource 'projects/{self.project}/{what}' was not found", "notFound")

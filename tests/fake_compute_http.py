@@ -42,6 +42,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_P + r"/regions/(?P<region>[^/]+)/operations/(?P<op>[^/]+)/wait$"), "op_wait"),
     ("GET", re.compile(_P + r"/global/operations/(?P<op>[^/]+)$"), "op_get"),
     ("POST", re.compile(_P + r"/global/operations/(?P<op>[^/]+)/wait$"), "op_wait"),
+    ("GET", re.compile(_P + r"/global/images/family/(?P<name>[^/]+)$"), "img_family"),
+    ("GET", re.compile(_P + r"/global/images/(?P<name>[^/]+)$"), "img_get"),
     ("GET", re.compile(_P + r"/global/firewalls$"), "fw_list"),
     ("POST", re.compile(_P + r"/global/firewalls$"), "fw_insert"),
     ("GET", re.compile(_P + r"/global/firewalls/(?P<name>[^/]+)$"), "fw_get"),
@@ -121,7 +123,7 @@ class Handler(BaseHTTPRequestHandler):
             match = rx.match(url.path) if m == method else None
             if match:
                 args = match.groupdict()
-                if args.get("project") != st.project:
+                if args.get("project") != st.project and not name.startswith("img_"):  # images: any project
                     return self._send(404, _http_error(404, f"The resource 'projects/{args.get('project')}' "
                                                             f"was not found", "notFound"))
                 with st.lock:
@@ -245,6 +247,12 @@ class Handler(BaseHTTPRequestHandler):
             self.state.policy_links(zone, body)
             bodies.append(body)
         return self.state.insert(zone, bodies, min_count=min_count)
+
+    def _img_get(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.image(a["project"], a["name"], family=False)
+
+    def _img_family(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.image(a["project"], a["name"], family=True)
 
     def _fw_list(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self.state.fw_list(q.get("filter", ""))

@@ -152,15 +152,34 @@ def test_the_fake_refuses_a_placement_policy_on_n1_as_compute_engine_does(fake_c
     ("ubuntu-2204-lts", "g2-standard-8", "GVNIC"),
     ("debian-12", "n1-standard-8", "GVNIC"),
     ("common-cu128-ubuntu-2204-nvidia-570", "g2-standard-8", "GVNIC"),
+    ("projects/deeplearning-platform-release/global/images/family/some-new-dlvm", "g2-standard-8", "GVNIC"),
     ("projects/me/global/images/my-image", "g2-standard-8", "VIRTIO_NET"),
     ("projects/me/global/images/my-image", "a3-highgpu-8g", "GVNIC"),
 ])
 def test_gvnic_where_image_and_machine_support_it(image, machine, nic):
+    """Before any request: catalog images and DLVM have gVNIC, A3 needs it; a path image is
+    read when the run starts (next test), so plan says VIRTIO_NET unless it lists GVNIC."""
     r = cluster_recipe(["us-central1-a"], machine=machine, image=image)
     s = cluster_spec.spec(r, "run-1", None)
     assert s is not None and s.nic_type == nic
     if nic == "VIRTIO_NET":
-        assert "cannot tell whether it has the gVNIC driver" in s.nic_note
+        assert "unless projects/me/global/images/my-image lists the GVNIC guest OS feature" in s.nic_note
+
+
+@pytest.mark.parametrize("features, nic, said", [
+    (("UEFI_COMPATIBLE", "GVNIC"), "GVNIC", "gVNIC network interface (projects/me/global/images/family/mine lists "
+                                           "the GVNIC guest OS feature)"),
+    (("UEFI_COMPATIBLE",), "VIRTIO_NET", "does not list the GVNIC guest OS feature"),
+    (None, "VIRTIO_NET", "could not read projects/me/global/images/family/mine's guest OS features"),
+])
+def test_a_path_image_gets_gvnic_when_its_guest_os_features_list_it(fake_compute, tmp_path, features, nic, said):
+    if features is not None:
+        fake_compute.add_image("me", "mine-v2", family="mine", features=features)
+    r = cluster_recipe(["us-central1-a"], nodes=2, image="projects/me/global/images/family/mine")
+    hosts, lines = run(r, tmp_path)
+    assert fake_compute.bulk_bodies[0]["instanceProperties"]["networkInterfaces"][0]["nicType"] == nic
+    assert any(said in ln for ln in lines)
+    assert fake_compute.route_requests("img_family") == 1
 
 
 def test_a_recipe_without_cluster_gets_no_cluster_resources(fake_compute, tmp_path):

@@ -176,7 +176,8 @@ _API_NAMES = {"get_project": "projects.get", "list_regions": "regions.list",
               "delete_firewall": "firewalls.delete", "list_firewalls": "firewalls.list",
               "insert_policy": "resourcePolicies.insert", "get_policy": "resourcePolicies.get",
               "delete_policy": "resourcePolicies.delete", "list_policies": "resourcePolicies.aggregatedList",
-              "wait_region": "regionOperations.wait", "wait_global": "globalOperations.wait"}
+              "wait_region": "regionOperations.wait", "wait_global": "globalOperations.wait",
+              "get_image": "images.get"}
 
 
 def _label(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
@@ -440,6 +441,14 @@ class Compute:
                            budget, request=req)
         return self._do("resourcePolicies.aggregatedList",
                         lambda: [to_dict(r) for _, scoped in pages for r in scoped.resource_policies])
+
+    def get_image(self, project: str, name: str, family: bool = False, budget: float | None = None) -> dict[str, Any]:
+        """``images.get`` (or ``images.getFromFamily``) in ``project``, e.g. to read its guestOsFeatures."""
+        images = self._client("ImagesClient")
+        if family:
+            return to_dict(self._read(f"images.getFromFamily {project}/{name}", images.get_from_family, budget,
+                                      project=project, family=name))
+        return to_dict(self._read(f"images.get {project}/{name}", images.get, budget, project=project, image=name))
 
     def wait_region(self, region: str, operation: str, timeout: float) -> dict[str, Any]:
         """``regionOperations.wait`` (as :meth:`wait`, for a region's operation)."""

@@ -19,6 +19,7 @@ What each is and why: :mod:`.cluster_spec` (pure) and docs/facts/gcp-cluster.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,7 +29,8 @@ from gpuwizard.events import Output
 from gpuwizard.gcp import budgets
 from gpuwizard.gcp.body import NodeNet
 from gpuwizard.gcp.client import Compute, call, open_compute
-from gpuwizard.gcp.cluster_spec import firewall_body, policy_body, resource_prefix
+from gpuwizard.gcp.cluster_spec import (GVNIC_REQUIRED, firewall_body, image_ref, nic_from_features, policy_body,
+                                        resource_prefix, series)
 from gpuwizard.gcp.context import Provisioner, Sink
 from gpuwizard.gcp.errors import (EXISTS, STOCKOUT, TRANSIENT, UNFINISHED, ApiError, ErrorItem, GcpError, Verdict,
                                   api_error, from_api_exception)
@@ -115,6 +117,27 @@ async def ensure_policy(p: Provisioner, region: str) -> None:
         created = verdict is None
         p.say(f"{region}: compact placement policy {s.name} (COLLOCATED) for the {s.nodes} nodes")
     made.policies[region] = created
+
+
+async def resolve_nic(p: Provisioner) -> None:
+    """For an image given as a path, read its ``guestOsFeatures`` (``images.get`` /
+    ``getFromFamily``): gVNIC when they list GVNIC, else VIRTIO_NET, and the note says which."""
+    s, g = p.cluster, p.g
+    if s is None or s.nic_type == "GVNIC" or series(g.machine_type) in GVNIC_REQUIRED:
+        return   # a catalog image, a DLVM path, or a machine that takes nothing else
+    ref = image_ref(g.image, p.project)
+    if ref is None:
+        return
+    project, name, family = ref
+    features: list[str] | None = None
+    why = ""
+    try:
+        img = await call(p.compute.get_image, project, name, family)
+        features = [str(f.get("type", "")) for f in img.get("guestOsFeatures") or []]
+    except (ApiError, GcpError) as exc:
+        why = str(getattr(exc, "message", exc))
+    nic, note = nic_from_features(g.image, features, why)
+    p.cluster = dataclasses.replace(s, nic_type=nic, nic_note=note)
 
 
 async def prepare(p: Provisioner, zone: str) -> NodeNet:

@@ -11,8 +11,9 @@ Facts, with sources, in docs/facts/gcp-cluster.md:
   unless the policy must hold exactly that many VMs: a replaced node would not fit);
   ``maxDistance`` is not in the v1 API;
 * gVNIC (``nicType: GVNIC``) where the image supports it (every image in gpuwizard's catalog:
-  Ubuntu 22.04/24.04, Debian 12, Deep Learning VM) and always where the machine series requires
-  it (A3 and later); an image given as a path may lack the driver, so it gets VIRTIO_NET;
+  Ubuntu 22.04/24.04, Debian 12, Deep Learning VM; an image given as a path when its
+  ``guestOsFeatures`` list GVNIC, read by :func:`gpuwizard.gcp.cluster_net.resolve_nic`) and
+  always where the machine series requires it (A3 and later); otherwise VIRTIO_NET, said;
 * a firewall rule that lets the nodes reach each other on every TCP/UDP port and ICMP, and
   nothing else: source tag = target tag = the cluster's own network tag, which only its
   nodes carry.
@@ -94,6 +95,28 @@ def _placement(machine_type: str) -> tuple[bool, str]:
                    f"(A2, A3, G2, C2, C3, N2 ... take it)")
 
 
+def image_ref(image: str, project: str) -> tuple[str, str, bool] | None:
+    """(project, name, is_family) of an image given as a path (``projects/P/global/images/[family/]N``,
+    ``global/images/...`` in ``project``, or a URL); None for a catalog family."""
+    if not image.startswith(("projects/", "https://", "global/")):
+        return None
+    m = re.search(r"(?:projects/([^/]+)/)?global/images/(family/)?([^/]+)$", image)
+    if m is None:
+        return None
+    return (m.group(1) or project, m.group(3), bool(m.group(2)))
+
+
+def nic_from_features(image: str, features: list[str] | None, why: str = "") -> tuple[str, str]:
+    """The vNIC for a path image whose guestOsFeatures were read (None: they could not be)."""
+    if features is not None and "GVNIC" in features:
+        return "GVNIC", f"gVNIC network interface ({image} lists the GVNIC guest OS feature)"
+    if features is not None:
+        return "VIRTIO_NET", (f"VIRTIO_NET network interface: {image} does not list the GVNIC guest OS feature "
+                              f"(gVNIC is faster between nodes; a catalog image has it)")
+    return "VIRTIO_NET", (f"VIRTIO_NET network interface: could not read {image}'s guest OS features ({why}); "
+                          f"gVNIC is faster between nodes, and every catalog image has it")
+
+
 def _nic(image: str, machine_type: str) -> tuple[str, str]:
     s = series(machine_type)
     if s in GVNIC_REQUIRED:
@@ -102,9 +125,8 @@ def _nic(image: str, machine_type: str) -> tuple[str, str]:
     if img is not None or is_dlvm(image):
         label = img.label if img is not None else "Deep Learning VM"
         return "GVNIC", f"gVNIC network interface ({label} supports it; faster than VIRTIO_NET between nodes)"
-    return "VIRTIO_NET", (f"VIRTIO_NET network interface: {image} is not a catalog image, so gpuwizard cannot tell "
-                          f"whether it has the gVNIC driver (gVNIC is faster between nodes; use a catalog image "
-                          f"for it)")
+    return "VIRTIO_NET", (f"VIRTIO_NET network interface unless {image} lists the GVNIC guest OS feature (read when "
+                          f"the run starts; gVNIC is faster between nodes, and every catalog image has it)")
 
 
 def spec(recipe: Recipe, run_id: str, recipe_id: str | None) -> ClusterSpec | None:

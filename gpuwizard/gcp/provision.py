@@ -87,6 +87,7 @@ async def _run(p: Provisioner) -> list[ProvisionedHost]:
         vms = [v for v in settled if isinstance(v, VmInfo)]
         if p.names:
             if p.cluster is not None:
+                await cluster_net.resolve_nic(p)
                 for note in p.cluster.notes():
                     p.say(note)
             try:
