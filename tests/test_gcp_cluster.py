@@ -87,6 +87,25 @@ def test_a_zone_with_room_for_fewer_than_min_count_creates_none_and_the_next_zon
     assert list(fake_compute.policies) == [("us-east1", tag)]
 
 
+def test_a_policy_left_in_another_region_that_cannot_be_deleted_is_said_not_fatal(fake_compute, tmp_path):
+    fake_compute.add_fault("us-central1-a", "stockout")
+    fake_compute.add_http_fault("rp_delete", 500)
+    hosts, lines = run(cluster_recipe(["us-central1-a", "us-east1-b"]), tmp_path)
+    assert {h.zone for h in hosts} == {"us-east1-b"}
+    assert any(ln.startswith(f"could not delete placement policy {TAG} in us-central1") and "gpuwizard down" in ln
+               for ln in lines)
+
+
+def test_a_resumed_cluster_gets_its_firewall_rule_back(fake_compute, tmp_path):
+    r = cluster_recipe(["us-central1-a"], nodes=2)
+    run(r, tmp_path)
+    with fake_compute.lock:
+        del fake_compute.firewalls[TAG]
+    again, lines = run(r, tmp_path)
+    assert len(again) == 2 and len(fake_compute.inserts()) == 1
+    assert TAG in fake_compute.firewalls and len(posts(fake_compute, "/global/firewalls")) == 2
+
+
 def test_a_partial_create_is_recorded_deleted_and_the_next_zone_tried(fake_compute, tmp_path):
     fake_compute.add_fault("us-central1-a", "partial", vms=2)
     r = cluster_recipe(["us-central1-a", "us-east1-c"], machine="n1-standard-8", gpu="nvidia-tesla-t4")

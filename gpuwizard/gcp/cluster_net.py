@@ -187,6 +187,19 @@ async def _delete_policy(c: Compute, region: str, name: str) -> Verdict | None:
                             f"deleting placement policy {name} in {region}")
 
 
+async def _remove(p: Provisioner, what: str, verdict_of: Any) -> bool:
+    """Await a delete; a failure is said (``down`` will retry it), never raised over the run."""
+    try:
+        verdict = await verdict_of
+    except (GcpError, ApiError) as exc:       # e.g. an operation that did not finish
+        p.say(f"could not delete {what} ({getattr(exc, 'message', exc)}): `gpuwizard down RECIPE.yaml` will")
+        return False
+    if verdict is not None and not verdict.not_found:
+        p.say(f"could not delete {what} ({verdict.reason}): `gpuwizard down RECIPE.yaml` will")
+        return False
+    return True
+
+
 async def settle(p: Provisioner, zone: str) -> None:
     """The nodes are in ``zone``: delete the placement policies this call made elsewhere."""
     s = p.cluster
@@ -195,7 +208,7 @@ async def settle(p: Provisioner, zone: str) -> None:
     keep = catalog.region_of(zone)
     for region, made in list(p.cluster_made.policies.items()):
         if region != keep and made:
-            await _delete_policy(p.compute, region, s.name)
+            await _remove(p, f"placement policy {s.name} in {region}", _delete_policy(p.compute, region, s.name))
             del p.cluster_made.policies[region]
 
 
@@ -205,23 +218,12 @@ async def abandon(p: Provisioner) -> None:
     if s is None:
         return
     c, made = p.compute, p.cluster_made
-    later = "`gpuwizard down RECIPE.yaml` will"
-
-    async def gone(what: str, verdict_of: Any) -> None:
-        try:
-            verdict = await verdict_of
-        except GcpError as exc:       # an operation that did not finish: said, not raised over the cause
-            p.say(f"could not delete {what} ({exc}): {later}")
-            return
-        if verdict is not None and not verdict.not_found:
-            p.say(f"could not delete {what} ({verdict.reason}): {later}")
-
     for region, mine in list(made.policies.items()):
         if mine:
-            await gone(f"placement policy {s.name} in {region}", _delete_policy(c, region, s.name))
+            await _remove(p, f"placement policy {s.name} in {region}", _delete_policy(c, region, s.name))
     if made.firewall_made:
-        await gone(f"firewall rule {s.name}", _operation(lambda: c.delete_firewall(s.name), c.wait_global,
-                                                          f"deleting firewall rule {s.name}"))
+        await _remove(p, f"firewall rule {s.name}", _operation(lambda: c.delete_firewall(s.name), c.wait_global,
+                                                                f"deleting firewall rule {s.name}"))
     made.policies.clear()
     made.firewall = made.firewall_made = False
 

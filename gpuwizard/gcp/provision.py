@@ -99,6 +99,8 @@ async def _run(p: Provisioner) -> list[ProvisionedHost]:
             zone, created = created_in, True   # recorded in the ledger already (failover.attempt)
             await cluster_net.settle(p, created_in)
             vms += await _describe(p, created_in, p.names)
+        if p.cluster is not None and not p.names:
+            await cluster_net.ensure_firewall(p)   # resumed as it was: the nodes still reach each other
         await call(p.write_ledger, [v.name for v in vms], zone)
         order = {n: i for i, n in enumerate(p.slots)}
         vms.sort(key=lambda v: order.get(v.name, len(order)))
