@@ -24,6 +24,8 @@ patches the client. What it keeps:
   ``getGuestAttributes`` ...), operation durations per type (a delete that never finishes);
 * the serial console (``getSerialPortOutput``), optionally printing the host keys;
 * Spot VMs charge ``PREEMPTIBLE_*`` quota where granted, else the standard metric.
+* a cluster's side (:mod:`tests.fake_compute_cluster`): firewall rules, placement policies,
+  images of any project, region/global operations, bulkInsert ``count`` / ``minCount``.
 
 The JSON shapes, each with its source, are in :mod:`tests.fake_compute_shapes`; routes and
 the HTTP handler in :mod:`tests.fake_compute_http`; the standalone server in

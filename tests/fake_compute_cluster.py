@@ -20,13 +20,10 @@ then the operation fails: a rollback that did not happen, which gpuwizard must c
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tests.fake_compute_shapes import BASE, region_of
 from tests.fake_compute_shapes import http_error as _http_error
-
-if TYPE_CHECKING:
-    from tests.fake_compute import Op  # noqa: F401 - FakeCompute's _new_op / _op_json make them
 
 NO_PLACEMENT = ("n1",)   # machine series Compute Engine refuses a compact placement policy for
 
