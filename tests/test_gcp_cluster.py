@@ -135,6 +135,7 @@ def test_the_ledger_holds_the_partial_nodes_before_they_are_deleted(fake_compute
     (name,) = ledger["names"]
     assert ledger["zones"] == {name: "us-central1-a"} and ("us-central1-a", name) in fake_compute.instances
     assert fake_compute.inserts("us-east1-b") == []
+    assert TAG in fake_compute.firewalls    # a node that still exists keeps its network until `down`
 
 
 def test_no_zone_takes_the_nodes_so_nothing_of_the_cluster_is_left(fake_compute, tmp_path):

@@ -93,8 +93,9 @@ async def _run(p: Provisioner) -> list[ProvisionedHost]:
             try:
                 created_in = await (failover.create_in(p, vms[0].zone, public_key) if vms
                                     else failover.create(p, public_key))
-            except (GcpError, ApiError):
-                await cluster_net.abandon(p)   # no zone took the nodes: nothing of the cluster is left
+            except (GcpError, ApiError) as exc:
+                if not getattr(exc, "vm_exists", False):   # (nodes that may exist keep their network)
+                    await cluster_net.abandon(p)   # no zone took the nodes: nothing of the cluster is left
                 raise
             zone, created = created_in, True   # recorded in the ledger already (failover.attempt)
             await cluster_net.settle(p, created_in)
