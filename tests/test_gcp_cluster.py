@@ -6,6 +6,7 @@ lost node replaced alone. Every request and answer is held to the discovery docu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -297,3 +298,24 @@ def test_plan_says_what_the_cluster_gets(tmp_path):
     assert "n1-standard-8: compact placement is not available for N1; nodes may be far apart" in out.stdout
     assert "gVNIC network interface (Ubuntu 22.04 LTS supports it" in out.stdout
     assert "firewall rule gpuwizard-<recipe>-<run>: all TCP/UDP and ICMP between the nodes only" in out.stdout
+
+
+def test_delete_run_resources_removes_one_runs_network_only(fake_compute, tmp_path):
+    from gpuwizard.gcp import cluster_net
+    from gpuwizard.gcp.inventory import delete_recipe_vms
+
+    path = tmp_path / "clu.yaml"
+    path.write_text("version: 1\nname: clu\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: g2-standard-8\n"
+                    "    gpu: {type: nvidia-l4, count: 1}\ncluster: {nodes: 2}\n")
+    r = R.load(str(path))
+    for rid in ("run-1", "run-2"):
+        asyncio.run(provision(r, rid, known_hosts_path=str(tmp_path / f"kh-{rid}"), recipe_path=str(path)))
+    asyncio.run(delete_recipe_vms(None, "clu", run_id="run-1", recipe_path=str(path)))
+    gone = asyncio.run(cluster_net.delete_run_resources(None, r, "run-1", str(path)))
+    one, two = (cluster_spec.resource_name(recipe_id(str(path)), rid) for rid in ("run-1", "run-2"))
+    assert gone == [f"placement policy {one} in us-central1", f"firewall rule {one}"]
+    assert list(fake_compute.firewalls) == [two] and list(fake_compute.policies) == [("us-central1", two)]
+    plain = dataclasses.replace(r, cluster=None)      # not a cluster: nothing looked up, nothing deleted
+    before = len(fake_compute.requests)
+    assert asyncio.run(cluster_net.delete_run_resources(None, plain, "run-2", str(path))) == []
+    assert len(fake_compute.requests) == before and two in fake_compute.firewalls

@@ -13,7 +13,8 @@ What each is and why: :mod:`.cluster_spec` (pure) and docs/facts/gcp-cluster.md.
 * :func:`settle` / :func:`abandon`: placement policies made in regions that did not take the
   nodes are deleted; when no zone took them, so is everything this call made;
 * :func:`list_resources` / :func:`delete_resources`: ``status`` and ``down``, by name prefix
-  (firewall rules and resource policies carry no labels).
+  (firewall rules and resource policies carry no labels); :func:`delete_run_resources`: one
+  run's, for ``--delete-on-failure``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from typing import Any, Callable
 from gpuwizard import catalog
 from gpuwizard.events import Output
 from gpuwizard.gcp import budgets
-from gpuwizard.gcp.body import NodeNet
+from gpuwizard.gcp.body import NodeNet, recipe_id
 from gpuwizard.gcp.client import Compute, call, open_compute
-from gpuwizard.gcp.cluster_spec import (GVNIC_REQUIRED, firewall_body, image_ref, nic_from_features, policy_body,
-                                        resource_prefix, series)
+from gpuwizard.gcp.cluster_spec import (GVNIC_REQUIRED, firewall_body, image_ref, key, nic_from_features,
+                                        policy_body, resource_prefix, series)
+from gpuwizard.gcp.cluster_spec import spec as cluster_spec
 from gpuwizard.gcp.context import Provisioner, Sink
 from gpuwizard.gcp.errors import (EXISTS, STOCKOUT, TRANSIENT, UNFINISHED, ApiError, ErrorItem, GcpError, Verdict,
                                   api_error, from_api_exception)
@@ -290,3 +292,16 @@ async def delete_resources(project: str | None, res: ClusterResources, sink: Sin
     if errors:
         raise GcpError("; ".join(errors) + ". Run `gpuwizard down RECIPE.yaml` again.", kind="delete")
     return [r for r in results if isinstance(r, str)]
+
+
+async def delete_run_resources(project: str | None, recipe: Any, run_id: str, recipe_path: str | None,
+                               sink: Sink | None = None) -> list[str]:
+    """Delete one run's firewall rule and placement policies (``--delete-on-failure``, after
+    its VMs); nothing for a recipe that is not a cluster."""
+    s = cluster_spec(recipe, run_id, recipe_id(recipe_path) if recipe_path else None)
+    if s is None:
+        return []
+    res = await list_resources(project, key(recipe, recipe_id(recipe_path) if recipe_path else None))
+    mine = ClusterResources(firewalls=[n for n in res.firewalls if n == s.name],
+                            policies=[(r, n) for r, n in res.policies if n == s.name])
+    return await delete_resources(project, mine, sink) if mine else []
