@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import pathlib
 
 import pytest
 
@@ -38,6 +39,12 @@ cluster: {{nodes: {nodes}}}
 
 
 TAG = cluster_spec.resource_name(cluster_spec.key(cluster_recipe(["us-central1-a"]), None), "run-1")  # "clu", run-1
+
+
+def write_recipe(path: pathlib.Path, machine: str, gpu: str) -> None:
+    """A 2-node cluster recipe file (status, down and plan read files; the id is its path's)."""
+    path.write_text(f"version: 1\nname: clu\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: {machine}\n"
+                    f"    gpu: {{type: {gpu}, count: 1}}\ncluster: {{nodes: 2}}\n")
 
 
 def posts(fake, suffix: str) -> list[str]:
@@ -243,8 +250,7 @@ def test_status_and_down_list_and_delete_the_cluster_network(fake_compute, tmp_p
     from tests.builders.gcp import gw
 
     path = tmp_path / "clu.yaml"
-    path.write_text("version: 1\nname: clu\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: g2-standard-8\n"
-                    "    gpu: {type: nvidia-l4, count: 1}\ncluster: {nodes: 2}\n")
+    write_recipe(path, "g2-standard-8", "nvidia-l4")
     r = R.load(str(path))
     asyncio.run(provision(r, "run-1", known_hosts_path=str(tmp_path / "kh"), recipe_path=str(path)))
     tag = cluster_spec.resource_name(recipe_id(str(path)), "run-1")
@@ -267,8 +273,7 @@ def test_down_deletes_a_leftover_cluster_network_without_vms(fake_compute, tmp_p
     from tests.builders.gcp import gw
 
     path = tmp_path / "clu.yaml"
-    path.write_text("version: 1\nname: clu\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: g2-standard-8\n"
-                    "    gpu: {type: nvidia-l4, count: 1}\ncluster: {nodes: 2}\n")
+    write_recipe(path, "g2-standard-8", "nvidia-l4")
     tag = cluster_spec.resource_name(recipe_id(str(path)), "old-run")
     other = cluster_spec.resource_name("0" * 12, "old-run")            # another recipe file's: never touched
     with fake_compute.lock:
@@ -290,8 +295,7 @@ def test_plan_says_what_the_cluster_gets(tmp_path):
     from tests.builders.gcp import gw
 
     path = tmp_path / "clu.yaml"
-    path.write_text("version: 1\nname: clu\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: n1-standard-8\n"
-                    "    gpu: {type: nvidia-tesla-t4, count: 1}\ncluster: {nodes: 2}\n")
+    write_recipe(path, "n1-standard-8", "nvidia-tesla-t4")
     out = gw("plan", str(path), state=tmp_path / "state")
     assert out.returncode == 0, out.stderr
     assert "create 2 x n1-standard-8" in out.stdout
@@ -305,8 +309,7 @@ def test_delete_run_resources_removes_one_runs_network_only(fake_compute, tmp_pa
     from gpuwizard.gcp.inventory import delete_recipe_vms
 
     path = tmp_path / "clu.yaml"
-    path.write_text("version: 1\nname: clu\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    machine_type: g2-standard-8\n"
-                    "    gpu: {type: nvidia-l4, count: 1}\ncluster: {nodes: 2}\n")
+    write_recipe(path, "g2-standard-8", "nvidia-l4")
     r = R.load(str(path))
     for rid in ("run-1", "run-2"):
         asyncio.run(provision(r, rid, known_hosts_path=str(tmp_path / f"kh-{rid}"), recipe_path=str(path)))

@@ -421,7 +421,8 @@ class Compute:
         from google.cloud import compute_v1
 
         return self._mutate(f"resourcePolicies.insert {region}", self._client("ResourcePoliciesClient").insert_unary,
-                            project=self.project, region=region, resource_policy_resource=compute_v1.ResourcePolicy(body))
+                            project=self.project, region=region,
+                            resource_policy_resource=compute_v1.ResourcePolicy(body))
 
     def get_policy(self, region: str, name: str, budget: float | None = None) -> dict[str, Any]:
         return to_dict(self._read(f"resourcePolicies.get {region}/{name}", self._client("ResourcePoliciesClient").get,

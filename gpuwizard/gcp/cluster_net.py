@@ -69,13 +69,14 @@ async def _operation(submit: Callable[[], dict[str, Any]], wait: Wait, what: str
     return verdict
 
 
-async def _exists(read: Callable[[], dict[str, Any]]) -> bool:
+async def _exists(read: Callable[[], dict[str, Any]], what: str) -> bool:
+    """Whether ``read`` finds it (404: no); any other failure as one sentence naming ``what``."""
     try:
         await call(read)
     except ApiError as exc:
         if exc.not_found:
             return False
-        raise
+        raise api_error(exc, f"looking up {what}") from None
     return True
 
 
@@ -92,7 +93,7 @@ async def ensure_firewall(p: Provisioner) -> None:
     if made.firewall:
         return
     c = p.compute
-    if not await _exists(lambda: c.get_firewall(s.name)):
+    if not await _exists(lambda: c.get_firewall(s.name), f"firewall rule {s.name}"):
         verdict = await _operation(lambda: c.insert_firewall(firewall_body(s, p.recipe.name, p.run_id)),
                                    c.wait_global, f"creating firewall rule {s.name}")
         if verdict is not None and verdict.kind != EXISTS:
@@ -110,7 +111,7 @@ async def ensure_policy(p: Provisioner, region: str) -> None:
         return
     c = p.compute
     created = False
-    if not await _exists(lambda: c.get_policy(region, s.name)):
+    if not await _exists(lambda: c.get_policy(region, s.name), f"placement policy {s.name} in {region}"):
         verdict = await _operation(lambda: c.insert_policy(region, policy_body(s, p.recipe.name, p.run_id)),
                                    lambda op, t: c.wait_region(region, op, t),
                                    f"creating placement policy {s.name} in {region}")
