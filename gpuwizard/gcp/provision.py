@@ -32,6 +32,7 @@ from gpuwizard.gcp.context import ProvisionedHost, Provisioner, Sink
 from gpuwizard.gcp.errors import ApiError, GcpError, api_error
 from gpuwizard.gcp.inventory import (Deletion, VmInfo, delete_recipe_vms, delete_vms, list_recipe_vms,
                                      vm_info)
+from gpuwizard.gcp.wait import WaitPolicy
 
 if TYPE_CHECKING:
     from gpuwizard.recipe import Recipe
@@ -46,7 +47,8 @@ def _billed(p: Provisioner, names: list[str], zone: str | None, vms: list[VmInfo
     g = p.g
     known = {v.name: v for v in vms}
     price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, int(g.gpu.count) if g.gpu else 0,
-                             bool(g.spot), g.disk_gb, g.disk_type).per_hour  # the one price rule
+                             bool(g.spot), g.disk_gb, g.disk_type,
+                             region=catalog.region_of(zone) if zone else None).per_hour  # the one price rule
     total = sum((known[n].price_hour if n in known and known[n].price_hour else price or 0) for n in names)
     where = f" in {zone}" if zone else ""
     cost = f", ~${total:.2f}/h" if total else ""
@@ -69,7 +71,7 @@ async def _describe(p: Provisioner, zone: str, names: list[str]) -> list[VmInfo]
     return list(await asyncio.gather(*(resume.get(p, zone, n) for n in names)))
 
 
-async def _run(p: Provisioner) -> list[ProvisionedHost]:
+async def _run(p: Provisioner, wait: WaitPolicy | None = None) -> list[ProvisionedHost]:
     p.compute = await open_compute(p.g.project)
     identity, public_key = await call(sshkeys.ensure_identity, p.recipe.ssh.identity)
     p.identity = identity
@@ -92,7 +94,7 @@ async def _run(p: Provisioner) -> list[ProvisionedHost]:
                     p.say(note)
             try:
                 created_in = await (failover.create_in(p, vms[0].zone, public_key) if vms
-                                    else failover.create(p, public_key))
+                                    else failover.create(p, public_key, wait))
             except (GcpError, ApiError) as exc:
                 if not getattr(exc, "vm_exists", False):   # (nodes that may exist keep their network)
                     await cluster_net.abandon(p)   # no zone took the nodes: nothing of the cluster is left
@@ -133,7 +135,8 @@ async def _run(p: Provisioner) -> list[ProvisionedHost]:
 
 async def provision(recipe: Recipe, run_id: str, sink: Sink | None = None, accept_new_host_key: bool = False,
                     known_hosts_path: str | None = None, host_key_timeout: float | None = None,
-                    recipe_path: str | None = None, previous_hosts: Iterable[str] = ()) -> list[ProvisionedHost]:
+                    recipe_path: str | None = None, previous_hosts: Iterable[str] = (),
+                    wait: WaitPolicy | None = None) -> list[ProvisionedHost]:
     """Create the recipe's VM(s), failing over between zones, and pin their host keys.
 
     With a run id that already has VMs (resume) they are reused, started again when
@@ -145,11 +148,12 @@ async def provision(recipe: Recipe, run_id: str, sink: Sink | None = None, accep
 
     ``recipe_path``, the recipe file, labels the VMs with its :func:`recipe_id` so that
     ``status`` / ``down`` on that file find them and not those of another file that
-    uses the same recipe name. Progress goes to ``sink`` as
+    uses the same recipe name. ``wait`` (``run --wait``): keep trying zones out of capacity
+    (:mod:`.wait`). Progress goes to ``sink`` as
     ``Output(host="gcp", step="provision", stream="stdout")`` lines. Raises
     :class:`GcpError` (one or two sentences with the fix; ``vm_exists`` when the run
     owns a VM that is still running) when it cannot.
     """
     p = Provisioner(recipe, run_id, sink, accept_new_host_key, known_hosts_path, host_key_timeout,
                     recipe_path=recipe_path, previous_hosts=previous_hosts)
-    return await _run(p)
+    return await _run(p, wait)
