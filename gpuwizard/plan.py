@@ -10,7 +10,7 @@ what will be created and what it costs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpuwizard import catalog, datasets_fanout, drivers, envsteps, verify
 from gpuwizard.autostop import settings as autostop
@@ -18,7 +18,7 @@ from gpuwizard.cluster import env as cluster_env
 from gpuwizard.cluster import torchrun
 from gpuwizard.cluster.nodes import rank_label
 from gpuwizard.cluster.plan import gpus_per_node, where
-from gpuwizard.gcp import consumption
+from gpuwizard.gcp import cluster_spec, consumption
 from gpuwizard.recipe import Recipe, UserStep
 from gpuwizard.steps import Step
 
@@ -160,6 +160,7 @@ class ProvisionSummary:
     autostop: str = "auto-stop: off"  # settings.describe(recipe)
     model: str = ""           # the provisioning model in words (gcp/consumption.describe); "" from spot
     wait: str | None = None   # how long a stockout is waited out ("for up to 6h (target.gcp.wait)"); None: not
+    cluster: list[str] = field(default_factory=list)   # a GCP cluster's network (gcp/cluster_spec.plan_notes)
 
     def lines(self) -> list[str]:
         if self.hourly is None:
@@ -176,7 +177,7 @@ class ProvisionSummary:
             wait,
             f"cost: {cost}; delete with `gpuwizard down`",
             self.autostop_line(),
-        ]
+        ] + self.cluster
 
     def autostop_line(self) -> str:
         """The auto-stop setting; without one, what a VM forgotten for a day costs."""
@@ -203,4 +204,4 @@ def describe_provision(recipe: Recipe) -> ProvisionSummary | None:
                             cost_unknown=price.why, autostop=autostop.describe(recipe),
                             model=consumption.describe(g),
                             wait=f"for up to {g.wait} (target.gcp.wait; `run --no-wait` fails at once)" if g.wait
-                            else None)
+                            else None, cluster=cluster_spec.plan_notes(recipe))

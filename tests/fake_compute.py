@@ -24,6 +24,8 @@ patches the client. What it keeps:
   ``getGuestAttributes`` ...), operation durations per type (a delete that never finishes);
 * the serial console (``getSerialPortOutput``), optionally printing the host keys;
 * Spot VMs charge ``PREEMPTIBLE_*`` quota where granted, else the standard metric.
+* a cluster's side (:mod:`tests.fake_compute_cluster`): firewall rules, placement policies,
+  images of any project, region/global operations, bulkInsert ``count`` / ``minCount``.
 
 The JSON shapes, each with its source, are in :mod:`tests.fake_compute_shapes`; routes and
 the HTTP handler in :mod:`tests.fake_compute_http`; the standalone server in
@@ -48,6 +50,7 @@ from typing import Any
 
 from tests import fake_compute_shapes as shapes
 from tests.discovery_contract import compute as compute_contract
+from tests.fake_compute_cluster import ClusterSide
 from tests.fake_compute_faults import Fault, zone_faults
 from tests.fake_compute_guest import GuestSide
 from tests.fake_compute_http import ROUTES, Handler as _Handler
@@ -72,6 +75,7 @@ class Op:
     errors: list[dict[str, Any]] = field(default_factory=list)
     effect: Any = None          # callable applied once when the op is DONE (if no errors)
     applied: bool = False
+    always: bool = False        # apply the effect despite the errors (a partial create)
     http_status: int = 200
 
     def status(self, now: float) -> str:
@@ -97,7 +101,7 @@ def _default_world() -> dict[str, dict[str, int]]:
     return world
 
 
-class FakeCompute(GuestSide):
+class FakeCompute(ClusterSide, GuestSide):
     """The fake's state and HTTP server. Thread-safe: the server answers in threads."""
 
     def __init__(self, project: str = DEFAULT_PROJECT, *, world: dict[str, dict[str, int]] | None = None,
@@ -146,6 +150,7 @@ class FakeCompute(GuestSide):
         # may (e.g. ``{"enable-oslogin": "TRUE"}`` with no project metadata saying so).
         self.instance_metadata: dict[str, str] = {}
         self._ids = itertools.count(1000)
+        self._cluster_init()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -298,17 +303,20 @@ class FakeCompute(GuestSide):
         for op in self.ops.values():
             if not op.applied and op.status(now) == "DONE":
                 op.applied = True
-                if not op.errors and op.effect:
+                if op.effect and (not op.errors or op.always):
                     op.effect()
 
     def _op_json(self, op: Op) -> dict[str, Any]:
         status = op.status(time.monotonic())
+        scope = op.zone if op.zone == "global" or "/" in op.zone else f"zones/{op.zone}"   # or regions/R
         d: dict[str, Any] = {
             "kind": "compute#operation", "id": str(abs(hash(op.name)) % 10**12), "name": op.name,
-            "zone": f"{BASE}/projects/{self.project}/zones/{op.zone}", "operationType": op.op_type,
-            "targetLink": op.target, "status": status, "progress": 100 if status == "DONE" else 0,
-            "selfLink": f"{BASE}/projects/{self.project}/zones/{op.zone}/operations/{op.name}",
+            "operationType": op.op_type, "targetLink": op.target, "status": status,
+            "progress": 100 if status == "DONE" else 0,
+            "selfLink": f"{BASE}/projects/{self.project}/{scope}/operations/{op.name}",
         }
+        if scope != "global":
+            d[scope.split("/")[0][:-1]] = f"{BASE}/projects/{self.project}/{scope}"
         if status == "DONE" and op.errors:
             d["error"] = {"errors": op.errors}
             d["httpErrorStatusCode"] = op.http_status
@@ -339,6 +347,8 @@ class FakeCompute(GuestSide):
             "selfLink": f"{BASE}/projects/{self.project}/zones/{zone}/instances/{name}",
             "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime()),
             "networkInterfaces": [{"name": "nic0", "networkIP": f"10.128.0.{n % 250 + 1}",
+                                   **{k: v for k, v in ((body.get("networkInterfaces") or [{}])[0]).items()
+                                      if k == "nicType"},
                                    "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT",
                                                       "natIP": nat}]}],
             "_running_since": time.monotonic(), "_holds_quota": True,
@@ -430,15 +440,26 @@ class FakeCompute(GuestSide):
 
     # ------------------------------------------------------------------ handlers
 
-    def insert(self, zone: str, bodies: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-        """Insert one or more instances in ``zone`` (insert and bulkInsert share this)."""
+    def insert(self, zone: str, bodies: list[dict[str, Any]], min_count: int | None = None) -> tuple[int, dict[str, Any]]:
+        """Insert one or more instances in ``zone`` (insert and bulkInsert share this; ``min_count``:
+        bulkInsert's, see tests/fake_compute_cluster.py)."""
         if zone not in self.world:
             return 404, _http_error(404, f"The resource 'projects/{self.project}/zones/{zone}' was not found", "notFound")
         first = bodies[0]
         target = f"{BASE}/projects/{self.project}/zones/{zone}/instances/{first['name']}"
+        early = self.placement_errors(zone, bodies)
+        if early is not None:
+            return early
         duration, early = self._faults(zone, first, "insert", target)
         if early is not None:
             return early
+        room = self.room(zone)
+        if room is not None and room < len(bodies):   # capacity for fewer VMs than asked
+            if room < (len(bodies) if min_count is None else min_count):
+                return 200, self._op_json(self._new_op(zone, "insert", target, duration=duration, http_status=503,
+                                                       errors=[self._stockout(zone, first, False, [])]))
+            bodies = bodies[:room]
+        partial = self.partial(zone)
         # Real quota accounting: regional metric and GPUS_ALL_REGIONS.
         errors, need = self._quota_errors(zone, bodies)
         for b in bodies:
@@ -456,13 +477,18 @@ class FakeCompute(GuestSide):
                                                    http_status=403))
 
         def effect() -> None:
-            for b in bodies:
+            for b in bodies[:partial]:
                 inst = self.instances[(zone, b["name"])] = self._make_instance(zone, b)
                 acc, _ = self._gpus_of(b)
                 if acc:
                     inst["_quota_metric"] = self._charged_metric(_region(zone), acc, self._spot(b))
-            self._take_quota(zone, need)
+            self._take_quota(zone, need if partial is None else self._quota_errors(zone, bodies[:partial])[1])
 
+        if partial is not None:   # some VMs made, then the operation fails (no rollback)
+            op = self._new_op(zone, "insert", target, effect=effect, duration=duration, http_status=503,
+                              errors=[self._stockout(zone, first, False, [])])
+            op.always = True
+            return 200, self._op_json(op)
         return 200, self._op_json(self._new_op(zone, "insert", target, effect=effect, duration=duration))
 
     def _faults(self, zone: str, first: dict[str, Any], op_type: str,
@@ -536,16 +562,7 @@ class FakeCompute(GuestSide):
         return 200, self._op_json(self._new_op(zone, "delete", inst["selfLink"], effect=effect))
 
     def accelerator_types(self, flt: str) -> dict[str, Any]:
-        want = _filter_value(flt, "name")
-        items: dict[str, Any] = {}
-        for zone, accs in sorted(self.world.items()):
-            lst = [{"kind": "compute#acceleratorType", "name": a, "description": a,
-                    "zone": f"{BASE}/projects/{self.project}/zones/{zone}", "maximumCardsPerInstance": n,
-                    "selfLink": f"{BASE}/projects/{self.project}/zones/{zone}/acceleratorTypes/{a}"}
-                   for a, n in sorted(accs.items()) if want is None or a == want]
-            items[f"zones/{zone}"] = {"acceleratorTypes": lst} if lst else {
-                "warning": {"code": "NO_RESULTS_ON_PAGE", "message": "There are no results for scope"}}
-        return {"kind": "compute#acceleratorTypeAggregatedList", "items": items}
+        return shapes.accelerator_types(self.project, self.world, _filter_value(flt, "name"))
 
     def _public(self, inst: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in inst.items() if not k.startswith("_")}
@@ -560,13 +577,7 @@ class FakeCompute(GuestSide):
         return out
 
     def regions_json(self) -> list[dict[str, Any]]:
-        known = compute_contract().enum("Quota", "metric")  # H100/H200/B200 quotas are in Cloud Quotas
-        return [{"kind": "compute#region", "name": r, "status": "UP",
-                 "selfLink": f"{BASE}/projects/{self.project}/regions/{r}",
-                 "zones": [f"{BASE}/projects/{self.project}/zones/{z}" for z in sorted(self.world) if _region(z) == r],
-                 "quotas": [{"metric": m, "limit": q["limit"], "usage": q["usage"]}
-                            for m, q in sorted(qs.items()) if m in known]}
-                for r, qs in sorted(self.region_quotas.items())]
+        return shapes.regions(self.project, self.world, self.region_quotas, compute_contract().enum("Quota", "metric"))
 
     def state(self) -> dict[str, Any]:
         return {"instances": [self._public(i) for i in self.instances.values()],

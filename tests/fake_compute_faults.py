@@ -28,7 +28,8 @@ class Fault:
     the ErrorInfo with ``zonesAvailable``).
     ``times``: how many inserts it affects (None: all). ``zones_available`` for
     ``stockout_details`` / ``stockout_sync``; ``seconds`` for ``slow``; ``metric`` (and
-    ``limit``) for ``quota_metric``.
+    ``limit``) for ``quota_metric``. Cluster kinds (tests/fake_compute_cluster.py): ``capacity``
+    (room for ``vms`` more VMs) and ``partial`` (``vms`` VMs made, then the operation fails).
     """
 
     kind: str
@@ -37,6 +38,7 @@ class Fault:
     seconds: float = 0.0
     metric: str = ""
     limit: float = 0.0
+    vms: int = 0
 
     def take(self) -> bool:
         if self.times is None:
@@ -57,7 +59,7 @@ def zone_faults(self: "FakeCompute", zone: str, first: dict[str, Any], op_type: 
         if f.kind == "slow" and f.take():
             duration = f.seconds
     for f in self.faults.get(zone, []):
-        if f.kind == "slow" or not f.take():
+        if f.kind in ("slow", "capacity", "partial") or not f.take():
             continue
         if f.kind == "permission":
             perm = "create" if op_type == "insert" else op_type

@@ -38,6 +38,21 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/serialPort$"), "serial"),
     ("GET", re.compile(_P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)$"), "op_get"),
     ("POST", re.compile(_P + r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)/wait$"), "op_wait"),
+    ("GET", re.compile(_P + r"/regions/(?P<region>[^/]+)/operations/(?P<op>[^/]+)$"), "op_get"),
+    ("POST", re.compile(_P + r"/regions/(?P<region>[^/]+)/operations/(?P<op>[^/]+)/wait$"), "op_wait"),
+    ("GET", re.compile(_P + r"/global/operations/(?P<op>[^/]+)$"), "op_get"),
+    ("POST", re.compile(_P + r"/global/operations/(?P<op>[^/]+)/wait$"), "op_wait"),
+    ("GET", re.compile(_P + r"/global/images/family/(?P<name>[^/]+)$"), "img_family"),
+    ("GET", re.compile(_P + r"/global/images/(?P<name>[^/]+)$"), "img_get"),
+    ("GET", re.compile(_P + r"/global/firewalls$"), "fw_list"),
+    ("POST", re.compile(_P + r"/global/firewalls$"), "fw_insert"),
+    ("GET", re.compile(_P + r"/global/firewalls/(?P<name>[^/]+)$"), "fw_get"),
+    ("DELETE", re.compile(_P + r"/global/firewalls/(?P<name>[^/]+)$"), "fw_delete"),
+    ("GET", re.compile(_P + r"/aggregated/resourcePolicies$"), "rp_agg"),
+    ("GET", re.compile(_P + r"/regions/(?P<region>[^/]+)/resourcePolicies$"), "rp_list"),
+    ("POST", re.compile(_P + r"/regions/(?P<region>[^/]+)/resourcePolicies$"), "rp_insert"),
+    ("GET", re.compile(_P + r"/regions/(?P<region>[^/]+)/resourcePolicies/(?P<name>[^/]+)$"), "rp_get"),
+    ("DELETE", re.compile(_P + r"/regions/(?P<region>[^/]+)/resourcePolicies/(?P<name>[^/]+)$"), "rp_delete"),
 ]
 
 
@@ -108,7 +123,7 @@ class Handler(BaseHTTPRequestHandler):
             match = rx.match(url.path) if m == method else None
             if match:
                 args = match.groupdict()
-                if args.get("project") != st.project:
+                if args.get("project") != st.project and not name.startswith("img_"):  # images: any project
                     return self._send(404, _http_error(404, f"The resource 'projects/{args.get('project')}' "
                                                             f"was not found", "notFound"))
                 with st.lock:
@@ -205,15 +220,23 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {"kind": "compute#instanceList", "items": self.state.list_instances(a["zone"], q.get("filter", ""))}
 
     def _inst_insert(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.state.policy_links(a["zone"], b)
         return self.state.insert(a["zone"], [b])
 
     def _inst_bulk(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """At most ``count`` VMs, none when fewer than ``minCount`` can be made (tests/fake_compute_cluster.py)."""
+        self.state.bulk_bodies.append(b)
         props = dict(b.get("instanceProperties") or {})
         names = list((b.get("perInstanceProperties") or {}).keys())
+        count = int(b.get("count") or 0)
+        min_count = int(b.get("minCount") or count)
+        if not count or not 1 <= min_count <= count or len(names) > count:
+            return 400, _http_error(400, f"Invalid value for field 'resource': count {count}, minCount {min_count}, "
+                                         f"{len(names)} perInstanceProperties", "invalid")
         if not names:
             pattern = b.get("namePattern") or "instance-####"
             width = pattern.count("#")
-            names = [pattern.replace("#" * width, str(i + 1).zfill(width)) for i in range(int(b.get("count") or 1))]
+            names = [pattern.replace("#" * width, str(i + 1).zfill(width)) for i in range(count)]
         zone = a["zone"]
         bodies = []
         for n in names:
@@ -221,8 +244,46 @@ class Handler(BaseHTTPRequestHandler):
             mt = str(body.get("machineType", ""))
             if mt and "/" not in mt:
                 body["machineType"] = f"zones/{zone}/machineTypes/{mt}"
+            self.state.policy_links(zone, body)
             bodies.append(body)
-        return self.state.insert(zone, bodies)
+        return self.state.insert(zone, bodies, min_count=min_count)
+
+    def _img_get(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.image(a["project"], a["name"], family=False)
+
+    def _img_family(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.image(a["project"], a["name"], family=True)
+
+    def _fw_list(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.fw_list(q.get("filter", ""))
+
+    def _fw_insert(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.fw_insert(b)
+
+    def _fw_get(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.fw_get(a["name"])
+
+    def _fw_delete(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.fw_delete(a["name"])
+
+    def _rp_agg(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        items: dict[str, Any] = {}
+        for pol in self.state.rp_list(None, q.get("filter", "")):
+            items.setdefault("regions/" + pol["region"].rsplit("/", 1)[-1], {"resourcePolicies": []})[
+                "resourcePolicies"].append(pol)
+        return 200, {"kind": "compute#resourcePolicyAggregatedList", "items": items}
+
+    def _rp_list(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {"kind": "compute#resourcePolicyList", "items": self.state.rp_list(a["region"], q.get("filter", ""))}
+
+    def _rp_insert(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.rp_insert(a["region"], b)
+
+    def _rp_get(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.rp_get(a["region"], a["name"])
+
+    def _rp_delete(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.state.rp_delete(a["region"], a["name"])
 
     def _inst_get(self, a: dict[str, str], q: dict[str, str], b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         inst = self.state.instances.get((a["zone"], a["name"]))

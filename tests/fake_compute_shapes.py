@@ -119,3 +119,27 @@ def guest_attributes(self_link: str, query_path: str, namespace: str, values: di
     return {"kind": "compute#guestAttributes", "queryPath": query_path,
             "selfLink": self_link + "/guestAttributes/" + query_path,
             "queryValue": {"items": [{"namespace": namespace, "key": k, "value": v} for k, v in values.items()]}}
+
+
+def accelerator_types(project: str, world: dict[str, dict[str, int]], want: str | None) -> dict[str, Any]:
+    """``acceleratorTypes.aggregatedList`` (AcceleratorTypeAggregatedList; an empty scope has a warning)."""
+    items: dict[str, Any] = {}
+    for zone, accs in sorted(world.items()):
+        lst = [{"kind": "compute#acceleratorType", "name": a, "description": a,
+                "zone": f"{BASE}/projects/{project}/zones/{zone}", "maximumCardsPerInstance": n,
+                "selfLink": f"{BASE}/projects/{project}/zones/{zone}/acceleratorTypes/{a}"}
+               for a, n in sorted(accs.items()) if want is None or a == want]
+        items[f"zones/{zone}"] = {"acceleratorTypes": lst} if lst else {
+            "warning": {"code": "NO_RESULTS_ON_PAGE", "message": "There are no results for scope"}}
+    return {"kind": "compute#acceleratorTypeAggregatedList", "items": items}
+
+
+def regions(project: str, world: dict[str, dict[str, int]], region_quotas: dict[str, dict[str, dict[str, float]]],
+            known: frozenset[str]) -> list[dict[str, Any]]:
+    """``regions.list`` items; only metrics the Quota enum knows (H100/H200/B200 quotas are in Cloud Quotas)."""
+    return [{"kind": "compute#region", "name": r, "status": "UP",
+             "selfLink": f"{BASE}/projects/{project}/regions/{r}",
+             "zones": [f"{BASE}/projects/{project}/zones/{z}" for z in sorted(world) if region_of(z) == r],
+             "quotas": [{"metric": m, "limit": q["limit"], "usage": q["usage"]}
+                        for m, q in sorted(qs.items()) if m in known]}
+            for r, qs in sorted(region_quotas.items())]

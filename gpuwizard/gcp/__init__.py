@@ -10,6 +10,8 @@ Deliberately import-free: ``google.cloud.compute_v1`` costs 1.4-2 s to import, a
 * :mod:`.quota`       GPU quota: global GPUS_ALL_REGIONS and per region
 * :mod:`.zones`       zones offering a GPU, joined with free quota and price
 * :mod:`.body`        a VM's names, labels and Instance body (pure)
+* :mod:`.cluster_spec` what a cluster adds: placement, gVNIC, firewall rule and their names (pure)
+* :mod:`.cluster_net` a cluster's firewall rule and placement policy; all nodes or none
 * :mod:`.inventory`   the VMs of a recipe: list, describe, delete
 * :mod:`.context`     the state of one provisioning run and its VM ledger
 * :mod:`.resume`      the run's existing VMs: reuse, restart or replace

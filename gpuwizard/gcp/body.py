@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuwizard import catalog
@@ -50,7 +51,7 @@ def instance_names(recipe: Recipe, run_id: str, generations: list[int] | None = 
     if not re.match(r"^[a-z]", prefix):
         prefix = "g" + prefix
     run = re.sub(r"[^a-z0-9-]", "-", run_id.lower()).strip("-")[-20:].strip("-") or "run"
-    n = max(1, int(g.count or 1))
+    n = node_count(recipe)
     tails = [f"-{run}"] if n == 1 else [f"-{run}-{i}" for i in range(n)]
     if generations:
         tails = [t + (f"-r{gen}" if gen else "") for t, gen in zip(tails, list(generations) + [0] * n)]
@@ -59,6 +60,26 @@ def instance_names(recipe: Recipe, run_id: str, generations: list[int] | None = 
         tail = re.sub(r"-+", "-", tail)
         out.append(prefix[: 63 - len(tail)].rstrip("-") + tail)
     return out
+
+
+def node_count(recipe: Recipe) -> int:
+    """How many VMs a run creates: ``cluster.nodes`` for a cluster, else ``target.gcp.count``."""
+    c = getattr(recipe, "cluster", None)
+    if c is not None and c.nodes:
+        return int(c.nodes)
+    g = recipe.target.gcp
+    return max(1, int((g.count if g else 1) or 1))
+
+
+@dataclass(frozen=True)
+class NodeNet:
+    """What a cluster node's body adds (gcp/cluster_spec.py decides it): the vNIC type, the
+    cluster's network tag (its firewall rule matches it) and the compact placement policy
+    (a name in the zone's region; None where the machine family does not take one)."""
+
+    nic_type: str | None = None
+    tag: str | None = None
+    placement: str | None = None
 
 
 COMPUTE_SCOPE = "https://www.googleapis.com/auth/compute"
@@ -85,11 +106,14 @@ def is_dlvm(image: str) -> bool:
 
 
 def instance_body(recipe: Recipe, zone: str, name: str, run_id: str, ssh_user: str, public_key: str,
-                  *, bare: bool = False, recipe_id: str | None = None, os_login: bool = False) -> dict[str, Any]:
+                  *, bare: bool = False, recipe_id: str | None = None, os_login: bool = False,
+                  net: NodeNet | None = None) -> dict[str, Any]:
     """The Instance resource (proto-plus field names). ``bare``: names instead of zone paths,
     as bulkInsert's instanceProperties wants them (SkyPilot: a prefix there gives a 503).
     ``os_login``: the project enforces OS Login, so no ``ssh-keys`` metadata (it would be
-    ignored); ``enable-oslogin`` is never set either way."""
+    ignored); ``enable-oslogin`` is never set either way. ``net``: a cluster node's vNIC
+    type, network tag and placement policy (InstanceProperties takes the policy's name,
+    an Instance its path)."""
     g = recipe.target.gcp
     assert g is not None
     mt = g.machine_type if bare else f"zones/{zone}/machineTypes/{g.machine_type}"
@@ -114,6 +138,15 @@ def instance_body(recipe: Recipe, zone: str, name: str, run_id: str, ssh_user: s
     }
     if not bare:
         body["name"] = name
+    if net is not None:
+        if net.nic_type:
+            body["network_interfaces"][0]["nic_type"] = net.nic_type
+        if net.tag:
+            body["tags"] = {"items": [net.tag]}
+        if net.placement:
+            region = catalog.region_of(zone)
+            body["resource_policies"] = [net.placement if bare else
+                                         f"projects/{{project}}/regions/{region}/resourcePolicies/{net.placement}"]
     if recipe.autostop is not None:
         # The on-VM agent acts only on a VM carrying this (gpuwizard/autostop/agent.py guard).
         body["metadata"]["items"].append({"key": "gpuwizard-autostop", "value": autostop_token(recipe)})
@@ -134,6 +167,8 @@ def instance_body(recipe: Recipe, zone: str, name: str, run_id: str, ssh_user: s
 
 
 def fill_project(body: dict[str, Any], project: str) -> None:
-    """Put the project into the accelerator paths (unknown when the body was built)."""
+    """Put the project into the accelerator and policy paths (unknown when the body was built)."""
     for acc in body.get("guest_accelerators") or []:
         acc["accelerator_type"] = acc["accelerator_type"].replace("{project}", project)
+    if body.get("resource_policies"):
+        body["resource_policies"] = [r.replace("{project}", project) for r in body["resource_policies"]]

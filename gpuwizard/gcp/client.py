@@ -21,7 +21,7 @@ Blocking calls run in daemon threads (:func:`call`), not the loop's default exec
 cancelling the awaiting task (Ctrl-C) stops the wait at once, and the interpreter does
 not wait for a request in flight when it exits. :func:`in_flight` says what was.
 
-Why one piece of ~400 lines: it is the single adaptor to Google (a checked rule, see
+Why one piece of ~480 lines: it is the single adaptor to Google (a checked rule, see
 tests/test_gcp_lookup.py); splitting it would spread Google's types and exceptions again.
 """
 
@@ -171,7 +171,13 @@ _API_NAMES = {"get_project": "projects.get", "list_regions": "regions.list",
               "get_instance": "instances.get", "guest_attributes": "instances.getGuestAttributes",
               "serial_output": "instances.getSerialPortOutput", "insert": "instances.insert",
               "bulk_insert": "instances.bulkInsert", "start": "instances.start", "delete": "instances.delete",
-              "wait": "zoneOperations.wait", "credentials_and_project": "looking up credentials"}
+              "wait": "zoneOperations.wait", "credentials_and_project": "looking up credentials",
+              "insert_firewall": "firewalls.insert", "get_firewall": "firewalls.get",
+              "delete_firewall": "firewalls.delete", "list_firewalls": "firewalls.list",
+              "insert_policy": "resourcePolicies.insert", "get_policy": "resourcePolicies.get",
+              "delete_policy": "resourcePolicies.delete", "list_policies": "resourcePolicies.aggregatedList",
+              "wait_region": "regionOperations.wait", "wait_global": "globalOperations.wait",
+              "get_image": "images.get"}
 
 
 def _label(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
@@ -371,6 +377,7 @@ class Compute:
                             project=self.project, zone=zone, instance_resource=compute_v1.Instance(body))
 
     def bulk_insert(self, zone: str, properties: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """All of ``names`` or none: ``minCount`` = ``count`` (docs/facts/gcp-cluster.md)."""
         from google.cloud import compute_v1
 
         res = compute_v1.BulkInsertInstanceResource(count=len(names), min_count=len(names),
@@ -386,6 +393,77 @@ class Compute:
     def delete(self, zone: str, name: str) -> dict[str, Any]:
         return self._mutate(f"instances.delete {zone}/{name}", self._client("InstancesClient").delete_unary,
                             project=self.project, zone=zone, instance=name)
+
+    # -- a cluster's firewall rule and placement policy (gcp/cluster_net.py) ------------
+
+    def insert_firewall(self, body: dict[str, Any]) -> dict[str, Any]:
+        from google.cloud import compute_v1
+
+        return self._mutate("firewalls.insert", self._client("FirewallsClient").insert_unary,
+                            project=self.project, firewall_resource=compute_v1.Firewall(body))
+
+    def get_firewall(self, name: str, budget: float | None = None) -> dict[str, Any]:
+        return to_dict(self._read(f"firewalls.get {name}", self._client("FirewallsClient").get, budget,
+                                  project=self.project, firewall=name))
+
+    def delete_firewall(self, name: str) -> dict[str, Any]:
+        return self._mutate(f"firewalls.delete {name}", self._client("FirewallsClient").delete_unary,
+                            project=self.project, firewall=name)
+
+    def list_firewalls(self, flt: str, budget: float | None = None) -> list[dict[str, Any]]:
+        from google.cloud import compute_v1
+
+        req = compute_v1.ListFirewallsRequest(project=self.project, filter=flt, max_results=500)
+        pages = self._read("firewalls.list", self._client("FirewallsClient").list, budget, request=req)
+        return self._do("firewalls.list", lambda: [to_dict(f) for f in pages])
+
+    def insert_policy(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        from google.cloud import compute_v1
+
+        return self._mutate(f"resourcePolicies.insert {region}", self._client("ResourcePoliciesClient").insert_unary,
+                            project=self.project, region=region,
+                            resource_policy_resource=compute_v1.ResourcePolicy(body))
+
+    def get_policy(self, region: str, name: str, budget: float | None = None) -> dict[str, Any]:
+        return to_dict(self._read(f"resourcePolicies.get {region}/{name}", self._client("ResourcePoliciesClient").get,
+                                  budget, project=self.project, region=region, resource_policy=name))
+
+    def delete_policy(self, region: str, name: str) -> dict[str, Any]:
+        return self._mutate(f"resourcePolicies.delete {region}/{name}",
+                            self._client("ResourcePoliciesClient").delete_unary,
+                            project=self.project, region=region, resource_policy=name)
+
+    def list_policies(self, flt: str, budget: float | None = None) -> list[dict[str, Any]]:
+        """Every resource policy matching ``flt`` in every region (one aggregatedList, paged)."""
+        from google.cloud import compute_v1
+
+        req = compute_v1.AggregatedListResourcePoliciesRequest(project=self.project, filter=flt, max_results=500)
+        pages = self._read("resourcePolicies.aggregatedList", self._client("ResourcePoliciesClient").aggregated_list,
+                           budget, request=req)
+        return self._do("resourcePolicies.aggregatedList",
+                        lambda: [to_dict(r) for _, scoped in pages for r in scoped.resource_policies])
+
+    def get_image(self, project: str, name: str, family: bool = False, budget: float | None = None) -> dict[str, Any]:
+        """``images.get`` (or ``images.getFromFamily``) in ``project``, e.g. to read its guestOsFeatures."""
+        images = self._client("ImagesClient")
+        if family:
+            return to_dict(self._read(f"images.getFromFamily {project}/{name}", images.get_from_family, budget,
+                                      project=project, family=name))
+        return to_dict(self._read(f"images.get {project}/{name}", images.get, budget, project=project, image=name))
+
+    def wait_region(self, region: str, operation: str, timeout: float) -> dict[str, Any]:
+        """``regionOperations.wait`` (as :meth:`wait`, for a region's operation)."""
+        return to_dict(self._do(f"regionOperations.wait {region}", self._client("RegionOperationsClient").wait,
+                                retry=self._read_retry(min(budgets.READ_BUDGET, max(timeout, 1.0))),
+                                timeout=max(1.0, min(timeout, 150.0)),
+                                project=self.project, region=region, operation=operation))
+
+    def wait_global(self, operation: str, timeout: float) -> dict[str, Any]:
+        """``globalOperations.wait`` (as :meth:`wait`, for a global operation: firewalls)."""
+        return to_dict(self._do("globalOperations.wait", self._client("GlobalOperationsClient").wait,
+                                retry=self._read_retry(min(budgets.READ_BUDGET, max(timeout, 1.0))),
+                                timeout=max(1.0, min(timeout, 150.0)),
+                                project=self.project, operation=operation))
 
     def wait(self, zone: str, operation: str, timeout: float) -> dict[str, Any]:
         """``zoneOperations.wait``: returns when the operation is DONE or after about 2

@@ -15,7 +15,9 @@ from typing import Any, Coroutine, Iterable, TypeVar
 from gpuwizard import catalog
 from gpuwizard.events import Event
 from gpuwizard.exit_codes import FAILED, OK, USAGE
-from gpuwizard.gcp.body import LABEL_RECIPE_ID
+from gpuwizard.gcp import cluster_net
+from gpuwizard.gcp.body import LABEL_RECIPE_ID, recipe_id
+from gpuwizard.gcp.cluster_spec import key as cluster_key
 from gpuwizard.gcp.errors import GcpError, console_link
 from gpuwizard.gcp.inventory import VmInfo, autostop_states, delete_vms, list_recipe_vms
 from gpuwizard.gcp.quota import fetch_quota
@@ -162,6 +164,13 @@ def _project_of(recipe: Recipe) -> str | None:
     return recipe.target.gcp.project if recipe.target.gcp else None
 
 
+def _cluster_resources(recipe: Recipe, path: str) -> cluster_net.ClusterResources:
+    """A cluster recipe's firewall rules and placement policies (none listed for other recipes)."""
+    if getattr(recipe, "cluster", None) is None:
+        return cluster_net.ClusterResources()
+    return _run(cluster_net.list_resources(_project_of(recipe), cluster_key(recipe, recipe_id(path))))
+
+
 def _unmarked_note(vms: list[VmInfo], recipe: Recipe) -> None:
     """Say which VMs were matched by the recipe name alone (no recipe-id label)."""
     old = [v.name for v in vms if v.recipe_id is None]
@@ -183,10 +192,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         _err(note)
     try:
         vms = _run(list_recipe_vms(_project_of(recipe), recipe.name, recipe_path=args.recipe))
+        res = _cluster_resources(recipe, args.recipe)
     except GcpError as exc:
         return _fail(exc)
+    if res:
+        print("Cluster network: " + "; ".join(res.lines()))
     if not vms:
-        print(f"No VMs from recipe {recipe.name}.")
+        print(f"No VMs from recipe {recipe.name}." + (" `gpuwizard down` deletes the rest." if res else ""))
         return OK
     _unmarked_note(vms, recipe)
     try:
@@ -220,19 +232,21 @@ def cmd_down(args: argparse.Namespace) -> int:
     project = _project_of(recipe)
     try:
         vms = _run(list_recipe_vms(project, recipe.name, recipe_path=args.recipe))
+        res = _cluster_resources(recipe, args.recipe)
     except GcpError as exc:
         return _fail(exc)
-    if not vms:
+    if not vms and not res:
         print(f"No VMs from recipe {recipe.name}: nothing to delete.")
         return OK
     _unmarked_note(vms, recipe)
-    names = ", ".join(f"{v.name} ({v.zone})" for v in vms)
+    names = ", ".join([f"{v.name} ({v.zone})" for v in vms] + res.lines())
+    what = f"{len(vms)} VM(s) and their boot disks" + (" and the cluster's network" if res else "")
     if not args.yes:
         if not sys.stdin.isatty():
-            _err(f"refusing to delete {len(vms)} VM(s) without confirmation: run again with --yes.")
+            _err(f"refusing to delete {what} without confirmation: run again with --yes.")
             return USAGE
         try:
-            answer = input(f"Delete {len(vms)} VM(s) and their boot disks: {names}? [y/N] ")
+            answer = input(f"Delete {what}: {names}? [y/N] ")
         except EOFError:
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
@@ -245,8 +259,11 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     try:
         gone = _run(delete_vms(project, vms, sink=sink))
+        # after the VMs: a placement policy that a VM still names cannot be deleted
+        net = _run(cluster_net.delete_resources(project, res, sink=sink)) if res else []
     except GcpError as exc:
         return _fail(exc)
     missing = len(vms) - len(gone)
-    print(f"Deleted {len(gone)} VM(s)." + (f" {missing} had already gone." if missing else ""))
+    print(f"Deleted {len(gone)} VM(s)." + (f" {missing} had already gone." if missing else "")
+          + (f" Deleted {', '.join(net)}." if net else ""))
     return OK

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from gpuwizard import catalog, locations
 from gpuwizard.events import Event, Output
 from gpuwizard.gcp import budgets
+from gpuwizard.gcp.cluster_spec import ClusterSpec, spec as cluster_spec
 from gpuwizard.gcp.body import DEFAULT_USER, instance_names, label_value, recipe_id
 from gpuwizard.gcp.client import Compute
 from gpuwizard.gcp.errors import GcpError, region_quota_message
@@ -56,6 +57,17 @@ class Report:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class ClusterMade:
+    """A cluster's firewall rule and placement policies as this call found or made them
+    (gcp/cluster_net.py): what exists, and what this call created (and so removes again
+    when no zone takes the nodes)."""
+
+    firewall: bool = False                      # exists (found or made)
+    firewall_made: bool = False                 # made by this call
+    policies: dict[str, bool] = field(default_factory=dict)   # region -> made by this call
+
+
 class Provisioner:
     """One provisioning run: the recipe's wishes, what the project allows, and the VMs."""
 
@@ -85,6 +97,8 @@ class Provisioner:
         self.os_login = False
         self.identity = ""
         self.report = Report()
+        self.cluster: ClusterSpec | None = cluster_spec(recipe, run_id, self.recipe_id)
+        self.cluster_made = ClusterMade()
 
     @property
     def project(self) -> str:

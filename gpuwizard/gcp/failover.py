@@ -30,6 +30,7 @@ from collections import deque
 from typing import Awaitable, Callable
 
 from gpuwizard import catalog
+from gpuwizard.gcp import cluster_net
 from gpuwizard.gcp import quota as Q
 from gpuwizard.gcp.body import fill_project, instance_body
 from gpuwizard.gcp.client import call
@@ -87,17 +88,21 @@ async def candidates(p: Provisioner) -> list[str]:
 
 async def attempt(p: Provisioner, zone: str, public_key: str) -> Verdict | None:
     """Insert :attr:`Provisioner.names` in ``zone`` and wait; None on success (recorded in
-    the ledger before this returns), else the verdict on all its errors."""
+    the ledger before this returns), else the verdict on all its errors.
+
+    A cluster (:attr:`Provisioner.cluster`) gets its firewall rule and placement policy
+    first, and all its nodes or none (:mod:`.cluster_net`): a partial create is deleted."""
+    net = await cluster_net.prepare(p, zone) if p.cluster is not None else None
     if len(p.names) == 1:
         body = instance_body(p.recipe, zone, p.names[0], p.run_id, p.user, public_key,
-                             recipe_id=p.recipe_id, os_login=p.os_login)
+                             recipe_id=p.recipe_id, os_login=p.os_login, net=net)
         fill_project(body, p.project)
 
         def submit() -> dict:
             return p.compute.insert(zone, body)
     else:
         props = instance_body(p.recipe, zone, "", p.run_id, p.user, public_key, bare=True,
-                              recipe_id=p.recipe_id, os_login=p.os_login)
+                              recipe_id=p.recipe_id, os_login=p.os_login, net=net)
         names = list(p.names)
 
         def submit() -> dict:
@@ -111,6 +116,8 @@ async def attempt(p: Provisioner, zone: str, public_key: str) -> Verdict | None:
         raise GcpError(f"{exc.message}: the VM(s) may exist and be billed. See `gpuwizard status RECIPE.yaml` "
                        f"(recipe {p.recipe.name}); `gpuwizard run RECIPE.yaml --resume` picks them up, "
                        f"`gpuwizard down RECIPE.yaml` deletes them.", kind=UNFINISHED, vm_exists=True) from None
+    if p.cluster is not None:
+        verdict = await cluster_net.all_or_none(p, zone, verdict)
     if verdict is None:
         await call(p.write_ledger, list(p.names), zone)
     return verdict

@@ -24,7 +24,7 @@ import asyncio
 from typing import TYPE_CHECKING, Iterable
 
 from gpuwizard import catalog
-from gpuwizard.gcp import failover, hostkeys, resume, sshkeys
+from gpuwizard.gcp import cluster_net, failover, hostkeys, resume, sshkeys
 from gpuwizard.gcp.body import (DEFAULT_USER, LABEL_RECIPE, LABEL_RECIPE_ID, LABEL_RUN, instance_body,
                                 instance_names, label_value, recipe_id)
 from gpuwizard.gcp.client import call, in_flight, open_compute
@@ -88,10 +88,22 @@ async def _run(p: Provisioner, wait: WaitPolicy | None = None) -> list[Provision
                 raise res
         vms = [v for v in settled if isinstance(v, VmInfo)]
         if p.names:
-            created_in = await (failover.create_in(p, vms[0].zone, public_key) if vms
-                                else failover.create(p, public_key, wait))
+            if p.cluster is not None:
+                await cluster_net.resolve_nic(p)
+                for note in p.cluster.notes():
+                    p.say(note)
+            try:
+                created_in = await (failover.create_in(p, vms[0].zone, public_key) if vms
+                                    else failover.create(p, public_key, wait))
+            except (GcpError, ApiError) as exc:
+                if not getattr(exc, "vm_exists", False):   # (nodes that may exist keep their network)
+                    await cluster_net.abandon(p)   # no zone took the nodes: nothing of the cluster is left
+                raise
             zone, created = created_in, True   # recorded in the ledger already (failover.attempt)
+            await cluster_net.settle(p, created_in)
             vms += await _describe(p, created_in, p.names)
+        if p.cluster is not None and not p.names:
+            await cluster_net.ensure_firewall(p)   # resumed as it was: the nodes still reach each other
         await call(p.write_ledger, [v.name for v in vms], zone)
         order = {n: i for i, n in enumerate(p.slots)}
         vms.sort(key=lambda v: order.get(v.name, len(order)))
