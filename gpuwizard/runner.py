@@ -29,7 +29,7 @@ from gpuwizard.autostop.settings import parse_duration
 from gpuwizard.cluster import plan as cluster_plan
 from gpuwizard.errors import UsageError
 from gpuwizard.executor import ExecOptions, Executor
-from gpuwizard.gcp import provision  # google.cloud itself loads only in gcp.client, on first use
+from gpuwizard.gcp import cluster_net, provision  # google.cloud itself loads only in gcp.client, on first use
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.gcp.wait import INTERRUPTED as WAIT_STOPPED
 from gpuwizard.gcp.wait import WaitPolicy, human, policy_for
@@ -206,9 +206,16 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
                    interrupted=fault is None and (executor.interrupted or (cancel.is_set() and not ok)))
 
 
-async def delete_vms(recipe: Recipe, run_id: str, sink: Sink | None = None) -> list[str]:
-    """Delete the VMs one run created (``--delete-on-failure``)."""
-    return await provision.delete_recipe_vms(recipe.target.gcp.project, recipe.name, run_id=run_id, sink=sink)
+async def delete_vms(recipe: Recipe, run_id: str, sink: Sink | None = None,
+                     recipe_path: str | None = None) -> list[str]:
+    """Delete the VMs one run created (``--delete-on-failure``), then a cluster's firewall
+    rule and placement policy (they cost nothing, but a policy in use cannot be deleted,
+    so the VMs go first); the names of the VMs deleted."""
+    project = recipe.target.gcp.project if recipe.target.gcp else None
+    gone = await provision.delete_recipe_vms(project, recipe.name, run_id=run_id, sink=sink)
+    if recipe.cluster is not None:
+        await cluster_net.delete_run_resources(project, recipe, run_id, recipe_path, sink)
+    return gone
 
 
 async def conclude(req: RunRequest, recipe: Recipe, outcome: Outcome, run_id: str,
@@ -217,7 +224,7 @@ async def conclude(req: RunRequest, recipe: Recipe, outcome: Outcome, run_id: st
     the closing advice (how to resume, how to delete what is still billed)."""
     deleted = None
     if not outcome.ok and not outcome.interrupted and outcome.provisioned and req.delete_on_failure:
-        deleted = await delete_vms(recipe, run_id, sink)
+        deleted = await delete_vms(recipe, run_id, sink, req.recipe)
     summary = describe_provision(recipe)
     hourly = summary.hourly * summary.vms if summary is not None and summary.hourly is not None else None
     return closing_advice(req.recipe, outcome, deleted, hourly=hourly)

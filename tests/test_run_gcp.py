@@ -219,3 +219,21 @@ def test_hostkey_timeout_env_bounds_a_guest_attributes_storm(fake_compute, sshd_
     assert p.returncode == 1, out
     assert "published no SSH host keys in 2 s" in out and "running (and billed" in out
     assert "step-ran" not in p.stdout and "Timeout of" not in out
+
+
+def test_delete_on_failure_removes_a_clusters_vms_firewall_rule_and_policy(fake_compute, sshd_host,
+                                                                           tmp_path: pathlib.Path) -> None:
+    """A failed cluster run with --delete-on-failure leaves nothing of the run behind: its nodes,
+    then the firewall rule and placement policy made for them (a policy in use cannot be
+    deleted, so the VMs go first)."""
+    point_fake_at(fake_compute, sshd_host)
+    recipe = tmp_path / "e2e.yaml"
+    write_recipe(recipe, sshd_host, "exit 3")
+    text = recipe.read_text().replace("machine_type: n1-standard-4", "machine_type: g2-standard-8")
+    text = text.replace("type: nvidia-tesla-t4", "type: nvidia-l4") + "cluster: {nodes: 2}\n"
+    recipe.write_text(text)
+    p = gw("run", str(recipe), "--headless", "--delete-on-failure", state=tmp_path / "state")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "deleted 2 VM(s) of this run" in p.stderr, p.stderr
+    assert [i for i in fake_compute.state()["instances"] if i["labels"].get("gpuwizard-recipe") == "e2e"] == []
+    assert fake_compute.firewalls == {} and fake_compute.policies == {}, (fake_compute.firewalls, fake_compute.policies)
