@@ -24,6 +24,16 @@ LABEL_RECIPE_ID = "gpuwizard-recipe-id"
 DEFAULT_USER = "gpuwizard"
 
 
+#: Machine series that only run with gVNIC (docs/facts/gcp-cluster.md): every VM of these
+#: gets ``nicType: GVNIC``, a cluster node or not.
+GVNIC_REQUIRED = frozenset({"a3", "a4", "a4x", "c3", "c3d", "c4", "g4", "h3"})
+
+
+def series(machine_type: str) -> str:
+    """``n1-standard-8`` -> ``n1``; ``a4x-highgpu-4g`` -> ``a4x``."""
+    return machine_type.split("-", 1)[0].lower()
+
+
 def label_value(s: str) -> str:
     """A string as a valid label value (lower-case letters, digits, _ and -, at most 63)."""
     return re.sub(r"[^a-z0-9_-]", "-", s.lower())[:63]
@@ -138,6 +148,8 @@ def instance_body(recipe: Recipe, zone: str, name: str, run_id: str, ssh_user: s
     }
     if not bare:
         body["name"] = name
+    if net is None and series(g.machine_type) in GVNIC_REQUIRED:
+        body["network_interfaces"][0]["nic_type"] = "GVNIC"
     if net is not None:
         if net.nic_type:
             body["network_interfaces"][0]["nic_type"] = net.nic_type

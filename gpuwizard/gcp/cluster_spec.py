@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuwizard import catalog
-from gpuwizard.gcp.body import NodeNet, is_dlvm, node_count
+from gpuwizard.gcp.body import GVNIC_REQUIRED, NodeNet, is_dlvm, node_count, series
 
 if TYPE_CHECKING:
     from gpuwizard.recipe import Recipe
@@ -39,15 +39,8 @@ if TYPE_CHECKING:
 #: Machine series that take a compact placement policy (no maxDistance), docs/facts/gcp-cluster.md.
 PLACEMENT_SERIES = frozenset({"a2", "a3", "a4", "a4x", "c2", "c2d", "c3", "c3d", "c4", "g2", "g4", "h3", "n2",
                               "n2d"})
-#: Machine series that only run with gVNIC (docs/facts/gcp-cluster.md).
-GVNIC_REQUIRED = frozenset({"a3", "a4", "a4x", "c3", "c3d", "c4", "g4", "h3"})
 NAME_PREFIX = "gpuwizard-"
 NETWORK = "global/networks/default"   # the network instance_body puts the nodes on
-
-
-def series(machine_type: str) -> str:
-    """``n1-standard-8`` -> ``n1``; ``a4x-highgpu-4g`` -> ``a4x``."""
-    return machine_type.split("-", 1)[0].lower()
 
 
 def key(recipe: Recipe, recipe_id: str | None) -> str:
