@@ -194,3 +194,12 @@ def test_preference_ids_are_valid_and_readable():
     assert len(pid) <= 63 and pid.startswith("gpuwizard-gpus-per-gpu-family-northamerica") and \
         pid.endswith("-20261129t210405")
     assert json.dumps(pid).isascii()
+
+
+def test_a_region_without_the_gpu_is_pointed_out(fake_compute, fake_cloudquotas, capsys):
+    fake_cloudquotas.set_quota("GPUS-PER-GPU-FAMILY-per-project-region",
+                               {"region": "southamerica-east1", "gpu_family": "NVIDIA_H100"}, 0)
+    assert request("-y", gpu="nvidia-h100-80gb", region="southamerica-east1", count="8") == OK
+    out = capsys.readouterr().out
+    assert "Note: the catalog snapshot lists no zone in southamerica-east1 with H100 80GB" in out
+    assert "gpuwizard zones --gpu nvidia-h100-80gb" in out

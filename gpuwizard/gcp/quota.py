@@ -196,25 +196,21 @@ async def read_quota_infos(project: str) -> tuple[QF.QuotaInfos | None, str | No
         return None, fallback_line(exc, project)
 
 
-async def _project_and_regions(project: str | None, cloud: bool
+async def _project_and_regions(project: str | None
                                ) -> tuple[str, dict[str, Any], list[dict[str, Any]],
                                           tuple[QF.QuotaInfos | None, str | None]]:
     compute = await open_compute(project)
-    infos = read_quota_infos(compute.project) if cloud else _none()
-    p, rs, qi = await asyncio.gather(call(compute.get_project), call(compute.list_regions), infos)
+    p, rs, qi = await asyncio.gather(call(compute.get_project), call(compute.list_regions),
+                                     read_quota_infos(compute.project))
     return compute.project, p, rs, qi
 
 
-async def _none() -> tuple[None, None]:
-    return None, None
-
-
-async def fetch_quota(project: str | None, gpu_type: str | None, spot: bool, cloud: bool = True) -> QuotaReport:
-    """Global and per-region GPU quota. ``gpu_type`` None: every NVIDIA metric (spot or not).
-    ``cloud``: also read the Cloud Quotas QuotaInfos (see the module docstring)."""
+async def fetch_quota(project: str | None, gpu_type: str | None, spot: bool) -> QuotaReport:
+    """Global and per-region GPU quota, with Cloud Quotas' QuotaInfos beside them (see the
+    module docstring). ``gpu_type`` None: every NVIDIA metric (spot or not)."""
     metric = gpu_metric(gpu_type, spot) if gpu_type else None
     try:
-        project, pj, rs, (infos, note) = await _project_and_regions(project, cloud)
+        project, pj, rs, (infos, note) = await _project_and_regions(project)
     except GcpError:
         raise
     except Exception as exc:  # noqa: BLE001 - turn API errors into one sentence

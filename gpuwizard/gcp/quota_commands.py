@@ -14,6 +14,7 @@ import asyncio
 import sys
 from typing import Any
 
+from gpuwizard import catalog
 from gpuwizard.exit_codes import FAILED, OK, USAGE
 from gpuwizard.gcp import quota_family as QF
 from gpuwizard.gcp import quota_request as QR
@@ -68,14 +69,15 @@ def family_advice(rep: QuotaReport, count: int = 1) -> str | None:
     """The request to file when the asked family GPU has a 0 family quota everywhere listed."""
     if rep.cloud is None or rep.gpu is None or QF.family_of(rep.gpu) is None:
         return None
-    target = QF.regional_target(rep.gpu, rep.spot, "us-central1", rep.cloud)
+    target = QF.regional_target(rep.gpu, rep.spot, "", rep.cloud)
     values = [v for qid, dims, v, _ in rep.cloud.rows([target.quota_id])
               if dims.get("gpu_family") in (None, QF.family_of(rep.gpu))]
     if values and max(values) > 0:
         return None
+    region = next((catalog.region_of(z) for z in catalog.zones_for(rep.gpu)), "us-central1")
     return ("The GPU-family quota for " + str(QF.family_of(rep.gpu)) + " is 0: no such VM can start. File the "
             "increase for a region that offers it, e.g.:\n  " +
-            QR.request_command(rep.gpu, "us-central1", count, rep.spot, rep.project))
+            QR.request_command(rep.gpu, region, count, rep.spot, rep.project))
 
 
 def print_requests(project: str | None) -> int:
@@ -145,6 +147,11 @@ def cmd_quota_request(args: argparse.Namespace) -> int:
         return _fail(exc)
     if rep.cloud_note:
         print(f"Note: {rep.cloud_note}")
+    offered = {catalog.region_of(z) for z in catalog.zones_for(g.name)}
+    if offered and args.region not in offered:
+        print(f"Note: the catalog snapshot lists no zone in {args.region} with {g.label} "
+              f"(it does in {', '.join(sorted(offered)[:6])}{' ...' if len(offered) > 6 else ''}); "
+              f"see `gpuwizard zones --gpu {g.name}`.")
     asks = QR.plan(rep, g.name, args.region, int(args.count), bool(args.spot), prefs)
     if not asks:
         print(f"Nothing to request: project {rep.project} already has room for {args.count} x {g.label} in "
