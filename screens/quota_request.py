@@ -30,6 +30,8 @@ class RequestQuotaScreen(ModalScreen[str | None]):
     """Region, email, justification -> preview -> confirm -> file."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="quota-request.cancel")]
+    #: wide enough for a family quota's preview line (quota id with two dimensions)
+    DEFAULT_CSS = "RequestQuotaScreen > #quota-request { width: 104; }"
 
     def __init__(self, view: QV.CloudView, count: int, region: str | None = None) -> None:
         super().__init__()
