@@ -396,8 +396,12 @@ class QuotaScreen(WizardScreen):
         fam = view.family_text()
         lines = view.requests_lines()
         self.query_one("#family-note", Static).update(fam or view.note)
-        text = ("Quota requests:\n  " + "\n  ".join(lines)) if lines else ("" if not fam else view.note)
-        self.query_one("#requests-note", Static).update("\n".join(t for t in (self._filed, text) if t))
+        text = "\n".join(t for t in (self._filed, ("Quota requests:\n  " + "\n  ".join(lines)) if lines else
+                                     ("" if not fam else view.note)) if t)
+        req = self.query_one("#requests-note", Static)
+        req.update(text)
+        req.display = bool(text)
+        self.query_one("#family-note", Static).set_class(view.family_zero(), "-warning")
         self.query_one("#request-quota", Button).disabled = view.report is None
 
     @on(Button.Pressed, "#request-quota")

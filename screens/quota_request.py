@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 from textual.worker import Worker, WorkerState
 
+from gpuwizard import catalog
 from gpuwizard.gcp import quota_request as QR
 from gpuwizard.gcp import quota_view as QV
 from gpuwizard.gcp.errors import GcpError
@@ -30,8 +31,6 @@ class RequestQuotaScreen(ModalScreen[str | None]):
     """Region, email, justification -> preview -> confirm -> file."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="quota-request.cancel")]
-    #: wide enough for a family quota's preview line (quota id with two dimensions)
-    DEFAULT_CSS = "RequestQuotaScreen > #quota-request { width: 104; }"
 
     def __init__(self, view: QV.CloudView, count: int, region: str | None = None) -> None:
         super().__init__()
@@ -44,7 +43,8 @@ class RequestQuotaScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="quota-request"):
-            yield Static(f"Request more quota for {self.count} x {self.view.gpu}"
+            g = catalog.gpu(self.view.gpu)
+            yield Static(f"Request more quota for {self.count} x {g.label if g else self.view.gpu}"
                          + (" (Spot)" if self.view.spot else ""), classes="label")
             yield Select([(r, r) for r in self.regions], value=self.start_region, allow_blank=False, id="qr-region")
             yield Input(placeholder="your email (Google writes to it if it needs more)", id="qr-email")

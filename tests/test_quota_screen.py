@@ -104,3 +104,14 @@ async def test_api_disabled_is_said_on_the_screen(fake_compute, fake_cloudquotas
         note = _text(app, "#family-note")
         assert "Cloud Quotas API is not enabled" in note and "gcloud services enable cloudquotas" in note
         assert app.screen.query_one("#request-quota").display
+
+
+async def test_no_family_quota_anywhere_is_a_warning(fake_compute, fake_cloudquotas, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.set_quota(FAMILY, {"gpu_family": "NVIDIA_H100"}, 0)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        note = app.screen.query_one("#family-note")
+        assert "No region has any" in str(note.render()) and note.has_class("-warning")
+        assert not app.screen.query_one("#requests-note").display     # nothing to list: no empty line

@@ -45,7 +45,20 @@ class CloudView:
                 continue
             where = dims.get("region") or ("other regions" if len(locs) > 1 else (locs[0] if locs else "all"))
             parts.append(f"{where} {value:g}")
-        return f"{fam} family quota ({target.quota_id}): " + ("; ".join(parts) if parts else "not listed")
+        text = f"{fam} family quota ({target.quota_id}): " + ("; ".join(parts) if parts else "not listed")
+        if self.family_zero():
+            text += ". No region has any: no such VM can start until Google grants some (Request more quota)."
+        return text
+
+    def family_zero(self) -> bool:
+        """True when the GPU's family quota is listed and 0 in every entry."""
+        fam = QF.family_of(self.gpu)
+        rep = self.report
+        if fam is None or rep is None or rep.cloud is None:
+            return False
+        target = QF.regional_target(self.gpu, self.spot, "", rep.cloud)
+        values = [v for _q, dims, v, _l in rep.cloud.rows([target.quota_id]) if dims.get("gpu_family") in (None, fam)]
+        return bool(values) and max(values) == 0
 
     def requests_lines(self) -> list[str]:
         """One line per QuotaPreference: ``id: quota {dims} -> N: state (Google's words)``."""
