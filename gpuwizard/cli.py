@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-new-host-key", action="store_true",
                    help="trust a new VM's host key on first connect when the VM publishes none")
     p.add_argument("--delete-on-failure", action="store_true", help="delete VMs this run created if it fails")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--wait", action="store_true", default=None,
+                   help="when every zone is out of capacity, keep trying (growing gaps from 30 s) until one works")
+    w.add_argument("--no-wait", dest="wait", action="store_false", help="fail on stockout even if the recipe sets target.gcp.wait")
+    p.add_argument("--max-wait", metavar="DURATION", help="give up waiting for capacity after this long (30m, 6h); implies --wait")
 
     p = cmd("logs", "gpuwizard.logs:cmd_logs", "show a past run's logs")
     p.add_argument("run", metavar="RUN", nargs="?", help="run id or directory; default: the latest")
@@ -148,7 +153,8 @@ def run_request(args: argparse.Namespace) -> "RunRequest":
 
     return RunRequest(recipe=args.recipe, resume=args.resume, fresh=args.fresh, only=tuple(args.only or ()),
                       json=args.json, headless=args.headless, run_dir=args.run_dir,
-                      delete_on_failure=args.delete_on_failure, accept_new_host_key=args.accept_new_host_key)
+                      delete_on_failure=args.delete_on_failure, accept_new_host_key=args.accept_new_host_key,
+                      wait=args.wait, max_wait=args.max_wait)
 
 
 def wants_tui(args: argparse.Namespace) -> bool:

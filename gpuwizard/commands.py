@@ -62,12 +62,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "recipe": recipe.name,
             "hosts": recipe.hosts,
             "provision": prov.__dict__ if prov else None,
+            "cluster": plan.describe_cluster(recipe) or None,
             "steps": [
                 {"id": s.id, "title": s.title, "run": s.run, "check": s.check, "sudo": s.sudo, "reboot": s.reboot,
                  "timeout": s.timeout, "retries": s.retries,
                  "env": {k: ("..." if secret_name(k) else v) for k, v in s.env},
                  "uploads": [{"local": u.local, "remote": u.remote, "mode": oct(u.mode)} for u in s.uploads],
-                 "progress": s.progress}
+                 "progress": s.progress, **({"on": s.on, "gang": s.gang, "barrier": s.barrier}
+                                             if recipe.cluster is not None else {})}
                 for s in steps
             ],
         }
@@ -80,12 +82,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"   {line}")
     else:
         print(f"\n## hosts: {', '.join(recipe.hosts)}")
+    if recipe.cluster is not None:
+        print("\n## cluster")
+        for line in plan.describe_cluster(recipe):
+            print(f"   {line}")
     for i, s in enumerate(steps, 1):
         flags = [f for f, on in (("sudo", s.sudo), ("reboot after", s.reboot)) if on]
         flags.append(f"timeout {_seconds(s.timeout)}")
         if s.retries:
             flags.append(f"{s.retries} retries")
         print(f"\n## {i}. {s.id}: {s.title}  [{', '.join(flags)}]")
+        on = plan.step_where(recipe, s)
+        if on:
+            print(f"   on: {on}")
         for u in s.uploads:
             print(f"   upload {u.local} -> {u.remote} (mode {u.mode:o})")
         if s.env:

@@ -35,6 +35,9 @@ class RunStarted(Event):
     recipe: str
     hosts: list[str]
     steps: list[str]
+    ranks: dict[str, int] = field(default_factory=dict)  # cluster: host -> node rank (0: the head)
+    # host -> its step ids, when hosts run different steps (a cluster's `on:`); else empty
+    host_steps: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass

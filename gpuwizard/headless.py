@@ -21,6 +21,7 @@ import sys
 from typing import IO
 
 from gpuwizard import events as ev
+from gpuwizard.cluster.nodes import host_label
 
 SYMBOL = {"ok": "ok", "skipped": "skipped", "failed": "FAILED", "timeout": "TIMED OUT",
           "cancelled": "CANCELLED", "not_run": "not run"}
@@ -38,6 +39,7 @@ class LineRenderer:
         self._seconds: dict[str, float] = {}
         self._progress: dict[tuple[str, str], int] = {}
         self._order: list[str] = []
+        self._ranks: dict[str, int] = {}  # a cluster's nodes: named "node 0 (head) HOST"
 
     def __call__(self, e: ev.Event) -> None:
         w = self.out.write
@@ -45,11 +47,13 @@ class LineRenderer:
             self._output(e)
         elif isinstance(e, ev.RunStarted):
             self._order = list(e.hosts)
-            w(f"run {e.run_id}: {len(e.hosts)} host(s), {len(e.steps)} step(s)\n")
+            self._ranks = dict(e.ranks)
+            kind = "node" if e.ranks else "host"
+            w(f"run {e.run_id}: {len(e.hosts)} {kind}(s), {len(e.steps)} step(s)\n")
         elif isinstance(e, ev.HostConnecting):
             self._host(e.host)
             if e.attempt == 1:
-                w(f"[{e.host}] connecting\n")
+                w(f"[{self._label(e.host)}] connecting\n")
             elif e.attempt == 2 or e.attempt % 10 == 0:
                 w(f"[{e.host}] not reachable yet: {e.message or 'still trying'} (attempt {e.attempt})\n")
         elif isinstance(e, ev.HostConnected):
@@ -74,15 +78,18 @@ class LineRenderer:
                 words += f", exit code {e.exit_code}"
             took = f" ({e.seconds:.1f}s)" if e.status not in ("skipped",) else ""
             msg = f": {e.message}" if e.message and e.status not in ("ok",) and not e.message.startswith("exit code") else ""
-            w(f"[{e.host}] {e.step}: {words}{took}{msg}\n")
+            w(f"[{self._label(e.host)}] {e.step}: {words}{took}{msg}\n")
         elif isinstance(e, ev.HostFinished):
             self._host_ok[e.host] = e.ok
             self._host_msg[e.host] = e.message
             if not e.ok:
-                w(f"[{e.host}] stopped: {e.message}\n")
+                w(f"[{self._label(e.host)}] stopped: {e.message}\n")
         elif isinstance(e, ev.RunFinished):
             self._table(e)
         self._flush_if_idle(e)
+
+    def _label(self, host: str) -> str:
+        return host_label(host, self._ranks)
 
     def _host(self, host: str) -> dict[str, str]:
         if host not in self._hosts:
@@ -140,7 +147,7 @@ class LineRenderer:
             ok = self._host_ok.get(host, False)
             result = "ok" if ok else ("interrupted" if e.interrupted and not bad else
                                       f"failed at {bad[0]}" if bad else "failed: " + self._host_msg.get(host, ""))
-            rows.append((host, counts, self._seconds.get(host, 0.0), result))
+            rows.append((self._label(host), counts, self._seconds.get(host, 0.0), result))
         width = max([4] + [len(r[0]) for r in rows])
         w("\n" + f"{'HOST':<{width}}  {'OK':>4} {'SKIP':>4} {'FAIL':>4} {'NOT RUN':>7} {'SECONDS':>8}  RESULT\n")
         for host, c, secs, result in rows:

@@ -20,15 +20,19 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from gpuwizard import events as ev
-from gpuwizard import exit_codes
+from gpuwizard import exit_codes, notify
+from gpuwizard.autostop.settings import parse_duration
+from gpuwizard.cluster import plan as cluster_plan
 from gpuwizard.errors import UsageError
 from gpuwizard.executor import ExecOptions, Executor
 from gpuwizard.gcp import provision  # google.cloud itself loads only in gcp.client, on first use
 from gpuwizard.gcp.errors import GcpError
+from gpuwizard.gcp.wait import INTERRUPTED as WAIT_STOPPED
+from gpuwizard.gcp.wait import WaitPolicy, human, policy_for
 from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
 from gpuwizard.plan import build, describe_provision, select
 from gpuwizard.recipe import Recipe, RecipeError
@@ -51,6 +55,7 @@ class RunContext:
     run_dir: str | None = None
     recipe_path: str | None = None  # labels the VMs with the recipe file, so `down` finds only this file's
     previous_hosts: list[str] = field(default_factory=list)  # host names this run has had (replaced VMs)
+    wait: WaitPolicy | None = None  # `--wait`: keep trying zones out of capacity (gcp/wait.py)
 
 
 def build_steps(recipe: Recipe) -> list[Step]:
@@ -71,7 +76,8 @@ async def resolve_hosts(recipe: Recipe, run: RunContext, sink: Sink) -> list[Hos
     known_hosts = os.path.join(run.run_dir, "known_hosts") if run.run_dir else None
     vms = await provision.provision(recipe, run_id=run.run_id, sink=sink,
                                          accept_new_host_key=run.accept_new_host_key, known_hosts_path=known_hosts,
-                                         recipe_path=run.recipe_path, previous_hosts=run.previous_hosts)
+                                         recipe_path=run.recipe_path, previous_hosts=run.previous_hosts,
+                                         wait=run.wait)
     return [HostSpec(name=vm.name, address=vm.address, port=vm.port, user=vm.user, identity=vm.identity,
                      known_hosts=vm.known_hosts, accept_new=run.accept_new_host_key and not vm.host_key_verified,
                      refused_hint=vm.refused_hint, private_address=vm.internal_address)
@@ -104,7 +110,7 @@ def fault_message(rd: RunDir) -> str | None:
 async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink, *,
                   accept_new_host_key: bool = False, hosts: Sequence[HostSpec] | None = None,
                   cancel: asyncio.Event | None = None, on_executor: Callable[[Executor], None] | None = None,
-                  **options: object) -> Outcome:
+                  wait: WaitPolicy | None = None, **options: object) -> Outcome:
     """Resolve the hosts (provisioning them for ``target.gcp``) and run ``steps`` on each.
 
     The one place that turns a recipe into a running executor, shared by ``gpuwizard
@@ -116,6 +122,7 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
     Whatever happens, the run directory records how the run ended, and which remote
     process groups are running (a resumed run stops those an earlier attempt left).
     ``on_executor`` is handed the executor once it exists (for a hard exit's last try).
+    ``wait`` (:func:`wait_policy`): keep trying zones that are out of capacity.
     """
     cancel = cancel or asyncio.Event()
     rd.on_fault = lambda _exc: cancel.set()
@@ -136,7 +143,8 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
         return outcome
 
     ctx = RunContext(run_id=rd.run_id, accept_new_host_key=accept_new_host_key, run_dir=str(rd.path),
-                     recipe_path=rd.state.get("recipe_path"), previous_hosts=list(rd.state.get("hosts", {})))
+                     recipe_path=rd.state.get("recipe_path"), previous_hosts=list(rd.state.get("hosts", {})),
+                     wait=wait)
     if hosts is None:
         task = asyncio.ensure_future(resolve_hosts(recipe, ctx, sink))
         stop = asyncio.ensure_future(cancel.wait())
@@ -144,6 +152,10 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
         stop.cancel()
         if not task.done():
             task.cancel()
+            # let it finish its cleanup: a --wait follows an insert in flight to its end
+            stopped = (await asyncio.gather(task, return_exceptions=True))[0]
+            if isinstance(stopped, GcpError) and stopped.kind == WAIT_STOPPED:
+                return ended(Outcome(ok=False, interrupted=True, provisioned=stopped.vm_exists), str(stopped))
             msg = ("interrupted while provisioning: a VM may already exist; `gpuwizard run RECIPE --resume` "
                    "picks it up, `gpuwizard down RECIPE` deletes it") if gcp else "interrupted before any step ran"
             return ended(Outcome(ok=False, interrupted=True, provisioned=gcp), msg)
@@ -164,12 +176,15 @@ async def execute(recipe: Recipe, steps: Sequence[Step], rd: RunDir, sink: Sink,
             return ended(Outcome(ok=False, interrupted=True, provisioned=gcp), "interrupted before any step ran")
     rd.begin_attempt()
     rd.record_hosts(hosts)
-    rd.set_plan({h.name: list(steps) for h in hosts})
+    layout = cluster_plan.split(recipe, steps, hosts)  # a cluster: a list per node, with its rank
+    per_host = layout.steps if layout is not None else {h.name: list(steps) for h in hosts}
+    rd.set_plan(per_host)
     opts = ExecOptions(run_id=rd.run_id, recipe=recipe.name, connect_timeout=float(recipe.ssh.connect_timeout),
                        reboot_command=recipe.ssh.reboot_command, done=rd.done(),
                        running=rd.running(), on_running=rd.record_running,
-                       retry_auth=gcp, **options)  # type: ignore[arg-type]
-    executor = Executor(list(hosts), list(steps), sink, opts)
+                       retry_auth=gcp, ranks=layout.ranks if layout is not None else {},
+                       **options)  # type: ignore[arg-type]
+    executor = Executor(list(hosts), per_host, sink, opts)
     if on_executor is not None:
         on_executor(executor)
 
@@ -288,6 +303,7 @@ def prepare(req: RunRequest) -> tuple[Recipe, list[Step]]:
     recipe, warnings = load_checked(req.recipe)
     for w in warnings:
         print(w.format(req.recipe), file=sys.stderr)
+    wait_policy(req, recipe)   # a bad --max-wait is a usage error before anything starts
     steps = build_steps(recipe)
     if req.only:
         picked = select(steps, list(req.only))
@@ -296,6 +312,28 @@ def prepare(req: RunRequest) -> tuple[Recipe, list[Step]]:
                              f"{', '.join(s.id for s in steps)}")
         steps = picked
     return recipe, steps
+
+
+def wait_policy(req: RunRequest, recipe: Recipe,
+                on_ready: Callable[[str], None] | None = None) -> WaitPolicy | None:
+    """The capacity wait a run asked for (``--wait``, ``--max-wait``, ``target.gcp.wait``);
+    raises UsageError for a bad ``--max-wait``."""
+    max_wait = None
+    if req.max_wait is not None:
+        if req.wait is False:
+            raise UsageError("--no-wait and --max-wait contradict each other; keep one")
+        try:
+            max_wait = float(parse_duration(req.max_wait))
+        except ValueError as exc:
+            raise UsageError(f"--max-wait: {exc}") from None
+    policy = policy_for(recipe, req.wait, max_wait)
+    if policy is not None:
+        policy.on_ready = on_ready
+    return policy
+
+
+def _ring(message: str) -> None:
+    notify.notify("gpuwizard: your VM is up", message)
 
 
 def cmd_run(req: RunRequest) -> int:
@@ -310,23 +348,31 @@ def cmd_run(req: RunRequest) -> int:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return exit_codes.USAGE
+    wait = wait_policy(req, recipe, on_ready=_ring)
     text = _recipe_text(req.recipe)
     rd, resumed = open_run_dir(req, recipe, text)
     if resumed:
         print(f"gpuwizard: resuming run {rd.run_id} (finished steps are skipped; --fresh starts over)",
               file=sys.stderr)
     try:
-        _announce_cost(recipe)
-        return asyncio.run(_run(req, recipe, steps, rd))
+        _announce_cost(recipe, wait)
+        return asyncio.run(_run(req, recipe, steps, rd, wait))
     finally:
         rd.close()
         print(f"gpuwizard: run directory {rd.path} (see `gpuwizard logs {rd.run_id}`)", file=sys.stderr)
 
 
-def _announce_cost(recipe: Recipe) -> None:
-    """Money first: say what will be created and what it costs before provisioning."""
+def _announce_cost(recipe: Recipe, wait: WaitPolicy | None = None) -> None:
+    """Money first: say what will be created and what it costs before provisioning (and
+    what a stockout does, as this run was asked: the command line wins over the recipe)."""
     summary = describe_provision(recipe)
     if summary is not None:
+        if wait is None:
+            summary = replace(summary, wait=None)
+        elif wait.max_wait is not None:
+            summary = replace(summary, wait=f"for up to {human(wait.max_wait)}")
+        else:
+            summary = replace(summary, wait="until one has capacity (Ctrl-C stops)")
         for line in summary.lines():
             print(f"gpuwizard: {line}", file=sys.stderr)
 
@@ -355,7 +401,8 @@ def closing_advice(recipe_path: str, outcome: Outcome, deleted: list[str] | None
     return out
 
 
-async def _run(req: RunRequest, recipe: Recipe, steps: Sequence[Step], rd: RunDir) -> int:
+async def _run(req: RunRequest, recipe: Recipe, steps: Sequence[Step], rd: RunDir,
+               wait: WaitPolicy | None = None) -> int:
     sink = Fanout(rd, JsonRenderer() if req.json else LineRenderer())
     loop = asyncio.get_running_loop()
     presses = 0
@@ -392,7 +439,7 @@ async def _run(req: RunRequest, recipe: Recipe, steps: Sequence[Step], rd: RunDi
         loop.add_signal_handler(sig, on_signal)
     try:
         outcome = await execute(recipe, steps, rd, sink, accept_new_host_key=req.accept_new_host_key,
-                                cancel=cancel, on_executor=executors.append)
+                                cancel=cancel, on_executor=executors.append, wait=wait)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

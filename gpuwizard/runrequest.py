@@ -27,3 +27,5 @@ class RunRequest:
     run_dir: str | None = None         #: ``--run-dir``: write (or resume) the run directory here
     delete_on_failure: bool = False    #: ``--delete-on-failure``: delete this run's VMs if it fails
     accept_new_host_key: bool = False  #: ``--accept-new-host-key``: trust a VM's key on first connect
+    wait: bool | None = None           #: ``--wait`` / ``--no-wait``: keep trying zones out of capacity (None: the recipe's)
+    max_wait: str | None = None        #: ``--max-wait``: how long to wait for capacity, as given (``6h``); implies --wait

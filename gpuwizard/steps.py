@@ -39,6 +39,17 @@ class Step:
     runs the snippet through ``sudo -n`` when the SSH user is not root. ``reboot``
     asks the executor to reboot the host after the step and wait for SSH to return.
     ``progress`` names a parser for progress lines (``"rclone"``) or is None.
+
+    ``barrier``: every host whose list holds a step with this id reaches it before any
+    host starts it (a host that stops earlier releases the others, whose step ends
+    ``not_run`` naming it). ``gang`` implies barrier and, while the step runs, a
+    failure on one host stops it on every other one; each host's result names the
+    node that failed first. See :mod:`gpuwizard.executor.gang`.
+
+    ``on`` says which nodes of a cluster run the step; ``node_env`` holds the node's
+    ``GPUWIZARD_*`` variables (:mod:`gpuwizard.cluster.env`). They are sent like
+    ``env`` but are not part of the resume fingerprint: a replaced node's new address
+    must not make finished steps run again.
     """
 
     id: str
@@ -53,3 +64,7 @@ class Step:
     uploads: tuple[Upload, ...] = ()
     progress: str | None = None
     phase: str = "setup"
+    barrier: bool = False
+    gang: bool = False
+    on: str = "all"                                   # cluster: all, head (rank 0) or workers
+    node_env: tuple[tuple[str, str], ...] = ()        # cluster: the node's GPUWIZARD_* values

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 
 from gpuwizard import catalog, drivers
+from gpuwizard.gcp import consumption
 from gpuwizard.recipe import Problem, Recipe, RecipeError, merge_problems, parse, read
 
 SUPPORTED_OS = ("ubuntu2204", "ubuntu2404", "debian12")
@@ -82,9 +83,10 @@ def _gcp_problems(r: Recipe) -> list[Problem]:
                                  f"(T4, V100, P100, P4), G2 (L4), A2 (A100), A3 (H100/H200) or A4 (B200){hint}"))
         else:
             out.append(r.problem(f"{P}.machine_type", f"unknown machine type {g.machine_type!r}{hint}"))
-    if mt is not None and mt.spot_only and not g.spot:
+    if mt is not None and mt.spot_only and not g.spot and g.flex_start is None:
         out.append(r.problem(f"{P}.spot", f"{g.machine_type} is only offered as Spot (or Flex-start): set spot: true, "
                              "or use a3-highgpu-8g"))
+    out += consumption.problems(r)
     disk = disk_gb_problem(g.disk_gb, g.image)
     if disk is not None:
         out.append(r.problem(f"{P}.disk_gb", disk))

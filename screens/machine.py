@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from textual.app import ComposeResult
@@ -10,7 +11,8 @@ from textual.validation import Integer
 from textual.widgets import Input, Select, Static
 
 from gpuwizard import catalog, validate
-from gpuwizard.recipe import Autostop
+from gpuwizard.gcp import consumption
+from gpuwizard.recipe import Autostop, FlexStart
 from screens import choices
 from screens.base import WizardScreen
 
@@ -20,6 +22,14 @@ AUTOSTOP_CHOICES = (("15m", "stop after 15 minutes without use"),
                     ("30m", "stop after 30 minutes without use (recommended)"),
                     ("1h", "stop after 1 hour without use"), ("2h", "stop after 2 hours without use"),
                     ("off", "off: the VM runs (and bills) until `gpuwizard down`"))
+
+#: How the GPU is obtained, one line each (the lines are the core's: gcp/consumption.py).
+MODEL_CHOICES = tuple((m, consumption.EXPLAIN[m]) for m in ("on-demand", "spot", "reservation", "flex-start"))
+#: What a stockout in every zone does (``target.gcp.wait``; ``run --wait``/``--no-wait`` override it).
+WAIT_CHOICES = (("off", "On stockout: try each zone once, then stop"),
+                ("1h", "On stockout: keep trying the zones for up to 1 hour"),
+                ("6h", "On stockout: keep trying the zones for up to 6 hours"),
+                ("24h", "On stockout: keep trying the zones for up to 24 hours"))
 
 
 class MachineScreen(WizardScreen):
@@ -50,6 +60,17 @@ class MachineScreen(WizardScreen):
         yield Select([(c.label, c.value) for c in choices.image_choices()], allow_blank=False,
                      value="ubuntu-2204-lts", id="image")
         yield Static("", id="image-note", classes="note")
+        yield Static("How to get the GPU", classes="label")
+        yield Select([(label, value) for value, label in MODEL_CHOICES], allow_blank=False,
+                     value="on-demand", id="model")
+        with Horizontal(classes="row"):
+            with Vertical(classes="field"):
+                yield Static("", classes="label", id="model-detail-label")
+                yield Input("", id="model-detail")
+            with Vertical(classes="field"):
+                yield Static("When every zone is out of capacity", classes="label")
+                yield Select([(label, value) for value, label in WAIT_CHOICES], allow_blank=False, value="off",
+                             id="wait")
         yield Static("Auto-stop (an agent on the VM stops it when nobody uses it)", classes="label")
         yield Select([(label, value) for value, label in AUTOSTOP_CHOICES], allow_blank=False, value="30m",
                      id="autostop")
@@ -91,7 +112,32 @@ class MachineScreen(WizardScreen):
         if idle not in [v for v, _ in AUTOSTOP_CHOICES]:
             auto.set_options([(label, value) for value, label in AUTOSTOP_CHOICES] + [(f"stop after {idle}", idle)])
         auto.value = idle
+        self.query_one("#model", Select).value = consumption.model(g)
+        self._detail = {"reservation": g.reservation if g.reservation not in (None, "none") else "",
+                        "flex-start": g.flex_start.max_run if g.flex_start else "4h"}
+        self._show_detail(consumption.model(g))
+        wait = self.query_one("#wait", Select)
+        if g.wait and g.wait not in [v for v, _ in WAIT_CHOICES]:
+            wait.set_options([(label, value) for value, label in WAIT_CHOICES]
+                             + [(f"On stockout: keep trying the zones for up to {g.wait}", g.wait)])
+        wait.value = g.wait or "off"
         self.changed()
+
+    def _show_detail(self, model: str) -> None:
+        """The one field a model needs: the reservation's name, or flex-start's longest run."""
+        label = self.query_one("#model-detail-label", Static)
+        box = self.query_one("#model-detail", Input)
+        if model == "reservation":
+            label.update("Reservation: NAME, projects/P/reservations/NAME or any")
+        elif model == "flex-start":
+            label.update("Runs at most (10m to 168h), then deleted")
+        else:
+            label.update("Reservation or flex-start run time (not needed)")
+        self._shown = model
+        box.disabled = model not in ("reservation", "flex-start")
+        want = getattr(self, "_detail", {}).get(model, "")
+        if box.value != want:
+            box.value = want
 
     def _fill_disk_types(self, machine: str, want: str) -> None:
         types = choices.disk_types_for(machine)
@@ -105,13 +151,27 @@ class MachineScreen(WizardScreen):
     def snapshot(self) -> Any:
         return (self.query_one("#machine", Select).value, self.query_one("#vms", Input).value,
                 self.query_one("#disk", Input).value, self.query_one("#disk-type", Select).value,
-                self.query_one("#image", Select).value, self.query_one("#autostop", Select).value)
+                self.query_one("#image", Select).value, self.query_one("#autostop", Select).value,
+                self.query_one("#model", Select).value, self.query_one("#model-detail", Input).value,
+                self.query_one("#wait", Select).value)
+
+    def _provisioning(self) -> tuple[bool, str | None, FlexStart | None, str | None]:
+        """spot, reservation, flex_start and wait as the widgets say."""
+        g = self.draft.target.gcp
+        model = str(self.query_one("#model", Select).value)
+        detail = self.query_one("#model-detail", Input).value.strip()
+        wait = str(self.query_one("#wait", Select).value)
+        keep_none = g is not None and g.reservation == "none" and model in ("on-demand", "spot")
+        reservation = (detail or None) if model == "reservation" else ("none" if keep_none else None)
+        flex = FlexStart(max_run=detail) if model == "flex-start" else None
+        return model == "spot", reservation, flex, None if wait == "off" else wait
 
     def apply(self) -> None:
         g = self.draft.target.gcp
         if g is None:
             return
-        machine, vms, disk, disk_type, image, idle = self.snapshot()
+        g.spot, g.reservation, g.flex_start, g.wait = self._provisioning()
+        machine, vms, disk, disk_type, image, idle = self.snapshot()[:6]
         if idle == "off":
             self.draft.autostop = None
         elif self.draft.autostop is None:
@@ -128,7 +188,7 @@ class MachineScreen(WizardScreen):
     def problems(self) -> list[str]:
         if self.draft.target.gcp is None:
             return []
-        machine, vms, disk, _dt, _img, _idle = self.snapshot()
+        machine, vms, disk, _dt, _img, _idle = self.snapshot()[:6]
         out = []
         if machine is Select.BLANK:
             gpu, count, _ = self._gpu()
@@ -138,13 +198,21 @@ class MachineScreen(WizardScreen):
         why = validate.disk_gb_problem(disk, str(_img))  # the one boot-disk rule, with its message
         if why:
             out.append(why)
+        g = self.draft.target.gcp
+        spot, reservation, flex, _wait = self._provisioning()
+        if reservation is None and str(self.query_one("#model", Select).value) == "reservation":
+            out.append("reservation: name the reservation (or write any)")
+        elif machine is not Select.BLANK:
+            wanted = dataclasses.replace(g, machine_type=str(machine), spot=spot, reservation=reservation,
+                                         flex_start=flex)
+            out += [what for _field, what in consumption.conflicts(wanted)]   # the core's one rule
         return out
 
     def changed(self) -> None:
         g = self.draft.target.gcp
         if g is None:
             return
-        machine, vms, disk, disk_type, image, idle = self.snapshot()
+        machine, vms, disk, disk_type, image, idle = self.snapshot()[:6]
         if machine is not Select.BLANK:
             types = choices.disk_types_for(str(machine))
             if disk_type not in types:
@@ -156,7 +224,14 @@ class MachineScreen(WizardScreen):
                         + (f", with PyTorch {img.torch}" if img.torch else "") + "; gpuwizard only verifies them.")
         else:
             note.update("gpuwizard installs the NVIDIA driver and CUDA (next screen) on this image.")
-        gpu, count, spot = self._gpu()
+        model = str(self.query_one("#model", Select).value)
+        shown = getattr(self, "_shown", model)
+        if shown != model:
+            if shown in self._detail:   # keep what was typed for the model left, for a way back
+                self._detail[shown] = self.query_one("#model-detail", Input).value.strip()
+            self._show_detail(model)
+        gpu, count, _spot = self._gpu()
+        spot = model == "spot"
         if machine is Select.BLANK:
             self.query_one("#cost", Static).update("")
             return

@@ -37,6 +37,7 @@ from textual.worker import Worker, WorkerState
 from gpuwizard import events as ev
 from gpuwizard import exit_codes
 from gpuwizard.autostop import settings as autostop_settings
+from gpuwizard.cluster.nodes import rank_label
 from gpuwizard.plan import describe_provision
 from screens import runsource
 from screens.dialogs import ChoiceScreen
@@ -88,6 +89,7 @@ class RunScreen(Screen[None]):
         self.following = True
         self.grid = False
         self._hosts_shown: list[str] = []
+        self._ranks_shown: dict[str, int] = {}
         self._steps_shown: list[str] = []
         self._done_notified = False
         self._backlog: dict[str, list[str]] = {}
@@ -147,11 +149,12 @@ class RunScreen(Screen[None]):
         """(Re)build the table and the panes for the hosts and steps known so far."""
         m = self.model
         table = self.query_one("#grid", DataTable)
-        if m.hosts != self._hosts_shown or m.steps != self._steps_shown:
+        ranks_changed = m.ranks != self._ranks_shown
+        if m.hosts != self._hosts_shown or m.steps != self._steps_shown or ranks_changed:
             table.clear(columns=True)
             table.add_column("Step", key="step")
             for h in m.hosts:
-                table.add_column(_short_host(h), key=h)
+                table.add_column(rank_label(m.ranks[h]) if h in m.ranks else _short_host(h), key=h)
             for s in m.steps:
                 table.add_row(s, *[m.cells[(h, s)].render() for h in m.hosts], key=s)
             self._steps_shown = list(m.steps)
@@ -159,9 +162,12 @@ class RunScreen(Screen[None]):
         tabs = self.query_one("#host-tabs", Tabs)
         for i, h in enumerate(m.hosts):
             if h in self._hosts_shown:
+                if ranks_changed:  # the nodes' ranks came after their tabs
+                    tabs.query_one(f"#tab-{i}", Tab).label = m.label(h, _short_host(h))
                 continue
             panes.mount(HostPaneWidget(h, i, self.max_lines))
-            tabs.add_tab(Tab(_short_host(h), id=f"tab-{i}"))
+            tabs.add_tab(Tab(m.label(h, _short_host(h)), id=f"tab-{i}"))
+        self._ranks_shown = dict(m.ranks)
         if m.hosts and not self._hosts_shown:
             self.call_after_refresh(self._activate, 0)
         self._hosts_shown = list(m.hosts)
@@ -220,7 +226,7 @@ class RunScreen(Screen[None]):
             dropped = f" · {p.dropped:,} lines only in the run directory" if p.dropped else ""
             what = "did not connect" if p.failure else (p.step or p.message)
             pane.query_one(".pane-head", Static).update(
-                f"{state} {host} · {what}{extra}{dropped}")
+                f"{state} {m.label(host)} · {what}{extra}{dropped}")
             reason = pane.query_one(".pane-reason", Static)
             if p.failure and not reason.display:
                 reason.update(f"[b]{_esc(host)} ran no steps.[/b] {_esc(p.failure)}")
@@ -236,7 +242,8 @@ class RunScreen(Screen[None]):
         unreachable = "".join(f"\n[b $error]✗ {_esc(h)}[/] did not connect: {_esc(why)}"
                               for h, why in m.host_failures().items())
         self.query_one("#run-summary", Static).update(
-            f"{len(m.hosts)} hosts x {len(m.steps)} steps\n" + ", ".join(parts) + unreachable)
+            f"{len(m.hosts)} {'nodes' if m.ranks else 'hosts'} x {len(m.steps)} steps\n" + ", ".join(parts)
+            + unreachable)
         status = self.query_one("#run-status", Static)
         if m.finished is not None:
             f = m.finished

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from gpuwizard import events as ev
+from gpuwizard.cluster.nodes import host_label
 
 ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 STATUS_ICON = {"pending": "·", "running": "▶", "ok": "✓", "skipped": "↷", "failed": "✗", "timeout": "⏱",
-               "cancelled": "⊘", "not_run": "-", "unreachable": "✗"}
+               "cancelled": "⊘", "not_run": "-", "unreachable": "✗", "elsewhere": " "}
 BAD = ("failed", "timeout", "unreachable")
 
 
@@ -51,6 +52,7 @@ class Cell:
     message: str = ""
     started: float | None = None
     start_line: int = 0
+    order: int = 0            # when it finished, in the run's order (the failure that came first)
 
     def render(self) -> str:
         icon = STATUS_ICON.get(self.status, "?")
@@ -102,6 +104,8 @@ class RunModel:
         self.hosts: list[str] = []
         self.steps: list[str] = []
         self.titles: dict[str, str] = {}
+        self.ranks: dict[str, int] = {}  # a cluster's nodes (RunStarted): shown as "node 0 (head) HOST"
+        self._finished_steps = 0
         self.cells: dict[tuple[str, str], Cell] = {}
         self.panes: dict[str, HostPane] = {}
         self.run_id: str | None = None
@@ -129,6 +133,11 @@ class RunModel:
         for h in self.hosts:
             for s in self.steps:
                 self.cells.setdefault((h, s), Cell())
+
+    def label(self, host: str, shown: str | None = None) -> str:
+        """How the screen names ``host`` (``shown``: its shortened form): with its
+        node rank in a cluster ("node 0 (head) HOST")."""
+        return host_label(host, self.ranks).replace(host, shown if shown is not None else host)
 
     def _pane(self, host: str) -> HostPane:
         if host not in self.panes:
@@ -180,6 +189,8 @@ class RunModel:
             p = self._pane(e.host)
             self._flush_partial(p)
             c.status, c.seconds, c.message = e.status, e.seconds, e.message
+            self._finished_steps += 1
+            c.order = self._finished_steps
             if e.status == "ok":
                 c.fraction = None
             if e.status in BAD:
@@ -191,7 +202,14 @@ class RunModel:
             self._changed.hosts.add(e.host)
         elif isinstance(e, ev.RunStarted):
             self.run_id, self.recipe = e.run_id, e.recipe
+            if e.ranks and e.ranks != self.ranks:
+                self.ranks = dict(e.ranks)
+                self._changed.structure = True
             self._setup(list(e.hosts), list(e.steps))
+            for h, own in e.host_steps.items():  # steps another node runs (`on: head`): not pending here
+                for s in self.steps:
+                    if s not in own and (h, s) in self.cells:
+                        self.cells[(h, s)].status = "elsewhere"
         elif isinstance(e, ev.HostConnecting):
             p = self._pane(e.host)
             p.message = f"connecting (attempt {e.attempt})" if e.attempt > 1 else "connecting"
@@ -287,10 +305,12 @@ class RunModel:
         return self.finished is None
 
     def first_failure(self) -> tuple[str, str] | None:
+        """The first step that failed, on the host where it failed first (a gang step
+        fails on every node; the node that broke it reports first)."""
         for s in self.steps:
-            for h in self.hosts:
-                if self.cells[(h, s)].status in BAD:
-                    return (h, s)
+            bad = [h for h in self.hosts if self.cells[(h, s)].status in BAD]
+            if bad:
+                return (min(bad, key=lambda h: self.cells[(h, s)].order), s)
         return None
 
     def host_failures(self) -> dict[str, str]:

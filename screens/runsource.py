@@ -79,7 +79,7 @@ class ExecutorSource:
         try:
             outcome = await runner.execute(self.recipe, steps, self.rd, sink, hosts=self._hosts,
                                            accept_new_host_key=self.accept_new_host_key, cancel=stop,
-                                           **self.options)
+                                           wait=runner.wait_policy(self.request, self.recipe), **self.options)
         finally:
             watcher.cancel()
         self.outcome = outcome

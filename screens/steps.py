@@ -20,7 +20,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, OptionList, Static, TextArea
+from textual.widgets import Button, Input, OptionList, Select, Static, TextArea
 from textual.widgets.option_list import Option
 
 from gpuwizard import presets
@@ -53,6 +53,16 @@ def show_timeout(seconds: float) -> str:
         if seconds % _UNITS[unit] == 0:
             return f"{int(seconds // _UNITS[unit])}{unit}"
     return f"{seconds:g}"
+
+
+# Where a step runs in a cluster (UserStep.on); the control shows for cluster recipes only.
+ON_CHOICES = [("Runs on every node", "all"), ("Runs on the head node (rank 0) only", "head"),
+              ("Runs on the workers only", "workers")]
+
+
+def _tags(s: UserStep) -> str:
+    """What the list shows after a step's name: `` [root]``, `` [head]`` ..."""
+    return (" [root]" if s.sudo else "") + (f" [{s.on}]" if s.on != "all" else "")
 
 
 def preset_steps(recipe: rc.Recipe) -> list[UserStep]:
@@ -104,6 +114,9 @@ class StepsScreen(WizardScreen):
                 yield Static("Command (bash; several lines are fine)", classes="label")
                 yield TextArea(id="step-run", soft_wrap=True, language=None)
                 yield Check("Run as root (sudo)", id="step-sudo")
+                on = Select(ON_CHOICES, value="all", allow_blank=False, id="step-on")
+                on.display = False  # a cluster recipe only (load shows it)
+                yield on
         yield Static("", id="steps-note", classes="note")
 
     def focus_first(self) -> None:
@@ -115,11 +128,12 @@ class StepsScreen(WizardScreen):
     def load(self) -> None:
         self.steps = [dataclasses.replace(s) for s in self.draft.steps]
         self.index = 0 if self.steps else None
+        self.query_one("#step-on", Select).display = self.draft.cluster is not None
         self._render_list()
         self._fill_editor()
 
     def snapshot(self) -> Any:
-        return tuple((s.name, s.run, s.timeout, s.sudo) for s in self.steps)
+        return tuple((s.name, s.run, s.timeout, s.sudo, s.on) for s in self.steps)
 
     def apply(self) -> None:
         self.draft.steps = [dataclasses.replace(s) for s in self.steps]
@@ -151,12 +165,11 @@ class StepsScreen(WizardScreen):
         ol.clear_options()
         for i, s in enumerate(self.steps):
             first = s.run.strip().splitlines()[0] if s.run.strip() else "(no command yet)"
-            sudo = " [root]" if s.sudo else ""
-            ol.add_option(Option(f"{i + 1}. {s.name or '(unnamed)'}{sudo}: {first}", id=f"step:{i}"))
+            ol.add_option(Option(f"{i + 1}. {s.name or '(unnamed)'}{_tags(s)}: {first}", id=f"step:{i}"))
         if self.index is not None and self.steps:
             ol.highlighted = self.index
         editing = self.index is not None
-        for wid in ("#step-name", "#step-timeout", "#step-run", "#step-sudo", "#step-remove"):
+        for wid in ("#step-name", "#step-timeout", "#step-run", "#step-sudo", "#step-on", "#step-remove"):
             self.query_one(wid).disabled = not editing
         note = self.query_one("#steps-note", Static)
         if self.steps:
@@ -172,6 +185,7 @@ class StepsScreen(WizardScreen):
         self.query_one("#step-timeout", Input).value = show_timeout(s.timeout)
         self.query_one("#step-run", TextArea).load_text(s.run)
         self.query_one("#step-sudo", Check).value = s.sudo
+        self.query_one("#step-on", Select).value = s.on
         self.call_after_refresh(self._filled)
 
     def _filled(self) -> None:
@@ -187,12 +201,12 @@ class StepsScreen(WizardScreen):
             s, name=self.query_one("#step-name", Input).value.strip(),
             run=self.query_one("#step-run", TextArea).text.strip("\n"),
             timeout=s.timeout if timeout is None else timeout,
-            sudo=self.query_one("#step-sudo", Check).value)
+            sudo=self.query_one("#step-sudo", Check).value,
+            on=str(self.query_one("#step-on", Select).value) if self.draft.cluster is not None else s.on)
         ol = self.query_one("#steps-list", OptionList)
         s = self.steps[self.index]
         first = s.run.strip().splitlines()[0] if s.run.strip() else "(no command yet)"
-        ol.replace_option_prompt_at_index(
-            self.index, f"{self.index + 1}. {s.name or '(unnamed)'}{' [root]' if s.sudo else ''}: {first}")
+        ol.replace_option_prompt_at_index(self.index, f"{self.index + 1}. {s.name or '(unnamed)'}{_tags(s)}: {first}")
 
     def changed(self) -> None:
         self._edited()

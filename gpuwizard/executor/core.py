@@ -15,6 +15,7 @@ import time
 from typing import Mapping, Sequence
 
 from gpuwizard import events as ev
+from gpuwizard.executor.gang import Coordinator
 from gpuwizard.executor.host import HostRun, source
 from gpuwizard.executor.options import ExecOptions, Sink
 from gpuwizard.executor.procs import RemoteProc
@@ -26,7 +27,9 @@ from gpuwizard.steps import Step
 class Executor:
     """Runs ``steps`` on every host of ``hosts`` and reports through ``sink``.
 
-    ``steps`` is one list for all hosts, or a mapping ``host name -> list``.
+    ``steps`` is one list for all hosts, or a mapping ``host name -> list``. Steps
+    marked ``barrier`` or ``gang`` are taken together by the hosts that hold them
+    (:mod:`.gang`).
     ``await run()`` returns True when every host finished every step. ``cancel()``
     (call it on the loop's thread, e.g. from ``loop.add_signal_handler``) stops
     cleanly: remote processes are killed, running steps end as ``cancelled``, later
@@ -40,8 +43,9 @@ class Executor:
         per_host = steps if isinstance(steps, Mapping) else {h.name: steps for h in hosts}
         self.interrupted = False
         self._stop = asyncio.Event()
+        coord = Coordinator({h.name: per_host.get(h.name, ()) for h in hosts}, self.options.ranks)
         self.hosts = [HostRun(h, per_host.get(h.name, ()), sink, self.options, self._stop,
-                              RemoteProc.from_dict(self.options.running.get(h.name) or {}))
+                              RemoteProc.from_dict(self.options.running.get(h.name) or {}), coord)
                       for h in hosts]
 
     async def run(self) -> bool:
@@ -52,8 +56,11 @@ class Executor:
             all_steps: list[str] = []
             for h in self.hosts:
                 all_steps += [s.id for s in h.steps if s.id not in all_steps]
+            own = {h.name: [s.id for s in h.steps] for h in self.hosts}
             self.sink(ev.RunStarted(run_id=self.options.run_id, recipe=self.options.recipe,
-                                    hosts=[h.name for h in self.hosts], steps=all_steps))
+                                    hosts=[h.name for h in self.hosts], steps=all_steps,
+                                    ranks=dict(self.options.ranks),
+                                    host_steps=own if any(v != all_steps for v in own.values()) else {}))
         for h in self.hosts:
             _load_secrets(h)
         results = await asyncio.gather(*(h.run() for h in self.hosts))

@@ -4,11 +4,12 @@ an earlier attempt left running.
 
 Why a module of its own: this is everything the executor does *on* a host; the
 :class:`~gpuwizard.executor.core.Executor` only fans hosts out and in; stopping
-processes is :mod:`.kill`. Why ~400 lines
-in one piece: the retry, reconnect, timeout and cancel paths share the host's state
-(connection, the process group in flight, secrets) and their order is the contract
-(a stale copy is always stopped before anything runs; a step ends with exactly one
-StepFinished); split further, that order would be spread over modules.
+processes is :mod:`.kill`; the rules of steps hosts take together (barrier, gang) are
+:mod:`.gang`. Why ~490 lines in one piece: the retry, reconnect, timeout, cancel and
+gang-abort paths share the host's state (connection, the process group in flight,
+secrets) and their order is the contract (a stale copy is always stopped before
+anything runs; a step ends with exactly one StepFinished); split further, that order
+would be spread over modules.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Awaitable, Sequence, TypeVar
 
 from gpuwizard import events as ev
 from gpuwizard.executor import kill, remote
+from gpuwizard.executor.gang import Coordinator, Failure, Sync
 from gpuwizard.executor.options import NOTE, ExecOptions, Sink, fingerprint
 from gpuwizard.executor.procs import RemoteProc
 from gpuwizard.executor.stream import OutputPump
@@ -38,7 +40,7 @@ class Stopped(Exception):
 
 @dataclass
 class Result:
-    status: str               # ok, failed, timeout, lost, cancelled, skipped
+    status: str               # ok, failed, timeout, lost, cancelled, skipped, not_run (a broken barrier)
     exit_code: int | None = None
     message: str = ""
     final: bool = False       # retrying cannot help (no sudo, no password-less sudo)
@@ -85,7 +87,7 @@ class HostRun:
     and the pipeline that runs this host's steps."""
 
     def __init__(self, spec: HostSpec, steps: Sequence[Step], sink: Sink, options: ExecOptions,
-                 stop: asyncio.Event, stale: RemoteProc | None):
+                 stop: asyncio.Event, stale: RemoteProc | None, coord: Coordinator | None = None):
         self.spec = spec
         self.steps = list(steps)
         self.sink = sink
@@ -99,6 +101,9 @@ class HostRun:
         self.short_secrets: dict[str, str] = {}  # upload source -> note: too short to mask
         self.running: RemoteProc | None = None  # remote process group of the step in flight (or left behind)
         self._stale = stale  # an earlier attempt's step: adopted at the first connect
+        self.coord = coord if coord is not None else Coordinator({spec.name: self.steps}, options.ranks)
+        self._gang: Sync | None = None  # the gang step in flight: its abort stops our run of it
+        self._cause: Failure | None = None  # another node's failure that stopped this host
 
     @property
     def name(self) -> str:
@@ -113,6 +118,10 @@ class HostRun:
             if done_fp is not None and done_fp == fingerprint(step):
                 self.sink(ev.StepFinished(host=self.name, step=step.id, status="skipped",
                                           message="done in an earlier attempt of this run"))
+                sync = self.coord.get(step)
+                if sync is not None:  # done counts as reached (and, for a gang, as ended well)
+                    sync.arrive(self.name)
+                    sync.end(self.name, None)
                 continue
             if self.conn is None:  # connect at the first step with work to do
                 try:
@@ -132,15 +141,23 @@ class HostRun:
             except Stopped:
                 result = Result("cancelled", message="interrupted")
             if result.status not in ("ok", "skipped"):
+                if result.status == "not_run" or self._cause is not None:
+                    return self._finish(i + 1, f"{step.id}: {result.message}")
                 why = f": {result.message}" if result.message and result.status != "cancelled" else ""
-                return self._finish(i + 1, f"{step.id} {result.status}{why}")
+                return self._finish(i + 1, f"{step.id} {result.status}{why}",
+                                    failure=Failure(self.name, self.coord.label(self.name), step.id,
+                                                    result.exit_code, result.message))
         self.close()
         self.sink(ev.HostFinished(host=self.name, ok=True, message=f"{len(self.steps)} steps done"))
         return True
 
-    def _finish(self, start: int, message: str, connected: bool = True) -> bool:
+    def _finish(self, start: int, message: str, connected: bool = True, failure: Failure | None = None) -> bool:
         """The host stops here: the steps left are not run, and HostFinished carries the
-        reason with its fix, which every front end shows (pane, summary, host log)."""
+        reason with its fix, which every front end shows (pane, summary, host log).
+        Barriers it has not reached are released, naming the failure that stopped it
+        (another node's, when a broken barrier or gang stopped this one)."""
+        self.coord.leave(self.name, self._cause or failure or Failure(
+            self.name, self.coord.label(self.name), self.steps[min(start, len(self.steps) - 1)].id, message=message))
         for step in self.steps[start:]:
             self.sink(ev.StepFinished(host=self.name, step=step.id, status="not_run"))
         self.close()
@@ -188,10 +205,17 @@ class HostRun:
     async def _run_step(self, step: Step) -> Result:
         t0 = time.monotonic()
         attempt = reconnects = failures = 0
+        sync = self.coord.get(step)
         while True:
             attempt += 1
             self.sink(ev.StepStarted(host=self.name, step=step.id, title=step.title, attempt=attempt))
             try:
+                if sync is not None and attempt == 1:
+                    broken = await self._reach(sync, step)
+                    if broken is not None:
+                        self._cause = broken
+                        return self._finished(step, t0, Result("not_run", message=broken.barrier_text()))
+                    self._gang = sync if sync.gang else None
                 result = await self._attempt(step)
                 if result.status == "ok" and step.reboot:
                     result = await self._reboot(step)
@@ -204,6 +228,10 @@ class HostRun:
                 result = Result("failed", message=str(exc))
             except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
                 result = Result("failed", message=f"{type(exc).__name__}: {exc}")
+            if result.status == "lost" and self._gang is not None:
+                # One rank cannot re-join a job the others are running: the step fails everywhere.
+                result = Result("failed", message=f"the connection to {self.name} dropped during this step "
+                                                  f"({result.message})")
             if result.status == "lost":
                 reconnects += 1
                 if reconnects > self.options.max_reconnects:
@@ -219,15 +247,68 @@ class HostRun:
                         raise
                     else:
                         continue
-            if result.status in ("failed", "timeout") and failures < step.retries and not result.final:
+            if (result.status in ("failed", "timeout") and failures < step.retries and not result.final
+                    and self._gang is None):
                 failures += 1
                 self.note(step.id, f"{step.id} {result.status}; retry {failures} of {step.retries}")
                 continue
-            result.message = mask_all(result.message, self.secrets) if self.secrets else result.message
-            self.sink(ev.StepFinished(host=self.name, step=step.id, status=result.status,
-                                      exit_code=result.exit_code, seconds=round(time.monotonic() - t0, 3),
-                                      message=result.message))
+            if self._gang is not None:
+                result = await self._gang_end(step, t0, result)
+            return self._finished(step, t0, result)
+
+    def _finished(self, step: Step, t0: float, result: Result) -> Result:
+        result.message = mask_all(result.message, self.secrets) if self.secrets else result.message
+        self.sink(ev.StepFinished(host=self.name, step=step.id, status=result.status,
+                                  exit_code=result.exit_code, seconds=round(time.monotonic() - t0, 3),
+                                  message=result.message))
+        return result
+
+    async def _stop_orphan(self, step: Step) -> None:
+        """Reconnect (briefly) to stop a gang step a dropped connection left running; the
+        others were told first. What cannot be stopped now stays recorded
+        (``on_running``) for the next attempt to stop."""
+        try:
+            await asyncio.wait_for(self.connect(), 30)
+            await self._kill_stale(step.id)
+        except (Stopped, asyncio.TimeoutError):
+            pass
+        except Exception:  # noqa: BLE001 - best effort: the host may be gone
+            pass
+
+    async def _reach(self, sync: Sync, step: Step) -> Failure | None:
+        """Arrive at a barrier (or gang) step and wait for its other members; the
+        failure that broke it, or None when everyone is here."""
+        sync.arrive(self.name)
+        if not sync.released.is_set():
+            self.note(step.id, f"waiting for {self.coord.labels(sync.waiting_for())} to reach {step.id}")
+            await self.guard(sync.released.wait())
+        return sync.broken
+
+    async def _gang_end(self, step: Step, t0: float, result: Result) -> Result:
+        """This host's run of a gang step ended: report it, wait for the others when it
+        went well, and say who failed first when one did (on every member)."""
+        sync, self._gang = self._gang, None
+        assert sync is not None
+        if result.status in ("ok", "skipped"):
+            sync.end(self.name, None)
+            try:
+                await self.guard(sync.settled.wait())
+            except Stopped:
+                self._cancelled(step, t0)
+                raise
+        else:
+            sync.end(self.name, Failure(self.name, self.coord.label(self.name), step.id, result.exit_code,
+                                        result.message))
+            if self.running is not None:  # a dropped connection left this rank running there
+                await self._stop_orphan(step)
+        first = sync.failed
+        if first is None:
             return result
+        if first.host != self.name:
+            self._cause = first
+            code = result.exit_code if result.status == "failed" else None
+            return Result("failed", code, first.gang_text(), final=True)
+        return Result(result.status, result.exit_code, first.gang_text(), final=True)
 
     def _cancelled(self, step: Step, t0: float) -> None:
         """Report a step stopped by Ctrl-C or cancel (the caller re-raises)."""
@@ -255,7 +336,7 @@ class HostRun:
         if step.check:
             code = await self._check(step, sudo)
             if code == 0:
-                return Result("skipped", 0, "already done (check passed)")
+                return Result("skipped", 0, "check passed")
         return await self._exec(step, sudo=sudo, timeout=step.timeout)
 
     async def _is_root(self) -> bool:
@@ -301,6 +382,9 @@ class HostRun:
     async def _exec(self, step: Step, *, sudo: bool, timeout: float) -> Result:
         """Run one step's shell, streaming its output as events, within ``timeout``."""
         assert self.conn is not None
+        abort = self._gang.abort if self._gang is not None else None
+        if abort is not None and abort.is_set():  # another node failed before this one started
+            return Result("failed", None, "not started: another node failed", final=True)
         token = remote.new_token()
         proc = await self.guard(self.conn.start(remote.wrap(step.run, sudo)))
         proc.feed_stdin(remote.env_stdin(step, token))
@@ -312,10 +396,14 @@ class HostRun:
 
         task: asyncio.Future[Completed] = asyncio.ensure_future(work())
         stop = asyncio.ensure_future(self.stop.wait())
+        aborted = asyncio.ensure_future(abort.wait()) if abort is not None else None
         try:
-            done, _ = await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({task, stop} | ({aborted} if aborted else set()), timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
+            if aborted is not None:
+                aborted.cancel()
         if task in done:
             completed = task.result()  # ConnectionLost goes up: the step is re-run after reconnecting
             if completed.exit_status is None and completed.exit_signal is None:
@@ -327,7 +415,7 @@ class HostRun:
                 return Result("failed", None, f"killed by signal {completed.exit_signal}")
             code = completed.exit_status
             return Result("ok" if code == 0 else "failed", code, "" if code == 0 else f"exit code {code}")
-        # timed out or cancelled: kill the remote processes, then stop reading
+        # timed out, cancelled, or a gang step another node failed: kill the remote processes, then stop reading
         if pump.pid is None and not task.done():  # started a moment ago: its marker is on its way
             marker = asyncio.ensure_future(pump.got_pid.wait())
             try:
@@ -345,6 +433,9 @@ class HostRun:
         proc.close()
         if self.stop.is_set():
             raise Stopped()
+        if abort is not None and abort.is_set():
+            self.note(step.id, f"another node failed {step.id}; stopped it here")
+            return Result("failed", None, "stopped: another node failed", final=True)
         self.note(step.id, f"{step.id} timed out after {timeout:g}s; stopped it")
         return Result("timeout", None, f"timed out after {timeout:g}s")
 

@@ -45,3 +45,5 @@ class ExecOptions:
     # told (host, record) as soon as a step's remote process group is known, (host, None) once it ended
     on_running: Callable[[str, dict[str, Any] | None], None] | None = None
     emit_run_events: bool = True            # RunStarted / RunFinished
+    # cluster: host name -> node rank; barrier/gang messages then say "node 1 (h1)"
+    ranks: Mapping[str, int] = field(default_factory=dict)

@@ -50,7 +50,7 @@ def new_token() -> str:
 
 def env_stdin(step: Step, token: str = "") -> bytes:
     """What the wrapper's bash reads first: the step's exports, then a NUL."""
-    pairs = list(step.env) + ([(TOKEN_VAR, token)] if token else [])
+    pairs = list(step.node_env) + list(step.env) + ([(TOKEN_VAR, token)] if token else [])
     if not pairs:
         return b""
     text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in pairs)

@@ -14,6 +14,8 @@ Deliberately import-free: ``google.cloud.compute_v1`` costs 1.4-2 s to import, a
 * :mod:`.context`     the state of one provisioning run and its VM ledger
 * :mod:`.resume`      the run's existing VMs: reuse, restart or replace
 * :mod:`.failover`    quota and OS Login checks, inserts with zone failover
+* :mod:`.wait`        ``run --wait``: rounds of zones out of capacity, with jittered backoff
+* :mod:`.consumption` Spot, reservations and DWS flex-start: body fields and refused combinations
 * :mod:`.hostkeys`    host keys from guest attributes or the serial console, pinned
 * :mod:`.provision`   the whole: resume, create, pin (what ``runner`` calls)
 * :mod:`.sshkeys`     gpuwizard's login key and known_hosts files

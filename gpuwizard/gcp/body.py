@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpuwizard import catalog
 from gpuwizard.autostop.settings import recipe_token as autostop_token
+from gpuwizard.gcp import consumption
 from gpuwizard.gcp.errors import GcpError
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def instance_body(recipe: Recipe, zone: str, name: str, run_id: str, ssh_user: s
     if g.gpu and (mtype is None or mtype.gpu_type is None) and (gpu is None or gpu.attachable):
         acc = g.gpu.type if bare else f"projects/{{project}}/zones/{zone}/acceleratorTypes/{g.gpu.type}"
         body["guest_accelerators"] = [{"accelerator_type": acc, "accelerator_count": int(g.gpu.count)}]
+    consumption.apply(body, g)   # reservation affinity, flex-start (gcp/consumption.py)
     return body
 
 

@@ -35,3 +35,8 @@ HOSTKEY_POLL = _env("GPUWIZARD_HOSTKEY_POLL", 3.0)
 STATE_POLL = _env("GPUWIZARD_GCP_STATE_POLL", 2.0)
 #: A wait longer than this says what it waits for and for how long.
 ANNOUNCE_AFTER = 5.0
+#: ``run --wait``: the first gap between rounds of tries when every zone is out of capacity,
+#: how much each gap grows, and its cap (gcp/wait.py; SkyPilot's --retry-until-up starts at 30 s).
+WAIT_FIRST = _env("GPUWIZARD_WAIT_FIRST", 30.0)
+WAIT_FACTOR = _env("GPUWIZARD_WAIT_FACTOR", 1.5)
+WAIT_CAP = _env("GPUWIZARD_WAIT_CAP", 600.0)

@@ -99,6 +99,12 @@ class Provisioner:
         """GPUs the VMs to create need."""
         return (int(self.g.gpu.count) * len(self.names)) if self.g.gpu else 0
 
+    @property
+    def preemptible(self) -> bool:
+        """Whether the VMs draw on preemptible GPU quota: Spot, and flex-start VMs too
+        (docs/facts/gcp-flex-start-reservations.md)."""
+        return bool(self.g.spot) or self.g.flex_start is not None
+
     def say(self, text: str) -> None:
         """A plain progress line for the run log / UI."""
         if self.sink:
@@ -108,7 +114,7 @@ class Provisioner:
         """The regional GPU quota metric the VMs draw on."""
         if self.gpu is None:
             return None
-        return self.gpu.spot_quota_metric if self.g.spot else self.gpu.quota_metric
+        return self.gpu.spot_quota_metric if self.preemptible else self.gpu.quota_metric
 
     def region_block(self, region: str) -> str | None:
         """Why ``region`` must not be tried (no free quota), or None."""

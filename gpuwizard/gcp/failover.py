@@ -19,22 +19,28 @@ VM's own metadata shows it, :mod:`gpuwizard.gcp.oslogin` stops the run before SS
 
 A zone that takes the VMs is recorded in the run's ledger at once (issue 13): from then
 on the run owns them, whatever fails next.
+
+One pass over the zones is :func:`one_pass`; ``run --wait`` repeats it for the zones that
+lacked capacity, with growing gaps (:mod:`.wait`), instead of failing after one pass.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Awaitable, Callable
 
 from gpuwizard import catalog
 from gpuwizard.gcp import quota as Q
 from gpuwizard.gcp.body import fill_project, instance_body
 from gpuwizard.gcp.client import call
+from gpuwizard.gcp.consumption import describe, model
 from gpuwizard.gcp.context import Provisioner
 from gpuwizard.gcp.errors import (EXISTS, GLOBAL_QUOTA, PERMISSION, REGION_QUOTA, STOCKOUT, UNFINISHED, GcpError,
                                   Verdict, console_link, global_quota_error, os_login_error, quota_error)
 from gpuwizard.gcp.inventory import find
 from gpuwizard.gcp.operations import run_operation
 from gpuwizard.gcp.quota_gate import gate, unknown_note
+from gpuwizard.gcp.wait import Round, WaitPolicy, Waiter, is_capacity
 from gpuwizard.gcp.zones import zones_for_gpu
 
 
@@ -49,7 +55,7 @@ async def check_project(p: Provisioner, creating: bool) -> None:
     meta: dict[str, str] | None = None
     if creating and p.gpu is not None:
         try:
-            p.quota = await Q.fetch_quota(p.project, p.gpu.name, p.g.spot)
+            p.quota = await Q.fetch_quota(p.project, p.gpu.name, p.preemptible)
             meta = p.quota.metadata
             if (note := unknown_note(p.quota)) is not None:
                 p.say(note)
@@ -79,7 +85,7 @@ async def candidates(p: Provisioner) -> list[str]:
         return gate(p.quota, list(p.g.zones), p.need, p.say, p.report.skipped)
     if p.gpu is None or p.g.gpu is None:
         raise GcpError("Set target.gcp.zones: a CPU-only VM has no GPU to choose zones by.", kind="usage")
-    opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.g.spot)
+    opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.preemptible)
     p.say(f"no zones in the recipe: trying the {len(opts)} zones that offer {p.gpu.label}, best first")
     return gate(p.quota, [o.zone for o in opts], p.need, p.say, p.report.skipped)
 
@@ -138,9 +144,31 @@ def _stop(p: Provisioner, zone: str, verdict: Verdict) -> GcpError | None:
     return None
 
 
-async def create(p: Provisioner, public_key: str) -> str:
-    """Try zones until one takes the VM(s); returns the zone. Raises GcpError with the reasons."""
-    queue: deque[str] = deque(await candidates(p))
+async def create(p: Provisioner, public_key: str, wait: WaitPolicy | None = None) -> str:
+    """Try zones until one takes the VM(s); returns the zone. Raises GcpError with the reasons.
+
+    With ``wait`` (``run --wait``), a round in which every zone lacked capacity is followed
+    by another after a growing gap (:mod:`.wait`), until one works or ``max_wait`` passes."""
+    zones = await candidates(p)
+    if wait is None:
+        res = await one_pass(p, zones, lambda zone: attempt(p, zone, public_key))
+        if res.zone is not None:
+            return res.zone
+        reasons = "; ".join(f"{z}: {r}" for z, r in p.report.skipped) or "no zones to try"
+        raise GcpError(f"No zone could take the VM ({reasons}). Add zones to target.gcp.zones "
+                       f"(see `gpuwizard zones --gpu {p.g.gpu.type if p.g.gpu else 'TYPE'}`), try later, or "
+                       f"wait for capacity with `gpuwizard run RECIPE.yaml --wait`.", kind=STOCKOUT)
+    waiter = Waiter(p, wait, lambda zone: attempt(p, zone, public_key))
+    return await waiter.run(zones, lambda order: one_pass(p, order, waiter.attempt))
+
+
+async def one_pass(p: Provisioner, zones: list[str], insert: Callable[[str], Awaitable[Verdict | None]]) -> Round:
+    """Try ``zones`` in order (``zonesAvailable`` hints moved to the front) until one takes
+    the VM(s). Stops the run (raises) on quota, permission and name errors; returns the
+    zone, or which zones lacked capacity and what they suggested."""
+    p.report.skipped.clear()
+    out = Round()
+    queue: deque[str] = deque(zones)
     tried: set[str] = set()
     blocked: dict[str, str] = {}      # region -> why
     while queue:
@@ -160,15 +188,17 @@ async def create(p: Provisioner, public_key: str) -> str:
         what = f"{len(p.names)} x " if len(p.names) > 1 else ""
         p.say(f"{zone}: creating {what}{p.g.machine_type}"
               + (f" with {p.g.gpu.count} x {p.g.gpu.type}" if p.g.gpu else "")
-              + (" (spot)" if p.g.spot else ""))
-        verdict = await attempt(p, zone, public_key)
+              + (f" ({describe(p.g)})" if model(p.g) != "on-demand" else ""))
+        verdict = await insert(zone)
         if verdict is None:
-            return zone
+            out.zone = zone
+            return out
         p.report.skipped.append((zone, verdict.reason))
         if verdict.kind == EXISTS:
             if await ours_in(p, zone):
                 p.say(f"{zone}: this run's VM(s) already exist there (an earlier request went through)")
-                return zone
+                out.zone = zone
+                return out
             names = ", ".join(p.names)
             raise GcpError(f"A VM named {names} already exists in {zone} and is not this run's, so the run "
                            f"stops here (another zone would get a second VM of the same name). See it with "
@@ -184,6 +214,9 @@ async def create(p: Provisioner, public_key: str) -> str:
             blocked[region] = f"{verdict.reason}; request more at {link}"
             p.say(f"{zone}: {verdict.reason}; skipping region {region} (request more at {link})")
             continue
+        if is_capacity(verdict):
+            out.capacity.append(zone)
+            out.hints += [z for z in verdict.zones_available if z not in out.hints]
         hints = [z for z in verdict.zones_available
                  if z not in tried and not p.region_block(catalog.region_of(z))
                  and catalog.region_of(z) not in blocked]
@@ -192,10 +225,7 @@ async def create(p: Provisioner, public_key: str) -> str:
             queue.extendleft(reversed(hints))
         else:
             p.say(f"{zone}: {verdict.reason}; trying the next zone")
-    reasons = "; ".join(f"{z}: {r}" for z, r in p.report.skipped) or "no zones to try"
-    raise GcpError(f"No zone could take the VM ({reasons}). Add zones to target.gcp.zones "
-                   f"(see `gpuwizard zones --gpu {p.g.gpu.type if p.g.gpu else 'TYPE'}`), or try later.",
-                   kind=STOCKOUT)
+    return out
 
 
 async def create_in(p: Provisioner, zone: str, public_key: str) -> str:

@@ -32,6 +32,7 @@ from gpuwizard.gcp.context import ProvisionedHost, Provisioner, Sink
 from gpuwizard.gcp.errors import ApiError, GcpError, api_error
 from gpuwizard.gcp.inventory import (Deletion, VmInfo, delete_recipe_vms, delete_vms, list_recipe_vms,
                                      vm_info)
+from gpuwizard.gcp.wait import WaitPolicy
 
 if TYPE_CHECKING:
     from gpuwizard.recipe import Recipe
@@ -69,7 +70,7 @@ async def _describe(p: Provisioner, zone: str, names: list[str]) -> list[VmInfo]
     return list(await asyncio.gather(*(resume.get(p, zone, n) for n in names)))
 
 
-async def _run(p: Provisioner) -> list[ProvisionedHost]:
+async def _run(p: Provisioner, wait: WaitPolicy | None = None) -> list[ProvisionedHost]:
     p.compute = await open_compute(p.g.project)
     identity, public_key = await call(sshkeys.ensure_identity, p.recipe.ssh.identity)
     p.identity = identity
@@ -87,7 +88,7 @@ async def _run(p: Provisioner) -> list[ProvisionedHost]:
         vms = [v for v in settled if isinstance(v, VmInfo)]
         if p.names:
             created_in = await (failover.create_in(p, vms[0].zone, public_key) if vms
-                                else failover.create(p, public_key))
+                                else failover.create(p, public_key, wait))
             zone, created = created_in, True   # recorded in the ledger already (failover.attempt)
             vms += await _describe(p, created_in, p.names)
         await call(p.write_ledger, [v.name for v in vms], zone)
@@ -121,7 +122,8 @@ async def _run(p: Provisioner) -> list[ProvisionedHost]:
 
 async def provision(recipe: Recipe, run_id: str, sink: Sink | None = None, accept_new_host_key: bool = False,
                     known_hosts_path: str | None = None, host_key_timeout: float | None = None,
-                    recipe_path: str | None = None, previous_hosts: Iterable[str] = ()) -> list[ProvisionedHost]:
+                    recipe_path: str | None = None, previous_hosts: Iterable[str] = (),
+                    wait: WaitPolicy | None = None) -> list[ProvisionedHost]:
     """Create the recipe's VM(s), failing over between zones, and pin their host keys.
 
     With a run id that already has VMs (resume) they are reused, started again when
@@ -133,11 +135,12 @@ async def provision(recipe: Recipe, run_id: str, sink: Sink | None = None, accep
 
     ``recipe_path``, the recipe file, labels the VMs with its :func:`recipe_id` so that
     ``status`` / ``down`` on that file find them and not those of another file that
-    uses the same recipe name. Progress goes to ``sink`` as
+    uses the same recipe name. ``wait`` (``run --wait``): keep trying zones out of capacity
+    (:mod:`.wait`). Progress goes to ``sink`` as
     ``Output(host="gcp", step="provision", stream="stdout")`` lines. Raises
     :class:`GcpError` (one or two sentences with the fix; ``vm_exists`` when the run
     owns a VM that is still running) when it cannot.
     """
     p = Provisioner(recipe, run_id, sink, accept_new_host_key, known_hosts_path, host_key_timeout,
                     recipe_path=recipe_path, previous_hosts=previous_hosts)
-    return await _run(p)
+    return await _run(p, wait)

@@ -19,7 +19,7 @@ from gpuwizard.recipe.checks import DRIVE_SCOPES, merge_problems, structural_pro
 from gpuwizard.recipe.load import load, loads, parse, read
 from gpuwizard.recipe.model import (
     ENV_VAR_RE, HOST_RE, MAX_RECIPE_BYTES, NAME_MAX, NAME_RE, REMOTE_NAME_RE, SCHEMA_URL, STEP_NAME_RE, ZONE_RE,
-    Autostop, Cluster, Dataset, Driver, Env, GcpTarget, Gpu, Problem, Rclone, Recipe, RecipeError, Remote, Repo, Ssh, SshTarget, Target,
+    Autostop, Cluster, Dataset, Driver, Env, FlexStart, GcpTarget, Gpu, Problem, Rclone, Recipe, RecipeError, Remote, Repo, Ssh, SshTarget, Target,
     UserStep, doc,
 )
 from gpuwizard.recipe.save import dumps, save, to_data
@@ -30,7 +30,7 @@ from gpuwizard.secretcheck import SECRET_KEYS, looks_secret
 __all__ = [
     "DRIVE_SCOPES", "ENV_VAR_RE", "HOST_RE", "MAX_RECIPE_BYTES", "NAME_MAX", "NAME_RE", "REMOTE_NAME_RE",
     "SCHEMA_URL", "SECRET_KEYS", "STEP_NAME_RE", "ZONE_RE",
-    "Autostop", "Cluster", "Dataset", "Driver", "Env", "GcpTarget", "Gpu", "HostSpec", "Problem", "Rclone", "Recipe", "RecipeError",
+    "Autostop", "Cluster", "Dataset", "Driver", "Env", "FlexStart", "GcpTarget", "Gpu", "HostSpec", "Problem", "Rclone", "Recipe", "RecipeError",
     "Remote", "Repo", "Ssh", "SshTarget", "Target", "UserStep",
     "doc", "dumps", "host_problem", "json_schema", "load", "loads", "looks_secret", "merge_problems",
     "package_problem", "parse", "parse_host", "read", "repo_url_problem", "save", "structural_problems", "to_data",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from gpuwizard.cluster.torchrun import uses_torchrun
 from gpuwizard.drive_scopes import DEFAULT_SCOPE, DRIVE_SCOPES
 from gpuwizard.recipe.model import Problem, Recipe
 from gpuwizard.recipe.values import parse_host
@@ -89,6 +90,53 @@ def structural_problems(r: Recipe) -> list[Problem]:
             if any(s not in DRIVE_SCOPES for s in str(scope).split(",")):
                 out.append(r.problem(f"rclone.remotes.{name}.scope",
                                      f"unknown Drive scope {scope!r}; use one of {', '.join(sorted(DRIVE_SCOPES))}"))
+    out += _cluster_problems(r)
+    return out
+
+
+def _cluster_problems(r: Recipe) -> list[Problem]:
+    """``cluster`` against the target, ``on:`` and ``gpuwizard torchrun`` against
+    ``cluster`` (issue 16)."""
+    out: list[Problem] = []
+    c = r.cluster
+    if c is None:
+        for i, s in enumerate(r.steps):
+            if s.on != "all" or f"steps[{i}].on" in r.marks:
+                out.append(r.problem(f"steps[{i}].on", f"`on: {s.on}` only matters in a cluster; without `cluster:` "
+                                     "every step runs on every host: remove it, or add `cluster: {nodes: N}`",
+                                     warning=True))
+    torchrun_ok = c is not None and c.launcher == "torchrun"
+    for i, s in enumerate(r.steps):
+        if uses_torchrun(s.run) and not torchrun_ok:
+            fix = ("add `cluster: {nodes: N, launcher: torchrun}`" if c is None
+                   else "set cluster.launcher: torchrun")
+            out.append(r.problem(f"steps[{i}].run", f"`gpuwizard torchrun` runs only in a cluster with the torchrun "
+                                 f"launcher: {fix}, or call torchrun yourself"))
+    if c is None:
+        return out
+    g, ssh = r.target.gcp, r.target.ssh
+    if g is not None:
+        if c.nodes is None:
+            out.append(r.problem("cluster.nodes", "a GCP cluster needs its size: set cluster.nodes (2 to 64 VMs, "
+                                 "created together in one zone)"))
+        if g.count != 1:
+            n = f"nodes: {c.nodes}" if c.nodes is not None else f"nodes: {g.count}"
+            out.append(r.problem("target.gcp.count", f"target.gcp.count is {g.count}, but a cluster's VMs are counted "
+                                 f"by cluster.nodes: remove target.gcp.count and set cluster.{n}"))
+    elif ssh is not None and ssh.hosts:
+        n = len(ssh.hosts)
+        if n < 2:
+            out.append(r.problem("target.ssh.hosts", f"a cluster needs at least 2 nodes and target.ssh.hosts lists {n}: "
+                                 "list every node (the first is the head), or remove `cluster`"))
+        elif c.nodes is not None and c.nodes != n:
+            out.append(r.problem("cluster.nodes", f"cluster.nodes is {c.nodes}, but target.ssh.hosts lists {n} hosts "
+                                 f"and the listed hosts are the nodes: set nodes: {n}, or list {c.nodes} hosts"))
+    calls = any(uses_torchrun(s.run) for s in r.steps)
+    if torchrun_ok and (calls or "cluster.launcher" in r.marks) and (r.env is None or not r.env.torch):
+        out.append(r.problem("cluster.launcher" if "cluster.launcher" in r.marks else "cluster",
+                             "launcher torchrun runs torchrun from the recipe's environment, which installs no "
+                             "PyTorch: set env.torch (e.g. '2.9.1'), unless your image or steps bring it",
+                             warning=True))
     return out
 
 

@@ -109,6 +109,23 @@ class Gpu:
 
 
 @dataclass
+class FlexStart:
+    """DWS flex-start: Compute Engine finds the GPUs when it can, at a discount, and the VM runs
+    for at most ``max_run``, then is deleted (docs/facts/gcp-flex-start-reservations.md)."""
+
+    max_run: str = field(default="4h", metadata=doc(
+        "How long the VM may run before Compute Engine deletes it: 10m to 7 days (168h), e.g. 4h.",
+        pattern=r"^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$", hint="write a duration as 30m, 4h or 1h30m",
+        always=True))
+
+
+# A reservation by name (same project), or projects/P/reservations/NAME (shared from P),
+# or `any` / `none` (docs/facts/gcp-flex-start-reservations.md).
+RESERVATION_RE = (r"^(any|none|[a-z]([-a-z0-9]{0,61}[a-z0-9])?|"
+                  r"projects/[a-z][-a-z0-9:.]{4,62}[a-z0-9]/reservations/[a-z]([-a-z0-9]{0,61}[a-z0-9])?)$")
+
+
+@dataclass
 class GcpTarget:
     """Provision VMs on Compute Engine, trying zones in order until one has capacity."""
 
@@ -139,6 +156,18 @@ class GcpTarget:
     name_prefix: str | None = field(default=None, metadata=doc(
         "Prefix of the VM names; default: the recipe name.", pattern=NAME_RE, hint=NAME_HINT,
         max_length=NAME_MAX))
+    reservation: str | None = field(default=None, metadata=doc(
+        "Consume a reservation: its NAME (or projects/P/reservations/NAME for one shared with this "
+        "project), `any` (any matching reservation) or `none` (never eat into a reservation).",
+        pattern=RESERVATION_RE,
+        hint="a reservation is a name such as my-a100-res, projects/P/reservations/NAME, any or none"))
+    flex_start: FlexStart | None = field(default=None, metadata=doc(
+        "DWS flex-start: discounted GPUs, found when Compute Engine can, running at most max_run "
+        "(A2, A3, A4 and G2 machines; not with spot or a reservation)."))
+    wait: str | None = field(default=None, metadata=doc(
+        "When every zone is out of capacity, keep trying for this long (30m, 6h ...), as "
+        "`gpuwizard run --wait --max-wait` does; the command line wins.",
+        pattern=r"^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$", hint="write a duration as 30m, 6h or 1h30m"))
 
 
 @dataclass
