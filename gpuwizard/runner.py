@@ -33,6 +33,7 @@ from gpuwizard.gcp import provision  # google.cloud itself loads only in gcp.cli
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.gcp.wait import INTERRUPTED as WAIT_STOPPED
 from gpuwizard.gcp.wait import WaitPolicy, human, policy_for
+from gpuwizard.gcp.zones import use_live_prices
 from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
 from gpuwizard.plan import build, describe_provision, select
 from gpuwizard.recipe import Recipe, RecipeError
@@ -363,8 +364,13 @@ def cmd_run(req: RunRequest) -> int:
 
 
 def _announce_cost(recipe: Recipe, wait: WaitPolicy | None = None) -> None:
-    """Money first: say what will be created and what it costs before provisioning (and
-    what a stockout does, as this run was asked: the command line wins over the recipe)."""
+    """Money first: say what will be created and what it costs (in the first zone's region,
+    at live list prices where they can be read) before provisioning (and what a stockout
+    does, as this run was asked: the command line wins over the recipe)."""
+    if recipe.target.gcp is not None:
+        note = use_live_prices()
+        if note:
+            print(f"gpuwizard: {note}", file=sys.stderr)
     summary = describe_provision(recipe)
     if summary is not None:
         if wait is None:

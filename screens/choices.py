@@ -48,7 +48,7 @@ def cost_text(recipe: Recipe) -> str:
     if g is None:
         return "Existing hosts: no Compute Engine cost."
     price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot,
-                             g.disk_gb, g.disk_type)
+                             g.disk_gb, g.disk_type, region=catalog.region_of(g.zones[0]) if g.zones else None)
     if price.per_hour is None:
         return f"{g.machine_type}: {price.label()}."
     total = price.per_hour * g.count
@@ -72,12 +72,13 @@ def gpu_choices() -> list[Choice]:
     return out
 
 
-def machine_choices(gpu: str, count: int, spot: bool, disk_gb: int = 0, disk_type: str = "pd-balanced") -> list[Choice]:
+def machine_choices(gpu: str, count: int, spot: bool, disk_gb: int = 0, disk_type: str = "pd-balanced",
+                    region: str | None = None) -> list[Choice]:
     """Machine types that can carry the GPUs, within the GPU's vCPU/memory limits, each with
-    the VM's price (:func:`gpuwizard.catalog.vm_price`, with the boot disk when given)."""
+    the VM's price in ``region`` (:func:`gpuwizard.catalog.vm_price`, with the boot disk when given)."""
     out = []
     for mt in catalog.machine_types_for(gpu, count):
-        price = catalog.vm_price(mt.name, gpu, count, spot, disk_gb, disk_type).per_hour
+        price = catalog.vm_price(mt.name, gpu, count, spot, disk_gb, disk_type, region=region).per_hour
         shown = "price unknown" if price is None else f"${price:.2f}/h"
         label = f"{mt.name:<15} {mt.vcpus:>3} vCPU {mt.memory_gb:>5g} GB {shown}"
         reason = "spot only" if (mt.spot_only and not spot) else None

@@ -89,7 +89,8 @@ class MachineScreen(WizardScreen):
             return
         gpu, count, spot = self._gpu()
         self.query_one("#limits", Static).update(choices.machine_limits_text(gpu, count))
-        opts = choices.machine_choices(gpu, count, spot, g.disk_gb, g.disk_type)
+        opts = choices.machine_choices(gpu, count, spot, g.disk_gb, g.disk_type,
+                                       region=catalog.region_of(g.zones[0]) if g.zones else None)
         sel = self.query_one("#machine", Select)
         sel.set_options([(c.label + (f"  ({c.reason})" if c.reason else ""), c.value) for c in opts])
         values = [c.value for c in opts if c.enabled]
@@ -238,7 +239,9 @@ class MachineScreen(WizardScreen):
         n = int(vms) if vms.isdigit() and int(vms) > 0 else 1
         low, _why = validate.disk_gb_minimum(str(image))
         self.query_one("#disk-label", Static).update(f"Boot disk (GB, {low} to {validate.DISK_GB_MAX})")
-        price = catalog.vm_price(str(machine), gpu, count, spot, int(disk) if disk.isdigit() else 0, str(disk_type))
+        zones = self.draft.target.gcp.zones if self.draft.target.gcp else []  # priced in the first zone's region
+        price = catalog.vm_price(str(machine), gpu, count, spot, int(disk) if disk.isdigit() else 0, str(disk_type),
+                                 region=catalog.region_of(zones[0]) if zones else None)
         if price.per_hour is None:
             self.query_one("#cost", Static).update(price.label())
             return

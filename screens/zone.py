@@ -1,8 +1,10 @@
 """Screen 2, Zone: where the GPU exists, with region free quota and price; the failover order.
 
 The catalog snapshot paints instantly; live zones (with each region's free quota)
-replace it when a worker brings them. The user builds a preference list: provisioning
-tries the zones in that order and moves on when one is out of capacity.
+replace it when a worker brings them, and so do live prices (the Cloud Billing Catalog,
+day-cached): each row shows one VM's price in its zone's region. The user builds a
+preference list: provisioning tries the zones in that order and moves on when one is out
+of capacity.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import catalog
+from gpuwizard.gcp.zones import use_live_prices
 from screens import choices, live
 from screens.base import WizardScreen
 
@@ -71,14 +74,23 @@ class ZoneScreen(WizardScreen):
             machine = next((v for v in valid if v == "n1-standard-4"), valid[0] if valid else None)
         return machine
 
-    def _price(self) -> catalog.Price | None:
-        """One VM's price (:func:`gpuwizard.catalog.vm_price`, the Machine screen's figure):
-        zones differ in quota here, not in catalog price."""
+    def _price(self, region: str | None = None, machine: str | None = None) -> catalog.Price | None:
+        """One VM's price in ``region`` (:func:`gpuwizard.catalog.vm_price`, the Machine
+        screen's figure for that region): zones differ in quota and in their region's price."""
         _p, gpu, count, spot = self._key()
-        machine = self._machine()
+        machine = machine or self._machine()
         g = self.draft.target.gcp
         disk = (g.disk_gb, g.disk_type) if g else (0, "pd-balanced")
-        return catalog.vm_price(machine, gpu, count, spot, *disk) if machine else None
+        return catalog.vm_price(machine, gpu, count, spot, *disk, region=region) if machine else None
+
+    def _title(self, shown: list[catalog.Price | None]) -> str:
+        """What the prices assume (machine, GPUs, disk) and where they come from."""
+        key = self._key()
+        gl = catalog.gpu(key[1])
+        vm = self._price()
+        what = f"{vm.assumes.split(';')[0]}, in each zone's region, {catalog.sources_of(shown)}" if vm else "?"
+        return (f"Zones offering {key[2]} x {gl.label if gl else key[1]}{' (spot)' if key[3] else ''}; "
+                f"$/h per VM: {what}")
 
     # -------------------------------------------------------------- load / store
 
@@ -100,10 +112,6 @@ class ZoneScreen(WizardScreen):
         if not self.order or (offered and not any(z in offered for z in self.order)):
             self.order = live.default_preference(self.rows)
             self._proposed = True
-        gl = catalog.gpu(key[1])
-        self.query_one("#zone-title", Static).update(
-            f"Zones offering {key[2]} x {gl.label if gl else key[1]}"
-            f"{' (spot)' if key[3] else ''}; $/h per VM: {self._price().assumes if self._price() else '?'}")
         self._refresh_rows()
 
     def _keep_recipe_zones(self, zones: list[str]) -> None:
@@ -138,14 +146,15 @@ class ZoneScreen(WizardScreen):
         cursor = table.cursor_row
         under = self._current()  # the cursor follows its zone through a re-sort
         table.clear()
-        vm = self._price()
-        price = vm.per_hour if vm else None
+        machine = self._machine()
+        by_region = {r.region: self._price(r.region, machine) for r in self.rows}
         rows = sorted(self.rows, key=lambda r: (r.zone not in self.order,
                                                  self.order.index(r.zone) if r.zone in self.order else 0))
         for r in rows:
             use = f"✔ {self.order.index(r.zone) + 1}." if r.zone in self.order else "·"
             free = "?" if r.free_quota is None else f"{r.free_quota:g}"
-            p = price
+            vm = by_region.get(r.region)
+            p = vm.per_hour if vm else None
             table.add_row(use, r.zone, r.region, free, "?" if p is None else f"{p:.2f}",
                           "?" if r.zone in self.unlisted else str(r.max_count),
                           "not listed" if r.zone in self.unlisted else ("live" if self.live_rows else "catalog"),
@@ -154,6 +163,7 @@ class ZoneScreen(WizardScreen):
             zones = [r.zone for r in rows]
             row = zones.index(under) if under in zones else min(max(cursor, 0), len(rows) - 1)
             table.move_cursor(row=row)
+        self.query_one("#zone-title", Static).update(self._title(list(by_region.values())))
         self.query_one("#order", Static).update(
             "Failover order: " + (" -> ".join(self.order) if self.order else "(none yet)"))
         self._note()
@@ -223,6 +233,8 @@ class ZoneScreen(WizardScreen):
         key = self._key()
         if self.draft.target.gcp is None or not self.wizard.live_enabled or info is None or not info.online:
             return
+        if catalog.live_prices() is None:
+            self.fetch_prices()
         if key in self.wizard.live.zones or not key[0]:
             return
         self.fetch_zones(*key)
@@ -231,8 +243,22 @@ class ZoneScreen(WizardScreen):
     def fetch_zones(self, project: str | None, gpu: str, count: int, spot: bool) -> tuple[tuple, list[live.ZoneRow]]:
         return (project, gpu, count, spot), live.load_zones(project, gpu, count, spot, online=True)
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="gcp-prices", description="live prices")
+    def fetch_prices(self) -> str | None:
+        """Live prices for every region (day-cached); the sentence to show when they failed."""
+        return use_live_prices()
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Worker results and errors, in one place."""
+        if event.state == WorkerState.SUCCESS and event.worker.group == "gcp-prices":
+            self._refresh_rows()
+            if event.worker.result:
+                note = self.query_one("#zone-note", Static)
+                note.set_class(True, "-warning")
+                note.update(str(event.worker.result))
+            return
+        if event.state == WorkerState.ERROR and event.worker.group == "gcp-prices":
+            return  # the snapshot's prices stay; use_live_prices reports its failures as values
         if event.state == WorkerState.ERROR:
             note = self.query_one("#zone-note", Static)
             note.set_class(True, "-warning")

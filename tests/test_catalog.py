@@ -84,7 +84,10 @@ def test_the_price_includes_the_boot_disk_and_says_what_it_assumes() -> None:
     assert p.label().startswith("~$0.55/h (n1-standard-4 + 1 x T4 + 100 GB pd-balanced")
     ssd = catalog.vm_price("n1-standard-4", "nvidia-tesla-t4", 1, disk_gb=100, disk_type="pd-ssd")
     assert ssd.per_hour > p.per_hour
-    assert "for europe-west4" in catalog.vm_price("n1-standard-4", None, 0, region="europe-west4").assumes
+    # Each region at its own price (issue 15), named with the snapshot's date.
+    eu = catalog.vm_price("n1-standard-4", None, 0, region="europe-west4")
+    assert "europe-west4" in eu.assumes and f"catalog prices of {catalog.meta('prices')['snapshot']}" in eu.assumes
+    assert eu.per_hour != catalog.vm_price("n1-standard-4", None, 0, region="us-central1").per_hour
 
 
 @pytest.mark.parametrize("machine,gpu", [("a3-megagpu-8g", "nvidia-h100-mega-80gb"),

@@ -189,4 +189,4 @@ def test_zones_price_is_the_plan_price_of_the_machine_it_names(capsys):
     out = capsys.readouterr().out
     want = catalog.vm_price("n1-standard-1", "nvidia-tesla-t4", 1, False, disk_gb=100)
     assert f"  {want.per_hour:.2f}\n" in out
-    assert f"$/HOUR: the cheapest VM for it: {want.assumes}" in out
+    assert f"$/HOUR: {want.assumes.split(';')[0]}, on-demand, in each zone's region, {want.source}" in out

@@ -248,15 +248,18 @@ async def test_checked_and_unchecked_boxes_differ_without_colour() -> None:
 
 
 async def test_zone_and_machine_screens_show_one_price_and_name_the_machine() -> None:
-    """The Zone screen's $/h is the Machine screen's per-VM price, and both name the
-    machine type it assumes."""
+    """The Zone screen's $/h is the Machine screen's per-VM price for that zone's region (issue
+    15: each region at its own price), and both name the machine type it assumes."""
     app = WizardApp(rc.loads(EDITED, "x.yaml"), start="zone", live=False)
     async with app.run_test(size=SIZE) as pilot:
         await _settle(app, pilot)
-        want = catalog.vm_price("n1-standard-8", "nvidia-tesla-t4", 1, True, 150, "pd-balanced")
         table = app.screen.query_one("#zones")
-        assert {str(table.get_row_at(i)[4]) for i in range(table.row_count)} == {f"{want.per_hour:.2f}"}
-        assert want.assumes in str(app.screen.query_one("#zone-title").render())
+        for i in range(table.row_count):
+            row = table.get_row_at(i)
+            want = catalog.vm_price("n1-standard-8", "nvidia-tesla-t4", 1, True, 150, "pd-balanced", region=str(row[2]))
+            assert str(row[4]) == f"{want.per_hour:.2f}", row
+        want = catalog.vm_price("n1-standard-8", "nvidia-tesla-t4", 1, True, 150, "pd-balanced", region="us-central1")
+        assert want.assumes.split(";")[0] in str(app.screen.query_one("#zone-title").render())
         app.goto("machine")
         await _settle(app, pilot)
         cost = str(app.screen.query_one("#cost").render())

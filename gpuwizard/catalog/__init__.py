@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+from gpuwizard.catalog import pricetable
+from gpuwizard.catalog.pricetable import PriceTable
+
 _DIR = os.path.dirname(__file__)
 
 
@@ -169,13 +172,65 @@ def region_of(zone: str) -> str:
     return zone.rsplit("-", 1)[0]
 
 
+#: The region a price is for when the caller names none (the catalog's machine and GPU list prices).
+DEFAULT_REGION = "us-central1"
+
+_live: PriceTable | None = None
+
+
+def set_live_prices(table: PriceTable | None) -> None:
+    """Use ``table`` (read from the Cloud Billing Catalog API by :mod:`gpuwizard.prices`) for
+    every price from now on; None goes back to the snapshot. Fast paths (``--help``,
+    ``validate``, ``plan``) never call this, so they price from the snapshot alone."""
+    global _live
+    _live = table
+
+
+def live_prices() -> PriceTable | None:
+    return _live
+
+
+@functools.lru_cache(maxsize=None)
+def snapshot_prices() -> PriceTable:
+    """The per-region snapshot (``prices.yaml``), plus the us-central1 GPU list prices of
+    ``gpus.yaml`` it does not repeat (V100, P100 ...)."""
+    table = pricetable.from_snapshot(data("prices"))
+    rates = dict(table.rates)
+    for g in gpus().values():
+        for spot, v in ((False, g.price_hour), (True, g.spot_price_hour)):
+            if v and g.attachable:
+                rates.setdefault(("gpu", g.name, DEFAULT_REGION, spot), v)
+    return PriceTable(table.source, table.date, rates)
+
+
+def price_source() -> str:
+    """What prices come from right now: 'live list prices of D' or 'catalog prices of D'."""
+    return (_live or snapshot_prices()).describe()
+
+
+def sources_of(prices: "list[Price | None]") -> str:
+    """Where a set of shown prices come from, e.g. 'live list prices of D' or, when the live
+    list lacks some regions, 'live list prices of D (catalog prices of E for asia-east1)'."""
+    by_source: dict[str, list[str]] = {}
+    for p in prices:
+        if p is not None and p.per_hour is not None:
+            regions = by_source.setdefault(p.source, [])
+            if p.region not in regions:
+                regions.append(p.region)
+    if not by_source:
+        return price_source()
+    main = max(by_source, key=lambda k: (k == price_source(), len(by_source[k])))
+    rest = [f"{src} for {', '.join(rs)}" for src, rs in by_source.items() if src != main]
+    return main + (f" ({'; '.join(rest)})" if rest else "")
+
+
 @dataclass(frozen=True)
 class Price:
     """What one VM costs per hour, and what that figure assumes.
 
-    ``per_hour`` is None when any part has no catalog price: the UI then says "price
-    unknown" (with ``why``) rather than show a guess. ``assumes`` is one line a person
-    can read next to the figure (region, on-demand/spot, disk, snapshot)."""
+    ``per_hour`` is None when any part has no price: the UI then says "price unknown"
+    (with ``why``) rather than show a guess. ``assumes`` is one line a person can read next
+    to the figure (machine, GPUs, disk, region, on-demand/spot, source and its date)."""
 
     per_hour: float | None
     machine: float | None
@@ -183,47 +238,89 @@ class Price:
     disk: float | None
     assumes: str
     why: str | None = None
+    region: str = DEFAULT_REGION
+    source: str = ""          # 'live list prices of D' / 'catalog prices of D'
 
     def label(self) -> str:
-        """'~$0.73/h (n1-standard-4 + 1 x T4 + 100 GB pd-balanced; us-central1 on-demand list prices)'."""
+        """'~$0.73/h (n1-standard-4 + 1 x T4 + 100 GB pd-balanced; us-central1, on-demand, catalog prices of D)'."""
         if self.per_hour is None:
             return f"price unknown ({self.why})"
         return f"~${self.per_hour:.2f}/h ({self.assumes})"
 
 
 def vm_price(machine: str, gpu_name: str | None, gpu_count: int, spot: bool = False, disk_gb: int = 0,
-             disk_type: str = "pd-balanced", region: str | None = None) -> Price:
-    """The project's one price rule: machine type + attached GPUs (N1; bundled GPUs are in the
-    machine price) + the boot disk, per hour, from the catalog's us-central1 list prices.
+             disk_type: str = "pd-balanced", region: str | None = None, table: PriceTable | None = None) -> Price:
+    """The project's one price rule: the machine type (its series' vCPU and memory prices, plus
+    the GPUs bundled with it) + attached GPUs (N1) + the boot disk, per hour, in ``region``.
 
-    ``region`` is named in what the figure assumes: the catalog holds us-central1 prices
-    only, and other regions differ by a few percent."""
-    where = "us-central1" + (f" prices (for {region})" if region and region != "us-central1" else " prices")
+    Prices come from ``table`` when given, else the live table when one is loaded
+    (:func:`set_live_prices`), else the snapshot; a VM the live table cannot price (a SKU it
+    lacks) is priced from the snapshot, and ``source`` says which one answered."""
+    region = region or DEFAULT_REGION
+    tables = [table] if table is not None else [t for t in (_live, snapshot_prices()) if t is not None]
+    price = _price_in(tables[0], machine, gpu_name, gpu_count, spot, disk_gb, disk_type, region)
+    for t in tables[1:]:
+        if price.per_hour is not None:
+            break
+        price = _price_in(t, machine, gpu_name, gpu_count, spot, disk_gb, disk_type, region)
+    return price
+
+
+def _price_in(t: PriceTable, machine: str, gpu_name: str | None, gpu_count: int, spot: bool, disk_gb: int,
+              disk_type: str, region: str) -> Price:
     model = "spot" if spot else "on-demand"
-    snap = meta("machines").get("snapshot")
-    parts = [machine] + ([f"{gpu_count} x {gpu(gpu_name).label if gpu(gpu_name) else gpu_name}"]
-                         if gpu_name and gpu_count else []) + ([f"{disk_gb} GB {disk_type}"] if disk_gb else [])
-    assumes = f"{' + '.join(parts)}; {where}, {model}, catalog {snap}"
+    g = gpu(gpu_name) if gpu_name else None
+    parts = [machine] + ([f"{gpu_count} x {g.label if g else gpu_name}"] if gpu_name and gpu_count else []) \
+        + ([f"{disk_gb} GB {disk_type}"] if disk_gb else [])
+    where = f"{region}, {model}, {t.describe()}"
+    assumes = f"{' + '.join(parts)}; {where}"
+
+    def unknown(why: str, m: float | None = None, gp: float | None = None) -> Price:
+        return Price(None, m, gp, None, assumes, why, region, t.describe())
+
     mt = machine_type(machine)
     if mt is None:
-        return Price(None, None, None, None, assumes, f"{machine} is not in the catalog")
-    m = mt.spot_price_hour if spot else mt.price_hour
+        return unknown(f"{machine} is not in the catalog")
+    m = _machine_part(t, mt, region, spot)
     if m is None:
-        return Price(None, None, None, None, assumes,
-                     f"the catalog has no {model} price for {machine}; see cloud.google.com/compute/gpus-pricing")
-    g = 0.0
+        return unknown(f"the catalog has no {model} price for {machine} in {region} ({t.describe()}); see "
+                       "cloud.google.com/compute/gpus-pricing")
+    gp = 0.0
     if gpu_name and mt.gpu_type is None and gpu_count:
-        gt = gpu(gpu_name)
-        if gt is None:
-            return Price(None, m, None, None, assumes, f"{gpu_name} is not in the catalog")
-        g = gpu_count * (gt.spot_price_hour if spot else gt.price_hour)
+        if g is None:
+            return unknown(f"{gpu_name} is not in the catalog", m)
+        rate = t.rate("gpu", g.name, region, spot)
+        if rate is None:
+            return unknown(f"the catalog has no {model} price for {g.label} GPUs in {region} ({t.describe()})", m)
+        gp = gpu_count * rate
     d = 0.0
     if disk_gb:
-        per_gb = (data("machines").get("disk_prices") or {}).get(disk_type)
+        per_gb = t.rate("disk", disk_type, region)
         if per_gb is None:
-            return Price(None, m, g, None, assumes, f"the catalog has no price for {disk_type} disks")
+            per_gb = (data("machines").get("disk_prices") or {}).get(disk_type)
+            if per_gb is not None and region != DEFAULT_REGION:
+                assumes += f"; disk at {DEFAULT_REGION} list price"
+        if per_gb is None:
+            return unknown(f"the catalog has no price for {disk_type} disks", m, gp)
         d = disk_gb * float(per_gb) / float(data("machines").get("hours_per_month", 730))
-    return Price(round(m + g + d, 4), m, round(g, 4), round(d, 4), assumes)
+    return Price(round(m + gp + d, 4), round(m, 4), round(gp, 4), round(d, 4), assumes, None, region, t.describe())
+
+
+def _machine_part(t: PriceTable, mt: MachineType, region: str, spot: bool) -> float | None:
+    """The machine type's price in ``region``: vCPUs and memory at its series' rates plus its
+    bundled GPUs; else (snapshot, us-central1) the catalog's list price of the type."""
+    core, ram = t.rate("core", mt.family, region, spot), t.rate("ram", mt.family, region, spot)
+    if core is not None and ram is not None:
+        bundled = 0.0
+        if mt.gpu_type and mt.gpu_count:
+            rate = t.rate("gpu", mt.gpu_type, region, spot)
+            if rate is None:
+                return None
+            bundled = mt.gpu_count * rate
+        return mt.vcpus * core + mt.memory_gb * ram + bundled
+    if t.source == "snapshot" and region == DEFAULT_REGION:
+        return mt.spot_price_hour if spot else mt.price_hour
+    return None
 
 
 def meta(name: str) -> dict[str, Any]:

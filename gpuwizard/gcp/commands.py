@@ -20,7 +20,7 @@ from gpuwizard.gcp.errors import GcpError, console_link
 from gpuwizard.gcp.inventory import VmInfo, autostop_states, delete_vms, list_recipe_vms
 from gpuwizard.gcp.quota import fetch_quota
 from gpuwizard.gcp.quota_commands import family_advice, print_family, print_requests
-from gpuwizard.gcp.zones import cheapest_price, zones_for_gpu, zones_offline
+from gpuwizard.gcp.zones import machine_for, use_live_prices, zone_price, zones_for_gpu, zones_offline
 from gpuwizard.recipe import Recipe, RecipeError, load
 from gpuwizard.tables import table
 
@@ -109,6 +109,11 @@ def cmd_zones(args: argparse.Namespace) -> int:
     if g is not None and count not in g.counts:  # (an unknown GPU is reported by the lookup below)
         _err(f"{g.label} takes {_or_list(g.counts)} GPUs per VM.")
         return USAGE
+    if g is not None and not args.offline and not getattr(args, "_prices_tried", False):
+        args._prices_tried = True  # once, also when we fall back to --offline below
+        note = use_live_prices()
+        if note:
+            _err(note)
     try:
         if args.offline:
             opts = zones_offline(args.gpu, count, bool(args.spot))
@@ -134,10 +139,15 @@ def cmd_zones(args: argparse.Namespace) -> int:
     if both:
         print("Spot VMs use the preemptible quota where it is granted, else the standard one (FREE QUOTA: "
               "the larger).")
-    best = cheapest_price(g.name if g else args.gpu, count, bool(args.spot))
+    gpu, spot = g.name if g else args.gpu, bool(args.spot)
+    best = zone_price(gpu, count, spot)
     if best is not None:
-        print(f"$/HOUR: the cheapest VM for it: {best.assumes} (the same price `gpuwizard plan` shows for that "
-              "machine; other regions' prices may differ)")
+        what = best.assumes.split(";")[0]
+        machine = machine_for(gpu, count, spot)
+        regions = dict.fromkeys(o.region for o in opts)
+        src = catalog.sources_of([zone_price(gpu, count, spot, r, machine) for r in regions])
+        print(f"$/HOUR: {what}, {'spot' if args.spot else 'on-demand'}, in each zone's region, {src} (the price "
+              "`gpuwizard plan` shows for that machine there)")
     return OK
 
 
@@ -180,6 +190,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return USAGE
     if _ssh_target(recipe, args.recipe, "list"):
         return OK
+    note = use_live_prices()  # before listing: each VM is priced in its region as it is read
+    if note:
+        _err(note)
     try:
         vms = _run(list_recipe_vms(_project_of(recipe), recipe.name, recipe_path=args.recipe))
     except GcpError as exc:
@@ -202,6 +215,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if running:
         print(f"\n{len(running)} running at ~${sum(v.price_hour or 0 for v in running):.2f}/hour; "
               f"`gpuwizard down {args.recipe}` deletes them.")
+    print("$/HOUR assumes:")
+    for v in vms:
+        print(f"  {v.name}: {v.price_assumes}")
     return OK
 
 

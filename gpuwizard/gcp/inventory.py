@@ -45,6 +45,9 @@ class VmInfo:
     stopped: datetime | None = None   # lastStopTimestamp: when it last stopped (or was preempted)
     #: The instance's own metadata (``enable-oslogin`` there means OS Login on this VM).
     metadata: dict[str, str] = field(default_factory=dict)
+    #: What ``price_hour`` assumes (:attr:`gpuwizard.catalog.Price.assumes`): machine type,
+    #: GPUs, boot disk, region, on-demand/spot, and the prices' source with its date.
+    price_assumes: str = ""
 
     @property
     def recipe_id(self) -> str | None:
@@ -100,11 +103,13 @@ def vm_info(inst: dict[str, Any]) -> VmInfo:
     # AttachedDisk.diskSizeGb (int64 as a string in the API's JSON); at creation, initializeParams
     disk_gb = int(boot.get("diskSizeGb") or (boot.get("initializeParams") or {}).get("diskSizeGb") or 0)
     disk_type = str((boot.get("initializeParams") or {}).get("diskType") or "pd-balanced").rsplit("/", 1)[-1]
+    price = catalog.vm_price(mt, gtype, gcount, spot, disk_gb, disk_type, region=catalog.region_of(zone))
     return VmInfo(name=str(inst.get("name")), zone=zone, status=str(inst.get("status", "")), address=nat,
                   internal_address=internal, machine_type=mt, gpu_type=gtype, gpu_count=gcount, spot=spot,
                   created=_parse_time(inst.get("creationTimestamp")),
                   run=(inst.get("labels") or {}).get(LABEL_RUN),
-                  price_hour=catalog.vm_price(mt, gtype, gcount, spot, disk_gb, disk_type).per_hour,
+                  price_hour=price.per_hour, price_assumes=price.assumes if price.per_hour is not None else
+                  price.label(),
                   labels=dict(inst.get("labels") or {}), stopped=_parse_time(inst.get("lastStopTimestamp")),
                   metadata={str(i.get("key")): str(i.get("value", "")) for i in
                             (inst.get("metadata") or {}).get("items") or [] if i.get("key")})

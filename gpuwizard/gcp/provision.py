@@ -47,7 +47,8 @@ def _billed(p: Provisioner, names: list[str], zone: str | None, vms: list[VmInfo
     g = p.g
     known = {v.name: v for v in vms}
     price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, int(g.gpu.count) if g.gpu else 0,
-                             bool(g.spot), g.disk_gb, g.disk_type).per_hour  # the one price rule
+                             bool(g.spot), g.disk_gb, g.disk_type,
+                             region=catalog.region_of(zone) if zone else None).per_hour  # the one price rule
     total = sum((known[n].price_hour if n in known and known[n].price_hour else price or 0) for n in names)
     where = f" in {zone}" if zone else ""
     cost = f", ~${total:.2f}/h" if total else ""

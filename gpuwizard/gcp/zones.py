@@ -1,20 +1,27 @@
-"""Zones that offer a GPU at a given count, with the region's free quota and a price.
+"""Zones that offer a GPU at a given count, with the region's free quota and its region's price.
 
 Two round trips for the whole world, sent together: ``acceleratorTypes.aggregatedList``
 (filtered to the one type; ``maximumCardsPerInstance`` per zone) and ``regions.list``
 (quotas). Never one request per zone or region: SkyPilot users waited 25 s for per-zone
 look-ups (skypilot #2405).
+
+Each zone is priced in its region (:func:`zone_price`, the one price rule of
+:func:`gpuwizard.catalog.vm_price`) for one machine type, named with its disk;
+:func:`use_live_prices` loads the Cloud Billing Catalog's live prices (day-cached) first,
+for the commands and screens that show prices and may take a network round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from gpuwizard import catalog
+from gpuwizard import catalog, prices
+from gpuwizard.gcp import billing_api
 from gpuwizard.gcp.client import call, open_compute
-from gpuwizard.gcp.errors import GcpError, api_error
+from gpuwizard.gcp.errors import ApiError, GcpError, api_error
 from gpuwizard.gcp.quota import gpu_metric, parse_quotas
 
 
@@ -49,18 +56,54 @@ def _gpu(gpu_type: str) -> catalog.GpuType:
 ZONES_DISK_GB = 100
 
 
+def _fetch_skus() -> list[dict[str, Any]]:
+    """The Billing adaptor's SKU list, its failures as :class:`prices.PriceFetchError`."""
+    try:
+        return billing_api.list_compute_skus()
+    except GcpError as exc:
+        raise prices.PriceFetchError(str(exc), quiet=exc.kind == "credentials") from None
+    except ApiError as exc:
+        raise prices.PriceFetchError(f"HTTP {exc.code}, {exc.message}" if exc.code else exc.message) from None
+
+
+def use_live_prices(clock: Callable[[], float] = time.time) -> str | None:
+    """Price from the Cloud Billing Catalog API from now on (day-cached; blocking, so call
+    it in a thread from a UI). Returns one sentence when live prices were wanted but could
+    not be read (the snapshot is then used), None otherwise (also when there are simply no
+    credentials: the snapshot is used quietly)."""
+    res = prices.load_live(_fetch_skus, billing_api.endpoint() or "", clock)
+    if res.table is not None:
+        catalog.set_live_prices(res.table)
+    return res.note
+
+
+def machine_for(gpu_name: str, count: int, spot: bool) -> str | None:
+    """The machine type `zones` prices with: the cheapest with a known price in the default
+    region (so every region's row prices the same machine)."""
+    for m in catalog.machine_types_for(gpu_name, count):
+        if catalog.vm_price(m.name, gpu_name, count, spot, disk_gb=ZONES_DISK_GB).per_hour is not None:
+            return m.name
+    return None
+
+
+def zone_price(gpu_name: str, count: int, spot: bool, region: str | None = None,
+               machine: str | None = None) -> catalog.Price | None:
+    """The price (:func:`catalog.vm_price`, boot disk included) of ``machine`` (default
+    :func:`machine_for`) in ``region``; its ``assumes`` names the machine type and disk."""
+    machine = machine or machine_for(gpu_name, count, spot)
+    if machine is None:
+        return None
+    return catalog.vm_price(machine, gpu_name, count, spot, disk_gb=ZONES_DISK_GB, region=region)
+
+
 def cheapest_price(gpu_name: str, count: int, spot: bool) -> catalog.Price | None:
-    """The catalog price (:func:`catalog.vm_price`, boot disk included) of the cheapest VM
-    carrying ``count`` such GPUs; its ``assumes`` names the machine type and disk."""
-    prices = [catalog.vm_price(m.name, gpu_name, count, spot, disk_gb=ZONES_DISK_GB)
-              for m in catalog.machine_types_for(gpu_name, count)]
-    known = [p for p in prices if p.per_hour is not None]
-    return min(known, key=lambda p: p.per_hour or 0.0) if known else None
+    """:func:`zone_price` in the default region (kept for callers of the old name)."""
+    return zone_price(gpu_name, count, spot)
 
 
-def price_for(gpu_name: str, count: int, spot: bool) -> float | None:
-    """USD/hour of :func:`cheapest_price` (None when unknown)."""
-    best = cheapest_price(gpu_name, count, spot)
+def price_for(gpu_name: str, count: int, spot: bool, region: str | None = None) -> float | None:
+    """USD/hour of :func:`zone_price` (None when unknown)."""
+    best = zone_price(gpu_name, count, spot, region)
     return None if best is None else best.per_hour
 
 
@@ -81,10 +124,16 @@ def zones_offline(gpu_type: str, count: int = 1, spot: bool = False) -> list[Zon
     g = _gpu(gpu_type)
     if count not in g.counts and count > max(g.counts):
         return []
-    price = price_for(g.name, count, spot)
     zones = catalog.zones_for(g.name)
-    opts = [ZoneOption(z, catalog.region_of(z), max(g.counts), None, price) for z in zones]
+    machine = machine_for(g.name, count, spot)
+    opts = [ZoneOption(z, catalog.region_of(z), max(g.counts), None, _per_hour(g.name, count, spot, z, machine))
+            for z in zones]
     return sort_options(opts, count, zones)
+
+
+def _per_hour(gpu_name: str, count: int, spot: bool, zone: str, machine: str | None) -> float | None:
+    p = zone_price(gpu_name, count, spot, catalog.region_of(zone), machine) if machine else None
+    return None if p is None else p.per_hour
 
 
 def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name: str, count: int, spot: bool,
@@ -92,7 +141,7 @@ def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name
     """Join an aggregated accelerator list with the regions' quotas (pure, for tests and the UI)."""
     metric = gpu_metric(gpu_name, spot)
     report = parse_quotas({}, regions_json, project, metric)
-    price = price_for(gpu_name, count, spot)
+    machine = machine_for(gpu_name, count, spot)
     opts = []
     for scope, scoped in acc_items.items():
         for acc in scoped.get("acceleratorTypes") or []:
@@ -105,7 +154,8 @@ def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name
             region = catalog.region_of(zone)
             both = (report.free_in(region, report.metric), report.free_in(region, report.fallback)) \
                 if report.fallback else (None, None)
-            opts.append(ZoneOption(zone, region, n, report.free_in(region), price, *both))
+            opts.append(ZoneOption(zone, region, n, report.free_in(region),
+                                   _per_hour(gpu_name, count, spot, zone, machine), *both))
     return sort_options(opts, count, catalog.zones_for(gpu_name))
 
 
