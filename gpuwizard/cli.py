@@ -108,10 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("status", "gpuwizard.gcp.commands:cmd_status", "list a recipe's VMs with zone, state, IP and running cost")
     _add_recipe(p)
 
-    p = cmd("quota", "gpuwizard.gcp.commands:cmd_quota", "show GPU quota: global and per region")
+    p = cmd("quota", "gpuwizard.gcp.commands:cmd_quota",
+            "show GPU quota: global, per region and per GPU family; `quota request` files an increase")
     p.add_argument("--gpu", metavar="TYPE", help="accelerator type or name (T4, nvidia-l4 ...)")
     p.add_argument("--spot", action="store_true", help="spot (preemptible) quota")
     p.add_argument("--project", metavar="ID")
+    p.add_argument("--requests", action="store_true", help="list the project's quota requests and their states")
+    qsub = p.add_subparsers(dest="quota_action", metavar="ACTION")
+    q = qsub.add_parser("request", help="file a GPU quota increase with Google (preview and confirmation first)",
+                        description="File the quota increases a VM of COUNT x GPU in REGION needs: one Cloud Quotas "
+                                    "request per quota that blocks it, shown before anything is sent.")
+    q.set_defaults(handler="gpuwizard.gcp.quota_commands:cmd_quota_request")
+    q.add_argument("--gpu", metavar="TYPE", required=True, help="accelerator type or name (T4, nvidia-h100-80gb ...)")
+    q.add_argument("--region", metavar="REGION", required=True, help="region, e.g. us-central1")
+    q.add_argument("--count", metavar="N", type=int, required=True, help="GPUs the VM(s) need")
+    q.add_argument("--spot", action="store_true", help="for Spot VMs (the preemptible quota)")
+    q.add_argument("--email", metavar="ADDRESS", required=True, help="where Google may ask for more information")
+    q.add_argument("--justification", metavar="TEXT", required=True, help="what the GPUs are for, in a sentence")
+    q.add_argument("--project", metavar="ID")
+    q.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = cmd("zones", "gpuwizard.gcp.commands:cmd_zones", "zones offering a GPU, with free quota and price")
     p.add_argument("--gpu", metavar="TYPE", required=True, help="accelerator type or name (T4, nvidia-l4 ...)")

@@ -5,10 +5,12 @@ hosts and how to log in to them.
 The catalog fills the GPU list instantly; the ADC project and the live quota load in
 thread workers after the first paint. Offline (no credentials) the screen says so and
 the wizard carries on with the catalog. Zero quota is explained with the console link
-and exactly what to ask for. For existing hosts (``target.ssh``) the Zone and Machine
+and exactly what to ask for. From Cloud Quotas (issue 15) it also shows the GPU-family
+quota regions.list omits, the project's quota requests with their states, and a
+"Request more quota" dialog (:mod:`screens.quota_request`) that files them. For existing hosts (``target.ssh``) the Zone and Machine
 screens have nothing to ask, and Next/Back pass over them (:meth:`WizardApp.skipped_steps`).
 
-The module is one piece (a little over 400 lines) because both targets are answered on
+The module is one piece (under 500 lines) because both targets are answered on
 one screen, switching in place and keeping the other target's answers: splitting the
 SSH and Compute Engine halves would split that one state across modules.
 """
@@ -25,14 +27,16 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Input, Select, Static, TextArea
+from textual.widgets import Button, DataTable, Input, Select, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import catalog
 from gpuwizard import recipe as rc
+from gpuwizard.gcp import quota_view as QV
 from gpuwizard.recipe import GcpTarget, Gpu, Recipe, Ssh, SshTarget, Target
 from screens import choices, live
 from screens.base import StepBar, WizardScreen
+from screens.quota_request import RequestQuotaScreen
 
 PROJECT_RE = re.compile(r"^[a-z][-a-z0-9:.]{4,62}[a-z0-9]$")
 
@@ -118,6 +122,10 @@ class QuotaScreen(WizardScreen):
         yield Static("GPU quota", classes="label")
         yield DataTable(id="quota-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="quota-note", classes="note")
+        with Vertical(id="cloud-quota"):
+            yield Static("", id="family-note", classes="note", markup=False)
+            yield Static("", id="requests-note", classes="note", markup=False)
+            yield Button("Request more quota", id="request-quota")
 
     # -------------------------------------------------------------- load / store
 
@@ -126,6 +134,9 @@ class QuotaScreen(WizardScreen):
         return str(self.query_one("#target", Select).value)
 
     def load(self) -> None:
+        self._cloud: dict[tuple[str, str, bool], QV.CloudView] = {}
+        self._filed = ""  # what "Request more quota" filed last
+        self.query_one("#cloud-quota", Vertical).display = False
         table = self.query_one("#quota-table", DataTable)
         table.add_columns("Scope", "Metric", "Limit", "Usage", "Free")
         t = self.draft.target
@@ -347,6 +358,9 @@ class QuotaScreen(WizardScreen):
         gpu = str(self.query_one("#gpu", Select).value)
         spot = bool(self.query_one("#spot", Select).value)
         key = (project, gpu, spot)
+        if self.wizard.live.project.online and project and key not in self._cloud:
+            self.fetch_cloud(project, gpu, spot)
+        self._show_cloud()
         if key in self.wizard.live.quota:
             self._show_quota()
             return
@@ -364,9 +378,58 @@ class QuotaScreen(WizardScreen):
     def fetch_quota(self, project: str, gpu: str, spot: bool) -> live.QuotaView:
         return live.load_quota(project, gpu, spot, online=True)
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="gcp-cloud", description="Cloud Quotas")
+    def fetch_cloud(self, project: str, gpu: str, spot: bool) -> QV.CloudView:
+        return QV.load_cloud(project, gpu, spot)
+
+    def _cloud_key(self) -> tuple[str, str, bool]:
+        return (self._project() or "", str(self.query_one("#gpu", Select).value),
+                bool(self.query_one("#spot", Select).value))
+
+    def _show_cloud(self) -> None:
+        """The GPU-family quota, the project's requests and "Request more" (once loaded)."""
+        view = self._cloud.get(self._cloud_key())
+        box = self.query_one("#cloud-quota", Vertical)
+        box.display = view is not None and self._kind() == "gcp"
+        if view is None:
+            return
+        fam = view.family_text()
+        lines = view.requests_lines()
+        self.query_one("#family-note", Static).update(fam or view.note)
+        text = "\n".join(t for t in (self._filed, ("Quota requests:\n  " + "\n  ".join(lines)) if lines else
+                                     ("" if not fam else view.note)) if t)
+        req = self.query_one("#requests-note", Static)
+        req.update(text)
+        req.display = bool(text)
+        self.query_one("#family-note", Static).set_class(view.family_zero(), "-warning")
+        self.query_one("#request-quota", Button).disabled = view.report is None
+
+    @on(Button.Pressed, "#request-quota")
+    def _request_more(self) -> None:
+        view = self._cloud.get(self._cloud_key())
+        if view is None:
+            return
+        count = self.query_one("#count", Select).value
+        zones = self.draft.target.gcp.zones if self.draft.target.gcp else []
+        region = catalog.region_of(zones[0]) if zones else None
+
+        def done(result: str | None) -> None:
+            if result:
+                self._filed = result
+                self._cloud.pop(self._cloud_key(), None)
+                self.call_after_refresh(self.refresh_live)
+
+        self.app.push_screen(RequestQuotaScreen(view, int(count) if isinstance(count, int) else 1, region), done)
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every worker result and error is handled here, in one place."""
         w = event.worker
+        if w.group == "gcp-cloud":
+            if event.state == WorkerState.SUCCESS:
+                view: QV.CloudView = w.result
+                self._cloud[(view.project or "", view.gpu, view.spot)] = view
+                self._show_cloud()
+            return
         if event.state == WorkerState.ERROR:
             self.query_one("#quota-note", Static).update(
                 f"Could not load live data ({type(w.error).__name__}: {w.error}). Continuing with the catalog.")

@@ -21,6 +21,7 @@ from gpuwizard.gcp.cluster_spec import key as cluster_key
 from gpuwizard.gcp.errors import GcpError, console_link
 from gpuwizard.gcp.inventory import VmInfo, autostop_states, delete_vms, list_recipe_vms
 from gpuwizard.gcp.quota import fetch_quota
+from gpuwizard.gcp.quota_commands import family_advice, print_family, print_requests
 from gpuwizard.gcp.zones import machine_for, use_live_prices, zone_price, zones_for_gpu, zones_offline
 from gpuwizard.recipe import Recipe, RecipeError, load
 from gpuwizard.tables import table
@@ -54,7 +55,10 @@ def _fail(exc: GcpError) -> int:
 
 
 def cmd_quota(args: argparse.Namespace) -> int:
-    """Global GPUS_ALL_REGIONS, then each region's GPU quota (limit, usage, free)."""
+    """Global GPUS_ALL_REGIONS, then each region's GPU quota (limit, usage, free), then the
+    GPU-family quotas from Cloud Quotas; ``--requests``: the project's quota requests."""
+    if getattr(args, "requests", False):
+        return print_requests(getattr(args, "project", None))
     try:
         rep = _run(fetch_quota(getattr(args, "project", None), args.gpu, bool(args.spot)))
     except GcpError as exc:
@@ -70,8 +74,12 @@ def cmd_quota(args: argparse.Namespace) -> int:
                   f"at least 1 at {console_link('GPUS_ALL_REGIONS', None, rep.project)}")
     if not rep.rows:
         what = f"{rep.metric}" if rep.metric else "GPU"
-        print(f"No region lists a {what} quota (H100-class GPUs use the GPUS_PER_GPU_FAMILY family "
-              f"quota in the Cloud Quotas console).")
+        print(f"No region lists a {what} quota in regions.list (H100-class GPUs use the GPU-family quota "
+              f"of Cloud Quotas).")
+        print_family(rep)
+        advice = family_advice(rep)
+        if advice:
+            print("\n" + advice)
         return OK
     print()
     print(table(["REGION", "METRIC", "LIMIT", "USAGE", "FREE"],
@@ -89,6 +97,10 @@ def cmd_quota(args: argparse.Namespace) -> int:
     elif args.gpu and zero:
         print(f"\n{len(zero)} region(s) have {rep.metric} = 0; to raise one, e.g. {zero[0].region}: "
               f"{zero[0].link(rep.project)}")
+    print_family(rep)
+    advice = family_advice(rep)
+    if advice:
+        print("\n" + advice)
     return OK
 
 

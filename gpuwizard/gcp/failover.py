@@ -40,6 +40,7 @@ from gpuwizard.gcp.errors import (EXISTS, GLOBAL_QUOTA, PERMISSION, REGION_QUOTA
                                   Verdict, console_link, global_quota_error, os_login_error, quota_error)
 from gpuwizard.gcp.inventory import find
 from gpuwizard.gcp.operations import run_operation
+from gpuwizard.gcp.quota_gate import gate, unknown_note
 from gpuwizard.gcp.wait import Round, WaitPolicy, Waiter, is_capacity
 from gpuwizard.gcp.zones import zones_for_gpu
 
@@ -57,6 +58,8 @@ async def check_project(p: Provisioner, creating: bool) -> None:
         try:
             p.quota = await Q.fetch_quota(p.project, p.gpu.name, p.preemptible)
             meta = p.quota.metadata
+            if (note := unknown_note(p.quota)) is not None:
+                p.say(note)
         except GcpError as exc:
             p.say(f"could not read quotas ({exc}); trying the zones anyway")
     else:
@@ -77,13 +80,15 @@ async def check_project(p: Provisioner, creating: bool) -> None:
 
 
 async def candidates(p: Provisioner) -> list[str]:
+    """The zones to try; those in regions whose GPU-family quota is too low are dropped
+    (and the request to file said) before any insert (:mod:`.quota_gate`)."""
     if p.g.zones:
-        return list(p.g.zones)
+        return gate(p.quota, list(p.g.zones), p.need, p.say, p.report.skipped)
     if p.gpu is None or p.g.gpu is None:
         raise GcpError("Set target.gcp.zones: a CPU-only VM has no GPU to choose zones by.", kind="usage")
     opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.preemptible)
     p.say(f"no zones in the recipe: trying the {len(opts)} zones that offer {p.gpu.label}, best first")
-    return [o.zone for o in opts]
+    return gate(p.quota, [o.zone for o in opts], p.need, p.say, p.report.skipped)
 
 
 async def attempt(p: Provisioner, zone: str, public_key: str) -> Verdict | None:

@@ -1,0 +1,117 @@
+"""The Project & quota screen's Cloud Quotas part, driven by Pilot against the fake Compute and
+Cloud Quotas servers: the GPU-family quota, "Request more quota" with its preview and
+confirmation, and the requests' states. Waits on workers, never on sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpuwizard import recipe as rc
+from screens.app import WizardApp
+from screens.quota_request import RequestQuotaScreen
+
+pytestmark = pytest.mark.asyncio
+SIZE = (120, 50)
+FAMILY = "GPUS-PER-GPU-FAMILY-per-project-region"
+H100 = """version: 1
+name: h100
+target:
+  gcp:
+    zones: [us-east4-a]
+    machine_type: a3-highgpu-8g
+    gpu: {type: nvidia-h100-80gb, count: 8}
+"""
+
+
+async def _settle(app: WizardApp, pilot) -> None:
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _text(app: WizardApp, wid: str) -> str:
+    return str(app.screen.query_one(wid).render())
+
+
+async def test_family_quota_request_more_and_states(fake_compute, fake_cloudquotas, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.set_quota(FAMILY, {"region": "us-east4", "gpu_family": "NVIDIA_H100"}, 0)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        assert app.screen.NAME == "quota"
+        fam = _text(app, "#family-note")
+        assert f"NVIDIA_H100 family quota ({FAMILY})" in fam and "us-east4 0" in fam
+
+        app.screen.query_one("#request-quota").press()
+        await _settle(app, pilot)
+        dialog = app.screen
+        assert isinstance(dialog, RequestQuotaScreen)
+        assert dialog.query_one("#qr-region").value == "us-east4"       # the recipe's zone's region
+        preview = _text(app, "#qr-preview")
+        assert f"{FAMILY} {{region=us-east4, gpu_family=NVIDIA_H100}}: 0 -> 8" in preview
+
+        dialog.query_one("#qr-file").press()                             # no email yet: refused inline
+        await _settle(app, pilot)
+        assert "is not an email address" in _text(app, "#qr-error") and fake_cloudquotas.created() == []
+
+        dialog.query_one("#qr-email").value = "student@example.edu"
+        dialog.query_one("#qr-justification").value = "Thesis: training a video model"
+        await _settle(app, pilot)
+        assert "contact email: student@example.edu" in _text(app, "#qr-preview")
+        dialog.query_one("#qr-file").press()
+        await _settle(app, pilot)
+        assert "File these with Google?" in _text(app, "Static")            # the confirmation
+        await pilot.press("y")
+        await _settle(app, pilot)
+        assert app.screen.NAME == "quota"
+        [body] = fake_cloudquotas.created()
+        assert body["dimensions"] == {"region": "us-east4", "gpu_family": "NVIDIA_H100"}
+        assert body["contactEmail"] == "student@example.edu"
+        assert "Filed 1 request(s)" in _text(app, "#requests-note")
+        assert "-> 8: pending" in _text(app, "#requests-note")
+
+        [name] = list(fake_cloudquotas.preferences)
+        fake_cloudquotas.decide(name, 4, "Partially approved based on usage history.")
+        app.screen._cloud.clear()
+        app.screen.refresh_live()
+        await _settle(app, pilot)
+        assert "-> 8: partially granted (Partially approved based on usage history.)" in \
+            _text(app, "#requests-note")
+
+
+async def test_cancel_files_nothing(fake_compute, fake_cloudquotas, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.set_quota(FAMILY, {"region": "us-east4", "gpu_family": "NVIDIA_H100"}, 0)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        app.screen.query_one("#request-quota").press()
+        await _settle(app, pilot)
+        await pilot.press("escape")
+        await _settle(app, pilot)
+        assert app.screen.NAME == "quota" and fake_cloudquotas.created() == []
+
+
+async def test_api_disabled_is_said_on_the_screen(fake_compute, fake_cloudquotas, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.fail("disabled")
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        note = _text(app, "#family-note")
+        assert "Cloud Quotas API is not enabled" in note and "gcloud services enable cloudquotas" in note
+        assert app.screen.query_one("#request-quota").display
+
+
+async def test_no_family_quota_anywhere_is_a_warning(fake_compute, fake_cloudquotas, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.set_quota(FAMILY, {"gpu_family": "NVIDIA_H100"}, 0)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        note = app.screen.query_one("#family-note")
+        assert "No region has any" in str(note.render()) and note.has_class("-warning")
+        assert not app.screen.query_one("#requests-note").display     # nothing to list: no empty line
