@@ -70,3 +70,16 @@ def test_t4_run_is_not_told_about_family_quotas(fake_compute, tmp_path):
 
     hosts, lines = run(make_recipe(["us-central1-a"]), tmp_path)
     assert hosts and not any("GPU-family" in ln for ln in lines)
+
+
+def test_no_zone_message_still_names_the_family_blocked_region(fake_compute, fake_cloudquotas, tmp_path):
+    """The zones the family-quota gate dropped stay among the reasons when the rest stock out
+    (one_pass used to clear them before its first insert)."""
+    fake_cloudquotas.set_quota(FAMILY, {"region": "us-central1", "gpu_family": "NVIDIA_H100"}, 0)
+    fake_compute.add_fault("us-east4-a", "stockout")
+    with pytest.raises(GcpError) as ei:
+        run(a3_recipe(["us-central1-a", "us-east4-a"]), tmp_path)
+    msg = str(ei.value)
+    assert msg.startswith("No zone could take the VM")
+    assert "us-central1-a: GPU-family quota too low in us-central1" in msg
+    assert "us-east4-a: " in msg

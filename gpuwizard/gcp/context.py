@@ -55,6 +55,9 @@ class Report:
     """Why each zone was not used, for the final message."""
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Zones the GPU-family quota gate dropped before any pass; every pass starts its
+    #: ``skipped`` from these, so the final message still names them.
+    gated: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass

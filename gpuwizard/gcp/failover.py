@@ -83,12 +83,12 @@ async def candidates(p: Provisioner) -> list[str]:
     """The zones to try; those in regions whose GPU-family quota is too low are dropped
     (and the request to file said) before any insert (:mod:`.quota_gate`)."""
     if p.g.zones:
-        return gate(p.quota, list(p.g.zones), p.need, p.say, p.report.skipped)
+        return gate(p.quota, list(p.g.zones), p.need, p.say, p.report.gated)
     if p.gpu is None or p.g.gpu is None:
         raise GcpError("Set target.gcp.zones: a CPU-only VM has no GPU to choose zones by.", kind="usage")
     opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.preemptible)
     p.say(f"no zones in the recipe: trying the {len(opts)} zones that offer {p.gpu.label}, best first")
-    return gate(p.quota, [o.zone for o in opts], p.need, p.say, p.report.skipped)
+    return gate(p.quota, [o.zone for o in opts], p.need, p.say, p.report.gated)
 
 
 async def attempt(p: Provisioner, zone: str, public_key: str) -> Verdict | None:
@@ -173,7 +173,7 @@ async def one_pass(p: Provisioner, zones: list[str], insert: Callable[[str], Awa
     """Try ``zones`` in order (``zonesAvailable`` hints moved to the front) until one takes
     the VM(s). Stops the run (raises) on quota, permission and name errors; returns the
     zone, or which zones lacked capacity and what they suggested."""
-    p.report.skipped.clear()
+    p.report.skipped[:] = p.report.gated   # the gate's reasons stand for every pass
     out = Round()
     queue: deque[str] = deque(zones)
     tried: set[str] = set()
