@@ -21,7 +21,7 @@ import os
 import re
 from typing import Any
 
-from gpuwizard.gcp.client import _adc_file_exists, _maybe_on_gce
+from gpuwizard.gcp.client import adc_file_exists, maybe_on_gce
 from gpuwizard.gcp.errors import ApiError, GcpError
 
 ENDPOINT_ENV = "GPUWIZARD_BILLING_ENDPOINT"
@@ -52,7 +52,7 @@ def _client() -> Any:
     key = os.environ.get(API_KEY_ENV)
     if key:
         return billing_v1.CloudCatalogClient(transport="rest", client_options=ClientOptions(api_key=key, **where))
-    if _adc_file_exists() or (ep is None and _maybe_on_gce()):
+    if adc_file_exists() or (ep is None and maybe_on_gce()):
         import google.auth
         import google.auth.exceptions
 

@@ -90,7 +90,7 @@ class CloudQuotas:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - translated once, here
-            api = gclient._translate(exc, what)  # the Compute adaptor's translation: one shape of error
+            api = gclient.translate_error(exc, what)  # the Compute adaptor's translation: one shape of error
             if api is None:
                 raise
             raise api from exc
