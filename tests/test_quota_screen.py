@@ -115,3 +115,24 @@ async def test_no_family_quota_anywhere_is_a_warning(fake_compute, fake_cloudquo
         note = app.screen.query_one("#family-note")
         assert "No region has any" in str(note.render()) and note.has_class("-warning")
         assert not app.screen.query_one("#requests-note").display     # nothing to list: no empty line
+
+
+async def test_zero_family_quota_is_not_called_fine_and_infos_are_read_once(fake_compute, fake_cloudquotas, tmp_path,
+                                                                          monkeypatch) -> None:
+    """GPUS_ALL_REGIONS has room but the H100 family quota is 0 everywhere: the quota note must
+    not say "Quota looks fine", the table shows the family rows, and the screen lists the
+    QuotaInfos once (it used to list them in two workers)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.page_size = 1000                                   # one request per listing
+    fake_cloudquotas.set_quota(FAMILY, {"gpu_family": "NVIDIA_H100"}, 0)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        note = app.screen.query_one("#quota-note")
+        assert "Quota looks fine" not in str(note.render())
+        assert note.has_class("-warning")
+        table = app.screen.query_one("#quota-table")
+        scopes = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        assert "us-east4" in scopes
+    lists = [p for m, p, _b in fake_cloudquotas.requests if m == "GET" and p.endswith("/quotaInfos")]
+    assert len(lists) == 1
