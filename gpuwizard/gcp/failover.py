@@ -86,7 +86,8 @@ async def candidates(p: Provisioner) -> list[str]:
         return gate(p.quota, list(p.g.zones), p.need, p.say, p.report.gated)
     if p.gpu is None or p.g.gpu is None:
         raise GcpError("Set target.gcp.zones: a CPU-only VM has no GPU to choose zones by.", kind="usage")
-    opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.preemptible)
+    opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.preemptible,   # QuotaInfos read once
+                               cloud=p.quota.cloud if p.quota else None, read_cloud=False)
     p.say(f"no zones in the recipe: trying the {len(opts)} zones that offer {p.gpu.label}, best first")
     return gate(p.quota, [o.zone for o in opts], p.need, p.say, p.report.gated)
 
