@@ -37,6 +37,8 @@ from gpuwizard.catalog.pricetable import Key, PriceTable
 #: How long a fetched table is trusted (seconds).
 MAX_AGE = 24 * 3600
 CACHE_NAME = "billing-prices.json"
+#: The cache file's format; a file of another version (or none) is read again, not trusted.
+CACHE_VERSION = 1
 
 #: Accelerator type by the words its SKU description uses before "GPU" (longest first, so
 #: "A100 80GB GPU" is never read as "A100 GPU"). SkyPilot's fetch_gcp.py matches the same words.
@@ -137,10 +139,11 @@ def _read_cache(now: float, endpoint: str) -> PriceTable | None:
     try:
         with open(cache_path(), encoding="utf-8") as fh:
             doc = json.load(fh)
-        if doc.get("endpoint") != endpoint or not 0 <= now - float(doc["fetched_at"]) < MAX_AGE:
+        if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION or doc.get("endpoint") != endpoint \
+                or not 0 <= now - float(doc["fetched_at"]) < MAX_AGE:
             return None
         return PriceTable.from_json(doc["table"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):   # damaged: read the prices again
         return None
 
 
@@ -151,7 +154,7 @@ def _write_cache(table: PriceTable, now: float, endpoint: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".prices-", dir=folder)  # mkstemp creates it 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"fetched_at": now, "endpoint": endpoint, "table": table.to_json()}, fh)
+            json.dump({"version": CACHE_VERSION, "fetched_at": now, "endpoint": endpoint, "table": table.to_json()}, fh)
         os.replace(tmp, cache_path())
     except BaseException:
         try:
