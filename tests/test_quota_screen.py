@@ -136,3 +136,30 @@ async def test_zero_family_quota_is_not_called_fine_and_infos_are_read_once(fake
         assert "us-east4" in scopes
     lists = [p for m, p, _b in fake_cloudquotas.requests if m == "GET" and p.endswith("/quotaInfos")]
     assert len(lists) == 1
+
+
+async def test_request_dialog_fits_80x24_with_its_buttons_on_screen(fake_compute, fake_cloudquotas, tmp_path,
+                                                                   monkeypatch) -> None:
+    """At 80 columns and 24 rows the dialog is inside the terminal and Cancel / File can be seen
+    and clicked (they used to be cut off below a 4-line preview, the right border off screen)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.set_quota(FAMILY, {"region": "us-east4", "gpu_family": "NVIDIA_H100"}, 0)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(app, pilot)
+        app.screen.query_one("#request-quota").press()
+        await _settle(app, pilot)
+        dialog = app.screen
+        assert isinstance(dialog, RequestQuotaScreen)
+        box = dialog.query_one("#quota-request").region
+        assert box.right <= 80 and box.bottom <= 24
+        for wid in ("#qr-file", "#qr-cancel", "#qr-email", "#qr-justification"):
+            w = dialog.query_one(wid)
+            hit, _ = dialog.get_widget_at(*w.region.center)
+            assert hit is w, f"{wid} is not visible at 80x24"
+        dialog.query_one("#qr-file").press()                 # no email: the error must be visible too
+        await _settle(app, pilot)
+        err = dialog.query_one("#qr-error")
+        assert "is not an email address" in str(err.render())
+        hit, _ = dialog.get_widget_at(*err.region.center)
+        assert hit is err
