@@ -494,7 +494,15 @@ class QuotaScreen(WizardScreen):
             note.set_class(True, "-warning")
             note.update(live.zero_quota_advice(project, gpu, spot, int(count) if isinstance(count, int) else 1))
         else:
+            need = int(count) if isinstance(count, int) else 1
             free = {r.scope: view.region_free(r.scope) or 0.0 for r in view.rows if r.scope != "global"}
             best = max(free, key=lambda k: free[k], default=None)
-            note.update(f"Quota looks fine: {view.global_free if view.global_free is not None else '?'} GPUs free "
-                        f"across regions" + (f"; most in {best} ({free[best]:g})." if best else "."))
+            glob = f"{view.global_free:g}" if view.global_free is not None else "?"
+            most = f"; most in {best} ({free[best]:g})." if best else "."
+            if (view.global_free is not None and view.global_free < need) or (best and free[best] < need):
+                note.set_class(True, "-warning")   # some quota, but not enough for one VM of this size
+                note.update(f"Not enough quota for {need} GPUs in one VM: {glob} GPUs free across regions{most} "
+                            + ("Use Request more quota below." if view.family else
+                               live.quota_link(project, gpu, spot)))
+            else:
+                note.update(f"Quota looks fine: {glob} GPUs free across regions{most}")

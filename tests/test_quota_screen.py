@@ -163,3 +163,23 @@ async def test_request_dialog_fits_80x24_with_its_buttons_on_screen(fake_compute
         assert "is not an email address" in str(err.render())
         hit, _ = dialog.get_widget_at(*err.region.center)
         assert hit is err
+
+
+async def test_quota_note_weighs_the_vms_gpu_count(fake_compute, fake_cloudquotas, tmp_path, monkeypatch) -> None:
+    """8 x H100 in one VM with a family quota of 4 in every region is not "fine"; with 8 it
+    is, and the figures read as counts (16, not 16.0)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.set_quota(FAMILY, {"gpu_family": "NVIDIA_H100"}, 4)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        note = app.screen.query_one("#quota-note")
+        text = str(note.render())
+        assert "Quota looks fine" not in text and "Not enough quota for 8 GPUs in one VM" in text, text
+        assert note.has_class("-warning")
+    fake_cloudquotas.set_quota(FAMILY, {"gpu_family": "NVIDIA_H100"}, 8)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        text = str(app.screen.query_one("#quota-note").render())
+        assert text.startswith("Quota looks fine: 16 GPUs free across regions; most in "), text
