@@ -142,6 +142,26 @@ def zero_quota_advice(project: str | None, gpu: str, spot: bool, count: int = 1)
             f"days.\n{quota_link(project, gpu, spot)}")
 
 
+def quota_note(view: QuotaView, project: str | None, gpu: str, spot: bool, need: int) -> tuple[str, bool]:
+    """The line under the quota table, and whether it is a warning: "fine" only when one VM
+    of ``need`` GPUs fits somewhere (the GPU-family quota included)."""
+    if not view.online:
+        return view.message, False
+    if view.zero and view.family:
+        return (f"No region has free {gpu} GPU-family quota (the family rows above): GPUS_ALL_REGIONS "
+                f"alone is not enough. Use Request more quota below to file the increase."), True
+    if view.zero:
+        return zero_quota_advice(project, gpu, spot, need), True
+    free = {r.scope: view.region_free(r.scope) or 0.0 for r in view.rows if r.scope != "global"}
+    best = max(free, key=lambda k: free[k], default=None)
+    glob = f"{view.global_free:g}" if view.global_free is not None else "?"
+    most = f"; most in {best} ({free[best]:g})." if best else "."
+    if (view.global_free is not None and view.global_free < need) or (best and free[best] < need):
+        return (f"Not enough quota for {need} GPUs in one VM: {glob} GPUs free across regions{most} "
+                + ("Use Request more quota below." if view.family else quota_link(project, gpu, spot))), True
+    return f"Quota looks fine: {glob} GPUs free across regions{most}", False
+
+
 # ------------------------------------------------------------------------- project
 
 

@@ -484,25 +484,6 @@ class QuotaScreen(WizardScreen):
             return
         for r in view.rows:
             table.add_row(r.scope, r.metric, f"{r.limit:g}", f"{r.usage:g}", f"{r.free:g}")
-        if not view.online:
-            note.update(view.message)
-        elif view.zero and view.family:
-            note.set_class(True, "-warning")
-            note.update(f"No region has free {gpu} GPU-family quota (the family rows above): GPUS_ALL_REGIONS "
-                        f"alone is not enough. Use Request more quota below to file the increase.")
-        elif view.zero:
-            note.set_class(True, "-warning")
-            note.update(live.zero_quota_advice(project, gpu, spot, int(count) if isinstance(count, int) else 1))
-        else:
-            need = int(count) if isinstance(count, int) else 1
-            free = {r.scope: view.region_free(r.scope) or 0.0 for r in view.rows if r.scope != "global"}
-            best = max(free, key=lambda k: free[k], default=None)
-            glob = f"{view.global_free:g}" if view.global_free is not None else "?"
-            most = f"; most in {best} ({free[best]:g})." if best else "."
-            if (view.global_free is not None and view.global_free < need) or (best and free[best] < need):
-                note.set_class(True, "-warning")   # some quota, but not enough for one VM of this size
-                note.update(f"Not enough quota for {need} GPUs in one VM: {glob} GPUs free across regions{most} "
-                            + ("Use Request more quota below." if view.family else
-                               live.quota_link(project, gpu, spot)))
-            else:
-                note.update(f"Quota looks fine: {glob} GPUs free across regions{most}")
+        text, warn = live.quota_note(view, project, gpu, spot, int(count) if isinstance(count, int) else 1)
+        note.update(text)
+        note.set_class(warn, "-warning")
