@@ -435,8 +435,9 @@ async def _run(req: RunRequest, recipe: Recipe, steps: Sequence[Step], rd: RunDi
         nonlocal presses
         presses += 1
         if presses == 1:
-            print("\ngpuwizard: stopping: remote commands are being stopped and the state saved "
-                  "(Ctrl-C again to quit at once).", file=sys.stderr)
+            what = ("remote commands are being stopped and the state saved" if executors else
+                    "no step has started on a host yet")   # (stopping a VM create or a --wait)
+            print(f"\ngpuwizard: stopping: {what} (Ctrl-C again to quit at once).", file=sys.stderr)
             cancel.set()
             return
         rd.save_state()

@@ -144,3 +144,19 @@ def test_a_second_ctrl_c_while_following_an_insert_says_the_vm_may_appear(fake_c
     assert "no request is pending" not in text and "no VM was created" not in text
     assert "quitting with the insert of " in text and f" in {zone} (recipe waiter) unfinished" in text, text
     assert "gpuwizard status" in text and "gpuwizard down" in text
+
+
+def test_the_last_zone_of_a_round_and_the_first_ctrl_c_say_what_is_true(fake_compute, tmp_path: pathlib.Path) -> None:
+    """The last zone of a round does not promise "the next zone", and Ctrl-C before any step
+    started does not speak of remote commands being stopped."""
+    fake_compute.add_fault(ZONES[0], "stockout")
+    proc = _start(_recipe(tmp_path / "r.yaml", zones=[ZONES[0]]), tmp_path, "--wait")
+    seen = _read_until(proc, "next try in")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    text = "".join(seen) + out + err
+    assert proc.returncode == 130, text
+    assert f"{ZONES[0]}: no capacity [ZONE_RESOURCE_POOL_EXHAUSTED]; no zone left to try" in text
+    assert "trying the next zone" not in text
+    assert "remote commands are being stopped" not in text
+    assert "stopping: no step has started on a host yet (Ctrl-C again to quit at once)." in text

@@ -231,8 +231,10 @@ async def one_pass(p: Provisioner, zones: list[str], insert: Callable[[str], Awa
         if hints:
             p.say(f"{zone}: {verdict.reason}; Compute Engine suggests {', '.join(hints)}: trying those first")
             queue.extendleft(reversed(hints))
-        else:
+        elif any(z not in tried for z in queue):
             p.say(f"{zone}: {verdict.reason}; trying the next zone")
+        else:
+            p.say(f"{zone}: {verdict.reason}; no zone left to try")
     return out
 
 
