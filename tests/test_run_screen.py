@@ -418,3 +418,32 @@ async def test_a_gcp_run_shows_its_cost_and_auto_stop_while_it_runs() -> None:
         assert f"${want:.2f}/h while the VMs run" in text
         assert "auto-stop: stops the VM after 45m without use" in text
         scr.cancel.set()
+
+
+@pytest.mark.asyncio
+async def test_a_vm_waited_for_rings_the_bell_and_raises_a_notification(monkeypatch) -> None:
+    """`run --wait` on the run screen: when the VM is finally up (maybe hours later) the person
+    who walked away hears the bell and sees a toast; the source calls on_ready from its thread."""
+    bells: list[int] = []
+    desktop: list[tuple[str, str]] = []
+    monkeypatch.setattr("screens.run.notify.notify", lambda title, body, **kw: desktop.append((title, body)))
+
+    class Source:
+        on_ready = None
+
+        def run(self, sink, cancel):
+            sink(ev.RunStarted(run_id="r", recipe="x", hosts=["vm-1"], steps=["s"]))
+            self.on_ready("vm-1 is up in us-central1-b after 42 min")
+            sink(ev.RunFinished(ok=True))
+
+    src = Source()
+    scr = RunScreen(src.run, recipe_path="r.yaml")
+    app = _RunApp(scr)
+    monkeypatch.setattr(app, "bell", lambda: bells.append(1))
+    async with app.run_test(size=SIZE) as pilot:
+        await _finish(app, scr, pilot)
+        await pilot.pause()
+        toasts = [n.message for n in app._notifications]
+        assert any("vm-1 is up in us-central1-b after 42 min" in t for t in toasts), toasts
+    assert bells == [1]
+    assert desktop == [("gpuwizard: your VM is up", "vm-1 is up in us-central1-b after 42 min")]
