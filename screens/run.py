@@ -278,6 +278,9 @@ class RunScreen(Screen[None]):
             if not self._done_notified:
                 self._done_notified = True
                 self.notify(verdict, severity="information" if f.ok else ("warning" if stopped else "error"))
+        elif m.provisioning and not [h for h in m.hosts if h != "gcp"]:
+            # no VM yet: what provisioning does now (the wait's countdown), whole, not cut by the pane
+            status.update(f"provisioning: {_esc(m.provisioning)}")
         else:
             cost = f" · ${self.hourly:.2f}/h while the VMs run" if self.hourly else ""
             cost += f" · {self.autostop}" if self.autostop else ""

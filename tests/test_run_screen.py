@@ -3,6 +3,7 @@ the real thing: 4 real sshd hosts streaming 50,000 lines each through the execut
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import threading
 
@@ -447,3 +448,40 @@ async def test_a_vm_waited_for_rings_the_bell_and_raises_a_notification(monkeypa
         assert any("vm-1 is up in us-central1-b after 42 min" in t for t in toasts), toasts
     assert bells == [1]
     assert desktop == [("gpuwizard: your VM is up", "vm-1 is up in us-central1-b after 42 min")]
+
+
+@pytest.mark.asyncio
+async def test_while_no_vm_exists_the_status_line_shows_what_provisioning_does() -> None:
+    """`run --wait` on the run screen: the narrow gcp pane cut the waiting line; the status line
+    under the panes shows it whole while there is no VM yet (and 'running' once there is)."""
+    gate, go = threading.Event(), threading.Event()
+    wait = "waiting for T4 in 3 zones: next try in 45 s (attempt 7, 14 min so far)"
+
+    def src(sink, cancel):
+        sink(ev.Output(host="gcp", step="provision", stream="stdout", data="us-west1-b: no capacity\n" + wait + "\n"))
+        gate.set()
+        go.wait(30)
+        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["vm-1"], steps=["s"]))
+        sink(ev.StepStarted(host="vm-1", step="s"))
+        gate.clear()
+        gate.set()
+        cancel.wait(30)
+        sink(ev.RunFinished(ok=False, interrupted=True))
+
+    scr = RunScreen(src, recipe_path="r.yaml", hourly=0.55)
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await asyncio.to_thread(gate.wait, 10)
+        gate.clear()
+        await pilot.pause(0.2)
+        scr._flush()
+        await pilot.pause()
+        assert str(scr.query_one("#run-status").render()) == "provisioning: " + wait
+        go.set()
+        assert await asyncio.to_thread(gate.wait, 10)
+        await pilot.pause(0.2)
+        scr._flush()
+        await pilot.pause()
+        assert str(scr.query_one("#run-status").render()).startswith("running · $0.55/h")
+        scr.cancel.set()
+        await app.workers.wait_for_complete()
