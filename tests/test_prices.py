@@ -234,3 +234,19 @@ def test_runs_cost_line_prices_the_first_zones_region_at_live_prices(fake_billin
     runner._announce_cost(r)
     err = capsys.readouterr().err
     assert err.count("Live prices unavailable") == 1 and f"europe-west1, on-demand, catalog prices of {SNAPSHOT}" in err
+
+
+def test_an_unreachable_endpoint_is_said_in_words_not_as_a_pool_message(fake_compute, capsys,
+                                                                        monkeypatch) -> None:
+    """Nothing listens on the Billing endpoint: the one line names the host and the reason,
+    not urllib3's 'HTTPConnectionPool(...): Max retries exceeded with url: ... (Caused by'."""
+    import socket
+
+    with socket.socket() as s:   # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("GPUWIZARD_BILLING_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert cmd_zones(_zones_args()) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"gpuwizard: Live prices unavailable (Cloud Billing Catalog API: cannot reach "
+                                f"127.0.0.1:{port}: Connection refused); showing catalog prices of {SNAPSHOT}."]
