@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from gpuwizard import catalog, locations
 from gpuwizard.catalog.pricetable import Key, PriceTable
+from gpuwizard.privatefile import write_atomic
 
 #: How long a fetched table is trusted (seconds).
 MAX_AGE = 24 * 3600
@@ -151,17 +151,8 @@ def _write_cache(table: PriceTable, now: float, endpoint: str) -> None:
     """Atomically (temp file + rename in the same folder), mode 0600 from creation."""
     folder = os.path.dirname(cache_path())
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".prices-", dir=folder)  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": CACHE_VERSION, "fetched_at": now, "endpoint": endpoint, "table": table.to_json()}, fh)
-        os.replace(tmp, cache_path())
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(cache_path(), json.dumps({"version": CACHE_VERSION, "fetched_at": now, "endpoint": endpoint,
+                                           "table": table.to_json()}))
 
 
 # ---------------------------------------------------------------- loading

@@ -268,3 +268,19 @@ def test_a_cache_of_another_format_version_is_not_trusted(fake_billing) -> None:
     catalog.set_live_prices(None)
     zones.use_live_prices(clock=lambda: t0 + 1)
     assert fake_billing.sku_requests() > n
+
+
+def test_an_unreachable_endpoint_is_said_in_words_not_as_a_pool_message(fake_compute, capsys,
+                                                                        monkeypatch) -> None:
+    """Nothing listens on the Billing endpoint: the one line names the host and the reason,
+    not urllib3's 'HTTPConnectionPool(...): Max retries exceeded with url: ... (Caused by'."""
+    import socket
+
+    with socket.socket() as s:   # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("GPUWIZARD_BILLING_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert cmd_zones(_zones_args()) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"gpuwizard: Live prices unavailable (Cloud Billing Catalog API: cannot reach "
+                                f"127.0.0.1:{port}: Connection refused); showing catalog prices of {SNAPSHOT}."]

@@ -37,6 +37,24 @@ def endpoint() -> str | None:
     return os.environ.get(ENDPOINT_ENV) or None
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a transport failure ("Connection refused", "timed out"),
+    not urllib3's pool message with the whole URL in it."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    text = str(seen)
+    m = re.search(r"\[Errno -?\d+\] ([^')\]]+)", text)
+    return (m.group(1) if m else text or type(seen).__name__).strip()
+
+
+def _host(exc: BaseException) -> str:
+    req = getattr(exc, "request", None)
+    url = getattr(req, "url", None) or ""
+    m = re.match(r"https?://([^/]+)", url)
+    return m.group(1) if m else "the API"
+
+
 def _client() -> Any:
     """A CloudCatalogClient on REST with the credentials described in the module docstring."""
     from google.api_core.client_options import ClientOptions
@@ -88,5 +106,5 @@ def list_compute_skus() -> list[dict[str, Any]]:
         from google.auth import exceptions as authexc
 
         if isinstance(exc, (requests.RequestException, authexc.TransportError)):
-            raise ApiError(f"{type(exc).__name__}: {exc}", transport=True) from None
+            raise ApiError(f"cannot reach {_host(exc)}: {_root_cause(exc)}", transport=True) from None
         raise

@@ -55,6 +55,8 @@ async def check_project(p: Provisioner, creating: bool) -> None:
     """
     meta: dict[str, str] | None = None
     if creating and p.gpu is not None:
+        # said first: the run screen shows the provisioning pane from its first line
+        p.say(f"checking the project and its {p.gpu.name} quota (Compute Engine, Cloud Quotas)")
         try:
             p.quota = await Q.fetch_quota(p.project, p.gpu.name, p.preemptible)
             meta = p.quota.metadata

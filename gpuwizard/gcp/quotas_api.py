@@ -116,18 +116,21 @@ class CloudQuotas:
             raise api from exc
 
     @staticmethod
-    def _retry() -> Any:
+    def _retry(budget: float | None = None) -> Any:
         from google.api_core import retry as gretry
 
         return gretry.Retry(predicate=gretry.if_transient_error, initial=0.25, maximum=5.0, multiplier=2.0,
-                            timeout=budgets.READ_BUDGET)
+                            timeout=budgets.READ_BUDGET if budget is None else budget)
 
     def quota_infos(self, service: str = SERVICE) -> list[dict[str, Any]]:
         """Every QuotaInfo of ``service`` (ListQuotaInfos, all pages)."""
         parent = f"{_parent(self.project)}/services/{service}"
 
         def run() -> list[dict[str, Any]]:
-            pages = self._api().list_quota_infos(parent=parent, retry=self._retry(), timeout=budgets.REQUEST_TIMEOUT)
+            # the quota check before provisioning waits on this read: a short budget, then the
+            # regions.list fallback (budgets.EXTRA_READ_BUDGET)
+            pages = self._api().list_quota_infos(parent=parent, retry=self._retry(budgets.EXTRA_READ_BUDGET),
+                                                 timeout=budgets.EXTRA_REQUEST_TIMEOUT)
             return [_to_dict(i) for i in pages]
 
         return self._do("quotaInfos.list", run)
