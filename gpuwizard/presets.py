@@ -92,7 +92,7 @@ def torch_for_toolkit(cuda: str, cc: str | None, torch: str | None = None) -> tu
             return t, index
     have = [t for t in S.torch_releases() if index in S.torch_indexes(t)]
     if torch:
-        hint = f"PyTorch {', '.join(have)}" if have else f"a CUDA toolkit PyTorch has wheels for"
+        hint = f"PyTorch {', '.join(have)}" if have else "a CUDA toolkit PyTorch has wheels for"
         raise PresetError(f"PyTorch {torch} has no {index} wheels, and the CUDA extension must be built with the "
                           f"toolkit's CUDA ({cuda}); pick {hint}")
     fits = sorted({i for t in S.torch_releases() for i in S.torch_indexes(t, experimental=False)
