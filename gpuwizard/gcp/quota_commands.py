@@ -62,7 +62,7 @@ def print_family(rep: QuotaReport) -> None:
 def _where(locs: list[str]) -> str:
     if not locs or locs == ["global"]:
         return "(every region)"
-    return locs[0] if len(locs) == 1 else f"(other regions: {len(locs)})"
+    return locs[0] if len(locs) == 1 else f"({len(locs)} other regions)"
 
 
 def family_advice(rep: QuotaReport, count: int = 1) -> str | None:
