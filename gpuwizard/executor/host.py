@@ -104,6 +104,7 @@ class HostRun:
         self.coord = coord if coord is not None else Coordinator({spec.name: self.steps}, options.ranks)
         self._gang: Sync | None = None  # the gang step in flight: its abort stops our run of it
         self._cause: Failure | None = None  # another node's failure that stopped this host
+        self._launched = False  # the step's command started on the host in this attempt
 
     @property
     def name(self) -> str:
@@ -216,6 +217,7 @@ class HostRun:
                         self._cause = broken
                         return self._finished(step, t0, Result("not_run", message=broken.barrier_text()))
                     self._gang = sync if sync.gang else None
+                self._launched = False
                 result = await self._attempt(step)
                 if result.status == "ok" and step.reboot:
                     result = await self._reboot(step)
@@ -228,8 +230,10 @@ class HostRun:
                 result = Result("failed", message=str(exc))
             except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
                 result = Result("failed", message=f"{type(exc).__name__}: {exc}")
-            if result.status == "lost" and self._gang is not None:
+            if result.status == "lost" and self._gang is not None and self._launched:
                 # One rank cannot re-join a job the others are running: the step fails everywhere.
+                # (Lost before its command started, e.g. while waiting at the barrier: it
+                # reconnects and takes part, as any step does.)
                 result = Result("failed", message=f"the connection to {self.name} dropped during this step "
                                                   f"({result.message})")
             if result.status == "lost":
@@ -387,6 +391,7 @@ class HostRun:
             return Result("failed", None, "not started: another node failed", final=True)
         token = remote.new_token()
         proc = await self.guard(self.conn.start(remote.wrap(step.run, sudo)))
+        self._launched = True
         proc.feed_stdin(remote.env_stdin(step, token))
         pump = OutputPump(self.sink, self.name, step.id, self.secrets, step.progress, token, self.set_running)
 
