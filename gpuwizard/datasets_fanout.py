@@ -233,6 +233,12 @@ def _key_body() -> str:
 _LINE = (f'gw_from=${{{IPS}:?this step runs on a cluster node}}\n'
          'case "$gw_from" in *[!0-9A-Za-z.:,-]*) echo "gpuwizard: unexpected node addresses: $gw_from" >&2; exit 1 ;; '
          'esac\n'
+         # sshd matches from= against addresses only (UseDNS no, its default): names bring theirs
+         "gw_names=$(printf '%s\\n' \"$gw_from\" | tr , '\\n' | grep -v : | grep '[A-Za-z]' || true)\n"
+         'if [ -n "$gw_names" ]; then\n'
+         "  gw_from=\"$gw_from,$(printf '%s\\n' \"$gw_names\" | xargs -r -n1 getent ahosts -- | awk '{print $1}' "
+         '| paste -sd , -)"\n'
+         'fi\n'
          "gw_from=$(printf '%s\\n' \"$gw_from\" | tr , '\\n' | awk 'NF && !seen[$0]++' | paste -sd , -)\n"
          'gw_line="restrict,from=\\"$gw_from\\" $(cat "$gw_pub")"\n')
 
