@@ -29,6 +29,7 @@ def cluster_run(sink, cancel=None) -> None:
     sink(ev.StepFinished(host=HOSTS[0], step="user.prep", status="ok", ts=1.0))
     for h in HOSTS:
         sink(ev.StepStarted(host=h, step="user.train", ts=1.0))
+        sink(ev.Output(host=h, step="user.train", stream="stdout", data=f"epoch 1 on {h}\npartial", ts=1.0))
     why = "node 1 (ddp-run-1) failed first (exit code 1); the step was stopped on every node"
     for h in (HOSTS[1], HOSTS[0], HOSTS[2]):
         sink(ev.StepFinished(host=h, step="user.train", status="failed", exit_code=1 if h == HOSTS[1] else None,
@@ -44,6 +45,11 @@ def test_headless_lines_name_nodes_by_rank():
     assert text.startswith("run r: 3 node(s), 2 step(s)\n")
     assert "[node 0 (head) ddp-run-0] user.train: FAILED (0.0s): node 1 (ddp-run-1) failed first" in text
     assert "[node 1 ddp-run-1] user.train: FAILED, exit code 1" in text
+    # every line of a node names it by rank, its output and "started" lines too: three
+    # nodes on one address differ only by port otherwise
+    for line in text.splitlines():
+        if line.startswith("[") and "ddp-run-" in line.split("]")[0]:
+            assert line.startswith("[node "), line
     table = text.split("\n\n")[-2]
     assert [row.split("  ")[0] for row in table.splitlines()[1:]] == [
         "node 0 (head) ddp-run-0", "node 1 ddp-run-1", "node 2 ddp-run-2"]
