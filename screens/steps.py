@@ -145,7 +145,7 @@ class StepsScreen(WizardScreen):
         trial = copy.copy(self.draft)
         trial.steps = self.steps
         for p in rc.structural_problems(trial):
-            if p.path.startswith("steps"):
+            if p.path.startswith("steps") and not p.warning:  # a warning (e.g. `on:` without cluster) blocks nothing
                 out.append(self._where(p.path) + p.message)
         return out
 

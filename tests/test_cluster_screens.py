@@ -111,3 +111,29 @@ async def test_steps_screen_sets_on_for_a_cluster_and_hides_it_otherwise(tmp_pat
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         assert not app.screen.query_one("#step-on", Select).display
+
+
+@pytest.mark.asyncio
+async def test_a_cluster_warning_shows_on_review_and_blocks_nothing(tmp_path):
+    # launcher torchrun without env.torch, retries on a torchrun step: warnings (validate
+    # exits 0); the wizard must show them as such and still go on and save
+    text = ("version: 1\nname: ddp\ntarget:\n  ssh:\n    hosts: [u@10.0.0.1, u@10.0.0.2]\n"
+            "steps:\n  - {name: train, run: gpuwizard torchrun -- train.py, retries: 1}\ncluster: {launcher: torchrun}\n")
+    out = tmp_path / "ddp.yaml"
+    app = WizardApp(rc.loads(text, "ddp.yaml"), path=str(out), start="steps", live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        assert app.screen.valid, app.screen.problems()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        scr = app.screen
+        shown = str(scr.query_one("#problems").render())
+        assert scr.valid, scr.problems()
+        assert "No problems found." in shown and "warning: cluster.launcher: launcher torchrun runs torchrun" in shown
+        assert "warning: steps[0].retries: a step that calls `gpuwizard torchrun` is not retried" in shown
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    assert rc.load(str(out)).cluster.launcher == "torchrun"
