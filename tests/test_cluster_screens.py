@@ -4,6 +4,7 @@ heads) and the headless lines ("node 0 (head) HOST"), from RunStarted.ranks."""
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from textual.widgets import Select
@@ -137,3 +138,33 @@ async def test_a_cluster_warning_shows_on_review_and_blocks_nothing(tmp_path):
         await pilot.pause()
         await app.workers.wait_for_complete()
     assert rc.load(str(out)).cluster.launcher == "torchrun"
+
+
+@pytest.mark.asyncio
+async def test_a_node_column_widens_to_show_its_whole_cell():
+    # "node 1" is six characters: a column as wide as its label cut "▶ running" to "▶ runn"
+    shown = threading.Event()
+
+    def source(sink, cancel=None) -> None:
+        sink(ev.RunStarted(run_id="r", recipe="ddp", hosts=list(HOSTS), steps=["user.train"], ranks=dict(RANKS),
+                           ts=1.0))
+        assert shown.wait(30)  # the table is built with the cells pending, as in a real run
+        for h in HOSTS:
+            sink(ev.StepStarted(host=h, step="user.train", ts=1.0))
+
+    scr = RunScreen(source, recipe_path="ddp.yaml", vms=True)
+    app = RunApp(scr)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        scr._flush()
+        await pilot.pause()
+        assert list(scr.query_one("#grid").columns)[1:] == HOSTS
+        shown.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        scr._flush()
+        await pilot.pause()
+        table = scr.query_one("#grid")
+        for h in HOSTS:
+            cell = str(table.get_cell("user.train", h))
+            assert cell == "▶ running" and table.columns[h].get_render_width(table) >= len(cell) + 2, h
