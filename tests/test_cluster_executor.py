@@ -208,3 +208,23 @@ def test_gang_a_connection_dropped_while_waiting_at_its_barrier_reconnects_and_r
     for r in range(3):
         assert finished(events, node_name(r)) == [("pre", "ok"), ("train", "ok")]
         assert f"trained{r}" in output(events, node_name(r), "train")
+
+
+def test_gang_a_check_passing_on_some_nodes_only_runs_the_step_on_every_node(sshd_factory, tmp_path):
+    # `check: test -f ~/out/model.pt` passes on the head only (rank 0 saved it): were the
+    # head to skip torchrun, the workers would wait at the rendezvous for a rank 0 that
+    # never comes. A gang step is skipped only where its check passes on every node.
+    hosts = sshd_factory.start(3)
+    plan = {node_name(r): [Step("train", "train", f"echo trained{r}", check="true" if r == 0 else "false", gang=True)]
+            for r in range(3)}
+    ok, events, _ = run_nodes(hosts, plan)
+    assert ok
+    for r in range(3):
+        assert finished(events, node_name(r)) == [("train", "ok")]
+        assert f"trained{r}" in output(events, node_name(r), "train")
+    assert "node 1 (n1), node 2 (n2)" in output(events, "n0", "train", stream="gpuwizard")
+
+    # passing everywhere: skipped everywhere
+    plan = {node_name(r): [Step("train", "train", f"echo trained{r}", check="true", gang=True)] for r in range(3)}
+    ok, events, _ = run_nodes(hosts, plan)
+    assert ok and all(finished(events, node_name(r)) == [("train", "skipped")] for r in range(3))

@@ -122,6 +122,7 @@ class HostRun:
                 sync = self.coord.get(step)
                 if sync is not None:  # done counts as reached (and, for a gang, as ended well)
                     sync.arrive(self.name)
+                    sync.vote(self.name, True)
                     sync.end(self.name, None)
                 continue
             if self.conn is None:  # connect at the first step with work to do
@@ -337,11 +338,32 @@ class HostRun:
                 return Result("failed", message=problem, final=True)
         if step.uploads:
             await self._upload(step.uploads)
-        if step.check:
-            code = await self._check(step, sudo)
-            if code == 0:
-                return Result("skipped", 0, "check passed")
+        passed = step.check is not None and await self._check(step, sudo) == 0
+        if self._gang is not None:
+            passed = await self._agree(step, passed)
+        if passed:
+            return Result("skipped", 0, "check passed")
         return await self._exec(step, sudo=sudo, timeout=step.timeout)
+
+    async def _agree(self, step: Step, passed: bool) -> bool:
+        """A gang step is skipped only where its check passes on every member (see
+        :mod:`.gang`); False when one failed meanwhile (``_exec`` then says so)."""
+        sync = self._gang
+        assert sync is not None
+        sync.vote(self.name, passed)
+        if not sync.voted.is_set():
+            waits = [asyncio.ensure_future(sync.voted.wait()), asyncio.ensure_future(sync.abort.wait())]
+            try:
+                await self.guard(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
+            finally:
+                for w in waits:
+                    w.cancel()
+        if sync.abort.is_set():
+            return False
+        ran = [h for h, ok in sync.votes.items() if not ok]
+        if passed and ran:
+            self.note(step.id, f"its check passed here but not on {self.coord.labels(ran)}: it runs on every node")
+        return not ran
 
     async def _is_root(self) -> bool:
         if self.is_root is None:
