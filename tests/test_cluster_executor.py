@@ -185,14 +185,15 @@ def test_gang_a_dropped_connection_fails_the_step_everywhere_and_stops_every_ran
     assert _gone(marker)  # node 1's orphaned rank too: it reconnected to stop it
 
 
-def test_gang_a_connection_dropped_while_waiting_at_its_barrier_reconnects_and_runs(sshd_factory, tmp_path):
+@pytest.mark.parametrize("kind", ["gang", "barrier"])
+def test_a_connection_dropped_while_waiting_at_a_barrier_reconnects_and_runs(sshd_factory, tmp_path, kind):
     # A head's dataset download can keep the workers waiting at the gang step's barrier
     # for an hour; a network blip then must not fail the training on every node: nothing
     # of the step ran on the dropped node yet, so it reconnects and takes part.
     hosts = sshd_factory.start(3)
     go = tmp_path / "go"
     plan = {node_name(r): [Step("pre", "pre", _wait_for(go, tries=600) if r == 0 else "true"),
-                           Step("train", "train", f"echo trained{r}", gang=True)] for r in range(3)}
+                           Step("train", "train", f"echo trained{r}", **{kind: True})] for r in range(3)}
     dropped: list[str] = []
 
     def watch(e: ev.Event, _ex) -> None:
