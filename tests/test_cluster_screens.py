@@ -168,3 +168,27 @@ async def test_a_node_column_widens_to_show_its_whole_cell():
         for h in HOSTS:
             cell = str(table.get_cell("user.train", h))
             assert cell == "▶ running" and table.columns[h].get_render_width(table) >= len(cell) + 2, h
+
+
+@pytest.mark.asyncio
+async def test_the_steps_list_shows_where_a_step_runs_as_written(tmp_path):
+    # "[head]" (and "[root]", and a command's own brackets) in a list prompt were read as
+    # markup and vanished: the list showed "1. prep : python train.py --layers"
+    text = ("version: 1\nname: ddp\ntarget:\n  ssh:\n    hosts: [u@10.0.0.1, u@10.0.0.2]\ncluster: {}\n"
+            "steps:\n  - {name: prep, run: 'python train.py --layers [1,2]', on: workers, sudo: true}\n")
+    app = WizardApp(rc.loads(text, "ddp.yaml"), path=str(tmp_path / "ddp.yaml"), start="steps", live=False)
+
+    def shown(scr) -> str:
+        ol = scr.query_one("#steps-list")
+        lines = ("".join(seg.text for seg in strip).strip(" ▊▎") for strip in ol.render_lines(ol.region.reset_offset))
+        return " ".join(" ".join(lines).split())  # the list wraps long lines
+
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        scr = app.screen
+        assert "1. prep [root] [workers]: python train.py --layers [1,2]" in shown(scr), shown(scr)
+        scr.query_one("#step-on", Select).value = "head"  # the edited prompt too
+        await pilot.pause()
+        assert scr.steps[0].on == "head"
+        assert "1. prep [root] [head]: python train.py --layers [1,2]" in shown(scr), shown(scr)
