@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,10 +32,13 @@ from typing import Any, Callable, Iterable, Mapping
 
 from gpuwizard import catalog, locations
 from gpuwizard.catalog.pricetable import Key, PriceTable
+from gpuwizard.privatefile import write_atomic
 
 #: How long a fetched table is trusted (seconds).
 MAX_AGE = 24 * 3600
 CACHE_NAME = "billing-prices.json"
+#: The cache file's format; a file of another version (or none) is read again, not trusted.
+CACHE_VERSION = 1
 
 #: Accelerator type by the words its SKU description uses before "GPU" (longest first, so
 #: "A100 80GB GPU" is never read as "A100 GPU"). SkyPilot's fetch_gcp.py matches the same words.
@@ -137,10 +139,11 @@ def _read_cache(now: float, endpoint: str) -> PriceTable | None:
     try:
         with open(cache_path(), encoding="utf-8") as fh:
             doc = json.load(fh)
-        if doc.get("endpoint") != endpoint or not 0 <= now - float(doc["fetched_at"]) < MAX_AGE:
+        if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION or doc.get("endpoint") != endpoint \
+                or not 0 <= now - float(doc["fetched_at"]) < MAX_AGE:
             return None
         return PriceTable.from_json(doc["table"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):   # damaged: read the prices again
         return None
 
 
@@ -148,17 +151,8 @@ def _write_cache(table: PriceTable, now: float, endpoint: str) -> None:
     """Atomically (temp file + rename in the same folder), mode 0600 from creation."""
     folder = os.path.dirname(cache_path())
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".prices-", dir=folder)  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"fetched_at": now, "endpoint": endpoint, "table": table.to_json()}, fh)
-        os.replace(tmp, cache_path())
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(cache_path(), json.dumps({"version": CACHE_VERSION, "fetched_at": now, "endpoint": endpoint,
+                                           "table": table.to_json()}))
 
 
 # ---------------------------------------------------------------- loading

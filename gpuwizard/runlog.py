@@ -56,6 +56,7 @@ from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 from gpuwizard import events as ev
 from gpuwizard import locations
 from gpuwizard.executor import fingerprint
+from gpuwizard.privatefile import write_atomic
 from gpuwizard.ssh import HostSpec
 from gpuwizard.steps import Step
 
@@ -91,17 +92,7 @@ def _private(path: str, flags: int) -> int:
 def _write_atomic(path: pathlib.Path, text: str) -> None:
     """Replace ``path`` with ``text`` or leave it as it was: a failed write (a full disk)
     removes its temporary file instead of leaving a zero-byte one behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", opener=_private) as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, text, mode=FILE_MODE)
 
 
 def _open_append(path: pathlib.Path, binary: bool = False) -> IO[Any]:

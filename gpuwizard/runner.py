@@ -32,7 +32,7 @@ from gpuwizard.executor import ExecOptions, Executor
 from gpuwizard.gcp import cluster_net, provision  # google.cloud itself loads only in gcp.client, on first use
 from gpuwizard.gcp.errors import GcpError
 from gpuwizard.gcp.wait import INTERRUPTED as WAIT_STOPPED
-from gpuwizard.gcp.wait import WaitPolicy, human, policy_for
+from gpuwizard.gcp.wait import WaitPolicy, following, human, policy_for
 from gpuwizard.gcp.zones import use_live_prices
 from gpuwizard.headless import Fanout, JsonRenderer, LineRenderer
 from gpuwizard.plan import build, describe_provision, select
@@ -435,11 +435,16 @@ async def _run(req: RunRequest, recipe: Recipe, steps: Sequence[Step], rd: RunDi
         nonlocal presses
         presses += 1
         if presses == 1:
-            print("\ngpuwizard: stopping: remote commands are being stopped and the state saved "
-                  "(Ctrl-C again to quit at once).", file=sys.stderr)
+            what = ("remote commands are being stopped and the state saved" if executors else
+                    "no step has started on a host yet")   # (stopping a VM create or a --wait)
+            print(f"\ngpuwizard: stopping: {what} (Ctrl-C again to quit at once).", file=sys.stderr)
             cancel.set()
             return
         rd.save_state()
+        for what in following():   # quitting at once leaves these unfinished: say so, never silently
+            print(f"gpuwizard: quitting with {what} unfinished: it may still create the VM, which is then "
+                  f"billed; check with `gpuwizard status {req.recipe}` and delete it with "
+                  f"`gpuwizard down {req.recipe}`.", file=sys.stderr)
         if presses == 2 and executors:
             # Quit at once, but first a bounded try (<= 2 s) to TERM the remote steps; what
             # survives stays recorded in the run directory, and the next run stops it.

@@ -20,6 +20,7 @@ from typing import Any
 from gpuwizard import catalog
 from gpuwizard.gcp import client
 from gpuwizard.gcp import quota as gq
+from gpuwizard.gcp import quota_family as QF
 from gpuwizard.gcp import zones as gz
 from gpuwizard.gcp.errors import GcpError, console_link
 
@@ -50,6 +51,10 @@ class QuotaRow:
         return max(0.0, self.limit - self.usage)
 
 
+#: The metric column's ending for a GPU-family quota row ("NVIDIA_H100 family").
+FAMILY_SUFFIX = " family"
+
+
 @dataclass(frozen=True)
 class QuotaView:
     """What the Project & quota screen shows."""
@@ -69,10 +74,15 @@ class QuotaView:
         return None
 
     def region_free(self, region: str) -> float | None:
-        for r in self.rows:
-            if r.scope == region:
-                return r.free
-        return None
+        """The GPUs free in ``region``: the least of its rows (the GPU-family quota caps the
+        regional one)."""
+        free = [r.free for r in self.rows if r.scope == region]
+        return min(free) if free else None
+
+    @property
+    def family(self) -> bool:
+        """Whether the rows include the GPU-family quota (Cloud Quotas)."""
+        return any(r.metric.endswith(FAMILY_SUFFIX) for r in self.rows)
 
     @property
     def zero(self) -> bool:
@@ -80,7 +90,8 @@ class QuotaView:
         if not self.online or not self.rows:
             return False
         g = self.global_free
-        regional = [r.free for r in self.rows if r.scope != "global"]
+        regional = [f for f in (self.region_free(s) for s in {r.scope for r in self.rows if r.scope != "global"})
+                    if f is not None]
         return (g is not None and g < 1) or (bool(regional) and max(regional) < 1)
 
 
@@ -131,6 +142,26 @@ def zero_quota_advice(project: str | None, gpu: str, spot: bool, count: int = 1)
             f"days.\n{quota_link(project, gpu, spot)}")
 
 
+def quota_note(view: QuotaView, project: str | None, gpu: str, spot: bool, need: int) -> tuple[str, bool]:
+    """The line under the quota table, and whether it is a warning: "fine" only when one VM
+    of ``need`` GPUs fits somewhere (the GPU-family quota included)."""
+    if not view.online:
+        return view.message, False
+    if view.zero and view.family:
+        return (f"No region has free {gpu} GPU-family quota (the family rows above): GPUS_ALL_REGIONS "
+                f"alone is not enough. Use Request more quota below to file the increase."), True
+    if view.zero:
+        return zero_quota_advice(project, gpu, spot, need), True
+    free = {r.scope: view.region_free(r.scope) or 0.0 for r in view.rows if r.scope != "global"}
+    best = max(free, key=lambda k: free[k], default=None)
+    glob = f"{view.global_free:g}" if view.global_free is not None else "?"
+    most = f"; most in {best} ({free[best]:g})." if best else "."
+    if (view.global_free is not None and view.global_free < need) or (best and free[best] < need):
+        return (f"Not enough quota for {need} GPUs in one VM: {glob} GPUs free across regions{most} "
+                + ("Use Request more quota below." if view.family else quota_link(project, gpu, spot))), True
+    return f"Quota looks fine: {glob} GPUs free across regions{most}", False
+
+
 # ------------------------------------------------------------------------- project
 
 
@@ -171,17 +202,32 @@ def load_quota(project: str | None, gpu: str, spot: bool, online: bool = True) -
     except Exception as exc:  # noqa: BLE001
         return QuotaView(False, project, gpu, spot, (), f"Could not read quota: {_short(exc)}. "
                          "Continuing with the built-in catalog.")
+    return quota_view_of(report, project, gpu, spot)
+
+
+def quota_view_of(report: gq.QuotaReport, project: str | None, gpu: str, spot: bool) -> QuotaView:
+    """The screen's view of a report already read (the Cloud Quotas worker's), so the screen
+    reads the quotas once."""
     return QuotaView(True, project, gpu, spot, tuple(_quota_rows(report)), "")
 
 
 def _quota_rows(report: gq.QuotaReport) -> list[QuotaRow]:
-    """Rows from a ``gpuwizard.gcp.quota.QuotaReport``: the global cap first, then regions by free quota."""
+    """Rows from a ``gpuwizard.gcp.quota.QuotaReport``: the global cap first, then regions by
+    free quota; for a GPU-family GPU (H100, H200, B200) also the family quota of each region
+    that offers it, which ``regions.list`` omits and which caps what the region can take."""
     rows: list[QuotaRow] = []
     if report.global_limit is not None:
         rows.append(QuotaRow("global", "GPUS_ALL_REGIONS", float(report.global_limit), float(report.global_usage or 0)))
     regional = report.regions()
     for region, r in regional.items():
         rows.append(QuotaRow(str(region), str(r.metric), float(r.limit), float(r.usage)))
+    fam = QF.family_of(report.gpu) if report.gpu else None
+    if fam is not None and report.cloud is not None:
+        offered = dict.fromkeys([catalog.region_of(z) for z in catalog.zones_for(report.gpu or "")] + list(regional))
+        for region in offered:
+            limit, free = report.family_limit(region), report.family_free(region)
+            if limit is not None and free is not None:
+                rows.append(QuotaRow(str(region), fam + FAMILY_SUFFIX, float(limit), float(limit) - float(free)))
     rows.sort(key=lambda r: (r.scope != "global", -r.free, r.scope))
     return rows
 

@@ -12,7 +12,7 @@ from textual.widgets import Input, Select, Static
 
 from gpuwizard import catalog, validate
 from gpuwizard.gcp import consumption
-from gpuwizard.recipe import Autostop, FlexStart
+from gpuwizard.recipe import Autostop, Cluster, FlexStart
 from screens import choices
 from screens.base import WizardScreen
 
@@ -22,6 +22,10 @@ AUTOSTOP_CHOICES = (("15m", "stop after 15 minutes without use"),
                     ("30m", "stop after 30 minutes without use (recommended)"),
                     ("1h", "stop after 1 hour without use"), ("2h", "stop after 2 hours without use"),
                     ("off", "off: the VM runs (and bills) until `gpuwizard down`"))
+
+#: What several VMs are: independent copies of the recipe, or one cluster (``cluster:``).
+LAYOUT_CHOICES = (("independent", "Independent VMs: each runs every step on its own"),
+                  ("cluster", "One cluster: train across them with torchrun (created all or none in one zone)"))
 
 #: How the GPU is obtained, one line each (the lines are the core's: gcp/consumption.py).
 MODEL_CHOICES = tuple((m, consumption.EXPLAIN[m]) for m in ("on-demand", "spot", "reservation", "flex-start"))
@@ -49,6 +53,8 @@ class MachineScreen(WizardScreen):
             with Vertical(classes="field"):
                 yield Static("VMs", classes="label")
                 yield Input("1", id="vms", validators=[Integer(1, 64)], type="integer")
+        yield Select([(label, value) for value, label in LAYOUT_CHOICES], allow_blank=False, value="independent",
+                     id="layout")
         with Horizontal(classes="row"):
             with Vertical(classes="field"):
                 yield Static("Boot disk (GB)", classes="label", id="disk-label")
@@ -101,7 +107,9 @@ class MachineScreen(WizardScreen):
             self._proposed = True
         if machine in values:
             sel.value = machine
-        self.query_one("#vms", Input).value = str(g.count)
+        cluster = self.draft.cluster
+        self.query_one("#vms", Input).value = str(cluster.nodes if cluster and cluster.nodes else g.count)
+        self.query_one("#layout", Select).value = "cluster" if cluster is not None else "independent"
         self.query_one("#disk", Input).value = str(g.disk_gb)
         self._fill_disk_types(machine, g.disk_type)
         img = self.query_one("#image", Select)
@@ -154,7 +162,7 @@ class MachineScreen(WizardScreen):
                 self.query_one("#disk", Input).value, self.query_one("#disk-type", Select).value,
                 self.query_one("#image", Select).value, self.query_one("#autostop", Select).value,
                 self.query_one("#model", Select).value, self.query_one("#model-detail", Input).value,
-                self.query_one("#wait", Select).value)
+                self.query_one("#wait", Select).value, self.query_one("#layout", Select).value)
 
     def _provisioning(self) -> tuple[bool, str | None, FlexStart | None, str | None]:
         """spot, reservation, flex_start and wait as the widgets say."""
@@ -181,7 +189,16 @@ class MachineScreen(WizardScreen):
             self.draft.autostop.idle = str(idle)
         if machine is not Select.BLANK:
             g.machine_type = str(machine)
-        g.count = int(vms)
+        if self.snapshot()[9] == "cluster":
+            # A cluster counts its VMs in nodes (target.gcp.count stays 1; validate insists).
+            g.count = 1
+            if self.draft.cluster is None:
+                self.draft.cluster = Cluster(nodes=int(vms))
+            else:
+                self.draft.cluster.nodes = int(vms)
+        else:
+            self.draft.cluster = None
+            g.count = int(vms)
         g.disk_gb = int(disk)
         g.disk_type = str(disk_type)
         g.image = str(image)
@@ -196,6 +213,8 @@ class MachineScreen(WizardScreen):
             out.append(f"choose a machine type ({choices.machine_limits_text(gpu, count)})")
         if not vms.isdigit() or not 1 <= int(vms) <= 64:
             out.append("VMs: a whole number from 1 to 64")
+        elif self.snapshot()[9] == "cluster" and int(vms) < 2:
+            out.append("a cluster has 2 to 64 nodes: set VMs to 2 or more, or choose independent VMs")
         why = validate.disk_gb_problem(disk, str(_img))  # the one boot-disk rule, with its message
         if why:
             out.append(why)
@@ -246,8 +265,10 @@ class MachineScreen(WizardScreen):
             self.query_one("#cost", Static).update(price.label())
             return
         total = price.per_hour * n
+        cluster = self.snapshot()[9] == "cluster"
         forgotten = (f"auto-stop {idle}" if idle != "off"
                      else f"no auto-stop: a VM forgotten for a day costs ~${total * 24:,.0f}")
         self.query_one("#cost", Static).update(
-            f"${price.per_hour:.2f}/h per VM ({price.assumes}); {n} VM{'s' if n > 1 else ''}: ${total:.2f}/h; "
+            f"${price.per_hour:.2f}/h per VM ({price.assumes}); "
+            f"{'a cluster of ' if cluster else ''}{n} {'node' if cluster else 'VM'}{'s' if n > 1 else ''}: ${total:.2f}/h; "
             f"{forgotten}")

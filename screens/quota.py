@@ -136,6 +136,8 @@ class QuotaScreen(WizardScreen):
     def load(self) -> None:
         self._cloud: dict[tuple[str, str, bool], QV.CloudView] = {}
         self._filed = ""  # what "Request more quota" filed last
+        self._cloud_loading: tuple[str, str, bool] | None = None  # the key the Cloud Quotas worker reads
+        self._cloud_worker: Worker | None = None
         self.query_one("#cloud-quota", Vertical).display = False
         table = self.query_one("#quota-table", DataTable)
         table.add_columns("Scope", "Metric", "Limit", "Usage", "Free")
@@ -358,15 +360,17 @@ class QuotaScreen(WizardScreen):
         gpu = str(self.query_one("#gpu", Select).value)
         spot = bool(self.query_one("#spot", Select).value)
         key = (project, gpu, spot)
-        if self.wizard.live.project.online and project and key not in self._cloud:
-            self.fetch_cloud(project, gpu, spot)
+        if self.wizard.live.project.online and project and key not in self._cloud and key != self._cloud_loading:
+            self._cloud_loading = key     # a second refresh while it runs must not read everything again
+            self._cloud_worker = self.fetch_cloud(project, gpu, spot)
         self._show_cloud()
         if key in self.wizard.live.quota:
             self._show_quota()
             return
         if self.wizard.live.project.online and project:
             self.query_one("#quota-note", Static).update(f"Loading live {gpu} quota for {project}...")
-            self.fetch_quota(project, gpu, spot)
+            if key in self._cloud:    # else the Cloud Quotas worker's report fills the table (one read)
+                self.fetch_quota(project, gpu, spot)
         else:
             self._show_quota()
 
@@ -425,10 +429,21 @@ class QuotaScreen(WizardScreen):
         """Every worker result and error is handled here, in one place."""
         w = event.worker
         if w.group == "gcp-cloud":
+            if w is self._cloud_worker and event.state in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                                            WorkerState.CANCELLED):
+                self._cloud_loading = None
             if event.state == WorkerState.SUCCESS:
                 view: QV.CloudView = w.result
                 self._cloud[(view.project or "", view.gpu, view.spot)] = view
                 self._show_cloud()
+                if view.report is not None:
+                    self.wizard.live.quota[(view.project, view.gpu, view.spot)] = \
+                        live.quota_view_of(view.report, view.project, view.gpu, view.spot)
+                    self._show_quota()
+                else:   # no report (Cloud Quotas not asked, or the read failed): the plain quota read says why
+                    self.fetch_quota(view.project or "", view.gpu, view.spot)
+            elif event.state == WorkerState.ERROR:
+                self.fetch_quota(*self._cloud_key())
             return
         if event.state == WorkerState.ERROR:
             self.query_one("#quota-note", Static).update(
@@ -469,12 +484,6 @@ class QuotaScreen(WizardScreen):
             return
         for r in view.rows:
             table.add_row(r.scope, r.metric, f"{r.limit:g}", f"{r.usage:g}", f"{r.free:g}")
-        if not view.online:
-            note.update(view.message)
-        elif view.zero:
-            note.set_class(True, "-warning")
-            note.update(live.zero_quota_advice(project, gpu, spot, int(count) if isinstance(count, int) else 1))
-        else:
-            best = max((r for r in view.rows if r.scope != "global"), key=lambda r: r.free, default=None)
-            note.update(f"Quota looks fine: {view.global_free if view.global_free is not None else '?'} GPUs free "
-                        f"across regions" + (f"; most in {best.scope} ({best.free:g})." if best else "."))
+        text, warn = live.quota_note(view, project, gpu, spot, int(count) if isinstance(count, int) else 1)
+        note.update(text)
+        note.set_class(warn, "-warning")

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 from textual.worker import Worker, WorkerState
@@ -49,14 +49,30 @@ class RequestQuotaScreen(ModalScreen[str | None]):
             yield Select([(r, r) for r in self.regions], value=self.start_region, allow_blank=False, id="qr-region")
             yield Input(placeholder="your email (Google writes to it if it needs more)", id="qr-email")
             yield Input(placeholder="what the GPUs are for, in a sentence", id="qr-justification")
-            yield Static("", id="qr-preview", markup=False)
+            # the preview scrolls in what is left, so the error and the buttons stay on an 80x24 screen
+            with VerticalScroll(id="qr-preview-box"):   # focusable: the keys scroll a long preview
+                yield Static("", id="qr-preview", markup=False)
             yield Static("", id="qr-error", classes="field-error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Cancel (esc)", id="qr-cancel")
                 yield Button("File", id="qr-file", variant="warning")
 
+    #: Rows of the dialog that are not the preview: border and padding 4, title 1, region 3,
+    #: email 3, justification 3, error 1, buttons 4.
+    FIXED_ROWS = 19
+
     def on_mount(self) -> None:
         self._update()
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """The preview gets what the dialog (at most 90% of the screen) leaves, at least 2
+        rows, and scrolls beyond that, so the buttons are on screen at 80x24."""
+        rows = max(2, int(self.app.size.height * 0.9) - self.FIXED_ROWS)
+        self.query_one("#qr-preview-box").styles.max_height = rows
 
     def _values(self) -> tuple[str, str, str]:
         return (str(self.query_one("#qr-region", Select).value), self.query_one("#qr-email", Input).value.strip(),

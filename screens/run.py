@@ -17,6 +17,7 @@ and the same worker, so splitting it would split one key map across modules.
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import subprocess
@@ -35,7 +36,7 @@ from textual.widgets import DataTable, Footer, Log, ProgressBar, Static, Tab, Ta
 from textual.worker import Worker, WorkerState
 
 from gpuwizard import events as ev
-from gpuwizard import exit_codes
+from gpuwizard import exit_codes, notify
 from gpuwizard.autostop import settings as autostop_settings
 from gpuwizard.cluster.nodes import rank_label
 from gpuwizard.plan import describe_provision
@@ -122,11 +123,22 @@ class RunScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        owner = getattr(self.source, "__self__", None)   # an ExecutorSource's bound run()
+        if owner is not None and hasattr(owner, "on_ready"):
+            owner.on_ready = lambda message: self.app.call_from_thread(self.vm_ready, message)
         self._restructure()
         self.set_interval(1 / self.flush_hz, self._flush, name="run-flush")
         self.run_source()
 
     # -------------------------------------------------------------- the source
+
+    def vm_ready(self, message: str) -> None:
+        """A VM ``--wait`` waited for is up (maybe hours later): the bell, a toast that stays
+        a minute, and a desktop notification where there is a desktop (gpuwizard.notify;
+        its bell and escapes go to a throwaway stream: Textual owns the terminal)."""
+        self.app.bell()
+        self.notify(message, title="Your VM is up", timeout=60)
+        notify.notify("gpuwizard: your VM is up", message, stream=io.StringIO())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run", description="executor")
     def run_source(self) -> None:
@@ -267,6 +279,9 @@ class RunScreen(Screen[None]):
             if not self._done_notified:
                 self._done_notified = True
                 self.notify(verdict, severity="information" if f.ok else ("warning" if stopped else "error"))
+        elif m.provisioning and not [h for h in m.hosts if h != "gcp"]:
+            # no VM yet: what provisioning does now (the wait's countdown), whole, not cut by the pane
+            status.update(f"provisioning: {_esc(m.provisioning)}")
         else:
             cost = f" · ${self.hourly:.2f}/h while the VMs run" if self.hourly else ""
             cost += f" · {self.autostop}" if self.autostop else ""

@@ -112,6 +112,9 @@ class RunModel:
         self.recipe: str | None = None
         self.finished: ev.RunFinished | None = None
         self.started_at = time.time()
+        #: The latest line of provisioning (host "gcp"), for the status line while no host
+        #: exists yet: "waiting for T4 in 3 zones: next try in 45 s (attempt 7, 14 min so far)".
+        self.provisioning = ""
         self.events = 0
         self._lock = threading.Lock()
         self._changed = Drained()
@@ -164,6 +167,9 @@ class RunModel:
 
     def _feed(self, e: ev.Event) -> None:
         if isinstance(e, ev.Output):
+            if e.host == "gcp" and e.step == "provision":
+                last = e.data.rstrip("\n").rsplit("\n", 1)[-1].strip()
+                self.provisioning = last or self.provisioning
             self._output(e.host, e.data)
         elif isinstance(e, ev.Progress):
             c = self._cell(e.host, e.step)

@@ -48,6 +48,9 @@ class ExecutorSource:
         self.exit_code: int | None = None
         self.outcome: Any = None
         self.accept_new_host_key = self.request.accept_new_host_key
+        #: Called (on this source's thread) with a sentence when a VM ``--wait`` waited for is up;
+        #: the run screen sets it to ring the bell and raise a notification.
+        self.on_ready: Callable[[str], None] | None = None
 
     def log_path(self, host: str) -> str | None:
         """The host's full log in the run directory (every line, unlike the capped pane)."""
@@ -79,7 +82,8 @@ class ExecutorSource:
         try:
             outcome = await runner.execute(self.recipe, steps, self.rd, sink, hosts=self._hosts,
                                            accept_new_host_key=self.accept_new_host_key, cancel=stop,
-                                           wait=runner.wait_policy(self.request, self.recipe), **self.options)
+                                           wait=runner.wait_policy(self.request, self.recipe, on_ready=self.on_ready),
+                                           **self.options)
         finally:
             watcher.cancel()
         self.outcome = outcome

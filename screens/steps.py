@@ -204,9 +204,14 @@ class StepsScreen(WizardScreen):
             return
         timeout = parse_timeout(self.query_one("#step-timeout", Input).value)
         s = self.steps[self.index]
+        # The editor's text without its outer blank lines; a step whose own text differs only
+        # by those (a YAML block `run: |` ends with a newline) keeps it, so a late Changed
+        # event from filling the editor does not count as an edit (and rewrite the file).
+        run = self.query_one("#step-run", TextArea).text.strip("\n")
+        name = self.query_one("#step-name", Input).value.strip()
         self.steps[self.index] = dataclasses.replace(
-            s, name=self.query_one("#step-name", Input).value.strip(),
-            run=self.query_one("#step-run", TextArea).text.strip("\n"),
+            s, name=s.name if name == s.name.strip() else name,
+            run=s.run if run == s.run.strip("\n") else run,
             timeout=s.timeout if timeout is None else timeout,
             sudo=self.query_one("#step-sudo", Check).value,
             on=str(self.query_one("#step-on", Select).value) if self.draft.cluster is not None else s.on)

@@ -69,6 +69,12 @@ class FakeCloudQuotas:
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, body)
         self.violations: list[str] = []
         self.faults: dict[str, str] = {}   # route name or "*" -> "disabled" | "denied"
+        #: Answer a request that carries a bearer token but no ``x-goog-user-project`` as
+        #: Google answers user (``gcloud auth application-default login``) credentials
+        #: without a quota project: 403 "... requires a quota project ...", with the
+        #: request billed to gcloud's own project, where the API is off (docs/facts/cloud-quotas.md).
+        self.require_quota_project = False
+        self.headers: list[dict[str, str]] = []   # each request's headers (lower-case names)
         self._server: ThreadingHTTPServer | None = None
         self.set_quota("GPUS-ALL-REGIONS-per-project", {}, 16, ["global"])
         self.set_quota("NVIDIA-T4-GPUS-per-project-region", {}, 8, ["us-central1", "us-east1", "us-west1"])
@@ -232,6 +238,16 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.state
         with st.lock:
             st.requests.append((method, url.path, body))
+            st.headers.append({k.lower(): v for k, v in self.headers.items()})
+        if st.require_quota_project and self.headers.get("Authorization") and \
+                not self.headers.get("x-goog-user-project"):
+            self._send(403, status_error(
+                403, "PERMISSION_DENIED",
+                "Your application is authenticating by using local Application Default Credentials. The "
+                "cloudquotas.googleapis.com API requires a quota project, which is not set by default. To learn how "
+                "to set your quota project, see https://cloud.google.com/docs/authentication/adc-troubleshooting/user-creds .",
+                "SERVICE_DISABLED", {"service": "cloudquotas.googleapis.com", "consumer": "projects/764086051850"}))
+            return
         for m, rx, name in ROUTES:
             match = rx.match(url.path)
             if m == method and match:

@@ -118,3 +118,11 @@ def test_catalog_machines_says_unknown_for_unknown_prices(capsys: pytest.Capture
     assert commands.cmd_catalog(argparse.Namespace(what="machines", gpu="b200")) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("a4-highgpu-8g")][0]
     assert row.split()[-2:] == ["unknown", "unknown"]
+
+
+@pytest.mark.parametrize("typed, name", [("H100", "nvidia-h100-80gb"), ("h200", "nvidia-h200-141gb"),
+                                         ("A100", "nvidia-tesla-a100"), ("a100-80gb", "nvidia-a100-80gb"),
+                                         ("B200", "nvidia-b200"), ("rtx-pro-6000", "nvidia-rtx-pro-6000")])
+def test_the_names_people_type_find_the_gpu(typed: str, name: str) -> None:
+    """`gpuwizard quota --gpu H100` (and zones, quota request) must not answer "Unknown GPU"."""
+    assert catalog.gpu_by_label(typed).name == name

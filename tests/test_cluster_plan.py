@@ -151,3 +151,22 @@ def test_a_step_nodes_take_together_is_done_for_all_or_for_none():
     # every node finished them: nothing is forgotten
     done["n2-r1"] = {"env.venv": "a", "dataset.fanout.close": "c", "user.train": "d"}
     assert collective_done(per_host, done) == done
+
+
+def test_the_shipped_cluster_recipe_validates_and_trains_on_both_nodes_at_once():
+    """recipes/l4-ddp-cluster.yaml is what `gpuwizard new --from l4-ddp-cluster` starts from:
+    it must validate, and its DDP step must be a gang step on both nodes, after the all-reduce."""
+    import pathlib
+
+    from gpuwizard.validate import load_checked
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "recipes" / "l4-ddp-cluster.yaml"
+    r, problems = load_checked(str(path))
+    assert r is not None and not problems, problems
+    layout = split(r, plan.build(r), vms("10.0.0.5", "10.0.0.6"))
+    assert layout is not None
+    for steps in layout.steps.values():
+        ids = [s.id for s in steps]
+        smoke = steps[ids.index("user.ddp-smoke")]
+        assert smoke.gang and "gpuwizard torchrun -- ~/ddp_smoke.py" in smoke.run
+        assert ids.index("verify.allreduce") < ids.index("user.ddp-smoke")

@@ -116,3 +116,36 @@ def test_no_import_cycle_among_the_projects_modules() -> None:
     (TYPE_CHECKING imports never run, so they are left out, as in the contracts)."""
     graph = grimp.build_graph("gpuwizard", "screens", exclude_type_checking_imports=True)
     assert _cycles(graph) == []
+
+
+def _private_uses(path: pathlib.Path) -> list[str]:
+    """``from gpuwizard.x import _name`` and ``mod._name`` (mod a project module) in ``path``."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    modules: set[str] = set()   # local names bound to project modules
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gpuwizard"):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    out.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module} import {a.name}")
+                target = f"{node.module}.{a.name}"
+                if (ROOT / (target.replace(".", "/") + ".py")).exists() or (ROOT / target.replace(".", "/")).is_dir():
+                    modules.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("gpuwizard") and a.asname:
+                    modules.add(a.asname)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            out.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value.id}.{node.attr}")
+    return out
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    """A name with a leading underscore is its module's own: another module that needs it
+    gets a public name instead, so a refactor of the owner cannot break it unseen."""
+    found = [u for p in sorted((ROOT / "gpuwizard").rglob("*.py")) for u in _private_uses(p)]
+    assert found == []

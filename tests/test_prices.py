@@ -5,6 +5,7 @@ Billing Catalog server, the SKU mapping, the day cache, the snapshot fallback, a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import stat
@@ -234,3 +235,52 @@ def test_runs_cost_line_prices_the_first_zones_region_at_live_prices(fake_billin
     runner._announce_cost(r)
     err = capsys.readouterr().err
     assert err.count("Live prices unavailable") == 1 and f"europe-west1, on-demand, catalog prices of {SNAPSHOT}" in err
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"text"', '{"fetched_at": 1800000000, "endpoint": "", "table": []}',
+                                     '{"fetched_at": 1800000000, "endpoint": "", "table": {"source": "live", '
+                                     '"date": "2026-01-01", "rates": [["gpu", "x", "r", false, "NaN?"]]}}',
+                                     "\x00\xff garbage"])
+def test_a_damaged_cache_file_is_read_again_not_a_crash(fake_billing, content: str) -> None:
+    """Whatever a crash, a disk or another version left in the cache file: the prices are read
+    again (and the file replaced), never a traceback in `zones` or the wizard."""
+    path = prices.cache_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
+        fh.write(content)
+    assert zones.use_live_prices(clock=lambda: 1_800_000_000.0) is None
+    assert fake_billing.sku_requests() > 0
+    assert catalog.live_prices() is not None and catalog.live_prices().source == "live"
+
+
+def test_a_cache_of_another_format_version_is_not_trusted(fake_billing) -> None:
+    """A cache written by another gpuwizard version (its rows may mean something else) is read
+    again rather than trusted."""
+    t0 = 1_800_000_000.0
+    zones.use_live_prices(clock=lambda: t0)
+    n = fake_billing.sku_requests()
+    path = prices.cache_path()
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    doc["version"] = 999
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+    catalog.set_live_prices(None)
+    zones.use_live_prices(clock=lambda: t0 + 1)
+    assert fake_billing.sku_requests() > n
+
+
+def test_an_unreachable_endpoint_is_said_in_words_not_as_a_pool_message(fake_compute, capsys,
+                                                                        monkeypatch) -> None:
+    """Nothing listens on the Billing endpoint: the one line names the host and the reason,
+    not urllib3's 'HTTPConnectionPool(...): Max retries exceeded with url: ... (Caused by'."""
+    import socket
+
+    with socket.socket() as s:   # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("GPUWIZARD_BILLING_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert cmd_zones(_zones_args()) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"gpuwizard: Live prices unavailable (Cloud Billing Catalog API: cannot reach "
+                                f"127.0.0.1:{port}: Connection refused); showing catalog prices of {SNAPSHOT}."]

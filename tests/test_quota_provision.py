@@ -70,3 +70,32 @@ def test_t4_run_is_not_told_about_family_quotas(fake_compute, tmp_path):
 
     hosts, lines = run(make_recipe(["us-central1-a"]), tmp_path)
     assert hosts and not any("GPU-family" in ln for ln in lines)
+
+
+def test_no_zone_message_still_names_the_family_blocked_region(fake_compute, fake_cloudquotas, tmp_path):
+    """The zones the family-quota gate dropped stay among the reasons when the rest stock out
+    (one_pass used to clear them before its first insert)."""
+    fake_cloudquotas.set_quota(FAMILY, {"region": "us-central1", "gpu_family": "NVIDIA_H100"}, 0)
+    fake_compute.add_fault("us-east4-a", "stockout")
+    with pytest.raises(GcpError) as ei:
+        run(a3_recipe(["us-central1-a", "us-east4-a"]), tmp_path)
+    msg = str(ei.value)
+    assert msg.startswith("No zone could take the VM")
+    assert "us-central1-a: GPU-family quota too low in us-central1" in msg
+    assert "us-east4-a: " in msg
+
+
+def test_zones_ranks_family_blocked_regions_last(fake_compute, fake_cloudquotas):
+    """`gpuwizard zones --gpu H100` (zones_for_gpu) caps each region's free quota by the GPU-family
+    quota, as the provisioner does: a region whose family quota is 0 is ranked last, with 0 free."""
+    import asyncio
+
+    from gpuwizard.gcp.zones import zones_for_gpu
+
+    fake_cloudquotas.set_quota(FAMILY, {"region": "us-central1", "gpu_family": "NVIDIA_H100"}, 0)
+    opts = asyncio.run(zones_for_gpu(None, "nvidia-h100-80gb", 8, False))
+    central = [o for o in opts if o.region == "us-central1"]
+    others = [o for o in opts if o.region != "us-central1"]
+    assert central and others
+    assert all(o.free_quota == 0 and not o.fits(8) for o in central)
+    assert opts[-len(central):] == central

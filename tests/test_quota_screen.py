@@ -115,3 +115,71 @@ async def test_no_family_quota_anywhere_is_a_warning(fake_compute, fake_cloudquo
         note = app.screen.query_one("#family-note")
         assert "No region has any" in str(note.render()) and note.has_class("-warning")
         assert not app.screen.query_one("#requests-note").display     # nothing to list: no empty line
+
+
+async def test_zero_family_quota_is_not_called_fine_and_infos_are_read_once(fake_compute, fake_cloudquotas, tmp_path,
+                                                                          monkeypatch) -> None:
+    """GPUS_ALL_REGIONS has room but the H100 family quota is 0 everywhere: the quota note must
+    not say "Quota looks fine", the table shows the family rows, and the screen lists the
+    QuotaInfos once (it used to list them in two workers)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.page_size = 1000                                   # one request per listing
+    fake_cloudquotas.set_quota(FAMILY, {"gpu_family": "NVIDIA_H100"}, 0)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        note = app.screen.query_one("#quota-note")
+        assert "Quota looks fine" not in str(note.render())
+        assert note.has_class("-warning")
+        table = app.screen.query_one("#quota-table")
+        scopes = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        assert "us-east4" in scopes
+    lists = [p for m, p, _b in fake_cloudquotas.requests if m == "GET" and p.endswith("/quotaInfos")]
+    assert len(lists) == 1
+
+
+async def test_request_dialog_fits_80x24_with_its_buttons_on_screen(fake_compute, fake_cloudquotas, tmp_path,
+                                                                   monkeypatch) -> None:
+    """At 80 columns and 24 rows the dialog is inside the terminal and Cancel / File can be seen
+    and clicked (they used to be cut off below a 4-line preview, the right border off screen)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.set_quota(FAMILY, {"region": "us-east4", "gpu_family": "NVIDIA_H100"}, 0)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(app, pilot)
+        app.screen.query_one("#request-quota").press()
+        await _settle(app, pilot)
+        dialog = app.screen
+        assert isinstance(dialog, RequestQuotaScreen)
+        box = dialog.query_one("#quota-request").region
+        assert box.right <= 80 and box.bottom <= 24
+        for wid in ("#qr-file", "#qr-cancel", "#qr-email", "#qr-justification"):
+            w = dialog.query_one(wid)
+            hit, _ = dialog.get_widget_at(*w.region.center)
+            assert hit is w, f"{wid} is not visible at 80x24"
+        dialog.query_one("#qr-file").press()                 # no email: the error must be visible too
+        await _settle(app, pilot)
+        err = dialog.query_one("#qr-error")
+        assert "is not an email address" in str(err.render())
+        hit, _ = dialog.get_widget_at(*err.region.center)
+        assert hit is err
+
+
+async def test_quota_note_weighs_the_vms_gpu_count(fake_compute, fake_cloudquotas, tmp_path, monkeypatch) -> None:
+    """8 x H100 in one VM with a family quota of 4 in every region is not "fine"; with 8 it
+    is, and the figures read as counts (16, not 16.0)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cloudquotas.set_quota(FAMILY, {"gpu_family": "NVIDIA_H100"}, 4)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        note = app.screen.query_one("#quota-note")
+        text = str(note.render())
+        assert "Quota looks fine" not in text and "Not enough quota for 8 GPUs in one VM" in text, text
+        assert note.has_class("-warning")
+    fake_cloudquotas.set_quota(FAMILY, {"gpu_family": "NVIDIA_H100"}, 8)
+    app = WizardApp(rc.loads(H100, "h100.yaml"), path=str(tmp_path / "h100.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        text = str(app.screen.query_one("#quota-note").render())
+        assert text.startswith("Quota looks fine: 16 GPUs free across regions; most in "), text

@@ -3,6 +3,7 @@ the real thing: 4 real sshd hosts streaming 50,000 lines each through the execut
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import threading
 
@@ -418,3 +419,69 @@ async def test_a_gcp_run_shows_its_cost_and_auto_stop_while_it_runs() -> None:
         assert f"${want:.2f}/h while the VMs run" in text
         assert "auto-stop: stops the VM after 45m without use" in text
         scr.cancel.set()
+
+
+@pytest.mark.asyncio
+async def test_a_vm_waited_for_rings_the_bell_and_raises_a_notification(monkeypatch) -> None:
+    """`run --wait` on the run screen: when the VM is finally up (maybe hours later) the person
+    who walked away hears the bell and sees a toast; the source calls on_ready from its thread."""
+    bells: list[int] = []
+    desktop: list[tuple[str, str]] = []
+    monkeypatch.setattr("screens.run.notify.notify", lambda title, body, **kw: desktop.append((title, body)))
+
+    class Source:
+        on_ready = None
+
+        def run(self, sink, cancel):
+            sink(ev.RunStarted(run_id="r", recipe="x", hosts=["vm-1"], steps=["s"]))
+            self.on_ready("vm-1 is up in us-central1-b after 42 min")
+            sink(ev.RunFinished(ok=True))
+
+    src = Source()
+    scr = RunScreen(src.run, recipe_path="r.yaml")
+    app = _RunApp(scr)
+    monkeypatch.setattr(app, "bell", lambda: bells.append(1))
+    async with app.run_test(size=SIZE) as pilot:
+        await _finish(app, scr, pilot)
+        await pilot.pause()
+        toasts = [n.message for n in app._notifications]
+        assert any("vm-1 is up in us-central1-b after 42 min" in t for t in toasts), toasts
+    assert bells == [1]
+    assert desktop == [("gpuwizard: your VM is up", "vm-1 is up in us-central1-b after 42 min")]
+
+
+@pytest.mark.asyncio
+async def test_while_no_vm_exists_the_status_line_shows_what_provisioning_does() -> None:
+    """`run --wait` on the run screen: the narrow gcp pane cut the waiting line; the status line
+    under the panes shows it whole while there is no VM yet (and 'running' once there is)."""
+    gate, go = threading.Event(), threading.Event()
+    wait = "waiting for T4 in 3 zones: next try in 45 s (attempt 7, 14 min so far)"
+
+    def src(sink, cancel):
+        sink(ev.Output(host="gcp", step="provision", stream="stdout", data="us-west1-b: no capacity\n" + wait + "\n"))
+        gate.set()
+        go.wait(30)
+        sink(ev.RunStarted(run_id="r", recipe="x", hosts=["vm-1"], steps=["s"]))
+        sink(ev.StepStarted(host="vm-1", step="s"))
+        gate.clear()
+        gate.set()
+        cancel.wait(30)
+        sink(ev.RunFinished(ok=False, interrupted=True))
+
+    scr = RunScreen(src, recipe_path="r.yaml", hourly=0.55)
+    app = _RunApp(scr)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await asyncio.to_thread(gate.wait, 10)
+        gate.clear()
+        await pilot.pause(0.2)
+        scr._flush()
+        await pilot.pause()
+        assert str(scr.query_one("#run-status").render()) == "provisioning: " + wait
+        go.set()
+        assert await asyncio.to_thread(gate.wait, 10)
+        await pilot.pause(0.2)
+        scr._flush()
+        await pilot.pause()
+        assert str(scr.query_one("#run-status").render()).startswith("running · $0.55/h")
+        scr.cancel.set()
+        await app.workers.wait_for_complete()

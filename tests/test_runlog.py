@@ -135,16 +135,13 @@ def test_a_failed_write_is_kept_not_raised_and_leaves_no_temporary_file(tmp_path
     rd = RunDir.create(None, "x", "x", base=tmp_path)
     seen = []
     rd.on_fault = seen.append
-    real_open = open
+    import os
 
-    def full(path, *a, **kw):
-        if str(path).endswith(".tmp"):
-            fh = real_open(path, *a, **kw)
-            fh.close()
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_open(path, *a, **kw)
+    def full(fd, *a, **kw):   # the temporary file exists; writing it fails
+        os.close(fd)
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("builtins.open", full)
+    monkeypatch.setattr("gpuwizard.privatefile.os.fdopen", full)
     rd(ev.HostFinished(host="h", ok=True))  # saves state.json: the write fails
     monkeypatch.undo()
     assert rd.fault is not None and rd.fault.errno == errno.ENOSPC and seen == [rd.fault]

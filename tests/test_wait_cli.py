@@ -119,3 +119,44 @@ def test_the_recipes_wait_applies_and_no_wait_overrides_it(fake_compute, tmp_pat
 def test_a_bad_max_wait_is_a_usage_error(tmp_path: pathlib.Path) -> None:
     p = gw("run", str(_recipe(tmp_path / "r.yaml")), "--headless", "--max-wait", "soon", state=tmp_path / "state")
     assert p.returncode == 2 and "--max-wait" in p.stderr and "30m, 2h or 1h30m" in p.stderr
+
+
+def test_a_second_ctrl_c_while_following_an_insert_says_the_vm_may_appear(fake_compute,
+                                                                         tmp_path: pathlib.Path) -> None:
+    """"Ctrl-C again quits at once" while the insert is followed: the process leaves at once,
+    but not silently: the VM that insert may still make (and bill) is named, with the commands
+    that find and delete it."""
+    zone = ZONES[0]
+    fake_compute.add_fault(zone, "stockout", times=1)   # the second insert works ...
+    fake_compute.op_seconds = 30.0                       # ... slowly: the follow is still going at press two
+    proc = _start(_recipe(tmp_path / "r.yaml", zones=[zone]), tmp_path, "--wait",
+                  env={"GPUWIZARD_WAIT_FIRST": "0.2"})
+    deadline = time.monotonic() + 60
+    while len(fake_compute.inserts()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)   # polling a condition (the second insert arrived), with a deadline
+    assert len(fake_compute.inserts()) == 2
+    proc.send_signal(signal.SIGINT)
+    seen = _read_until(proc, "following the insert of")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    text = "".join(seen) + out + err
+    assert proc.returncode == 130, text
+    assert "no request is pending" not in text and "no VM was created" not in text
+    assert "quitting with the insert of " in text and f" in {zone} (recipe waiter) unfinished" in text, text
+    assert "gpuwizard status" in text and "gpuwizard down" in text
+
+
+def test_the_last_zone_of_a_round_and_the_first_ctrl_c_say_what_is_true(fake_compute, tmp_path: pathlib.Path) -> None:
+    """The last zone of a round does not promise "the next zone", and Ctrl-C before any step
+    started does not speak of remote commands being stopped."""
+    fake_compute.add_fault(ZONES[0], "stockout")
+    proc = _start(_recipe(tmp_path / "r.yaml", zones=[ZONES[0]]), tmp_path, "--wait")
+    seen = _read_until(proc, "next try in")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    text = "".join(seen) + out + err
+    assert proc.returncode == 130, text
+    assert f"{ZONES[0]}: no capacity [ZONE_RESOURCE_POOL_EXHAUSTED]; no zone left to try" in text
+    assert "trying the next zone" not in text
+    assert "remote commands are being stopped" not in text
+    assert "stopping: no step has started on a host yet (Ctrl-C again to quit at once)." in text

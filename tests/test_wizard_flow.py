@@ -381,3 +381,22 @@ async def test_every_driver_field_that_blocks_next_has_a_control() -> None:
         await pilot.pause()
         assert scr.valid, scr.reason
         assert scr.drv.flavor == "proprietary"
+
+
+async def test_a_late_editor_event_does_not_rewrite_a_block_scalar_step(tmp_path) -> None:
+    """A `run: |` step ends with a newline the editor does not show. When the editor's Changed
+    event arrived after the screen was filled (a loaded machine), the step was copied back
+    without it, and saving an unchanged recipe rewrote the file. Simulated here by delivering
+    that late copy by hand."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(EDITED.rstrip("\n").split("\nsteps:")[0] + "\nsteps:\n  - name: two\n    run: |\n      echo a\n"
+                    "      echo b\n", encoding="utf-8")
+    draft = rc.load(str(path))
+    assert draft.steps[0].run == "echo a\necho b\n"
+    app = WizardApp(draft, path=str(path), source_path=str(path), start="steps", live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        scr = app.screen
+        scr._filling = False
+        scr._edited()   # the late event
+        assert scr.snapshot() == scr._initial

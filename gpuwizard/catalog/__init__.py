@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,11 +103,22 @@ def gpu(name: str) -> GpuType | None:
 
 
 def gpu_by_label(label: str) -> GpuType | None:
-    """Find a GPU by what people call it ("T4", "a100") or by its accelerator type."""
+    """Find a GPU by what people call it ("T4", "a100", "H100") or by its accelerator type.
+
+    In order: the accelerator type or label itself; the type without its ``nvidia-`` /
+    ``nvidia-tesla-`` prefix ("a100" is nvidia-tesla-a100, as Google names it); the first
+    word of the label, the plainest GPU of that name winning ("H100" is the H100 80GB, not
+    the H100 Mega 80GB), so the name a student types works everywhere ``--gpu`` is asked."""
     key = label.strip().lower()
     for g in gpus().values():
         if key in (g.name, g.label.lower(), g.label.lower().replace(" ", "")):
             return g
+    for g in gpus().values():
+        if key == re.sub(r"^nvidia-(tesla-)?", "", g.name):
+            return g
+    named = sorted((g for g in gpus().values() if g.label.lower().split()[0] == key), key=lambda g: len(g.label))
+    if named and (len(named) == 1 or len(named[0].label) < len(named[1].label)):
+        return named[0]
     return None
 
 

@@ -21,7 +21,7 @@ import os
 import re
 from typing import Any
 
-from gpuwizard.gcp.client import _adc_file_exists, _maybe_on_gce
+from gpuwizard.gcp.client import adc_file_exists, maybe_on_gce
 from gpuwizard.gcp.errors import ApiError, GcpError
 
 ENDPOINT_ENV = "GPUWIZARD_BILLING_ENDPOINT"
@@ -35,6 +35,24 @@ TIMEOUT = 20.0
 
 def endpoint() -> str | None:
     return os.environ.get(ENDPOINT_ENV) or None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a transport failure ("Connection refused", "timed out"),
+    not urllib3's pool message with the whole URL in it."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    text = str(seen)
+    m = re.search(r"\[Errno -?\d+\] ([^')\]]+)", text)
+    return (m.group(1) if m else text or type(seen).__name__).strip()
+
+
+def _host(exc: BaseException) -> str:
+    req = getattr(exc, "request", None)
+    url = getattr(req, "url", None) or ""
+    m = re.match(r"https?://([^/]+)", url)
+    return m.group(1) if m else "the API"
 
 
 def _client() -> Any:
@@ -52,7 +70,7 @@ def _client() -> Any:
     key = os.environ.get(API_KEY_ENV)
     if key:
         return billing_v1.CloudCatalogClient(transport="rest", client_options=ClientOptions(api_key=key, **where))
-    if _adc_file_exists() or (ep is None and _maybe_on_gce()):
+    if adc_file_exists() or (ep is None and maybe_on_gce()):
         import google.auth
         import google.auth.exceptions
 
@@ -88,5 +106,5 @@ def list_compute_skus() -> list[dict[str, Any]]:
         from google.auth import exceptions as authexc
 
         if isinstance(exc, (requests.RequestException, authexc.TransportError)):
-            raise ApiError(f"{type(exc).__name__}: {exc}", transport=True) from None
+            raise ApiError(f"cannot reach {_host(exc)}: {_root_cause(exc)}", transport=True) from None
         raise

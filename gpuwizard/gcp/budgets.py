@@ -22,6 +22,11 @@ def _env(name: str, default: float) -> float:
 REQUEST_TIMEOUT = _env("GPUWIZARD_GCP_REQUEST_TIMEOUT", 60.0)
 #: Retrying a read (instances.get, getGuestAttributes, lists) on 5xx/429/connection errors.
 READ_BUDGET = _env("GPUWIZARD_GCP_READ_BUDGET", 60.0)
+#: A read that only adds to what Compute Engine says (Cloud Quotas' QuotaInfos): retried
+#: briefly, then gpuwizard falls back to regions.list and says so. An unreachable endpoint
+#: must not hold a run (or the run screen) for the full READ_BUDGET.
+EXTRA_READ_BUDGET = _env("GPUWIZARD_GCP_EXTRA_READ_BUDGET", 10.0)
+EXTRA_REQUEST_TIMEOUT = _env("GPUWIZARD_GCP_EXTRA_REQUEST_TIMEOUT", 15.0)
 #: An operation (insert, start, delete) from submission to DONE.
 OP_TIMEOUT = _env("GPUWIZARD_GCP_OP_TIMEOUT", 600.0)
 #: Back-off base between retries of a refused mutation (insert/start/delete): base * 2**i.

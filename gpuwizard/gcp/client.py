@@ -53,7 +53,7 @@ def endpoint() -> str | None:
     return os.environ.get(ENDPOINT_ENV) or None
 
 
-def _adc_file_exists() -> bool:
+def adc_file_exists() -> bool:
     """True when ADC would find a file (env var or gcloud's well-known file)."""
     if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         return True
@@ -61,7 +61,7 @@ def _adc_file_exists() -> bool:
     return os.path.exists(os.path.join(cfg, "application_default_credentials.json"))
 
 
-def _maybe_on_gce() -> bool:
+def maybe_on_gce() -> bool:
     """Cheap local check (Linux DMI), so the metadata-server probe runs only where it can answer."""
     if os.environ.get("NO_GCE_CHECK") == "true":
         return False
@@ -90,7 +90,7 @@ def credentials_and_project(recipe_project: str | None) -> tuple[Credentials, st
         # A plain-http endpoint is a local fake or a test double: never send it a real
         # bearer token (it would travel unencrypted), and never wait on ADC for it.
         plain_http = bool(ep and ep.startswith("http://"))
-        if not plain_http and (_adc_file_exists() or (ep is None and _maybe_on_gce())):
+        if not plain_http and (adc_file_exists() or (ep is None and maybe_on_gce())):
             import google.auth
             import google.auth.exceptions
 
@@ -230,13 +230,13 @@ async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
             _inflight.pop(token, None)
 
 
-def _translate(exc: BaseException, what: str) -> ApiError | None:
+def translate_error(exc: BaseException, what: str) -> ApiError | None:
     """A google.api_core / requests failure as an :class:`ApiError`; None for anything else."""
     from google.api_core import exceptions as gexc
 
     if isinstance(exc, gexc.RetryError):
         cause = exc.cause
-        inner = _translate(cause, what) if cause is not None else None
+        inner = translate_error(cause, what) if cause is not None else None
         msg = f"{what}: still failing when its retry budget ran out ({inner.message if inner else exc})"
         if inner is not None:
             return ApiError(msg, code=inner.code, errors=inner.errors, details=inner.details,
@@ -286,7 +286,7 @@ class Compute:
         try:
             return fn(**kw)
         except Exception as exc:  # noqa: BLE001 - translated once, here
-            api = _translate(exc, what)
+            api = translate_error(exc, what)
             if api is None:
                 raise
             raise api from exc

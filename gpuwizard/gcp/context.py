@@ -20,6 +20,7 @@ from gpuwizard.gcp.body import DEFAULT_USER, instance_names, label_value, recipe
 from gpuwizard.gcp.client import Compute
 from gpuwizard.gcp.errors import GcpError, region_quota_message
 from gpuwizard.gcp.quota import QuotaReport
+from gpuwizard.privatefile import write_atomic
 
 if TYPE_CHECKING:
     from gpuwizard.recipe import Recipe
@@ -55,6 +56,9 @@ class Report:
     """Why each zone was not used, for the final message."""
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Zones the GPU-family quota gate dropped before any pass; every pass starts its
+    #: ``skipped`` from these, so the final message still names them.
+    gated: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -171,8 +175,5 @@ class Provisioner:
         if zone:
             zones.update({n: zone for n in names})
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"run": self.run_id, "names": sorted(set(old["names"]) | set(names)), "zones": zones}, fh)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"run": self.run_id, "names": sorted(set(old["names"]) | set(names)),
+                                       "zones": zones}))

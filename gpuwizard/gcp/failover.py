@@ -55,6 +55,8 @@ async def check_project(p: Provisioner, creating: bool) -> None:
     """
     meta: dict[str, str] | None = None
     if creating and p.gpu is not None:
+        # said first: the run screen shows the provisioning pane from its first line
+        p.say(f"checking the project and its {p.gpu.name} quota (Compute Engine, Cloud Quotas)")
         try:
             p.quota = await Q.fetch_quota(p.project, p.gpu.name, p.preemptible)
             meta = p.quota.metadata
@@ -83,12 +85,13 @@ async def candidates(p: Provisioner) -> list[str]:
     """The zones to try; those in regions whose GPU-family quota is too low are dropped
     (and the request to file said) before any insert (:mod:`.quota_gate`)."""
     if p.g.zones:
-        return gate(p.quota, list(p.g.zones), p.need, p.say, p.report.skipped)
+        return gate(p.quota, list(p.g.zones), p.need, p.say, p.report.gated)
     if p.gpu is None or p.g.gpu is None:
         raise GcpError("Set target.gcp.zones: a CPU-only VM has no GPU to choose zones by.", kind="usage")
-    opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.preemptible)
+    opts = await zones_for_gpu(p.project, p.gpu.name, int(p.g.gpu.count), p.preemptible,   # QuotaInfos read once
+                               cloud=p.quota.cloud if p.quota else None, read_cloud=False)
     p.say(f"no zones in the recipe: trying the {len(opts)} zones that offer {p.gpu.label}, best first")
-    return gate(p.quota, [o.zone for o in opts], p.need, p.say, p.report.skipped)
+    return gate(p.quota, [o.zone for o in opts], p.need, p.say, p.report.gated)
 
 
 async def attempt(p: Provisioner, zone: str, public_key: str) -> Verdict | None:
@@ -173,7 +176,7 @@ async def one_pass(p: Provisioner, zones: list[str], insert: Callable[[str], Awa
     """Try ``zones`` in order (``zonesAvailable`` hints moved to the front) until one takes
     the VM(s). Stops the run (raises) on quota, permission and name errors; returns the
     zone, or which zones lacked capacity and what they suggested."""
-    p.report.skipped.clear()
+    p.report.skipped[:] = p.report.gated   # the gate's reasons stand for every pass
     out = Round()
     queue: deque[str] = deque(zones)
     tried: set[str] = set()
@@ -230,8 +233,10 @@ async def one_pass(p: Provisioner, zones: list[str], insert: Callable[[str], Awa
         if hints:
             p.say(f"{zone}: {verdict.reason}; Compute Engine suggests {', '.join(hints)}: trying those first")
             queue.extendleft(reversed(hints))
-        else:
+        elif any(z not in tried for z in queue):
             p.say(f"{zone}: {verdict.reason}; trying the next zone")
+        else:
+            p.say(f"{zone}: {verdict.reason}; no zone left to try")
     return out
 
 

@@ -6,6 +6,12 @@ metadata carries the ``activationUrl``), and a caller who lacks the permission
 (``PERMISSION_DENIED`` / ``IAM_PERMISSION_DENIED``). Reading quotas needs
 ``cloudquotas.quotas.get``; filing an increase needs ``cloudquotas.quotas.update``, which
 Owner, Editor, Quota Administrator and Service Usage Admin grant (docs/facts/cloud-quotas.md).
+
+A third looks like the first but is not: user credentials without a quota project
+("... requires a quota project ...", billed to gcloud's own project where the API is off,
+so the ErrorInfo may say SERVICE_DISABLED), or a quota project the user may not bill to
+(``USER_PROJECT_DENIED``). Telling the user to enable an API that is enabled would send
+them in circles, so this is checked first.
 """
 
 from __future__ import annotations
@@ -46,6 +52,18 @@ def is_disabled(exc: ApiError) -> bool:
     return bool(info and info.get("reason") == "SERVICE_DISABLED") or "SERVICE_DISABLED" in exc.message
 
 
+def needs_quota_project(exc: ApiError) -> bool:
+    """Whether the request failed for want of a (usable) quota project, not for the API or IAM."""
+    info = error_info(exc) or {}
+    return "requires a quota project" in exc.message or info.get("reason") == "USER_PROJECT_DENIED"
+
+
+def quota_project_fix(project: str) -> str:
+    return (f"your user credentials need a quota project: run `gcloud auth application-default set-quota-project "
+            f"{shlex.quote(project)}` (your account needs serviceusage.services.use there, e.g. Service Usage "
+            f"Consumer, roles/serviceusage.serviceUsageConsumer)")
+
+
 def is_denied(exc: ApiError) -> bool:
     info = error_info(exc)
     reason = str((info or {}).get("reason") or "")
@@ -59,6 +77,9 @@ def activation_url(exc: ApiError, project: str) -> str:
 
 def explain(exc: ApiError, project: str, doing: str, *, filing: bool) -> GcpError:
     """One or two sentences for a failed Cloud Quotas request ``doing`` (e.g. "reading GPU quotas")."""
+    if needs_quota_project(exc):
+        return GcpError(f"Cloud Quotas refused the request {doing}: {quota_project_fix(project)}, then try again.",
+                        kind=DENIED)
     if is_disabled(exc):
         return GcpError(f"The Cloud Quotas API is not enabled in project {project} ({doing}): enable it with "
                         f"`{enable_command(project)}` or at {activation_url(exc, project)}, then try again.",
@@ -78,7 +99,9 @@ def explain(exc: ApiError, project: str, doing: str, *, filing: bool) -> GcpErro
 
 def fallback_line(exc: BaseException, project: str) -> str:
     """The one line shown when reading QuotaInfos failed and regions.list is used instead."""
-    if isinstance(exc, ApiError) and is_disabled(exc):
+    if isinstance(exc, ApiError) and needs_quota_project(exc):
+        why = f"Cloud Quotas could not be read: {quota_project_fix(project)}"
+    elif isinstance(exc, ApiError) and is_disabled(exc):
         why = (f"the Cloud Quotas API is not enabled in {project} (`{enable_command(project)}`, "
                f"or {activation_url(exc, project)})")
     elif isinstance(exc, ApiError) and is_denied(exc):

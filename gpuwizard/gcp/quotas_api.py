@@ -52,14 +52,34 @@ def available() -> bool:
 
 
 def _credentials(project: str | None) -> tuple["Credentials", str]:
-    """Anonymous credentials for a plain-http endpoint, else the Compute adaptor's."""
+    """Anonymous credentials for a plain-http endpoint, else the Compute adaptor's with a
+    quota project (:func:`with_quota_project`)."""
     ep = endpoint()
     if ep and ep.startswith("http://"):
         from google.auth.credentials import AnonymousCredentials
 
         _, proj = gclient.credentials_and_project(project)
         return AnonymousCredentials(), proj
-    return gclient.credentials_and_project(project)
+    creds, proj = gclient.credentials_and_project(project)
+    return with_quota_project(creds, proj), proj
+
+
+def with_quota_project(creds: "Credentials", project: str) -> "Credentials":
+    """User credentials (``gcloud auth application-default login``) with ``project`` as their
+    quota project where they have none.
+
+    Why: Cloud Quotas is a client-based API: a request made with user credentials must name
+    the project that pays for it (``x-goog-user-project``), else Google answers 403 "requires a
+    quota project" (docs/facts/cloud-quotas.md). Only user credentials get it: a service
+    account's own project is its quota project already, and pointing it elsewhere would need
+    ``serviceusage.services.use`` there. A quota project set in the ADC file or by
+    ``GOOGLE_CLOUD_QUOTA_PROJECT`` is kept.
+    """
+    from google.oauth2.credentials import Credentials as UserCredentials
+
+    if isinstance(creds, UserCredentials) and not creds.quota_project_id:
+        return creds.with_quota_project(project)
+    return creds
 
 
 def _parent(project: str) -> str:
@@ -90,24 +110,27 @@ class CloudQuotas:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - translated once, here
-            api = gclient._translate(exc, what)  # the Compute adaptor's translation: one shape of error
+            api = gclient.translate_error(exc, what)  # the Compute adaptor's translation: one shape of error
             if api is None:
                 raise
             raise api from exc
 
     @staticmethod
-    def _retry() -> Any:
+    def _retry(budget: float | None = None) -> Any:
         from google.api_core import retry as gretry
 
         return gretry.Retry(predicate=gretry.if_transient_error, initial=0.25, maximum=5.0, multiplier=2.0,
-                            timeout=budgets.READ_BUDGET)
+                            timeout=budgets.READ_BUDGET if budget is None else budget)
 
     def quota_infos(self, service: str = SERVICE) -> list[dict[str, Any]]:
         """Every QuotaInfo of ``service`` (ListQuotaInfos, all pages)."""
         parent = f"{_parent(self.project)}/services/{service}"
 
         def run() -> list[dict[str, Any]]:
-            pages = self._api().list_quota_infos(parent=parent, retry=self._retry(), timeout=budgets.REQUEST_TIMEOUT)
+            # the quota check before provisioning waits on this read: a short budget, then the
+            # regions.list fallback (budgets.EXTRA_READ_BUDGET)
+            pages = self._api().list_quota_infos(parent=parent, retry=self._retry(budgets.EXTRA_READ_BUDGET),
+                                                 timeout=budgets.EXTRA_REQUEST_TIMEOUT)
             return [_to_dict(i) for i in pages]
 
         return self._do("quotaInfos.list", run)
@@ -160,4 +183,5 @@ def _to_dict(msg: Any) -> dict[str, Any]:
     return type(msg).to_dict(msg, preserving_proto_field_name=False, use_integers_for_enums=False)
 
 
-__all__ = ["ApiError", "CloudQuotas", "ENDPOINT_ENV", "SERVICE", "available", "endpoint", "open_quotas"]
+__all__ = ["ApiError", "CloudQuotas", "ENDPOINT_ENV", "SERVICE", "available", "endpoint", "open_quotas",
+           "with_quota_project"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gpuwizard import locations
 from gpuwizard.gcp.errors import GcpError
+from gpuwizard.privatefile import write_atomic
 
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
 _lock = threading.Lock()
@@ -104,9 +105,5 @@ def replace_known_hosts(path: str, addresses: list[str], port: int, lines: list[
             first = ln.split(None, 1)[0] if ln.strip() and not ln.lstrip().startswith("#") else ""
             (dropped if first and pats & set(first.split(",")) else keep).append(ln)
         out = keep + [ln for ln in lines if ln not in keep]
-        tmp = p.with_name(p.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("".join(ln + "\n" for ln in out))
-        os.replace(tmp, p)
+        write_atomic(p, "".join(ln + "\n" for ln in out))
     return [ln for ln in dropped if ln not in lines]

@@ -115,6 +115,17 @@ def human(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+#: What stopped waits are following to its end now (see :func:`following`).
+_following: dict[int, str] = {}
+
+
+def following() -> list[str]:
+    """The inserts a stopped wait is following to their end now (``the insert of vm-1 in
+    us-central1-a (recipe r)``): what quitting at once (a second Ctrl-C) leaves unfinished,
+    so the one who quits is told that those may still make a billed VM."""
+    return list(_following.values())
+
+
 class Stopped(GcpError):
     """The user stopped the wait; the message says what was (not) left behind."""
 
@@ -163,16 +174,21 @@ class Waiter:
         names = ", ".join(p.names)
         p.say(f"stopping: following the insert of {names} in {zone} to its end so that nothing is left "
               f"behind (Ctrl-C again quits at once)")
+        _following[id(task)] = f"the insert of {names} in {zone} (recipe {p.recipe.name})"
         try:
-            verdict = await task
-        except GcpError as exc:   # the operation did not end in its budget: it may still make the VM
-            raise Stopped(f"interrupted while waiting for capacity; the insert of {names} in {zone} did not "
-                          f"finish ({exc.message}): check with `gpuwizard status RECIPE.yaml` (recipe "
-                          f"{p.recipe.name}) and delete it with `gpuwizard down RECIPE.yaml`.", vm_exists=True) from None
-        if verdict is not None:
-            raise Stopped(f"interrupted while waiting for capacity: the last insert ({zone}) ended without a VM "
-                          f"({verdict.reason}); no VM was created and no request is pending.")
-        await self._delete_created(zone)
+            try:
+                verdict = await task
+            except GcpError as exc:   # the operation did not end in its budget: it may still make the VM
+                raise Stopped(f"interrupted while waiting for capacity; the insert of {names} in {zone} did not "
+                              f"finish ({exc.message}): check with `gpuwizard status RECIPE.yaml` (recipe "
+                              f"{p.recipe.name}) and delete it with `gpuwizard down RECIPE.yaml`.",
+                              vm_exists=True) from None
+            if verdict is not None:
+                raise Stopped(f"interrupted while waiting for capacity: the last insert ({zone}) ended without a VM "
+                              f"({verdict.reason}); no VM was created and no request is pending.")
+            await self._delete_created(zone)
+        finally:
+            _following.pop(id(task), None)
         raise Stopped(f"interrupted while waiting for capacity: {names} came up in {zone} as you stopped and "
                       f"{'was' if len(p.names) == 1 else 'were'} deleted again; no VM is left and no request "
                       f"is pending.")
@@ -248,5 +264,5 @@ class Waiter:
         return p.g.machine_type
 
 
-__all__ = ["Backoff", "INTERRUPTED", "Round", "Stopped", "WaitPolicy", "Waiter", "default_backoff", "human",
-           "is_capacity", "policy_for"]
+__all__ = ["Backoff", "INTERRUPTED", "Round", "Stopped", "WaitPolicy", "Waiter", "default_backoff", "following",
+           "human", "is_capacity", "policy_for"]

@@ -2,8 +2,10 @@
 
 Two round trips for the whole world, sent together: ``acceleratorTypes.aggregatedList``
 (filtered to the one type; ``maximumCardsPerInstance`` per zone) and ``regions.list``
-(quotas). Never one request per zone or region: SkyPilot users waited 25 s for per-zone
-look-ups (skypilot #2405).
+(quotas); for a GPU-family GPU (H100, H200, B200) a third beside them, Cloud Quotas'
+QuotaInfos, whose family quota caps each region's free quota as it does in the
+provisioner (:mod:`.quota_gate`). Never one request per zone or region: SkyPilot users
+waited 25 s for per-zone look-ups (skypilot #2405).
 
 Each zone is priced in its region (:func:`zone_price`, the one price rule of
 :func:`gpuwizard.catalog.vm_price`) for one machine type, named with its disk;
@@ -22,7 +24,8 @@ from gpuwizard import catalog, prices
 from gpuwizard.gcp import billing_api
 from gpuwizard.gcp.client import call, open_compute
 from gpuwizard.gcp.errors import ApiError, GcpError, api_error
-from gpuwizard.gcp.quota import gpu_metric, parse_quotas
+from gpuwizard.gcp import quota_family as QF
+from gpuwizard.gcp.quota import gpu_metric, parse_quotas, read_quota_infos
 
 
 @dataclass(frozen=True)
@@ -137,10 +140,12 @@ def _per_hour(gpu_name: str, count: int, spot: bool, zone: str, machine: str | N
 
 
 def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name: str, count: int, spot: bool,
-         project: str) -> list[ZoneOption]:
-    """Join an aggregated accelerator list with the regions' quotas (pure, for tests and the UI)."""
+         project: str, cloud: QF.QuotaInfos | None = None) -> list[ZoneOption]:
+    """Join an aggregated accelerator list with the regions' quotas (pure, for tests and the UI);
+    ``cloud``: the QuotaInfos whose GPU-family quota caps a region's free quota."""
     metric = gpu_metric(gpu_name, spot)
     report = parse_quotas({}, regions_json, project, metric)
+    report.gpu, report.spot, report.cloud = gpu_name, spot, cloud
     machine = machine_for(gpu_name, count, spot)
     opts = []
     for scope, scoped in acc_items.items():
@@ -159,13 +164,23 @@ def join(acc_items: dict[str, Any], regions_json: list[dict[str, Any]], gpu_name
     return sort_options(opts, count, catalog.zones_for(gpu_name))
 
 
-async def zones_for_gpu(project: str | None, gpu_type: str, count: int = 1, spot: bool = False) -> list[ZoneOption]:
-    """Live zones offering ``count`` x ``gpu_type``, best candidates first (two round trips)."""
+async def _no_infos() -> tuple[QF.QuotaInfos | None, str | None]:
+    return None, None
+
+
+async def zones_for_gpu(project: str | None, gpu_type: str, count: int = 1, spot: bool = False,
+                        cloud: QF.QuotaInfos | None = None, read_cloud: bool = True) -> list[ZoneOption]:
+    """Live zones offering ``count`` x ``gpu_type``, best candidates first (two round trips;
+    three for a GPU-family GPU unless ``cloud`` is given or ``read_cloud`` is False, as for a
+    caller that read the QuotaInfos already). Where QuotaInfos cannot be read the family
+    quota is simply unknown, as in the provisioner."""
     g = _gpu(gpu_type)
     compute = await open_compute(project)
+    family = read_cloud and cloud is None and QF.family_of(g.name) is not None
     try:
-        items, rs = await asyncio.gather(call(compute.accelerator_types, f"name = {g.name}"),
-                                         call(compute.list_regions))
+        items, rs, (infos, _note) = await asyncio.gather(
+            call(compute.accelerator_types, f"name = {g.name}"), call(compute.list_regions),
+            read_quota_infos(compute.project) if family else _no_infos())
     except Exception as exc:  # noqa: BLE001 - API errors become one sentence
         raise api_error(exc, "listing zones") from None
-    return join(items, rs, g.name, count, spot, compute.project)
+    return join(items, rs, g.name, count, spot, compute.project, cloud or infos)
