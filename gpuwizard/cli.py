@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("logs", "gpuwizard.logs:cmd_logs", "show a past run's logs")
     p.add_argument("run", metavar="RUN", nargs="?", help="run id or directory; default: the latest")
-    p.add_argument("--host", metavar="HOST", help="only this host")
+    p.add_argument("--host", metavar="HOST", help="only this host (in a cluster also: \"node N\")")
     p.add_argument("--step", metavar="STEP", help="only this step")
     p.add_argument("--list", action="store_true", help="list past runs")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing a running run's output until it ends")

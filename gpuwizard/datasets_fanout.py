@@ -233,6 +233,12 @@ def _key_body() -> str:
 _LINE = (f'gw_from=${{{IPS}:?this step runs on a cluster node}}\n'
          'case "$gw_from" in *[!0-9A-Za-z.:,-]*) echo "gpuwizard: unexpected node addresses: $gw_from" >&2; exit 1 ;; '
          'esac\n'
+         # sshd matches from= against addresses only (UseDNS no, its default): names bring theirs
+         "gw_names=$(printf '%s\\n' \"$gw_from\" | tr , '\\n' | grep -v : | grep '[A-Za-z]' || true)\n"
+         'if [ -n "$gw_names" ]; then\n'
+         "  gw_from=\"$gw_from,$(printf '%s\\n' \"$gw_names\" | xargs -r -n1 getent ahosts -- | awk '{print $1}' "
+         '| paste -sd , -)"\n'
+         'fi\n'
          "gw_from=$(printf '%s\\n' \"$gw_from\" | tr , '\\n' | awk 'NF && !seen[$0]++' | paste -sd , -)\n"
          'gw_line="restrict,from=\\"$gw_from\\" $(cat "$gw_pub")"\n')
 
@@ -284,20 +290,23 @@ def _ssh_command(login: HeadLogin, array: bool = False) -> str:
     return out + f'gw_ssh="ssh -p {login.port} -i \'$gw_key\' -o UserKnownHostsFile=\'$gw_pin\' {opts}"\n'
 
 
-def _login(login: HeadLogin) -> str:
+def _login(login: HeadLogin, for_ssh: bool = False) -> str:
     """Bash setting ``gw_at``: ``user@address`` of the head (its private address, from
-    GPUWIZARD_MASTER_ADDR; the worker's own login user when the recipe names none)."""
+    GPUWIZARD_MASTER_ADDR; the worker's own login user when the recipe names none), an
+    IPv6 address in brackets as rsync wants it; with ``for_ssh`` also ``gw_ssh_at``, the
+    same for ssh itself, which takes brackets as part of the name."""
     user = q(login.user) if login.user else '"$(id -un)"'
     return (f'gw_addr=${{{MASTER}:?this step runs on a cluster node}}\n'
-            'case "$gw_addr" in *:*) gw_addr="[$gw_addr]" ;; esac\n'
+            + (f'gw_ssh_at={user}@"$gw_addr"\n' if for_ssh else "")
+            + 'case "$gw_addr" in *:*) gw_addr="[$gw_addr]" ;; esac\n'
             f'gw_at={user}@"$gw_addr"\n')
 
 
 def barrier_step(login: HeadLogin) -> Step:
     """``dataset.fanout``, a barrier: the head has every dataset and has authorized the key;
     each worker tries a login with it, so a refusal is said here, once, plainly."""
-    worker = (_ssh_command(login, array=True) + _login(login)
-              + 'if ! gw_err=$("${gw_ssh_argv[@]}" "$gw_at" true 2>&1 </dev/null); then\n'
+    worker = (_ssh_command(login, array=True) + _login(login, for_ssh=True)
+              + 'if ! gw_err=$("${gw_ssh_argv[@]}" "$gw_ssh_at" true 2>&1 </dev/null); then\n'
               + '  echo "gpuwizard: cannot log in to the head ($gw_at) with the cluster key: $gw_err" >&2\n'
               + '  echo "gpuwizard: the head authorizes the key in dataset.fanout.prepare; if an earlier attempt of '
               + 'this run finished, run again with --fresh (finished steps are skipped by their checks)" >&2\n'

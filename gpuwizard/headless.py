@@ -55,18 +55,18 @@ class LineRenderer:
             if e.attempt == 1:
                 w(f"[{self._label(e.host)}] connecting\n")
             elif e.attempt == 2 or e.attempt % 10 == 0:
-                w(f"[{e.host}] not reachable yet: {e.message or 'still trying'} (attempt {e.attempt})\n")
+                w(f"[{self._label(e.host)}] not reachable yet: {e.message or 'still trying'} (attempt {e.attempt})\n")
         elif isinstance(e, ev.HostConnected):
-            w(f"[{e.host}] connected\n")
+            w(f"[{self._label(e.host)}] connected\n")
         elif isinstance(e, ev.StepStarted):
             again = f" (attempt {e.attempt})" if e.attempt > 1 else ""
-            w(f"[{e.host}] {e.step}: started{again}\n")
+            w(f"[{self._label(e.host)}] {e.step}: started{again}\n")
         elif isinstance(e, ev.Progress):
             tenth = int(e.fraction * 10)
             key = (e.host, e.step)
             if self._progress.get(key) != tenth:
                 self._progress[key] = tenth
-                w(f"[{e.host}] {e.step} | {e.fraction:.0%} {e.text}\n")
+                w(f"[{self._label(e.host)}] {e.step} | {e.fraction:.0%} {e.text}\n")
         elif isinstance(e, ev.StepFinished):
             self._flush_partials(e.host, e.step)
             self._host(e.host)[e.step] = e.status
@@ -119,12 +119,12 @@ class LineRenderer:
         tail = lines.pop()
         if tail:
             self._partial[key] = [tail]
-        prefix = f"[{e.host}] {e.step} | "
+        prefix = f"[{self._label(e.host)}] {e.step} | "
         self.out.write(prefix + ("\n" + prefix).join(lines) + "\n")
 
     def _flush_partials(self, host: str, step: str) -> None:
         for key in [k for k in self._partial if k[0] == host and k[1] == step]:
-            self.out.write(f"[{host}] {step} | {''.join(self._partial.pop(key))}\n")
+            self.out.write(f"[{self._label(host)}] {step} | {''.join(self._partial.pop(key))}\n")
 
     def _flush_if_idle(self, e: ev.Event) -> None:
         if not isinstance(e, (ev.Output, ev.Progress)):

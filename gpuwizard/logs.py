@@ -14,6 +14,7 @@ import sys
 import time
 from typing import IO, Any, Iterator
 
+from gpuwizard.cluster.nodes import host_label
 from gpuwizard.errors import UsageError
 from gpuwizard.runlog import DamagedRun, RunDir, host_file, json_lines, list_runs, runs_home
 
@@ -91,10 +92,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if getattr(args, "list", False):
         return _list(out)
     rd = resolve_run(getattr(args, "run", None))
-    hosts = list(rd.state.get("hosts", {}))
+    ranks = _ranks(rd)
+    hosts = sorted(rd.state.get("hosts", {}), key=lambda h: (ranks.get(h, len(ranks)), h))
     want_host = getattr(args, "host", None)
     if want_host:
-        picked = [h for h in hosts if h == want_host] or [h for h in hosts if want_host in h]
+        picked = ([h for h in hosts if h == want_host or (h in ranks and want_host == f"node {ranks[h]}")]
+                  or [h for h in hosts if want_host in h])
         if not picked:
             raise UsageError(f"run {rd.run_id} has no host {want_host!r}; it has: {', '.join(hosts) or 'none'}")
         hosts = picked
@@ -107,6 +110,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if getattr(args, "follow", False):
         _follow(rd, hosts if want_host else None, ends, out, binary)
     return 0
+
+
+def _ranks(rd: RunDir) -> dict[str, int]:
+    """A cluster run's host -> rank (empty for other runs): nodes are shown in rank order,
+    as ``node 0 (head) HOST``, and ``--host "node 1"`` picks one."""
+    raw = rd.state.get("ranks")
+    return {str(h): int(r) for h, r in raw.items() if isinstance(r, int)} if isinstance(raw, dict) else {}
 
 
 class _TextSink:
@@ -127,7 +137,7 @@ def _show(rd: RunDir, host: str, step: str | None, out: IO[str], binary: Any, he
     """Print one host's log (or one step of it); returns the log offset shown up to."""
     log = rd.host_log_path(host)
     if header:
-        out.write(f"==> {host} <==\n")
+        out.write(f"==> {host_label(host, _ranks(rd))} <==\n")
         out.flush()
     if not log.is_file():
         msg = rd.state.get("hosts", {}).get(host, {}).get("message")
@@ -177,7 +187,7 @@ def _follow(rd: RunDir, only: list[str] | None, ends: dict[str, int], out: IO[st
             start = ends.get(host, 0)
             if size > start:
                 if len(hosts) > 1 and host != last_host:
-                    out.write(f"==> {host} <==\n")
+                    out.write(f"==> {host_label(host, _ranks(rd))} <==\n")
                     out.flush()
                     last_host = host
                 ends[host] = _copy_range(log, start, size, binary)

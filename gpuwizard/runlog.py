@@ -388,6 +388,9 @@ class RunDir:
                 # A host that never ran a step (never connected): its log says why.
                 self._log(event.host).write(f"[gpuwizard] {event.message}\n".encode("utf-8", "replace"))
             self.save_state()
+        elif isinstance(event, ev.RunStarted) and event.ranks:
+            self.state["ranks"] = dict(event.ranks)  # `logs` names a cluster's nodes by rank
+            self.save_state()
         elif isinstance(event, ev.RunFinished):
             self.state["status"] = "ok" if event.ok else ("interrupted" if event.interrupted else "failed")
             self.state["seconds"] = event.seconds

@@ -40,7 +40,8 @@ def plan_lines(recipe: rc.Recipe) -> list[str]:
 def recipe_problems(recipe: rc.Recipe) -> list[str]:
     """The errors ``gpuwizard validate`` reports: structural problems, then the catalog
     cross-checks (warnings are not errors and do not block saving)."""
-    out = [f"{p.path}: {p.message}" if p.path else p.message for p in rc.structural_problems(recipe)]
+    out = [f"{p.path}: {p.message}" if p.path else p.message for p in rc.structural_problems(recipe)
+           if not p.warning]
     for p in validate.validate(recipe):
         line = f"{p.path}: {p.message}" if p.path else p.message
         if not p.warning and line not in out:
@@ -50,7 +51,8 @@ def recipe_problems(recipe: rc.Recipe) -> list[str]:
 
 def recipe_warnings(recipe: rc.Recipe) -> list[str]:
     """What ``gpuwizard validate`` warns about: shown on Review, never blocking a save."""
-    return [f"{p.path}: {p.message}" if p.path else p.message for p in validate.validate(recipe) if p.warning]
+    found = [*rc.structural_problems(recipe), *validate.validate(recipe)]  # the cluster checks warn too
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in found if p.warning]
 
 
 class ReviewScreen(WizardScreen):

@@ -218,7 +218,8 @@ class RunScreen(Screen[None]):
             table = self.query_one("#grid", DataTable)
             for (h, s) in d.cells:
                 try:
-                    table.update_cell(s, h, m.cells[(h, s)].render())
+                    # widen as needed: a node's column is as narrow as "node 1" at first
+                    table.update_cell(s, h, m.cells[(h, s)].render(), update_width=True)
                 except Exception:  # noqa: BLE001 - row/column arriving with the next restructure
                     pass
         self._dirty_hosts |= d.hosts

@@ -16,6 +16,7 @@ import dataclasses
 import re
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -63,6 +64,12 @@ ON_CHOICES = [("Runs on every node", "all"), ("Runs on the head node (rank 0) on
 def _tags(s: UserStep) -> str:
     """What the list shows after a step's name: `` [root]``, `` [head]`` ..."""
     return (" [root]" if s.sudo else "") + (f" [{s.on}]" if s.on != "all" else "")
+
+
+def _prompt(i: int, s: UserStep, first: str) -> Text:
+    """A step's line in the list, as plain text: a str would be read as markup, and its
+    ``[head]``, ``[root]`` (and a command's own brackets) would vanish as tags."""
+    return Text(f"{i + 1}. {s.name or '(unnamed)'}{_tags(s)}: {first}")
 
 
 def preset_steps(recipe: rc.Recipe) -> list[UserStep]:
@@ -145,7 +152,7 @@ class StepsScreen(WizardScreen):
         trial = copy.copy(self.draft)
         trial.steps = self.steps
         for p in rc.structural_problems(trial):
-            if p.path.startswith("steps"):
+            if p.path.startswith("steps") and not p.warning:  # a warning (e.g. `on:` without cluster) blocks nothing
                 out.append(self._where(p.path) + p.message)
         return out
 
@@ -165,7 +172,7 @@ class StepsScreen(WizardScreen):
         ol.clear_options()
         for i, s in enumerate(self.steps):
             first = s.run.strip().splitlines()[0] if s.run.strip() else "(no command yet)"
-            ol.add_option(Option(f"{i + 1}. {s.name or '(unnamed)'}{_tags(s)}: {first}", id=f"step:{i}"))
+            ol.add_option(Option(_prompt(i, s, first), id=f"step:{i}"))
         if self.index is not None and self.steps:
             ol.highlighted = self.index
         editing = self.index is not None
@@ -211,7 +218,7 @@ class StepsScreen(WizardScreen):
         ol = self.query_one("#steps-list", OptionList)
         s = self.steps[self.index]
         first = s.run.strip().splitlines()[0] if s.run.strip() else "(no command yet)"
-        ol.replace_option_prompt_at_index(self.index, f"{self.index + 1}. {s.name or '(unnamed)'}{_tags(s)}: {first}")
+        ol.replace_option_prompt_at_index(self.index, _prompt(self.index, s, first))
 
     def changed(self) -> None:
         self._edited()

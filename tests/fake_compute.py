@@ -456,8 +456,12 @@ class FakeCompute(ClusterSide, GuestSide):
         room = self.room(zone)
         if room is not None and room < len(bodies):   # capacity for fewer VMs than asked
             if room < (len(bodies) if min_count is None else min_count):
+                # bulkInsert says only that minCount was not reached (tests/fake_compute_cluster.py)
+                error = (self._stockout(zone, first, False, []) if min_count is None else
+                         {"code": "VM_MIN_COUNT_NOT_REACHED",
+                          "message": f"Requested minimum count of {min_count} VMs could not be created."})
                 return 200, self._op_json(self._new_op(zone, "insert", target, duration=duration, http_status=503,
-                                                       errors=[self._stockout(zone, first, False, [])]))
+                                                       errors=[error]))
             bodies = bodies[:room]
         partial = self.partial(zone)
         # Real quota accounting: regional metric and GPUS_ALL_REGIONS.

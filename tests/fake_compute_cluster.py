@@ -4,7 +4,10 @@ region and global operations, and bulkInsert's ``count`` / ``minCount`` semantic
 What the real API does, as the fake plays it (sources in docs/facts/gcp-cluster.md):
 
 * ``instances.bulkInsert``: at most ``count`` VMs; when fewer than ``minCount`` (default:
-  ``count``) can be made, none are (the zone's operation ends with a capacity error);
+  ``count``) can be made, none are, and the operation (HTTP status 503) names no stockout,
+  only ``VM_MIN_COUNT_NOT_REACHED``: "Requested minimum count of 4 VMs could not be created."
+  (the error SkyPilot's GCP provisioner quotes; google-cloud-go#5168 shows it alone, with 503;
+  docs/facts/gcp-cluster.md);
 * a VM naming a placement policy needs the policy in its region, and a machine series that
   takes none (N1) is refused: "Placement policy is not applicable to machine type"
   (dstack#2591);

@@ -183,3 +183,49 @@ def test_gang_a_dropped_connection_fails_the_step_everywhere_and_stops_every_ran
         assert res.status == "failed"
         assert "node 1 (n1) failed first (the connection to n1 dropped during this step" in res.message
     assert _gone(marker)  # node 1's orphaned rank too: it reconnected to stop it
+
+
+@pytest.mark.parametrize("kind", ["gang", "barrier"])
+def test_a_connection_dropped_while_waiting_at_a_barrier_reconnects_and_runs(sshd_factory, tmp_path, kind):
+    # A head's dataset download can keep the workers waiting at the gang step's barrier
+    # for an hour; a network blip then must not fail the training on every node: nothing
+    # of the step ran on the dropped node yet, so it reconnects and takes part.
+    hosts = sshd_factory.start(3)
+    go = tmp_path / "go"
+    plan = {node_name(r): [Step("pre", "pre", _wait_for(go, tries=600) if r == 0 else "true"),
+                           Step("train", "train", f"echo trained{r}", **{kind: True})] for r in range(3)}
+    dropped: list[str] = []
+
+    def watch(e: ev.Event, _ex) -> None:
+        if isinstance(e, ev.Output) and e.host == "n1" and e.step == "train" and "waiting for" in e.data \
+                and not dropped:
+            hosts[1].drop_connections()
+            dropped.append("n1")
+            go.touch()
+
+    ok, events, _ = run_nodes(hosts, plan, watch)
+    assert dropped
+    assert ok, [(e.host, e.message) for e in events if isinstance(e, ev.HostFinished)]
+    for r in range(3):
+        assert finished(events, node_name(r)) == [("pre", "ok"), ("train", "ok")]
+        assert f"trained{r}" in output(events, node_name(r), "train")
+
+
+def test_gang_a_check_passing_on_some_nodes_only_runs_the_step_on_every_node(sshd_factory, tmp_path):
+    # `check: test -f ~/out/model.pt` passes on the head only (rank 0 saved it): were the
+    # head to skip torchrun, the workers would wait at the rendezvous for a rank 0 that
+    # never comes. A gang step is skipped only where its check passes on every node.
+    hosts = sshd_factory.start(3)
+    plan = {node_name(r): [Step("train", "train", f"echo trained{r}", check="true" if r == 0 else "false", gang=True)]
+            for r in range(3)}
+    ok, events, _ = run_nodes(hosts, plan)
+    assert ok
+    for r in range(3):
+        assert finished(events, node_name(r)) == [("train", "ok")]
+        assert f"trained{r}" in output(events, node_name(r), "train")
+    assert "node 1 (n1), node 2 (n2)" in output(events, "n0", "train", stream="gpuwizard")
+
+    # passing everywhere: skipped everywhere
+    plan = {node_name(r): [Step("train", "train", f"echo trained{r}", check="true", gang=True)] for r in range(3)}
+    ok, events, _ = run_nodes(hosts, plan)
+    assert ok and all(finished(events, node_name(r)) == [("train", "skipped")] for r in range(3))

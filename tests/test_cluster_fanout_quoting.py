@@ -69,3 +69,20 @@ def test_every_fanout_script_passes_bash_n_and_shellcheck(tmp_path: pathlib.Path
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
     res = subprocess.run(["shellcheck", "-s", "bash", "-S", "info", *paths], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
+
+
+def test_an_ipv6_head_is_logged_in_to_by_its_bare_address(tmp_path: pathlib.Path) -> None:
+    # rsync takes ``user@[::1]:path``, but ssh takes the brackets as part of the name
+    # ("Could not resolve hostname [::1]"): the worker's login check must pass the bare
+    # address. The real ssh client parses the line (-G: print what it would connect to).
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -G "$@" > "$HOME/ssh-G.out"\n')
+    (bindir / "ssh").chmod(0o755)
+    step = fanout.barrier_step(fanout.HeadLogin("u", 2222))
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "GPUWIZARD_NODE_RANK": "1", "GPUWIZARD_MASTER_ADDR": "fd00::1"}
+    r = subprocess.run(["/bin/bash", "-c", step.run], env=env, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    parsed = dict(line.split(" ", 1) for line in (tmp_path / "ssh-G.out").read_text().splitlines() if " " in line)
+    assert (parsed["hostname"], parsed["user"], parsed["port"]) == ("fd00::1", "u", "2222")

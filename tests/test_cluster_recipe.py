@@ -106,3 +106,20 @@ def test_torchrun_without_pytorch_in_the_environment_is_a_warning(tmp_path):
     assert check(tmp_path, SSH + TORCH + step + "cluster:\n  launcher: torchrun\n") == []
     # a cluster that never calls the helper is not nagged about PyTorch
     assert check(tmp_path, SSH + "steps:\n  - name: a\n    run: hostname\ncluster: {}\n") == []
+
+
+def test_a_torchrun_step_runs_on_every_node(tmp_path):
+    # torchrun --nnodes=N on the head alone waits at the rendezvous for ranks that never come
+    step = "steps:\n  - name: train\n    run: gpuwizard torchrun -- train.py\n    on: head\n"
+    assert check(tmp_path, SSH + TORCH + step + "cluster: {}\n") == [
+        "10:9: steps[0].on: a step that calls `gpuwizard torchrun` runs on every node at once (torchrun waits for "
+        "all of them): remove `on: head`"]
+    assert check(tmp_path, SSH + TORCH + step.replace("head", "all") + "cluster: {}\n") == []
+
+
+def test_retries_on_a_torchrun_step_are_said_not_to_apply(tmp_path):
+    # a gang step is never retried (one rank cannot re-join the others' job): say so
+    step = "steps:\n  - name: train\n    run: gpuwizard torchrun -- train.py\n    retries: 2\n"
+    assert check(tmp_path, SSH + TORCH + step + "cluster: {}\n") == [
+        "10:14: warning: steps[0].retries: a step that calls `gpuwizard torchrun` is not retried (one node failing "
+        "stops it on every node; `gpuwizard run --resume` runs it again): remove `retries`"]

@@ -15,8 +15,9 @@ import pytest
 from gpuwizard import recipe as R
 from gpuwizard.gcp import cluster_spec
 from gpuwizard.gcp.body import recipe_id
-from gpuwizard.gcp.errors import GcpError
+from gpuwizard.gcp.errors import STOCKOUT, GcpError, classify
 from gpuwizard.gcp.provision import provision
+from gpuwizard.gcp.wait import is_capacity
 from tests.builders.gcp import run
 
 PREFIX = "/compute/v1/projects/test-project"
@@ -92,6 +93,13 @@ def test_a_zone_with_room_for_fewer_than_min_count_creates_none_and_the_next_zon
         f"{PREFIX}/regions/us-central1/resourcePolicies/{tag}"]
     assert any("us-central1-a: no capacity" in ln for ln in lines)
     assert list(fake_compute.policies) == [("us-east1", tag)]
+
+
+def test_min_count_not_reached_is_no_capacity_also_for_the_wait():
+    # what a bulkInsert says when its zone cannot make minCount VMs, often alone and with 503
+    verdict = classify([{"code": "VM_MIN_COUNT_NOT_REACHED",
+                         "message": "Requested minimum count of 3 VMs could not be created."}], 503)
+    assert verdict.kind == STOCKOUT and is_capacity(verdict)
 
 
 def test_a_policy_left_in_another_region_that_cannot_be_deleted_is_said_not_fatal(fake_compute, tmp_path):

@@ -148,3 +148,26 @@ def test_a_failed_write_is_kept_not_raised_and_leaves_no_temporary_file(tmp_path
     assert not list(rd.path.glob("*.tmp"))
     json.loads((rd.path / "state.json").read_text())  # the previous state, whole
     rd.close()
+
+
+def test_logs_of_a_cluster_show_its_nodes_in_rank_order_by_rank(state_home, tmp_path, capsys):
+    # three nodes on one address: without the rank, "==> root@10.0.0.1:2201 <==" says
+    # nothing, and the names' sort put node 2 first
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\n")
+    hosts = ["u@10.0.0.1:3003", "u@10.0.0.1:2002", "u@10.0.0.1:1001"]
+    rd = RunDir.create(str(recipe), recipe.read_text(), "x")
+    rd.set_plan({h: [Step("a", "a", "true")] for h in hosts})
+    rd(ev.RunStarted(run_id=rd.run_id, recipe="x", hosts=hosts, steps=["a"], ranks={h: i for i, h in enumerate(hosts)}))
+    for i, h in enumerate(hosts):
+        rd(ev.StepStarted(host=h, step="a"))
+        rd(ev.Output(host=h, step="a", stream="stdout", data=f"rank {i}\n"))
+        rd(ev.StepFinished(host=h, step="a", status="ok", exit_code=0))
+    rd(ev.RunFinished(ok=True))
+    rd.close()
+    cmd_logs(argparse.Namespace(run=None, host=None, step="a", list=False))
+    heads = [line for line in capsys.readouterr().out.splitlines() if line.startswith("==>")]
+    assert heads == ["==> node 0 (head) u@10.0.0.1:3003 <==", "==> node 1 u@10.0.0.1:2002 <==",
+                     "==> node 2 u@10.0.0.1:1001 <=="]
+    cmd_logs(argparse.Namespace(run=None, host="node 1", step="a", list=False))
+    assert capsys.readouterr().out == "rank 1\n"

@@ -20,7 +20,9 @@ The rules, for a step id that has the flag on the hosts whose lists hold it (the
   (exit code, timeout, lost connection) ends it on every other member: the executor
   kills their remote process groups (:mod:`.kill`), and each one's result says which
   node failed first and how. A member that finishes well waits for the others, so the
-  step is ``ok`` on a node only when it is ``ok`` on all of them.
+  step is ``ok`` on a node only when it is ``ok`` on all of them. Its check skips it
+  only where it passes on every member: a head that skipped ``torchrun`` because its
+  own check passed would leave the workers waiting at the rendezvous for rank 0.
 
 A sync point across nodes is a barrier step on all of them (``run: "true"``): the head
 reaches it after its download, the workers wait there before they copy.
@@ -71,6 +73,8 @@ class Sync:
         self.failed: Failure | None = None   # gang: the first failure while it ran
         self.abort = asyncio.Event()         # gang: set with ``failed``
         self.settled = asyncio.Event()       # gang: every member ended, or one failed
+        self.votes: dict[str, bool] = {}     # gang: whether each member's check passed
+        self.voted = asyncio.Event()         # gang: every member's check is in
 
     def waiting_for(self) -> list[str]:
         return sorted(self.members - self.arrived)
@@ -79,6 +83,12 @@ class Sync:
         self.arrived.add(host)
         if self.arrived >= self.members:
             self.released.set()
+
+    def vote(self, host: str, passed: bool) -> None:
+        """``host``'s check of a gang step passed (or it was done before) or not."""
+        self.votes[host] = passed
+        if self.votes.keys() >= self.members:
+            self.voted.set()
 
     def depart(self, host: str, failure: Failure) -> None:
         """``host`` will never reach this step (because of ``failure``)."""

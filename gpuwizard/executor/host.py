@@ -104,6 +104,7 @@ class HostRun:
         self.coord = coord if coord is not None else Coordinator({spec.name: self.steps}, options.ranks)
         self._gang: Sync | None = None  # the gang step in flight: its abort stops our run of it
         self._cause: Failure | None = None  # another node's failure that stopped this host
+        self._launched = False  # the step's command started on the host in this attempt
 
     @property
     def name(self) -> str:
@@ -121,6 +122,7 @@ class HostRun:
                 sync = self.coord.get(step)
                 if sync is not None:  # done counts as reached (and, for a gang, as ended well)
                     sync.arrive(self.name)
+                    sync.vote(self.name, True)
                     sync.end(self.name, None)
                 continue
             if self.conn is None:  # connect at the first step with work to do
@@ -216,6 +218,7 @@ class HostRun:
                         self._cause = broken
                         return self._finished(step, t0, Result("not_run", message=broken.barrier_text()))
                     self._gang = sync if sync.gang else None
+                self._launched = False
                 result = await self._attempt(step)
                 if result.status == "ok" and step.reboot:
                     result = await self._reboot(step)
@@ -228,8 +231,10 @@ class HostRun:
                 result = Result("failed", message=str(exc))
             except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
                 result = Result("failed", message=f"{type(exc).__name__}: {exc}")
-            if result.status == "lost" and self._gang is not None:
+            if result.status == "lost" and self._gang is not None and self._launched:
                 # One rank cannot re-join a job the others are running: the step fails everywhere.
+                # (Lost before its command started, e.g. while waiting at the barrier: it
+                # reconnects and takes part, as any step does.)
                 result = Result("failed", message=f"the connection to {self.name} dropped during this step "
                                                   f"({result.message})")
             if result.status == "lost":
@@ -333,11 +338,32 @@ class HostRun:
                 return Result("failed", message=problem, final=True)
         if step.uploads:
             await self._upload(step.uploads)
-        if step.check:
-            code = await self._check(step, sudo)
-            if code == 0:
-                return Result("skipped", 0, "check passed")
+        passed = step.check is not None and await self._check(step, sudo) == 0
+        if self._gang is not None:
+            passed = await self._agree(step, passed)
+        if passed:
+            return Result("skipped", 0, "check passed")
         return await self._exec(step, sudo=sudo, timeout=step.timeout)
+
+    async def _agree(self, step: Step, passed: bool) -> bool:
+        """A gang step is skipped only where its check passes on every member (see
+        :mod:`.gang`); False when one failed meanwhile (``_exec`` then says so)."""
+        sync = self._gang
+        assert sync is not None
+        sync.vote(self.name, passed)
+        if not sync.voted.is_set():
+            waits = [asyncio.ensure_future(sync.voted.wait()), asyncio.ensure_future(sync.abort.wait())]
+            try:
+                await self.guard(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
+            finally:
+                for w in waits:
+                    w.cancel()
+        if sync.abort.is_set():
+            return False
+        ran = [h for h, ok in sync.votes.items() if not ok]
+        if passed and ran:
+            self.note(step.id, f"its check passed here but not on {self.coord.labels(ran)}: it runs on every node")
+        return not ran
 
     async def _is_root(self) -> bool:
         if self.is_root is None:
@@ -387,6 +413,7 @@ class HostRun:
             return Result("failed", None, "not started: another node failed", final=True)
         token = remote.new_token()
         proc = await self.guard(self.conn.start(remote.wrap(step.run, sudo)))
+        self._launched = True
         proc.feed_stdin(remote.env_stdin(step, token))
         pump = OutputPump(self.sink, self.name, step.id, self.secrets, step.progress, token, self.set_running)
 

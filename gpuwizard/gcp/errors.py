@@ -31,8 +31,11 @@ OS_LOGIN = "os_login"          # (GcpError kind only) the project enforces OS Lo
 UNFINISHED = "unfinished"     # (GcpError kind only) an operation did not finish within its budget
 _RANK = {TRANSIENT: 0, STOCKOUT: 1, ZONE: 2, REGION_QUOTA: 3, GLOBAL_QUOTA: 4, PERMISSION: 5, EXISTS: 6}
 
+#: VM_MIN_COUNT_NOT_REACHED: a bulkInsert (a cluster) whose zone could not make minCount VMs,
+#: often the only error it gives, with HTTP 503 (docs/facts/gcp-cluster.md): the next zone, not
+#: a retry in this one.
 STOCKOUT_CODES = {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
-                  "insufficientCapacity", "RESOURCE_NOT_FOUND", "UNSUPPORTED_OPERATION"}
+                  "insufficientCapacity", "RESOURCE_NOT_FOUND", "UNSUPPORTED_OPERATION", "VM_MIN_COUNT_NOT_REACHED"}
 PERMISSION_CODES = {"IAM_PERMISSION_DENIED", "forbidden", "accessNotConfigured", "PERMISSION_DENIED",
                     "SERVICE_DISABLED", "insufficientPermissions"}
 EXISTS_CODES = {"alreadyExists", "RESOURCE_ALREADY_EXISTS"}

@@ -44,7 +44,7 @@ INTERRUPTED = "interrupted"   # GcpError kind: the user stopped the wait (exit 1
 
 #: Error codes that mean "this zone has no capacity now" (and nothing else).
 CAPACITY_CODES = frozenset({"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
-                            "insufficientCapacity"})
+                            "insufficientCapacity", "VM_MIN_COUNT_NOT_REACHED"})  # the last: a cluster's bulkInsert
 
 
 def is_capacity(verdict: Verdict) -> bool:

@@ -112,6 +112,16 @@ def _cluster_problems(r: Recipe) -> list[Problem]:
                    else "set cluster.launcher: torchrun")
             out.append(r.problem(f"steps[{i}].run", f"`gpuwizard torchrun` runs only in a cluster with the torchrun "
                                  f"launcher: {fix}, or call torchrun yourself"))
+    for i, s in enumerate(r.steps):
+        if not (torchrun_ok and uses_torchrun(s.run)):
+            continue
+        if s.on != "all":  # torchrun --nnodes=N on some nodes waits for ranks that never come
+            out.append(r.problem(f"steps[{i}].on", "a step that calls `gpuwizard torchrun` runs on every node at once "
+                                 f"(torchrun waits for all of them): remove `on: {s.on}`"))
+        if s.retries:  # a gang step: the executor never retries it (gang.py)
+            out.append(r.problem(f"steps[{i}].retries", "a step that calls `gpuwizard torchrun` is not retried (one "
+                                 "node failing stops it on every node; `gpuwizard run --resume` runs it again): "
+                                 "remove `retries`", warning=True))
     if c is None:
         return out
     g, ssh = r.target.gcp, r.target.ssh
