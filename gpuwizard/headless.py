@@ -152,7 +152,8 @@ class LineRenderer:
         w("\n" + f"{'HOST':<{width}}  {'OK':>4} {'SKIP':>4} {'FAIL':>4} {'NOT RUN':>7} {'SECONDS':>8}  RESULT\n")
         for host, c, secs, result in rows:
             w(f"{host:<{width}}  {c['ok']:>4} {c['skipped']:>4} {c['failed']:>4} {c['not_run']:>7} {secs:>8.1f}  {result}\n")
-        verdict = "interrupted" if e.interrupted else ("all hosts ok" if e.ok else "some steps failed")
+        who = "nodes" if self._ranks else "hosts"
+        verdict = "interrupted" if e.interrupted else (f"all {who} ok" if e.ok else "some steps failed")
         w(f"\n{verdict} in {e.seconds:.1f}s\n")
 
 

@@ -402,12 +402,14 @@ class RunScreen(Screen[None]):
             self.app.exit(result=code, return_code=code)
             return
         n = len(self.model.hosts)
+        where = (f"{n} node{'s' if n != 1 else ''}" if self.model.ranks
+                 else f"{n} host{'s' if n != 1 else ''}")
         if self.vms:
             cost = f" (about ${self.hourly:.2f}/h)" if self.hourly else ""
-            q = f"The run is still going on {n} host(s). Quit and leave the VMs running{cost}, or stop the run first?"
+            q = f"The run is still going on {where}. Quit and leave the VMs running{cost}, or stop the run first?"
             leave = "Quit, leave VMs running"
         else:
-            q = (f"The run is still going on {n} host(s). If you quit now, the remote steps will be stopped; "
+            q = (f"The run is still going on {where}. If you quit now, the remote steps will be stopped; "
                  "the run can be resumed later.")
             leave = "Quit (stops the remote steps)"
 

@@ -82,6 +82,7 @@ def test_env_vars_on_and_the_torchrun_line(sshd_factory, tmp_path):
     recipe = cluster_recipe(tmp_path / "r.yaml", hosts, steps, master_port=29611)
     proc = gw(tmp_path, "run", str(recipe), "--headless")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all nodes ok in" in proc.stdout   # a cluster's summary speaks of nodes
 
     ips = "127.0.0.1,127.0.0.1,127.0.0.1"
     for r in range(3):
