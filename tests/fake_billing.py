@@ -21,8 +21,9 @@ import json
 import re
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fake_http import FakeServer, JsonHandler
 
 COMPUTE = "6F81-5844-456A"
 _SKUS = re.compile(r"^/v1/services/(?P<service>[^/]+)/skus$")
@@ -93,7 +94,7 @@ def default_skus() -> list[dict[str, Any]]:
     return out
 
 
-class FakeBilling:
+class FakeBilling(FakeServer):
     """The server's state (thread-safe); :meth:`start` binds 127.0.0.1 on a free port."""
 
     def __init__(self, skus: list[dict[str, Any]] | None = None, page_size: int = 4) -> None:
@@ -103,33 +104,14 @@ class FakeBilling:
         self.requests: list[str] = []
         self.violations: list[str] = []
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def sku_requests(self) -> int:
         with self.lock:
             return sum(1 for r in self.requests if "/skus" in r)
 
     def start(self) -> "FakeBilling":
-        state = self
-
-        class Bound(_Handler):
-            fake = state
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Bound)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="fake-billing", daemon=True).start()
+        self.serve(_Handler, "fake", "fake-billing")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def page(self, service: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         if service != COMPUTE:
@@ -165,20 +147,9 @@ def _error(code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": _STATUS.get(code, "UNKNOWN")}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     fake: FakeBilling
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def _send(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    _send = JsonHandler.send_json
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         parsed = urllib.parse.urlsplit(self.path)

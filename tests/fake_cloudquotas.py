@@ -22,10 +22,10 @@ import json
 import re
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from google.cloud import cloudquotas_v1 as cq
+from tests.fake_http import FakeServer, JsonHandler
 
 SERVICE = "compute.googleapis.com"
 _P = r"/v1/projects/(?P<project>[^/]+)/locations/global"
@@ -57,7 +57,7 @@ def status_error(code: int, status: str, message: str, reason: str | None = None
     return {"error": {"code": code, "message": message, "status": status, "details": details}}
 
 
-class FakeCloudQuotas:
+class FakeCloudQuotas(FakeServer):
     """State and HTTP server of the fake. Thread-safe."""
 
     def __init__(self, project: str = "test-project", page_size: int = 3) -> None:
@@ -75,7 +75,6 @@ class FakeCloudQuotas:
         #: request billed to gcloud's own project, where the API is off (docs/facts/cloud-quotas.md).
         self.require_quota_project = False
         self.headers: list[dict[str, str]] = []   # each request's headers (lower-case names)
-        self._server: ThreadingHTTPServer | None = None
         self.set_quota("GPUS-ALL-REGIONS-per-project", {}, 16, ["global"])
         self.set_quota("NVIDIA-T4-GPUS-per-project-region", {}, 8, ["us-central1", "us-east1", "us-west1"])
         self.set_quota("PREEMPTIBLE-NVIDIA-T4-GPUS-per-project-region", {}, 8,
@@ -177,48 +176,19 @@ class FakeCloudQuotas:
 
     # ------------------------------------------------------------------ server
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
     def start(self) -> "FakeCloudQuotas":
-        fake = self
-
-        class H(_Handler):
-            state = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                         name="fake-cloudquotas", daemon=True).start()
+        self.serve(_Handler, "state", "fake-cloudquotas")
         return self
 
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     state: FakeCloudQuotas
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def _send(self, code: int, body: dict[str, Any], msg: type | None = None) -> None:
         if msg is not None and code == 200:
             with self.state.lock:
                 self.state._check(msg, body, f"answer {self.command} {self.path}")
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(code, body)
 
     def do_GET(self) -> None:
         self._dispatch("GET")

@@ -45,7 +45,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from tests import fake_compute_shapes as shapes
@@ -58,6 +57,7 @@ from tests.fake_compute_shapes import BASE, FAKE_HOST_KEYS, region_of
 from tests.fake_compute_shapes import filter_value as _filter_value
 from tests.fake_compute_shapes import http_error as _http_error
 from tests.fake_compute_shapes import matches as _matches
+from tests.fake_http import FakeServer
 
 __all__ = ["BASE", "DEFAULT_PROJECT", "FAKE_HOST_KEYS", "FakeCompute", "Fault"]
 
@@ -101,7 +101,7 @@ def _default_world() -> dict[str, dict[str, int]]:
     return world
 
 
-class FakeCompute(ClusterSide, GuestSide):
+class FakeCompute(FakeServer, ClusterSide, GuestSide):
     """The fake's state and HTTP server. Thread-safe: the server answers in threads."""
 
     def __init__(self, project: str = DEFAULT_PROJECT, *, world: dict[str, dict[str, int]] | None = None,
@@ -151,7 +151,6 @@ class FakeCompute(ClusterSide, GuestSide):
         self.instance_metadata: dict[str, str] = {}
         self._ids = itertools.count(1000)
         self._cluster_init()
-        self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ scenario knobs
@@ -264,30 +263,9 @@ class FakeCompute(ClusterSide, GuestSide):
 
     # ------------------------------------------------------------------ server
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
     def start(self, port: int = 0, host: str = "127.0.0.1") -> "FakeCompute":
-        fake = self
-
-        class Handler(_Handler):
-            state = fake
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-compute", daemon=True)
-        self._thread.start()
+        self.serve(_Handler, "state", "fake-compute", port, host)
         return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def __enter__(self) -> "FakeCompute":
         return self.start() if self._server is None else self

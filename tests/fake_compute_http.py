@@ -3,17 +3,16 @@ the ``/_fake/*`` control API and one handler per route (see tests/fake_compute.p
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from tests.discovery_contract import compute as compute_contract
 from tests.fake_compute_shapes import BASE
 from tests.fake_compute_shapes import http_error as _http_error
 from tests.fake_compute_shapes import region_of as _region
+from tests.fake_http import JsonHandler
 
 if TYPE_CHECKING:
     from tests.fake_compute import FakeCompute
@@ -56,12 +55,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     state: "FakeCompute"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
 
     def _send(self, code: int, body: dict[str, Any]) -> None:
         route = getattr(self, "_route", None)
@@ -70,20 +65,9 @@ class Handler(BaseHTTPRequestHandler):
             if problems:
                 with self.state.lock:
                     self.state.violations += problems
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(code, body)
 
-    def _body(self) -> dict[str, Any] | None:
-        """The JSON body, or None when the client went away before sending all of it."""
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
-        if len(raw) < n:
-            return None
-        return json.loads(raw) if raw.strip() else {}
+    _body = JsonHandler.read_json
 
     def do_GET(self) -> None:
         self._dispatch("GET")
