@@ -34,10 +34,9 @@ from gpuwizard.gcp.cluster_spec import (GVNIC_REQUIRED, firewall_body, image_ref
                                         policy_body, resource_prefix, series)
 from gpuwizard.gcp.cluster_spec import spec as cluster_spec
 from gpuwizard.gcp.context import Provisioner, Sink
-from gpuwizard.gcp.errors import (EXISTS, STOCKOUT, TRANSIENT, UNFINISHED, ApiError, ErrorItem, GcpError, Verdict,
-                                  api_error, from_api_exception)
+from gpuwizard.gcp.errors import EXISTS, STOCKOUT, UNFINISHED, ApiError, ErrorItem, GcpError, Verdict, api_error
 from gpuwizard.gcp.inventory import delete, find
-from gpuwizard.gcp.operations import op_verdict
+from gpuwizard.gcp.operations import retrying
 
 Wait = Callable[[str, float], dict[str, Any]]
 
@@ -46,27 +45,18 @@ async def _operation(submit: Callable[[], dict[str, Any]], wait: Wait, what: str
     """Submit a region or global operation and wait for it; None on success, else the verdict.
     Transient failures are retried with back-off (as :func:`.operations.run_operation` does
     for zone operations)."""
-    verdict: Verdict | None = None
-    for i in range(budgets.TRANSIENT_RETRIES + 1):
-        try:
-            op = await call(submit)
-            deadline = time.monotonic() + budgets.OP_TIMEOUT
-            while op.get("status") != "DONE":
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise GcpError(f"{what} did not finish in {budgets.OP_TIMEOUT:.0f} s (operation "
-                                   f"{op.get('name')})", kind=UNFINISHED)
-                op = await call(wait, str(op.get("name")), left)
-        except ApiError as exc:
-            verdict = from_api_exception(exc)
-        else:
-            verdict = op_verdict(op)
-            if verdict is None:
-                return None
-        if verdict.kind != TRANSIENT or i == budgets.TRANSIENT_RETRIES:
-            return verdict
-        await asyncio.sleep(budgets.RETRY_BASE * (2 ** i))
-    return verdict
+    async def once() -> dict[str, Any]:
+        op = await call(submit)
+        deadline = time.monotonic() + budgets.OP_TIMEOUT
+        while op.get("status") != "DONE":
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GcpError(f"{what} did not finish in {budgets.OP_TIMEOUT:.0f} s (operation "
+                               f"{op.get('name')})", kind=UNFINISHED)
+            op = await call(wait, str(op.get("name")), left)
+        return op
+
+    return await retrying(once, None)
 
 
 async def _exists(read: Callable[[], dict[str, Any]], what: str) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from gpuwizard.gcp import budgets
 from gpuwizard.gcp.client import Compute, call
@@ -71,12 +71,25 @@ async def run_operation(compute: Compute, zone: str, submit: Callable[[], dict[s
     on success, else the verdict on all its errors. Transient verdicts are retried up to
     ``retries`` times with back-off first; an operation still running at ``timeout``
     raises GcpError(kind=unfinished)."""
+    async def once() -> dict[str, Any]:
+        return await wait_done(compute, zone, await call(submit), what, say, timeout)
+
+    return await retrying(once, lambda verdict, delay: say(f"{zone}: {what}: {verdict.reason}; retrying in "
+                                                         f"{delay:.1f} s"), retries)
+
+
+async def retrying(once: Callable[[], Awaitable[dict[str, Any]]], on_retry: Callable[[Verdict, float], None] | None,
+                   retries: int | None = None) -> Verdict | None:
+    """The one retry-and-classify loop: ``once`` submits an operation and returns it DONE;
+    None on success, else the verdict on its errors. Transient verdicts are retried up to
+    ``retries`` times (default budgets.TRANSIENT_RETRIES) with exponential back-off;
+    ``on_retry`` hears each retry and its delay. Zone operations (:func:`run_operation`)
+    and a cluster's region/global ones (gcp/cluster_net.py) both go through it."""
     n = budgets.TRANSIENT_RETRIES if retries is None else retries
     verdict: Verdict | None = None
     for i in range(n + 1):
         try:
-            op = await call(submit)
-            op = await wait_done(compute, zone, op, what, say, timeout)
+            op = await once()
         except ApiError as exc:
             verdict = from_api_exception(exc)
         else:
@@ -86,6 +99,7 @@ async def run_operation(compute: Compute, zone: str, submit: Callable[[], dict[s
         if verdict.kind != TRANSIENT or i == n:
             return verdict
         delay = budgets.RETRY_BASE * (2 ** i)
-        say(f"{zone}: {what}: {verdict.reason}; retrying in {delay:.1f} s")
+        if on_retry is not None:
+            on_retry(verdict, delay)
         await asyncio.sleep(delay)
     return verdict
