@@ -272,7 +272,8 @@ class RunScreen(Screen[None]):
                 where = ""
                 if fail:
                     no_connection = m.cells[fail].status == "unreachable"
-                    where = f" ({_esc(fail[0])} did not connect)" if no_connection else f" ({fail[1]} on {_esc(fail[0])})"
+                    who = _esc(m.label(fail[0]))   # "node 1 HOST" in a cluster
+                    where = f" ({who} did not connect)" if no_connection else f" ({fail[1]} on {who})"
                 status.update(f"[b $error]Run failed{where}.[/] e jumps to it, o opens the full log; "
                               f"{self._resume_hint()}")
                 verdict = "Run failed"

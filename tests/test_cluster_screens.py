@@ -76,7 +76,7 @@ async def test_run_screen_shows_nodes_with_their_rank():
         summary = str(scr.query_one("#run-summary").render())
         assert summary.startswith("3 nodes x 2 steps") and "pending" not in summary
         status = str(scr.query_one("#run-status").render())
-        assert "Run failed (user.train on ddp-run-1)" in status  # the node that broke it, not node 0
+        assert "Run failed (user.train on node 1 ddp-run-1)" in status  # the node that broke it, by rank
 
 
 def _draft(cluster: bool) -> rc.Recipe:
