@@ -290,15 +290,14 @@ def test_reboot_that_fails_or_never_happens_fails_the_step(sshd_host):
     assert sshd_host.reboots == 0
 
 
-def test_resume_stops_the_step_an_abandoned_attempt_left_running(sshd_host, tmp_path):
-    # "trap '' TERM" and bash exec-ing its last command (sleep): TERM does nothing, and
-    # the pid's command line is no longer our wrapper's bash; the start time still matches
-    step = Step("s", "s", once_script(tmp_path, "echo ready; trap '' TERM; sleep 25"))
+def _abandon(host, step: Step) -> list[tuple[str, object]]:
+    """Run ``step`` until it prints "ready", then die like ``os._exit`` (nothing stopped, the
+    connection dropped): what ``on_running`` recorded, for the next attempt to stop."""
     records: list[tuple[str, object]] = []
 
-    async def abandon() -> None:  # an attempt that dies like os._exit: nothing is stopped
+    async def go() -> None:
         events: list[ev.Event] = []
-        ex = Executor([spec(sshd_host)], [step], events.append,
+        ex = Executor([spec(host)], [step], events.append,
                       ExecOptions(connect_timeout=15, on_running=lambda h, p: records.append((h, p))))
         task = asyncio.ensure_future(ex.run())
         while not any(isinstance(e, ev.Output) and "ready" in e.data for e in events):
@@ -309,9 +308,18 @@ def test_resume_stops_the_step_an_abandoned_attempt_left_running(sshd_host, tmp_
         except asyncio.CancelledError:
             pass
         for h in ex.hosts:
+            assert h.conn is not None
             h.conn.abort()
 
-    asyncio.run(abandon())
+    asyncio.run(go())
+    return records
+
+
+def test_resume_stops_the_step_an_abandoned_attempt_left_running(sshd_host, tmp_path):
+    # "trap '' TERM" and bash exec-ing its last command (sleep): TERM does nothing, and
+    # the pid's command line is no longer our wrapper's bash; the start time still matches
+    step = Step("s", "s", once_script(tmp_path, "echo ready; trap '' TERM; sleep 25"))
+    records = _abandon(sshd_host, step)
     log = tmp_path / "copies.log"
     first = int(log.read_text().split()[1])
     assert records and records[-1][0] == "h0" and records[-1][1]["pid"] == first
@@ -500,25 +508,8 @@ def test_resume_also_stops_what_the_abandoned_step_started_with_setsid(sshd_host
     marker = f"gwsetsidr{os.getpid()}"
     step = Step("s", "s", f"setsid bash -c 'exec -a {marker} sleep 1000' & echo ready; sleep 25")
     records: list[tuple[str, object]] = []
-
-    async def abandon() -> None:  # an attempt that dies like os._exit: nothing is stopped
-        events: list[ev.Event] = []
-        ex = Executor([spec(sshd_host)], [step], events.append,
-                      ExecOptions(connect_timeout=15, on_running=lambda h, p: records.append((h, p))))
-        task = asyncio.ensure_future(ex.run())
-        while not any(isinstance(e, ev.Output) and "ready" in e.data for e in events):
-            await asyncio.sleep(0.02)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        for h in ex.hosts:
-            assert h.conn is not None
-            h.conn.abort()
-
     try:
-        asyncio.run(abandon())
+        records = _abandon(sshd_host, step)
         assert _pids_matching(marker) and records[-1][1]["token"]  # the escapee outlived the attempt
         ok, events, _ = execute([sshd_host], [Step("s", "s", "echo second")], running={"h0": records[-1][1]},
                                 kill_grace=0.5)
