@@ -9,12 +9,11 @@ the steps. A failing run with --delete-on-failure deletes the VM it created.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
-import sys
 
-from tests.builders.gcp import ROOT, e2e_vms, gw, point_fake_at, write_recipe
+from tests.builders.gcp import e2e_vms, gw, point_fake_at, write_recipe
+from tests.builders.runs import gw_start
 
 
 def test_run_provisions_pins_host_key_and_runs(fake_compute, sshd_host, tmp_path: pathlib.Path) -> None:
@@ -79,10 +78,7 @@ def test_ctrl_c_while_provisioning_runs_no_step(fake_compute, sshd_host, tmp_pat
     fake_compute.op_seconds = 6.0  # the insert operation takes a while, like a real one
     recipe = tmp_path / "e2e.yaml"
     write_recipe(recipe, sshd_host, "echo step-ran")
-    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), CI="1")
-    proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(recipe), "--headless"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                            stdin=subprocess.DEVNULL)
+    proc = gw_start(tmp_path, "run", str(recipe), "--headless")
     deadline = time.monotonic() + 30
     line = ""
     while "creating" not in line and time.monotonic() < deadline:
@@ -187,10 +183,7 @@ def test_ctrl_c_does_not_wait_for_the_request_in_flight(fake_compute, sshd_host,
     fake_compute.wait_cap = 3600.0
     recipe = tmp_path / "e2e.yaml"
     write_recipe(recipe, sshd_host, "echo step-ran")
-    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), CI="1")
-    proc = subprocess.Popen([sys.executable, "-m", "gpuwizard.cli", "run", str(recipe), "--headless"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                            stdin=subprocess.DEVNULL)
+    proc = gw_start(tmp_path, "run", str(recipe), "--headless")
     deadline = time.monotonic() + 60
     while fake_compute.route_requests("op_wait") == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)   # polling a condition (the wait request arrived), with a deadline
