@@ -20,7 +20,7 @@ from gpuwizard.gcp.body import LABEL_RECIPE_ID, recipe_id
 from gpuwizard.gcp.cluster_spec import key as cluster_key
 from gpuwizard.gcp.errors import GcpError, console_link
 from gpuwizard.gcp.inventory import VmInfo, autostop_states, delete_vms, list_recipe_vms
-from gpuwizard.gcp.quota import fetch_quota
+from gpuwizard.gcp.quota import QuotaReport, fetch_quota
 from gpuwizard.gcp.quota_commands import family_advice, print_family, print_requests
 from gpuwizard.gcp.zones import machine_for, use_live_prices, zone_price, zones_for_gpu, zones_offline
 from gpuwizard.recipe import Recipe, RecipeError, load
@@ -76,11 +76,7 @@ def cmd_quota(args: argparse.Namespace) -> int:
         what = f"{rep.metric}" if rep.metric else "GPU"
         print(f"No region lists a {what} quota in regions.list (H100-class GPUs use the GPU-family quota "
               f"of Cloud Quotas).")
-        print_family(rep)
-        advice = family_advice(rep)
-        if advice:
-            print("\n" + advice)
-        return OK
+        return _family_part(rep)
     print()
     print(table(["REGION", "METRIC", "LIMIT", "USAGE", "FREE"],
                 [[r.region, r.metric, _num(r.limit), _num(r.usage), _num(r.free)] for r in rep.rows], rule=False))
@@ -97,6 +93,11 @@ def cmd_quota(args: argparse.Namespace) -> int:
     elif args.gpu and zero:
         print(f"\n{len(zero)} region(s) have {rep.metric} = 0; to raise one, e.g. {zero[0].region}: "
               f"{zero[0].link(rep.project)}")
+    return _family_part(rep)
+
+
+def _family_part(rep: QuotaReport) -> int:
+    """The GPU-family quotas and, when one blocks the GPU asked, the request to file."""
     print_family(rep)
     advice = family_advice(rep)
     if advice:
