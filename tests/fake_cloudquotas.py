@@ -190,15 +190,6 @@ class _Handler(JsonHandler):
                 self.state._check(msg, body, f"answer {self.command} {self.path}")
         self.send_json(code, body)
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
     def _dispatch(self, method: str) -> None:
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))

@@ -69,15 +69,6 @@ class Handler(JsonHandler):
 
     _body = JsonHandler.read_json
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
     def _dispatch(self, method: str) -> None:
         st = self.state
         self._route: tuple[str, str] | None = None

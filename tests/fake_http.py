@@ -30,6 +30,23 @@ class JsonHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_GET(self) -> None:  # noqa: N802 - http.server's names
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        """Each fake routes here; one that does not serve ``method`` says so as Google would."""
+        self.send_json(405, {"error": {"code": 405, "message": f"{method} is not allowed here",
+                                       "status": "METHOD_NOT_ALLOWED"}})
+
     def read_json(self) -> dict[str, Any] | None:
         """The JSON body, or None when the client went away before sending all of it."""
         n = int(self.headers.get("Content-Length") or 0)
