@@ -50,6 +50,7 @@ from typing import Mapping, Sequence
 
 from gpuwizard import rclone, ssh
 from gpuwizard.cluster import env as cluster_env
+from gpuwizard.privatefile import write_atomic
 from gpuwizard.rclone.host_steps import MAKE_DEST, dataset_key, done_check
 from gpuwizard.recipe import Dataset, Recipe
 from gpuwizard.shell import q, qpath
@@ -106,15 +107,13 @@ def prepare_files(run_dir: str, run_id: str, head: HostSpec) -> FanoutFiles:
     os.makedirs(d, mode=0o700, exist_ok=True)
     files = FanoutFiles.under(d)
     if not (os.path.isfile(files.private) and os.path.isfile(files.public)):
+        # whole or not at all (a cut-off key would pass the check above and be reused);
+        # the public key last, as the sign that the pair is complete
         private, public = ssh.new_keypair(f"gpuwizard-fanout-{run_id}")
-        fd = os.open(files.private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(private)
-        with open(files.public, "wb") as fh:
-            fh.write(public)
+        write_atomic(files.private, private.decode())
+        write_atomic(files.public, public.decode(), mode=0o644)
     name = pin_host(node_address(head), head.port)
-    with open(files.pin, "w", encoding="utf-8") as fh:
-        fh.writelines(f"{name} {key}\n" for key in ssh.trusted_keys(head))
+    write_atomic(files.pin, "".join(f"{name} {key}\n" for key in ssh.trusted_keys(head)), mode=0o644)
     return files
 
 

@@ -121,7 +121,7 @@ def test_one_rank_dying_fails_the_step_on_every_node_naming_it(sshd_factory, tmp
     assert len(failed) == 3, proc.stdout
     names = {h.host_string for h in hosts}
     for line in failed:
-        assert "node 1 (" in line and "failed first (exit code 1)" in line, line
+        assert "node 1 root@" in line and "failed first (exit code 1)" in line, line
     assert any(n in failed[0] for n in names)
     assert not list(out.glob("after-*"))
     assert pids_running(marker) == []  # ranks 0 and 2 were stopped, not left sleeping

@@ -231,3 +231,8 @@ def test_a_cancelled_gap_stops_at_once_with_nothing_pending(fake_compute, tmp_pa
     assert isinstance(res, GcpError) and res.kind == "interrupted" and not res.vm_exists
     assert "no VM was created and no request is pending" in res.message
     assert fake_compute.instances == {}
+
+
+def test_the_waiting_units_read_as_a_person_writes_them():
+    """"45 s", "14 min", "6 h" (not "6 h 0 min", as --max-wait 6h was echoed), "2 h 5 min"."""
+    assert [human(s) for s in (45, 14 * 60, 6 * 3600, 2 * 3600 + 5 * 60)] == ["45 s", "14 min", "6 h", "2 h 5 min"]

@@ -21,9 +21,6 @@ from gpuwizard.recipe import Recipe, parse_host
 from gpuwizard.steps import Step
 
 _DURATION = re.compile(r"(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?")
-#: ``30m``, ``2h``, ``1h30m``, ``90s`` (what the recipe, the wizard and ``gpuwizard autostop`` take).
-DURATION_PATTERN = r"^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
-
 AGENT_PATH = "usr/local/lib/gpuwizard/autostop_agent.py"
 CONFIG_PATH = "etc/gpuwizard/autostop.json"
 STATE_PATH = "var/lib/gpuwizard/autostop-state.json"

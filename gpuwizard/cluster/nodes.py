@@ -49,11 +49,6 @@ def from_hosts(hosts: Sequence[HostSpec]) -> list[Node]:
     return [Node(i, h.name, h.private_address or h.address) for i, h in enumerate(hosts)]
 
 
-def ranks(nodes: Sequence[Node]) -> dict[str, int]:
-    """host name -> rank (``ExecOptions.ranks``)."""
-    return {n.host: n.rank for n in nodes}
-
-
 def runs_on(where: str, node: Node) -> bool:
     """Whether a step with ``on: where`` (all, head, workers) runs on ``node``."""
     return where == "all" or (where == "head") == node.head

@@ -26,7 +26,8 @@ import re
 
 from gpuwizard.shell import q
 
-HELPER_DIR = "~/.gpuwizard/bin"
+#: Where the helper lives on a node, as the shell writes it (inside double quotes).
+HELPER_DIR = "$HOME/.gpuwizard/bin"
 HELPER_PATH = f"{HELPER_DIR}/gpuwizard"
 STEP_ID = "cluster.helper"
 
@@ -62,7 +63,7 @@ exec torchrun --nnodes="$GPUWIZARD_NUM_NODES" --node_rank="$GPUWIZARD_NODE_RANK"
 """
 
 #: Prefixed to user steps of a torchrun cluster: the helper first on PATH.
-PATH_SH = 'export PATH="$HOME/.gpuwizard/bin:$PATH"; '
+PATH_SH = f'export PATH="{HELPER_DIR}:$PATH"; '
 
 
 def uses_torchrun(run: str) -> bool:
@@ -72,16 +73,16 @@ def uses_torchrun(run: str) -> bool:
 
 def install_script() -> str:
     """Shell that writes the helper (mode 0755)."""
-    return (f'mkdir -p "$HOME/.gpuwizard/bin"\n'
-            f'printf %s {q(HELPER)} > "$HOME/.gpuwizard/bin/gpuwizard.new"\n'
-            f'chmod 755 "$HOME/.gpuwizard/bin/gpuwizard.new"\n'
-            f'mv -f "$HOME/.gpuwizard/bin/gpuwizard.new" "$HOME/.gpuwizard/bin/gpuwizard"\n')
+    return (f'mkdir -p "{HELPER_DIR}"\n'
+            f'printf %s {q(HELPER)} > "{HELPER_PATH}.new"\n'
+            f'chmod 755 "{HELPER_PATH}.new"\n'
+            f'mv -f "{HELPER_PATH}.new" "{HELPER_PATH}"\n')
 
 
 def check_script() -> str:
     """Exit 0 when the helper on the node is this one (and executable)."""
-    return (f'[ -x "$HOME/.gpuwizard/bin/gpuwizard" ] && '
-            f'[ "$(sha256sum < "$HOME/.gpuwizard/bin/gpuwizard" | cut -d" " -f1)" = {digest()} ]')
+    return (f'[ -x "{HELPER_PATH}" ] && '
+            f'[ "$(sha256sum < "{HELPER_PATH}" | cut -d" " -f1)" = {digest()} ]')
 
 
 def digest() -> str:

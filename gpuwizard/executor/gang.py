@@ -15,7 +15,7 @@ The rules, for a step id that has the flag on the hosts whose lists hold it (the
   reaches it when its pipeline gets to the step: resumed as done (the journal) or
   skipped by its check counts too. A member that stops before reaching it (a failed
   earlier step, no connection, a cancel) releases the others: their step ends
-  ``not_run`` with "node 1 (h1) failed at step apt".
+  ``not_run`` with "node 1 h1 failed at step apt".
 - **gang** (implies barrier): while the step runs, the first member whose run fails
   (exit code, timeout, lost connection) ends it on every other member: the executor
   kills their remote process groups (:mod:`.kill`), and each one's result says which
@@ -37,6 +37,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from gpuwizard.cluster.nodes import host_label
 from gpuwizard.steps import Step
 
 
@@ -45,7 +46,7 @@ class Failure:
     """Who broke a barrier or a gang step, and how (for every member's message)."""
 
     host: str
-    label: str               # "node 1 (h1)" in a cluster, else the host's name
+    label: str               # "node 1 h1" in a cluster, else the host's name
     step: str                # the step the host failed at (not always the synced one)
     exit_code: int | None = None
     message: str = ""
@@ -123,11 +124,11 @@ class Coordinator:
         self.syncs = {sid: Sync(first[sid], hosts) for sid, hosts in members.items()}
 
     def label(self, host: str) -> str:
-        rank = self.ranks.get(host)
-        return host if rank is None else f"node {rank} ({host})"
+        """``node 1 h1``: as the run screen, headless lines and ``logs`` name the node."""
+        return host_label(host, self.ranks)
 
     def labels(self, hosts: Sequence[str]) -> str:
-        """``"node 1 (h1), node 2 (h2)"``, in rank order."""
+        """``"node 1 h1, node 2 h2"``, in rank order."""
         order = sorted(hosts, key=lambda h: (self.ranks.get(h, len(self.ranks)), h))
         return ", ".join(self.label(h) for h in order)
 

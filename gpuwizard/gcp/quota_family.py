@@ -139,10 +139,3 @@ def regional_target(gpu: str, spot: bool, region: str, infos: QuotaInfos | None 
     if g is None:
         raise ValueError(f"unknown accelerator type {gpu!r}")
     return QuotaTarget(quota_id_of(g.spot_quota_metric if spot else g.quota_metric), (("region", region),))
-
-
-def gpu_quota_ids(infos: QuotaInfos) -> list[str]:
-    """The GPU quota ids the API lists, the global cap and the family quotas first."""
-    first = [q for q in (GLOBAL_QUOTA_ID, FAMILY_QUOTA_ID, SPOT_FAMILY_QUOTA_ID) if infos.has(q)]
-    rest = sorted(q for q in infos.by_id if q not in first and "GPUS" in q and "NVIDIA" in q)
-    return first + rest

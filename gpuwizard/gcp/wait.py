@@ -112,7 +112,8 @@ def human(seconds: float) -> str:
         return f"{s} s"
     if s < 7200:
         return f"{s // 60} min"
-    return f"{s // 3600} h {s % 3600 // 60} min"
+    h, m = divmod(s // 60, 60)
+    return f"{h} h {m} min" if m else f"{h} h"
 
 
 #: What stopped waits are following to its end now (see :func:`following`).

@@ -99,17 +99,6 @@ def zone_price(gpu_name: str, count: int, spot: bool, region: str | None = None,
     return catalog.vm_price(machine, gpu_name, count, spot, disk_gb=ZONES_DISK_GB, region=region)
 
 
-def cheapest_price(gpu_name: str, count: int, spot: bool) -> catalog.Price | None:
-    """:func:`zone_price` in the default region (kept for callers of the old name)."""
-    return zone_price(gpu_name, count, spot)
-
-
-def price_for(gpu_name: str, count: int, spot: bool, region: str | None = None) -> float | None:
-    """USD/hour of :func:`zone_price` (None when unknown)."""
-    best = zone_price(gpu_name, count, spot, region)
-    return None if best is None else best.per_hour
-
-
 def sort_options(options: list[ZoneOption], count: int, order: list[str] | None = None) -> list[ZoneOption]:
     """Best first: fits with known quota, then unknown quota, then no quota; cheaper first; catalog order."""
     rank = {z: i for i, z in enumerate(order or [])}

@@ -92,6 +92,8 @@ ENV_VAR_HINT = "an environment variable name is letters, digits and _, not start
 HOST_RE = r"^([A-Za-z0-9._-]+@)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$"
 HOST_HINT = "hosts look like user@host or user@host:2222"
 VERSION_RE = r"^[0-9]+(\.[0-9]+)*$"
+DURATION_RE = r"^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+DURATION_HINT = "write a duration as 30m, 2h or 1h30m"
 
 
 # ---------------------------------------------------------------------------- the model
@@ -115,8 +117,7 @@ class FlexStart:
 
     max_run: str = field(default="4h", metadata=doc(
         "How long the VM may run before Compute Engine deletes it: 10m to 7 days (168h), e.g. 4h.",
-        pattern=r"^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$", hint="write a duration as 30m, 4h or 1h30m",
-        always=True))
+        pattern=DURATION_RE, hint=DURATION_HINT, always=True))
 
 
 # A reservation by name (same project), or projects/P/reservations/NAME (shared from P),
@@ -167,7 +168,7 @@ class GcpTarget:
     wait: str | None = field(default=None, metadata=doc(
         "When every zone is out of capacity, keep trying for this long (30m, 6h ...), as "
         "`gpuwizard run --wait --max-wait` does; the command line wins.",
-        pattern=r"^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$", hint="write a duration as 30m, 6h or 1h30m"))
+        pattern=DURATION_RE, hint=DURATION_HINT))
 
 
 @dataclass
@@ -301,8 +302,6 @@ class Dataset:
     checksum: bool = field(default=True, metadata=doc("Verify sizes and hashes after the copy."))
 
 
-DURATION_RE = r"^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
-DURATION_HINT = "write a duration as 30m, 2h or 1h30m"
 
 
 @dataclass
