@@ -146,11 +146,19 @@ def os_login_enabled(metadata: dict[str, str]) -> bool:
     return metadata.get("enable-oslogin", "").strip().lower() in ("true", "t", "1")
 
 
+def require_gpu(gpu: str) -> catalog.GpuType:
+    """The catalog GPU for an accelerator type or a name people type (T4, nvidia-l4, H100 ...);
+    a usage error naming where the names are listed otherwise. The one look-up ``quota``,
+    ``quota request`` and ``zones`` share."""
+    g = catalog.gpu(gpu) or catalog.gpu_by_label(gpu)
+    if g is None:
+        raise GcpError(f"Unknown GPU '{gpu}': see `gpuwizard catalog gpus` for the names.", kind="usage")
+    return g
+
+
 def gpu_metric(gpu_type: str, spot: bool) -> str:
     """The regional quota metric for an accelerator type or label (T4, nvidia-l4 ...)."""
-    g = catalog.gpu(gpu_type) or catalog.gpu_by_label(gpu_type)
-    if g is None:
-        raise GcpError(f"Unknown GPU '{gpu_type}': see `gpuwizard catalog gpus` for the names.", kind="usage")
+    g = require_gpu(gpu_type)
     return g.spot_quota_metric if spot else g.quota_metric
 
 

@@ -21,7 +21,7 @@ from gpuwizard.gcp import quota_request as QR
 from gpuwizard.gcp import quotas_api
 from gpuwizard.gcp.client import call, credentials_and_project
 from gpuwizard.gcp.errors import GcpError
-from gpuwizard.gcp.quota import QuotaReport, fetch_quota
+from gpuwizard.gcp.quota import QuotaReport, fetch_quota, require_gpu
 from gpuwizard.tables import table
 
 
@@ -139,7 +139,7 @@ def _confirm(n: int) -> bool | None:
 def cmd_quota_request(args: argparse.Namespace) -> int:
     """Preview, confirm and file the quota increases a VM of ``--count`` x ``--gpu`` needs."""
     try:
-        g = QR.resolve_gpu(args.gpu)
+        g = require_gpu(args.gpu)
         QR.check_inputs(args.region, int(args.count), args.email, args.justification)
         _check_available()
         rep, prefs = asyncio.run(_read(getattr(args, "project", None), g.name, bool(args.spot)))

@@ -50,13 +50,6 @@ class Ask:
         return f"{self.target.describe()}{scope}: {now} -> {self.want}{again}"
 
 
-def resolve_gpu(gpu: str) -> catalog.GpuType:
-    g = catalog.gpu(gpu) or catalog.gpu_by_label(gpu)
-    if g is None:
-        raise GcpError(f"Unknown GPU '{gpu}': see `gpuwizard catalog gpus` for the names.", kind="usage")
-    return g
-
-
 def check_inputs(region: str, count: int, email: str, justification: str) -> None:
     """Usage errors before anything is read or asked."""
     if not REGION_RE.match(region):

@@ -25,7 +25,7 @@ from gpuwizard.gcp import billing_api
 from gpuwizard.gcp.client import call, open_compute
 from gpuwizard.gcp.errors import ApiError, GcpError, api_error
 from gpuwizard.gcp import quota_family as QF
-from gpuwizard.gcp.quota import gpu_metric, parse_quotas, read_quota_infos
+from gpuwizard.gcp.quota import gpu_metric, parse_quotas, read_quota_infos, require_gpu
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,6 @@ class ZoneOption:
 
     def fits(self, count: int) -> bool:
         return self.max_count >= count and (self.free_quota is None or self.free_quota >= count)
-
-
-def _gpu(gpu_type: str) -> catalog.GpuType:
-    g = catalog.gpu(gpu_type) or catalog.gpu_by_label(gpu_type)
-    if g is None:
-        raise GcpError(f"Unknown GPU '{gpu_type}': see `gpuwizard catalog gpus` for the names.", kind="usage")
-    return g
 
 
 #: The boot disk `gpuwizard zones` prices with (a recipe's default), so its figure is the one
@@ -113,7 +106,7 @@ def sort_options(options: list[ZoneOption], count: int, order: list[str] | None 
 
 def zones_offline(gpu_type: str, count: int = 1, spot: bool = False) -> list[ZoneOption]:
     """The catalog snapshot's zones for the GPU (no quota known), for --offline and the wizard's first paint."""
-    g = _gpu(gpu_type)
+    g = require_gpu(gpu_type)
     if count not in g.counts and count > max(g.counts):
         return []
     zones = catalog.zones_for(g.name)
@@ -163,7 +156,7 @@ async def zones_for_gpu(project: str | None, gpu_type: str, count: int = 1, spot
     three for a GPU-family GPU unless ``cloud`` is given or ``read_cloud`` is False, as for a
     caller that read the QuotaInfos already). Where QuotaInfos cannot be read the family
     quota is simply unknown, as in the provisioner."""
-    g = _gpu(gpu_type)
+    g = require_gpu(gpu_type)
     compute = await open_compute(project)
     family = read_cloud and cloud is None and QF.family_of(g.name) is not None
     try:
