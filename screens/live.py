@@ -21,6 +21,7 @@ from gpuwizard import catalog
 from gpuwizard.gcp import client
 from gpuwizard.gcp import quota as gq
 from gpuwizard.gcp import quota_family as QF
+from gpuwizard.gcp import quota_view as QV
 from gpuwizard.gcp import zones as gz
 from gpuwizard.gcp.errors import GcpError, console_link
 
@@ -65,6 +66,9 @@ class QuotaView:
     spot: bool
     rows: tuple[QuotaRow, ...] = ()
     message: str = ""
+    #: The core's report the rows came from: what is free where is its rule (Spot's fallback
+    #: to the standard quota, the family cap), not the screen's.
+    report: gq.QuotaReport | None = field(default=None, compare=False, repr=False)
 
     @property
     def global_free(self) -> float | None:
@@ -74,8 +78,11 @@ class QuotaView:
         return None
 
     def region_free(self, region: str) -> float | None:
-        """The GPUs free in ``region``: the least of its rows (the GPU-family quota caps the
-        regional one)."""
+        """The GPUs free in ``region``, as the provisioner counts them
+        (:meth:`gpuwizard.gcp.quota.QuotaReport.free_in`: the family quota caps the regional
+        one; a Spot VM falls back to the standard quota)."""
+        if self.report is not None:
+            return self.report.free_in(region)
         free = [r.free for r in self.rows if r.scope == region]
         return min(free) if free else None
 
@@ -208,7 +215,7 @@ def load_quota(project: str | None, gpu: str, spot: bool, online: bool = True) -
 def quota_view_of(report: gq.QuotaReport, project: str | None, gpu: str, spot: bool) -> QuotaView:
     """The screen's view of a report already read (the Cloud Quotas worker's), so the screen
     reads the quotas once."""
-    return QuotaView(True, project, gpu, spot, tuple(_quota_rows(report)), "")
+    return QuotaView(True, project, gpu, spot, tuple(_quota_rows(report)), "", report)
 
 
 def _quota_rows(report: gq.QuotaReport) -> list[QuotaRow]:
@@ -223,7 +230,7 @@ def _quota_rows(report: gq.QuotaReport) -> list[QuotaRow]:
         rows.append(QuotaRow(str(region), str(r.metric), float(r.limit), float(r.usage)))
     fam = QF.family_of(report.gpu) if report.gpu else None
     if fam is not None and report.cloud is not None:
-        offered = dict.fromkeys([catalog.region_of(z) for z in catalog.zones_for(report.gpu or "")] + list(regional))
+        offered = dict.fromkeys(QV.regions_for(report.gpu or "") + list(regional))
         for region in offered:
             limit, free = report.family_limit(region), report.family_free(region)
             if limit is not None and free is not None:

@@ -183,3 +183,19 @@ async def test_quota_note_weighs_the_vms_gpu_count(fake_compute, fake_cloudquota
         await _settle(app, pilot)
         text = str(app.screen.query_one("#quota-note").render())
         assert text.startswith("Quota looks fine: 16 GPUs free across regions; most in "), text
+
+
+async def test_the_screen_counts_spot_quota_as_the_provisioner_does():
+    """A Spot VM falls back to the standard quota where no preemptible quota is granted
+    (docs/facts): the screen's rows showed PREEMPTIBLE_NVIDIA_T4_GPUS = 0 and called the
+    quota zero, while the provisioner would create the VM. The screen now asks the core."""
+    from gpuwizard.gcp.quota import QuotaReport, QuotaRow as CoreRow
+    from screens.live import quota_view_of
+
+    rep = QuotaReport(project="p", global_limit=4, global_usage=0, metric="PREEMPTIBLE_NVIDIA_T4_GPUS",
+                      fallback="NVIDIA_T4_GPUS", gpu="nvidia-tesla-t4", spot=True,
+                      rows=[CoreRow("PREEMPTIBLE_NVIDIA_T4_GPUS", "us-central1", 0, 0),
+                            CoreRow("NVIDIA_T4_GPUS", "us-central1", 4, 1)])
+    view = quota_view_of(rep, "p", "nvidia-tesla-t4", True)
+    assert view.region_free("us-central1") == rep.free_in("us-central1") == 3
+    assert not view.zero

@@ -74,7 +74,7 @@ def family_advice(rep: QuotaReport, count: int = 1) -> str | None:
               if dims.get("gpu_family") in (None, QF.family_of(rep.gpu))]
     if values and max(values) > 0:
         return None
-    region = next((catalog.region_of(z) for z in catalog.zones_for(rep.gpu)), "us-central1")
+    region = next((catalog.region_of(z) for z in catalog.zones_for(rep.gpu)), catalog.DEFAULT_REGION)
     return ("The GPU-family quota for " + str(QF.family_of(rep.gpu)) + " is 0: no such VM can start. File the "
             "increase for a region that offers it, e.g.:\n  " +
             QR.request_command(rep.gpu, region, count, rep.spot, rep.project))
