@@ -497,3 +497,28 @@ async def test_while_no_vm_exists_the_status_line_shows_what_provisioning_does()
         assert str(scr.query_one("#run-status").render()).startswith("running · $0.55/h")
         scr.cancel.set()
         await app.workers.wait_for_complete()
+
+
+def test_the_executor_source_hands_the_screens_ready_callback_to_the_wait(tmp_path, monkeypatch) -> None:
+    """The other half of the bell on the run screen: RunScreen sets ExecutorSource.on_ready,
+    and the source must pass it to the --wait policy the runner gets (dropping it there would
+    leave the screen silent while the test above, with its own source, still passed)."""
+    from gpuwizard import recipe as rc
+    from gpuwizard import runner
+    from gpuwizard.runrequest import RunRequest
+    from screens.runsource import ExecutorSource
+
+    path = tmp_path / "w.yaml"
+    path.write_text("version: 1\nname: w\ntarget:\n  gcp:\n    zones: [us-central1-a]\n    wait: 1h\n")
+    seen = {}
+
+    async def fake_execute(recipe, steps, rd, sink, **kw):  # the runner's seam, not a provider
+        seen["wait"] = kw.get("wait")
+        return runner.Outcome(ok=True)
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    src = ExecutorSource(rc.load(str(path)), str(path), steps=[], request=RunRequest(recipe=str(path)))
+    src.on_ready = lambda message: None
+    src.run(lambda e: None, threading.Event())
+    assert seen["wait"] is not None and seen["wait"].on_ready is src.on_ready
