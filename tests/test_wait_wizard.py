@@ -7,7 +7,6 @@ import pytest
 from textual.widgets import Input, Select
 
 from gpuwizard import recipe as rc
-from gpuwizard.gcp import consumption
 from screens.app import WizardApp
 from tests.builders.wizard import EDITED
 
@@ -33,8 +32,10 @@ async def test_each_way_is_explained_in_one_line_and_the_spot_recipe_starts_on_s
         model = app.screen.query_one("#model", Select)
         assert model.value == "spot"   # EDITED has spot: true
         labels = [str(label) for label, _value in model._options if _value is not Select.BLANK]
-        assert labels == [consumption.EXPLAIN[m] for m in ("on-demand", "spot", "reservation", "flex-start")]
-        assert all("\n" not in line for line in labels)
+        # each way named first, with what it costs and risks, on one line
+        assert [line.split(":")[0] for line in labels] == ["On-demand", "Spot", "Reservation", "Flex-start (DWS)"]
+        assert "preemption" in labels[1] and "deleted" in labels[3] and "max_run" in labels[3]
+        assert all("\n" not in line and len(line) < 110 for line in labels)
         assert app.screen.query_one("#model-detail", Input).disabled
 
 
