@@ -27,6 +27,10 @@ AUTOSTOP_CHOICES = (("15m", "stop after 15 minutes without use"),
 LAYOUT_CHOICES = (("independent", "Independent VMs: each runs every step on its own"),
                   ("cluster", "One cluster: train across them with torchrun (created all or none in one zone)"))
 
+#: A cluster's node count, as the recipe model bounds it (``Cluster.nodes``).
+_NODES = next(f for f in dataclasses.fields(Cluster) if f.name == "nodes").metadata
+NODES_MIN, NODES_MAX = int(_NODES["minimum"]), int(_NODES["maximum"])
+
 #: How the GPU is obtained, one line each (the lines are the core's: gcp/consumption.py).
 MODEL_CHOICES = tuple((m, consumption.EXPLAIN[m]) for m in ("on-demand", "spot", "reservation", "flex-start"))
 #: What a stockout in every zone does (``target.gcp.wait``; ``run --wait``/``--no-wait`` override it).
@@ -213,8 +217,9 @@ class MachineScreen(WizardScreen):
             out.append(f"choose a machine type ({choices.machine_limits_text(gpu, count)})")
         if not vms.isdigit() or not 1 <= int(vms) <= 64:
             out.append("VMs: a whole number from 1 to 64")
-        elif self.snapshot()[9] == "cluster" and int(vms) < 2:
-            out.append("a cluster has 2 to 64 nodes: set VMs to 2 or more, or choose independent VMs")
+        elif self.snapshot()[9] == "cluster" and not NODES_MIN <= int(vms) <= NODES_MAX:
+            out.append(f"a cluster has {NODES_MIN} to {NODES_MAX} nodes: set VMs to {NODES_MIN} or more, "
+                       f"or choose independent VMs")
         why = validate.disk_gb_problem(disk, str(_img))  # the one boot-disk rule, with its message
         if why:
             out.append(why)
