@@ -112,8 +112,7 @@ def cmd_zones(args: argparse.Namespace) -> int:
     if g is not None and count not in g.counts:  # (an unknown GPU is reported by the lookup below)
         _err(f"{g.label} takes {_or_list(g.counts)} GPUs per VM.")
         return USAGE
-    if g is not None and not args.offline and not getattr(args, "_prices_tried", False):
-        args._prices_tried = True  # once, also when we fall back to --offline below
+    if g is not None and not args.offline:  # (the --offline fall-back below does not come here again)
         note = use_live_prices()
         if note:
             _err(note)
