@@ -16,6 +16,7 @@ from typing import Any
 from gpuwizard import catalog, drivers, presets
 from gpuwizard.autostop import settings as autostop
 from gpuwizard.catalog import stack
+from gpuwizard.plan import describe_provision
 from gpuwizard.recipe import Driver, Env, Problem, Recipe
 
 
@@ -43,21 +44,21 @@ def field_meta(cls: type, name: str) -> dict[str, Any]:
 
 def cost_text(recipe: Recipe) -> str:
     """One line: what the recipe's VMs cost per hour and per month of continuous running,
-    from :func:`gpuwizard.catalog.vm_price` (the one price rule), saying what it assumes."""
-    g = recipe.target.gcp
-    if g is None:
+    from :func:`gpuwizard.plan.describe_provision` (the one price rule, and the VM count
+    ``plan`` and ``run`` state: a cluster's nodes), saying what it assumes."""
+    summary = describe_provision(recipe)
+    if summary is None:
         return "Existing hosts: no Compute Engine cost."
-    price = catalog.vm_price(g.machine_type, g.gpu.type if g.gpu else None, g.gpu.count if g.gpu else 0, g.spot,
-                             g.disk_gb, g.disk_type, region=catalog.region_of(g.zones[0]) if g.zones else None)
-    if price.per_hour is None:
-        return f"{g.machine_type}: {price.label()}."
-    total = price.per_hour * g.count
-    vms = f" x {g.count} VMs" if g.count > 1 else ""
+    if summary.hourly is None:
+        return f"{summary.machine_type}: price unknown ({summary.cost_unknown})."
+    n = summary.vms
+    total = summary.hourly * n
+    vms = (f" x {n} nodes" if recipe.cluster is not None else f" x {n} VMs") if n > 1 else ""
     if recipe.autostop is not None:
         running = f"{autostop.describe(recipe)}"
     else:
         running = f"no auto-stop: ~${total * 24:,.0f} a day, ~${total * 730:,.0f}/month if left running"
-    return f"${price.per_hour:.2f}/h per VM{vms} -> ${total:.2f}/h ({running}); {price.assumes}"
+    return f"${summary.hourly:.2f}/h per VM{vms} -> ${total:.2f}/h ({running}); {summary.cost_assumes}"
 
 
 # ------------------------------------------------------------------------ GPUs

@@ -139,3 +139,16 @@ def test_copy_of_a_shipped_recipe_says_where_its_notes_come_from(tmp_path) -> No
     rc.save(draft, str(out))
     assert "# Started from gpuwizard's recipe stgcn-t4.yaml" in out.read_text()
     load_checked(str(out))
+
+
+def test_review_cost_counts_a_clusters_nodes() -> None:
+    """The Review screen priced one VM for a 3-node cluster (it read target.gcp.count, which a
+    cluster leaves at 1); it now says what `plan` and `run` say: the nodes, all of them."""
+    r = rc.Recipe(target=rc.Target(gcp=rc.GcpTarget(machine_type="n1-standard-4", count=1)),
+                  cluster=rc.Cluster(nodes=3))
+    text = choices.cost_text(r)
+    from gpuwizard.plan import describe_provision
+
+    s = describe_provision(r)
+    assert s is not None and s.vms == 3 and "x 3 nodes" in text
+    assert f"-> ${s.hourly * 3:.2f}/h" in text
